@@ -1,0 +1,68 @@
+"""Building blocks shared by all architectures, with PyTorch's numerics (formats.md §0).
+
+Modules mirror torch's attribute names so that the bridge (`convert/`) is a mechanical rename plus
+transpose. Parameters are float32; `dtype` is the compute dtype.
+"""
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+# torch's default Conv2d/Linear weight init (kaiming_uniform with a=sqrt(5)) is U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+torch_default_init = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+class Buffer(nnx.Variable):
+    """A non-trainable tensor that the PyTorch module registers as a buffer (exported with the weights)."""
+
+
+def conv(in_ch, out_ch, kernel_size, *, rngs, dtype=jnp.float32, groups=1, bias=True, kernel_init=torch_default_init):
+    """nn.Conv2d(in, out, k, padding=k//2) in NHWC with explicit symmetric zero padding, as torch pads."""
+    p = kernel_size // 2
+    return nnx.Conv(
+        in_ch,
+        out_ch,
+        (kernel_size, kernel_size),
+        padding=((p, p), (p, p)),
+        feature_group_count=groups,
+        use_bias=bias,
+        kernel_init=kernel_init,
+        bias_init=nnx.initializers.zeros_init(),
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        precision=jax.lax.Precision.HIGHEST,
+        rngs=rngs,
+    )
+
+
+def lrelu(x, slope=0.2):
+    return jax.nn.leaky_relu(x, slope)
+
+
+def pixel_shuffle(x, r):
+    """torch.nn.PixelShuffle in NHWC: NCHW channel c*r*r + i*r + j goes to sub-pixel (i, j) of channel c."""
+    n, h, w, c = x.shape
+    oc = c // (r * r)
+    x = x.reshape(n, h, w, oc, r, r).transpose(0, 1, 4, 2, 5, 3)
+    return x.reshape(n, h * r, w * r, oc)
+
+
+def pixel_unshuffle(x, r):
+    """torch.nn.functional.pixel_unshuffle in NHWC (inverse of pixel_shuffle)."""
+    n, h, w, c = x.shape
+    x = x.reshape(n, h // r, r, w // r, r, c).transpose(0, 1, 3, 5, 2, 4)
+    return x.reshape(n, h // r, w // r, c * r * r)
+
+
+def upsample_nearest2x(x):
+    """F.interpolate(scale_factor=2, mode='nearest'): repeat every pixel twice along H and W."""
+    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+class PixelShuffle(nnx.Module):
+    """Parameter-free module so that nn.Sequential indices stay aligned with torch's."""
+
+    def __init__(self, r):
+        self.r = r
+
+    def __call__(self, x):
+        return pixel_shuffle(x, self.r)

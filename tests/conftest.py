@@ -1,0 +1,60 @@
+"""Shared test fixtures: real photographs and the PyTorch reference (spandrel) behind a torchvision stub."""
+import enum
+import sys
+import types
+
+import numpy as np
+import pytest
+
+
+def _stub_torchvision():
+    """spandrel imports torchvision at import time for two archs we never use; no CPU torchvision exists here."""
+    if "torchvision" in sys.modules:
+        return
+    tv, tr, fn = (types.ModuleType(n) for n in ("torchvision", "torchvision.transforms", "torchvision.transforms.functional"))
+
+    class InterpolationMode(enum.Enum):
+        NEAREST = "nearest"
+        BILINEAR = "bilinear"
+        BICUBIC = "bicubic"
+
+    def _unavailable(*args, **kwargs):
+        raise RuntimeError("torchvision stub: not available in tests")
+
+    fn.InterpolationMode = InterpolationMode
+    fn.rotate = fn.normalize = _unavailable
+    tv.transforms, tr.functional = tr, fn
+    sys.modules.update({"torchvision": tv, "torchvision.transforms": tr, "torchvision.transforms.functional": fn})
+
+
+_stub_torchvision()
+
+
+def photo(name="astronaut", h=None, w=None, top=0, left=0):
+    """A real photograph from scikit-image as HxWx3 float32 in [0,1], optionally cropped."""
+    import skimage.data
+
+    img = getattr(skimage.data, name)()
+    if img.ndim == 2:
+        img = np.stack([img] * 3, -1)
+    img = img[..., :3].astype(np.float32) / 255.0
+    h = h or img.shape[0] - top
+    w = w or img.shape[1] - left
+    return np.ascontiguousarray(img[top : top + h, left : left + w])
+
+
+@pytest.fixture
+def spandrel():
+    import spandrel as sp
+
+    return sp
+
+
+def torch_forward(module, img_nhwc):
+    """Run a torch module on an NHWC numpy batch, return NHWC numpy (float32, no grad)."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(img_nhwc.transpose(0, 3, 1, 2)))
+    with torch.no_grad():
+        y = module.eval()(x)
+    return y.numpy().transpose(0, 2, 3, 1)

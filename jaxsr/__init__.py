@@ -1,3 +1,20 @@
-"""jaxsr: image super-resolution training in JAX/Flax with a two-way bridge to PyTorch weights."""
+"""jaxsr: image super-resolution training in JAX/Flax with a two-way bridge to PyTorch weights.
+
+    from jaxsr import load_model, upscale
+    model, info = load_model("RealESRGAN_x4plus.pth")
+    out = upscale(model, img)   # HxWxC float32 in [0,1]
+"""
 
 __version__ = "0.1.0"
+
+
+def load_model(path, **kwargs):
+    from jaxsr.models import load_model as _load
+
+    return _load(path, **kwargs)
+
+
+def upscale(model, img, tile=None):
+    from jaxsr.infer import upscale as _upscale
+
+    return _upscale(model, img, tile=tile)

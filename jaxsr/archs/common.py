@@ -66,3 +66,22 @@ class PixelShuffle(nnx.Module):
 
     def __call__(self, x):
         return pixel_shuffle(x, self.r)
+
+
+class Sequential(nnx.List):
+    """nn.Sequential: children indexed 0..n-1 exactly as torch numbers them, so state-dict keys line up."""
+
+    def __call__(self, x):
+        for layer in self:
+            x = layer(x)
+        return x
+
+
+class LeakyReLU(nnx.Module):
+    """Parameter-free nn.LeakyReLU (torch's default slope is 0.01; RRDB uses 0.2)."""
+
+    def __init__(self, slope=0.01):
+        self.slope = slope
+
+    def __call__(self, x):
+        return lrelu(x, self.slope)

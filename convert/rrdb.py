@@ -1,0 +1,79 @@
+"""The RRDB (ESRGAN / Real-ESRGAN) bridge: three key layouts in, BasicSR keys under params_ema out."""
+import re
+
+from convert.mapping import WeightsError, export_state_dict
+
+arch = "esrgan"
+pth_wrapper = "params_ema"  # what Real-ESRGAN's inference and BasicSR read; spandrel unwraps it too
+
+
+def detect(sd):
+    k = set(sd)
+    new = {"conv_first.weight", "body.0.rdb1.conv1.weight", "conv_body.weight", "conv_last.weight"} <= k
+    old = {"model.0.weight", "model.1.sub.0.RDB1.conv1.0.weight"} <= k
+    bsrgan = {"conv_first.weight", "RRDB_trunk.0.RDB1.conv1.weight", "trunk_conv.weight", "conv_last.weight"} <= k
+    return new or old or bsrgan
+
+
+def _from_old(sd):
+    """Original ESRGAN `model.N` keys: model.0 conv_first, model.1.sub.{i} blocks (+ trunk conv), then
+    [Upsample, conv, LReLU] per x2 stage, conv_hr, LReLU, conv_last."""
+    length = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"model\.(\d+)\.", k)))
+    num_up = (length - 5) // 3
+    nb = max(int(m.group(1)) for k in sd if (m := re.match(r"model\.1\.sub\.(\d+)\.", k)))
+    names = {"0": "conv_first", f"1.sub.{nb}": "conv_body", str(3 * num_up + 2): "conv_hr", str(3 * num_up + 4): "conv_last"}
+    names.update({str(3 * n): f"conv_up{n}" for n in range(1, num_up + 1)})
+    out = {}
+    for k, v in sd.items():
+        if m := re.fullmatch(r"model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.(weight|bias)", k):
+            out[f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}"] = v
+        elif (m := re.fullmatch(r"model\.(.+)\.(weight|bias)", k)) and m[1] in names:
+            out[f"{names[m[1]]}.{m[2]}"] = v
+        else:
+            out[k] = v  # left for strict loading to report
+    return out
+
+
+def _from_bsrgan(sd):
+    rename = [(r"RRDB_trunk\.", "body."), (r"\.RDB(\d)\.", r".rdb\1."), (r"^trunk_conv\.", "conv_body."), (r"^upconv(\d)\.", r"conv_up\1."), (r"^HRconv\.", "conv_hr.")]
+    out = {}
+    for k, v in sd.items():
+        for pat, rep in rename:
+            k = re.sub(pat, rep, k)
+        out[k] = v
+    return out
+
+
+def to_model_keys(sd):
+    if any(".conv1x1." in k for k in sd):
+        raise WeightsError("this is an ESRGAN+ model (RRDB with conv1x1 skips), which jaxsr does not support")
+    if "model.0.weight" in sd:
+        return _from_old(sd)
+    if "RRDB_trunk.0.RDB1.conv1.weight" in sd:
+        return _from_bsrgan(sd)
+    return dict(sd)
+
+
+def infer_spec(sd):
+    sd = to_model_keys(sd)
+    in_nc = sd["conv_first.weight"].shape[1]
+    out_nc = sd["conv_last.weight"].shape[0]
+    num_up = sum(1 for k in sd if re.fullmatch(r"conv_up\d\.weight", k))
+    if num_up not in (2, 3):
+        raise WeightsError(f"RRDB with {num_up} upsampling stages is not supported (expected 2 for x4 or 3 for x8)")
+    shuffle = {out_nc: 1, 4 * out_nc: 2, 16 * out_nc: 4}.get(in_nc)
+    if shuffle is None or (shuffle > 1 and num_up != 2):
+        raise WeightsError(f"RRDB with {in_nc} input and {out_nc} output channels does not match a supported scale")
+    return {
+        "arch": arch,
+        "scale": 2**num_up // shuffle,
+        "in_ch": in_nc // shuffle**2,
+        "out_ch": out_nc,
+        "num_feat": int(sd["conv_first.weight"].shape[0]),
+        "num_block": 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"body\.(\d+)\.", k))),
+        "num_grow_ch": int(sd["body.0.rdb1.conv1.weight"].shape[0]),
+    }
+
+
+def export(model, spec):
+    return export_state_dict(model)

@@ -1,0 +1,73 @@
+"""RRDBNet (ESRGAN / Real-ESRGAN), mirroring BasicSR's module tree and numerics (formats.md §1).
+
+Scale 4 is native (two nearest+conv stages), 8 adds a third stage (original ESRGAN layout), and 2 and 1
+run the x4 network on a pixel-unshuffled input as Real-ESRGAN does (input sides must then be multiples of
+2 or 4; `jaxsr.upscale` pads for that).
+"""
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxsr.archs.common import conv, lrelu, pixel_unshuffle
+from jaxsr.archs.upsample import nearest_conv
+
+# BasicSR initialises the dense-block convs with kaiming_normal (fan_in, gain sqrt 2) scaled by 0.1.
+_rdb_init = nnx.initializers.variance_scaling(2.0 * 0.1**2, "fan_in", "normal")
+UNSHUFFLE = {1: 4, 2: 2, 4: 1, 8: 1}
+
+
+class ResidualDenseBlock(nnx.Module):
+    def __init__(self, num_feat, num_grow_ch, *, rngs, dtype):
+        for k in range(1, 6):
+            out = num_feat if k == 5 else num_grow_ch
+            setattr(self, f"conv{k}", conv(num_feat + (k - 1) * num_grow_ch, out, 3, rngs=rngs, dtype=dtype, kernel_init=_rdb_init))
+
+    def __call__(self, x):
+        feats = [x]
+        for k in range(1, 5):
+            feats.append(lrelu(getattr(self, f"conv{k}")(jnp.concatenate(feats, axis=-1))))
+        return self.conv5(jnp.concatenate(feats, axis=-1)) * 0.2 + x
+
+
+class RRDB(nnx.Module):
+    def __init__(self, num_feat, num_grow_ch, *, rngs, dtype):
+        self.rdb1 = ResidualDenseBlock(num_feat, num_grow_ch, rngs=rngs, dtype=dtype)
+        self.rdb2 = ResidualDenseBlock(num_feat, num_grow_ch, rngs=rngs, dtype=dtype)
+        self.rdb3 = ResidualDenseBlock(num_feat, num_grow_ch, rngs=rngs, dtype=dtype)
+
+    def __call__(self, x):
+        return self.rdb3(self.rdb2(self.rdb1(x))) * 0.2 + x
+
+
+class RRDBNet(nnx.Module):
+    def __init__(self, in_ch=3, out_ch=3, scale=4, num_feat=64, num_block=23, num_grow_ch=32, *, rngs=None, dtype=jnp.float32):
+        if scale not in UNSHUFFLE:
+            raise ValueError(f"RRDBNet supports scale 1, 2, 4 or 8, got {scale}")
+        rngs = rngs if rngs is not None else nnx.Rngs(0)
+        self.scale, self.in_ch, self.dtype = scale, in_ch, dtype
+        self.unshuffle = self.size_multiple = UNSHUFFLE[scale]  # input sides must be multiples of this
+        self.conv_first = conv(in_ch * self.unshuffle**2, num_feat, 3, rngs=rngs, dtype=dtype)
+        self.body = nnx.List([RRDB(num_feat, num_grow_ch, rngs=rngs, dtype=dtype) for _ in range(num_block)])
+        self.conv_body = conv(num_feat, num_feat, 3, rngs=rngs, dtype=dtype)
+        self.num_up = 3 if scale == 8 else 2
+        for i in range(1, self.num_up + 1):
+            setattr(self, f"conv_up{i}", conv(num_feat, num_feat, 3, rngs=rngs, dtype=dtype))
+        self.conv_hr = conv(num_feat, num_feat, 3, rngs=rngs, dtype=dtype)
+        self.conv_last = conv(num_feat, out_ch, 3, rngs=rngs, dtype=dtype)
+
+    def __call__(self, x):
+        x = x.astype(self.dtype)
+        if self.unshuffle > 1:
+            x = pixel_unshuffle(x, self.unshuffle)
+        feat = self.conv_first(x)
+        body = feat
+        for block in self.body:
+            body = block(body)
+        feat = feat + self.conv_body(body)
+        ups = [getattr(self, f"conv_up{i}") for i in range(1, self.num_up + 1)]
+        return nearest_conv(feat, ups, self.conv_hr, self.conv_last).astype(jnp.float32)
+
+
+def from_spec(spec, *, rngs=None, dtype=jnp.float32):
+    return RRDBNet(
+        spec["in_ch"], spec["out_ch"], spec["scale"], spec["num_feat"], spec["num_block"], spec["num_grow_ch"], rngs=rngs, dtype=dtype
+    )

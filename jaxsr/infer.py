@@ -27,7 +27,7 @@ def _run(model, img):
     if ph or pw:
         img = np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="reflect")
     out = np.asarray(_forward(model, img[None]))[0]
-    return out[: h * model.scale, : w * model.scale]
+    return np.clip(out[: h * model.scale, : w * model.scale], 0.0, 1.0)
 
 
 def upscale(model, img, tile=None):
@@ -50,7 +50,7 @@ def upscale(model, img, tile=None):
         out = _run(model, img[..., :3].mean(axis=2, keepdims=True))
     else:
         raise ValueError(f"the image has {c} channels, the model expects {want}")
-    return np.clip(out, 0.0, 1.0)
+    return out
 
 
 def _jobs(inp, out):

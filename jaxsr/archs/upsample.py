@@ -37,7 +37,7 @@ def pixelshuffle_direct(scale, num_feat, out_ch, *, rngs, dtype=jnp.float32):
 
 
 def dysample_init_pos(scale, groups):
-    """Offsets that make DySample start as bilinear upsampling; channel (xy*G + g)*s^2 + i*s + j."""
+    """Offsets that make DySample bilinear upsampling when the learned part is zero; channel (xy*G + g)*s^2 + i*s + j."""
     h = (np.arange(scale) - (scale - 1) / 2) / scale
     x = np.broadcast_to(h[None, :], (scale, scale))  # x offset follows the sub-pixel column j
     y = np.broadcast_to(h[:, None], (scale, scale))  # y offset follows the sub-pixel row i
@@ -46,7 +46,7 @@ def dysample_init_pos(scale, groups):
 
 
 class DySample(nnx.Module):
-    """Learned point sampling upsampler. At init (scope 0) it equals bilinear upsampling with border clamp."""
+    """Learned point sampling upsampler; with zero offsets it is bilinear upsampling with border clamp."""
 
     def __init__(self, in_ch, out_ch, scale=2, groups=4, end_convolution=True, *, rngs, dtype=jnp.float32):
         if in_ch < groups or in_ch % groups:

@@ -1,0 +1,189 @@
+"""Discriminators with BasicSR/Real-ESRGAN attribute names, so `net_d` files load and export mechanically.
+
+- `UNetDiscriminatorSN` (Real-ESRGAN): spectral-normalised U-Net with per-pixel logits.
+- `VGGStyleDiscriminator` (ESRGAN, 128 or 256 px input): conv/BatchNorm stack and two linear layers.
+
+Training mode is the default, as BasicSR never puts net_d in eval mode: each forward runs one power
+iteration and updates the spectral-norm vectors, and BatchNorm uses batch statistics and updates its
+running ones. Those live in `nnx.BatchStat` variables, so run D under `nnx.jit`, or split/merge and keep
+the returned state. `model.eval()` (or `use_running_average=True`) freezes them like torch's `.eval()`.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from convert.mapping import export_state_dict, load_state_dict
+from convert.pthfile import read_state_dict
+from jaxsr.archs.common import conv, lrelu, torch_default_init
+
+_HI = jax.lax.Precision.HIGHEST
+
+
+def _normalize(x, eps=1e-12):
+    """F.normalize(x, dim=0): x / max(||x||, eps)."""
+    return x / jnp.maximum(jnp.linalg.norm(x), eps)
+
+
+class SNConv2d(nnx.Module):
+    """torch.nn.utils.spectral_norm(nn.Conv2d(...)) with torch's state: `weight_orig` (OIHW, as torch stores
+    it), `weight_u` (out,), `weight_v` (in*kh*kw,). Forward divides the weight by sigma = u^T W v; in
+    training mode u and v first take one power-iteration step (no gradient through them), as torch does."""
+
+    def __init__(self, in_ch, out_ch, kernel_size, stride=1, padding=0, bias=True, *, rngs, dtype=jnp.float32):
+        k = kernel_size
+        w = torch_default_init(rngs.params(), (k, k, in_ch, out_ch), jnp.float32).transpose(3, 2, 0, 1)
+        self.weight_orig = nnx.Param(w)
+        if bias:
+            bound = 1.0 / np.sqrt(in_ch * k * k)
+            self.bias = nnx.Param(jax.random.uniform(rngs.params(), (out_ch,), jnp.float32, -bound, bound))
+        else:
+            self.bias = None
+        self.weight_u = nnx.BatchStat(_normalize(jax.random.normal(rngs.params(), (out_ch,))))
+        self.weight_v = nnx.BatchStat(_normalize(jax.random.normal(rngs.params(), (in_ch * k * k,))))
+        self.stride, self.padding, self.dtype = stride, padding, dtype
+        self.use_running_average = False
+
+    def __call__(self, x):
+        w = self.weight_orig[...]
+        mat = w.reshape(w.shape[0], -1)
+        u, v = self.weight_u[...], self.weight_v[...]
+        if not self.use_running_average:
+            m = jax.lax.stop_gradient(mat)
+            v = _normalize(jnp.matmul(m.T, u, precision=_HI))
+            u = _normalize(jnp.matmul(m, v, precision=_HI))
+            self.weight_u[...], self.weight_v[...] = u, v
+        sigma = jnp.dot(u, jnp.matmul(mat, v, precision=_HI), precision=_HI)
+        p = self.padding
+        y = jax.lax.conv_general_dilated(
+            x.astype(self.dtype), (w / sigma).astype(self.dtype), (self.stride, self.stride), ((p, p), (p, p)),
+            dimension_numbers=("NHWC", "OIHW", "NHWC"), precision=_HI,
+        )
+        return y if self.bias is None else y + self.bias[...].astype(self.dtype)
+
+
+def upsample_bilinear2x(x):
+    """F.interpolate(scale_factor=2, mode='bilinear', align_corners=False) in NHWC: output pixel 2k takes
+    0.75 of pixel k and 0.25 of k-1, pixel 2k+1 0.75 of k and 0.25 of k+1 (edges clamp)."""
+    def along(x, axis):
+        prev = jnp.concatenate([jax.lax.slice_in_dim(x, 0, 1, axis=axis), jax.lax.slice_in_dim(x, 0, -1, axis=axis)], axis)
+        nxt = jnp.concatenate([jax.lax.slice_in_dim(x, 1, None, axis=axis), jax.lax.slice_in_dim(x, -1, None, axis=axis)], axis)
+        even, odd = 0.75 * x + 0.25 * prev, 0.75 * x + 0.25 * nxt
+        out = jnp.stack([even, odd], axis=axis + 1)
+        return out.reshape(x.shape[:axis] + (2 * x.shape[axis],) + x.shape[axis + 1 :])
+
+    return along(along(x, 1), 2)
+
+
+class UNetDiscriminatorSN(nnx.Module):
+    """Real-ESRGAN's U-Net discriminator with spectral norm; returns (N, H, W, 1) logits."""
+
+    def __init__(self, num_in_ch=3, num_feat=64, skip_connection=True, *, rngs=None, dtype=jnp.float32):
+        rngs = rngs or nnx.Rngs(0)
+        f = num_feat
+        self.skip_connection = skip_connection
+        self.conv0 = conv(num_in_ch, f, 3, rngs=rngs, dtype=dtype)
+        sn = lambda i, o, k, s, p: SNConv2d(i, o, k, s, p, bias=False, rngs=rngs, dtype=dtype)  # noqa: E731
+        self.conv1, self.conv2, self.conv3 = sn(f, 2 * f, 4, 2, 1), sn(2 * f, 4 * f, 4, 2, 1), sn(4 * f, 8 * f, 4, 2, 1)
+        self.conv4, self.conv5, self.conv6 = sn(8 * f, 4 * f, 3, 1, 1), sn(4 * f, 2 * f, 3, 1, 1), sn(2 * f, f, 3, 1, 1)
+        self.conv7, self.conv8 = sn(f, f, 3, 1, 1), sn(f, f, 3, 1, 1)
+        self.conv9 = conv(f, 1, 3, rngs=rngs, dtype=dtype)
+
+    def __call__(self, x):
+        x0 = lrelu(self.conv0(x))
+        x1 = lrelu(self.conv1(x0))
+        x2 = lrelu(self.conv2(x1))
+        x3 = lrelu(self.conv3(x2))
+        x4 = lrelu(self.conv4(upsample_bilinear2x(x3)))
+        if self.skip_connection:
+            x4 = x4 + x2
+        x5 = lrelu(self.conv5(upsample_bilinear2x(x4)))
+        if self.skip_connection:
+            x5 = x5 + x1
+        x6 = lrelu(self.conv6(upsample_bilinear2x(x5)))
+        if self.skip_connection:
+            x6 = x6 + x0
+        out = lrelu(self.conv7(x6))
+        out = lrelu(self.conv8(out))
+        return self.conv9(out)
+
+
+class BatchNorm2d(nnx.Module):
+    """nn.BatchNorm2d with torch's state and update rule: running_var takes the *unbiased* batch variance,
+    momentum 0.1, eps 1e-5, and num_batches_tracked counts training forwards."""
+
+    def __init__(self, num_features, momentum=0.1, eps=1e-5):
+        self.scale = nnx.Param(jnp.ones(num_features))
+        self.bias = nnx.Param(jnp.zeros(num_features))
+        self.mean = nnx.BatchStat(jnp.zeros(num_features))
+        self.var = nnx.BatchStat(jnp.ones(num_features))
+        self.num_batches_tracked = nnx.BatchStat(jnp.zeros((), jnp.int32))
+        self.momentum, self.eps = momentum, eps
+        self.use_running_average = False
+
+    def __call__(self, x):
+        xf = x.astype(jnp.float32)
+        if self.use_running_average:
+            mean, var = self.mean[...], self.var[...]
+        else:
+            mean, var = xf.mean(axis=(0, 1, 2)), xf.var(axis=(0, 1, 2))
+            n = xf.size // xf.shape[-1]
+            m = self.momentum
+            self.mean[...] = (1 - m) * self.mean[...] + m * jax.lax.stop_gradient(mean)
+            self.var[...] = (1 - m) * self.var[...] + m * jax.lax.stop_gradient(var) * n / max(n - 1, 1)
+            self.num_batches_tracked[...] = self.num_batches_tracked[...] + 1
+        y = (xf - mean) / jnp.sqrt(var + self.eps) * self.scale[...] + self.bias[...]
+        return y.astype(x.dtype)
+
+
+def _conv(in_ch, out_ch, k, stride, bias, rngs, dtype):
+    """nn.Conv2d(in, out, k, stride, padding=1, bias) with torch's explicit padding and default init."""
+    return nnx.Conv(in_ch, out_ch, (k, k), strides=stride, padding=((1, 1), (1, 1)), use_bias=bias,
+                    kernel_init=torch_default_init, bias_init=nnx.initializers.zeros_init(), dtype=dtype,
+                    param_dtype=jnp.float32, precision=_HI, rngs=rngs)
+
+
+class VGGStyleDiscriminator(nnx.Module):
+    """BasicSR VGGStyleDiscriminator (SRGAN/ESRGAN) for 128 or 256 px inputs; returns (N, 1) logits."""
+
+    def __init__(self, num_in_ch=3, num_feat=64, input_size=128, *, rngs=None, dtype=jnp.float32):
+        if input_size not in (128, 256):
+            raise ValueError(f"VGGStyleDiscriminator input_size must be 128 or 256, got {input_size}")
+        rngs = rngs or nnx.Rngs(0)
+        self.input_size = input_size
+        f = num_feat
+        self.conv0_0 = _conv(num_in_ch, f, 3, 1, True, rngs, dtype)
+        self.conv0_1 = _conv(f, f, 4, 2, False, rngs, dtype)
+        self.bn0_1 = BatchNorm2d(f)
+        chans = [(f, 2 * f), (2 * f, 4 * f), (4 * f, 8 * f), (8 * f, 8 * f)] + ([(8 * f, 8 * f)] if input_size == 256 else [])
+        for i, (cin, cout) in enumerate(chans, start=1):
+            setattr(self, f"conv{i}_0", _conv(cin, cout, 3, 1, False, rngs, dtype))
+            setattr(self, f"bn{i}_0", BatchNorm2d(cout))
+            setattr(self, f"conv{i}_1", _conv(cout, cout, 4, 2, False, rngs, dtype))
+            setattr(self, f"bn{i}_1", BatchNorm2d(cout))
+        self.n_stages = len(chans)
+        self.linear1 = nnx.Linear(8 * f * 4 * 4, 100, kernel_init=torch_default_init, rngs=rngs, param_dtype=jnp.float32, dtype=dtype, precision=_HI)
+        self.linear2 = nnx.Linear(100, 1, kernel_init=torch_default_init, rngs=rngs, param_dtype=jnp.float32, dtype=dtype, precision=_HI)
+
+    def __call__(self, x):
+        if x.shape[1] != self.input_size or x.shape[2] != self.input_size:
+            raise ValueError(f"VGGStyleDiscriminator({self.input_size}) got a {x.shape[1]}x{x.shape[2]} input")
+        feat = lrelu(self.conv0_0(x))
+        feat = lrelu(self.bn0_1(self.conv0_1(feat)))
+        for i in range(1, self.n_stages + 1):
+            feat = lrelu(getattr(self, f"bn{i}_0")(getattr(self, f"conv{i}_0")(feat)))
+            feat = lrelu(getattr(self, f"bn{i}_1")(getattr(self, f"conv{i}_1")(feat)))
+        feat = feat.transpose(0, 3, 1, 2).reshape(feat.shape[0], -1)  # torch flattens NCHW
+        return self.linear2(lrelu(self.linear1(feat)))
+
+
+def discriminator_state_dict(model):
+    """The BasicSR `net_d` state dict (numpy, torch layouts and dtypes: num_batches_tracked is int64)."""
+    sd = export_state_dict(model)
+    return {k: v.astype(np.int64) if k.endswith("num_batches_tracked") else v for k, v in sd.items()}
+
+
+def load_discriminator(model, weights, strict=True):
+    """Load a BasicSR/Real-ESRGAN `net_d` file (any wrapping, e.g. {'params': sd}) or a state dict into `model`."""
+    sd = read_state_dict(weights)[0] if isinstance(weights, (str,)) or hasattr(weights, "__fspath__") else weights
+    return load_state_dict(model, sd, strict=strict)

@@ -1,0 +1,6 @@
+"""Synthetic degradations on the accelerator: Real-ESRGAN second order, bicubic and monochrome (docs/degradations.md)."""
+from .ops import imresize, usm_sharp
+from .pipeline import apply_params, default_config, degrade, draw_params, queue_apply, queue_init
+
+__all__ = ["apply_params", "default_config", "degrade", "draw_params", "imresize", "queue_apply",
+           "queue_init", "usm_sharp"]

@@ -15,6 +15,7 @@ from convert.mapping import WeightsError
 
 BRIDGES = [
     "convert.rrdb",
+    "convert.dat",
 ]
 
 # Families we recognise but do not support, so a refusal can name what the file is (spandrel's detection keys).

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 # spec["arch"] -> module with `from_spec(spec, *, rngs, dtype)`; one line per architecture family.
 ARCHS = {
     "esrgan": "jaxsr.archs.rrdb",
+    "dat": "jaxsr.archs.dat",
 }
 
 

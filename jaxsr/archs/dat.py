@@ -1,0 +1,577 @@
+"""DAT (Dual Aggregation Transformer, Chen et al. ICCV 2023) in Flax NNX, numerically equal to the PyTorch reference.
+
+The module tree mirrors the reference (spandrel `architectures/DAT/__arch/DAT.py`, identical to the authors' and
+traiNNer-redux's) attribute for attribute, so `convert.mapping` turns Flax paths into the reference state-dict keys
+(`layers.0.blocks.1.attn.channel_interaction.1.weight`, ...). Where torch has a parameter-free module inside an
+nn.Sequential (Rearrange, GELU, LeakyReLU, AdaptiveAvgPool2d, PixelShuffle) we keep a parameter-free module at the
+same index. See docs/dat.md.
+
+Layout: the reference keeps tokens as (B, H*W, C); we keep them as (B, H, W, C) throughout, which is the same
+memory order, so LayerNorm/Linear act on the last axis exactly as in torch and convolutions need no transposes.
+
+Differences from the reference that do not change outputs:
+- The shifted-window masks (`attn_mask_0/1`) are not stored in the model: they are a pure function of the padded
+  input size, the window and the shift, and are built at trace time for whatever size is traced (the reference
+  rebuilds them on the host for any size other than `img_size`). The bridge (`convert/dat.py`) adds the
+  `img_size` masks to exported state dicts, bit-identical to torch's buffers.
+- The model is built in eval mode (BatchNorm uses running statistics, drop path is off), like a module that
+  spandrel hands out. `model.train()` switches to the training behaviour (batch statistics with torch's
+  unbiased running-variance update, drop path with per-sample keys from the `dropout` RNG stream).
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxsr.archs.common import Buffer, LeakyReLU, Sequential, torch_default_init
+from jaxsr.archs.common import conv as _conv
+from jaxsr.archs.upsample import DySample, pixelshuffle, pixelshuffle_direct
+
+RGB_MEAN = (0.4488, 0.4371, 0.4040)
+
+# Named configurations (formats.md §3; traiNNer-redux's names). Fields not given take DEFAULTS.
+VARIANTS = {
+    "dat": dict(embed_dim=180, depth=[6] * 6, num_heads=[6] * 6, split_size=[8, 32], expansion_factor=4.0,
+                resi_connection="1conv", upsampler="pixelshuffle"),
+    "dat_s": dict(embed_dim=180, depth=[6] * 6, num_heads=[6] * 6, split_size=[8, 16], expansion_factor=2.0,
+                  resi_connection="1conv", upsampler="pixelshuffle"),
+    "dat_2": dict(embed_dim=180, depth=[6] * 6, num_heads=[6] * 6, split_size=[8, 32], expansion_factor=2.0,
+                  resi_connection="1conv", upsampler="pixelshuffle"),
+    # The paper's DAT-light uses the one-step upsampler; traiNNer-redux's `dat_light` defaults to pixelshuffle
+    # (pass upsampler="pixelshuffle" to get that one).
+    "dat_light": dict(embed_dim=60, depth=[18], num_heads=[6], split_size=[8, 32], expansion_factor=2.0,
+                      resi_connection="3conv", upsampler="pixelshuffledirect"),
+    "dat_2_l": dict(embed_dim=180, depth=[6] * 12, num_heads=[6] * 12, split_size=[8, 32], expansion_factor=2.0,
+                    resi_connection="1conv", upsampler="pixelshuffle"),
+}
+
+DEFAULTS = dict(
+    scale=4, in_ch=3, img_size=64, img_range=1.0, qkv_bias=True, num_feat=64, drop_path_rate=0.1,
+    use_chk=False, attn_impl="auto", dysample_groups=4,
+)
+UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "dysample")
+
+
+def spec_for(variant: str, **overrides) -> dict:
+    """A complete DAT spec for a named variant ('dat', 'dat_s', 'dat_2', 'dat_light', 'dat_2_l'), with overrides."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown DAT variant {variant!r}; known: {', '.join(VARIANTS)}")
+    spec = {"arch": "dat", **DEFAULTS, **VARIANTS[variant], **overrides}
+    return spec
+
+
+# --------------------------------------------------------------------------------------------------------------
+# small building blocks
+
+
+def _precision(dtype):
+    return jax.lax.Precision.HIGHEST if jnp.dtype(dtype) == jnp.float32 else None
+
+
+def _host_init(sample, fallback):
+    """An initializer that draws on the host with numpy (seeded from the jax key) when the key is concrete.
+
+    Eager jax initializers compile one XLA program per new shape (about a second each on a small CPU), which made
+    building a DAT take tens of seconds; numpy draws take milliseconds. Under a trace (jit/eval_shape) it uses
+    the equivalent jax initializer.
+    """
+
+    def init(key, shape, dtype=jnp.float32):
+        try:
+            seed = np.asarray(jax.random.key_data(key)).ravel().tolist()
+        except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+            return fallback(key, shape, dtype)
+        return jnp.asarray(sample(np.random.default_rng(seed), shape).astype(dtype))
+
+    return init
+
+
+# timm trunc_normal_(std=0.02) truncates at +-2 absolute (100 std): effectively a normal
+trunc_normal_002 = _host_init(lambda g, s: np.clip(g.normal(0.0, 0.02, s), -2.0, 2.0),
+                              nnx.initializers.truncated_normal(0.02, lower=-100.0, upper=100.0))
+# torch's default Conv2d init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = kh*kw*in/groups (HWIO kernel)
+torch_conv_init = _host_init(lambda g, s: g.uniform(-1.0, 1.0, s) / math.sqrt(math.prod(s[:-1])), torch_default_init)
+
+
+def conv(in_ch, out_ch, k, **kw):
+    return _conv(in_ch, out_ch, k, kernel_init=torch_conv_init, **kw)
+
+
+def linear(din, dout, *, rngs, dtype, bias=True):
+    """nn.Linear with DAT's init (trunc_normal std 0.02, bias 0)."""
+    return nnx.Linear(din, dout, use_bias=bias, kernel_init=trunc_normal_002,
+                      bias_init=nnx.initializers.zeros_init(), dtype=dtype, param_dtype=jnp.float32,
+                      precision=_precision(dtype), rngs=rngs)
+
+
+def layer_norm(dim, *, rngs, dtype):
+    return nnx.LayerNorm(dim, epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+
+
+class Act(nnx.Module):
+    """A parameter-free torch module (GELU, ReLU, LeakyReLU, AdaptiveAvgPool2d(1), Rearrange) kept at its index."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def __call__(self, x):
+        if self.kind == "gelu":
+            return jax.nn.gelu(x, approximate=False)
+        if self.kind == "relu":
+            return jax.nn.relu(x)
+        if self.kind == "avgpool":
+            return jnp.mean(x.astype(jnp.float32), axis=(1, 2), keepdims=True).astype(x.dtype)
+        if self.kind == "identity":
+            return x
+        raise ValueError(self.kind)
+
+
+class BatchNorm2d(nnx.Module):
+    """torch.nn.BatchNorm2d (eps 1e-5, momentum 0.1) on NHWC.
+
+    Eval (`use_running_average=True`) normalises with the running statistics. Training normalises with the biased
+    batch variance and updates running_var with the unbiased one and `num_batches_tracked`, as torch does.
+    """
+
+    def __init__(self, dim, *, dtype=jnp.float32, momentum=0.1, eps=1e-5, use_running_average=True):
+        self.scale = nnx.Param(jnp.ones((dim,), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((dim,), jnp.float32))
+        self.mean = nnx.BatchStat(jnp.zeros((dim,), jnp.float32))
+        self.var = nnx.BatchStat(jnp.ones((dim,), jnp.float32))
+        self.num_batches_tracked = Buffer(jnp.zeros((), jnp.int32))
+        self.momentum = momentum
+        self.eps = eps
+        self.dtype = dtype
+        self.use_running_average = use_running_average
+
+    def __call__(self, x):
+        xf = x.astype(jnp.float32)
+        if self.use_running_average:
+            mean, var = self.mean[...], self.var[...]
+        else:
+            axes = tuple(range(x.ndim - 1))
+            n = math.prod(x.shape[:-1])
+            mean = jnp.mean(xf, axes)
+            var = jnp.mean(jnp.square(xf - mean), axes)
+            m = self.momentum
+            self.mean[...] = (1 - m) * self.mean[...] + m * jax.lax.stop_gradient(mean)
+            self.var[...] = (1 - m) * self.var[...] + m * jax.lax.stop_gradient(var) * (n / max(n - 1, 1))
+            self.num_batches_tracked[...] = self.num_batches_tracked[...] + 1
+        y = (xf - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...] + self.bias[...]
+        return y.astype(self.dtype)
+
+
+def drop_path(rate, rngs):
+    """timm DropPath on (B, H, W, C): one Bernoulli(1-rate) per sample, kept samples scaled by 1/(1-rate)."""
+    return nnx.Dropout(rate, broadcast_dims=(1, 2, 3), deterministic=True, rngs=rngs)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# windows, shifts, masks
+
+
+def shifted(rg_idx: int, b_idx: int) -> bool:
+    """Whether block b_idx of residual group rg_idx uses shifted windows (the reference's rule)."""
+    return (rg_idx % 2 == 0 and b_idx > 0 and (b_idx - 2) % 4 == 0) or (rg_idx % 2 != 0 and b_idx % 4 == 0)
+
+
+def _region_ids(H, W, wh, ww, sh, sw) -> np.ndarray:
+    """Swin-style region label of every token in every window, (nW, wh*ww), for a (H, W) map rolled by (-sh, -sw)."""
+    img = np.zeros((H, W), np.int32)
+    cnt = 0
+    for hs in (slice(0, -wh), slice(-wh, -sh), slice(-sh, None)):
+        for ws in (slice(0, -ww), slice(-ww, -sw), slice(-sw, None)):
+            img[hs, ws] = cnt
+            cnt += 1
+    return img.reshape(H // wh, wh, W // ww, ww).transpose(0, 2, 1, 3).reshape(-1, wh * ww)
+
+
+def shift_mask(H, W, wh, ww, sh, sw) -> np.ndarray:
+    """The reference's `calculate_mask` for one branch: (nW, N, N) float32, -100 between regions, else 0."""
+    ids = _region_ids(H, W, wh, ww, sh, sw)
+    diff = ids[:, None, :] - ids[:, :, None]
+    return np.where(diff != 0, np.float32(-100.0), np.float32(0.0)).astype(np.float32)
+
+
+def attn_masks(img_size, split_size):
+    """(attn_mask_0, attn_mask_1) exactly as the reference registers them for `img_size` (numpy float32)."""
+    s0, s1 = split_size
+    h0, h1 = s0 // 2, s1 // 2
+    return shift_mask(img_size, img_size, s0, s1, h0, h1), shift_mask(img_size, img_size, s1, s0, h1, h0)
+
+
+def _to_windows(t, wh, ww):
+    """(..., B, H, W, c) -> (..., B, nW, wh*ww, c) with windows in row-major order, tokens row-major inside."""
+    *lead, H, W, c = t.shape
+    t = t.reshape(*lead, H // wh, wh, W // ww, ww, c)
+    n = len(lead)
+    t = jnp.moveaxis(t, n + 2, n + 1)  # (..., H/wh, W/ww, wh, ww, c)
+    return t.reshape(*lead, (H // wh) * (W // ww), wh * ww, c)
+
+
+def _from_windows(t, wh, ww, H, W):
+    """(B, nW, wh*ww, c) -> (B, H, W, c)."""
+    B, _, _, c = t.shape
+    t = t.reshape(B, H // wh, W // ww, wh, ww, c).transpose(0, 1, 3, 2, 4, 5)
+    return t.reshape(B, H, W, c)
+
+
+def _resolve_impl(impl, dtype):
+    if impl != "auto":
+        return impl
+    if jax.default_backend() == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16):
+        return "cudnn"
+    return "xla"
+
+
+def window_attention(q, k, v, pos_bias, mask, scale, impl="xla"):
+    """Softmax(q k^T * scale + pos_bias + mask) v per window and head.
+
+    q, k, v: (B, nW, N, h, d); pos_bias: (h, N, N); mask: (nW, N, N) or None. Returns (B, nW, N, h, d).
+    impl 'xla': explicit einsums (logits in float32), the bias broadcast over batch and windows, never tiled.
+    impl 'dpa'/'cudnn': jax.nn.dot_product_attention (cuDNN flash attention for 'cudnn'); head_dim is zero-padded
+    to a multiple of 8 (q.k and the first d output channels are unchanged). Without a mask, windows go to the batch
+    axis and the bias is (1, h, N, N); with a mask, windows go to the head axis so that the combined (nW*h, N, N)
+    bias broadcasts over the batch instead of being tiled per image.
+    """
+    B, nW, N, h, d = q.shape
+    if impl == "xla":
+        logits = jnp.einsum("bwnhd,bwmhd->bwhnm", q * jnp.asarray(scale, q.dtype), k,
+                            preferred_element_type=jnp.float32, precision=_precision(q.dtype))
+        logits = logits + pos_bias.astype(jnp.float32)
+        if mask is not None:
+            logits = logits + mask[:, None].astype(jnp.float32)
+        p = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+        return jnp.einsum("bwhnm,bwmhd->bwnhd", p, v, precision=_precision(v.dtype))
+    if impl not in ("dpa", "cudnn"):
+        raise ValueError(f"unknown attn_impl {impl!r} (auto, xla, dpa, cudnn)")
+    dp = -(-d // 8) * 8
+    if dp != d:
+        pad = [(0, 0)] * 4 + [(0, dp - d)]
+        q, k, v = (jnp.pad(t, pad) for t in (q, k, v))
+    kw = dict(scale=float(scale), implementation="cudnn" if impl == "cudnn" else "xla")
+    if mask is None:
+        bias = pos_bias[None].astype(q.dtype)
+        out = jax.nn.dot_product_attention(*(t.reshape(B * nW, N, h, dp) for t in (q, k, v)), bias=bias, **kw)
+        out = out.reshape(B, nW, N, h, dp)
+    else:
+        bias = (pos_bias[None] + mask[:, None]).reshape(1, nW * h, N, N).astype(q.dtype)
+        qq, kk, vv = (t.transpose(0, 2, 1, 3, 4).reshape(B, N, nW * h, dp) for t in (q, k, v))
+        out = jax.nn.dot_product_attention(qq, kk, vv, bias=bias, **kw)
+        out = out.reshape(B, N, nW, h, dp).transpose(0, 2, 1, 3, 4)
+    return out[..., :d]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# attention modules
+
+
+class DynamicPosBias(nnx.Module):
+    """Relative position bias from an MLP over (dy, dx) (residual=False as DAT uses it)."""
+
+    def __init__(self, dim, num_heads, *, rngs, dtype=jnp.float32):
+        pd = dim // 4
+        self.pos_dim = pd
+        self.pos_proj = linear(2, pd, rngs=rngs, dtype=jnp.float32)
+        mk = lambda dout: Sequential([layer_norm(pd, rngs=rngs, dtype=jnp.float32), Act("relu"),  # noqa: E731
+                                    linear(pd, dout, rngs=rngs, dtype=jnp.float32)])
+        self.pos1 = mk(pd)
+        self.pos2 = mk(pd)
+        self.pos3 = mk(num_heads)
+
+    def __call__(self, biases):
+        return self.pos3(self.pos2(self.pos1(self.pos_proj(biases))))
+
+
+class SpatialAttention(nnx.Module):
+    """Window self-attention of one half-channel branch: idx 0 uses (split[0], split[1]) windows, idx 1 the transpose."""
+
+    def __init__(self, dim, idx, split_size, num_heads, *, rngs, dtype=jnp.float32, attn_impl="auto"):
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.H_sp, self.W_sp = (split_size[0], split_size[1]) if idx == 0 else (split_size[1], split_size[0])
+        self.dtype = dtype
+        self.attn_impl = attn_impl
+        self.pos = DynamicPosBias(dim // 4, num_heads, rngs=rngs)
+        hs, ws = self.H_sp, self.W_sp
+        dy, dx = np.meshgrid(np.arange(1 - hs, hs), np.arange(1 - ws, ws), indexing="ij")
+        self.rpe_biases = Buffer(jnp.asarray(np.stack([dy.ravel(), dx.ravel()], 1).astype(np.float32)))
+        cy, cx = np.meshgrid(np.arange(hs), np.arange(ws), indexing="ij")
+        cy, cx = cy.ravel(), cx.ravel()
+        rel = (cy[:, None] - cy[None, :] + hs - 1) * (2 * ws - 1) + (cx[:, None] - cx[None, :] + ws - 1)
+        self.relative_position_index = Buffer(jnp.asarray(rel.astype(np.int32)))
+
+    def __call__(self, qkv, mask=None):
+        """qkv: (3, B, H, W, dim) with H, W multiples of the window; mask (nW, N, N) or None -> (B, H, W, dim)."""
+        _, B, H, W, c = qkv.shape
+        hs, ws, h = self.H_sp, self.W_sp, self.num_heads
+        N = hs * ws
+        win = _to_windows(qkv, hs, ws)  # (3, B, nW, N, c)
+        win = win.reshape(*win.shape[:-1], h, c // h)
+        pos = self.pos(self.rpe_biases[...])  # (P, h)
+        pos_bias = pos[self.relative_position_index[...].reshape(-1)].reshape(N, N, h).transpose(2, 0, 1)
+        out = window_attention(win[0], win[1], win[2], pos_bias, mask, self.scale,
+                               _resolve_impl(self.attn_impl, self.dtype))
+        return _from_windows(out.reshape(*out.shape[:3], c), hs, ws, H, W)
+
+
+def _interaction_modules(self, dim, rngs, dtype):
+    self.dwconv = Sequential([conv(dim, dim, 3, groups=dim, rngs=rngs, dtype=dtype), BatchNorm2d(dim, dtype=dtype),
+                            Act("gelu")])
+    self.channel_interaction = Sequential([
+        Act("avgpool"), conv(dim, dim // 8, 1, rngs=rngs, dtype=dtype), BatchNorm2d(dim // 8, dtype=dtype),
+        Act("gelu"), conv(dim // 8, dim, 1, rngs=rngs, dtype=dtype)])
+    self.spatial_interaction = Sequential([
+        conv(dim, dim // 16, 1, rngs=rngs, dtype=dtype), BatchNorm2d(dim // 16, dtype=dtype), Act("gelu"),
+        conv(dim // 16, 1, 1, rngs=rngs, dtype=dtype)])
+
+
+class AdaptiveSpatialAttention(nnx.Module):
+    """DSTB attention: two half-channel window branches (+ shifts), a depthwise-conv branch, and the AIM."""
+
+    def __init__(self, dim, num_heads, *, split_size, qkv_bias, rg_idx, b_idx, rngs, dtype=jnp.float32,
+                 attn_impl="auto"):
+        self.dim = dim
+        self.split_size = tuple(split_size)
+        self.shift_size = (split_size[0] // 2, split_size[1] // 2)
+        self.shifted = shifted(rg_idx, b_idx)
+        self.dtype = dtype
+        self.qkv = linear(dim, 3 * dim, bias=qkv_bias, rngs=rngs, dtype=dtype)
+        self.proj = linear(dim, dim, rngs=rngs, dtype=dtype)
+        self.attns = nnx.List([SpatialAttention(dim // 2, i, split_size, num_heads // 2, rngs=rngs, dtype=dtype,
+                                                attn_impl=attn_impl) for i in range(2)])
+        _interaction_modules(self, dim, rngs, dtype)
+
+    def __call__(self, x):
+        B, H, W, C = x.shape
+        qkv = self.qkv(x)  # (B, H, W, 3C): q | k | v
+        v = qkv[..., 2 * C:]
+        m = max(self.split_size)
+        ph, pw = (m - H % m) % m, (m - W % m) % m
+        # zero padding after the projection (right/bottom), as the reference does
+        qkv = jnp.pad(qkv, ((0, 0), (0, ph), (0, pw), (0, 0))).reshape(B, H + ph, W + pw, 3, C)
+        qkv = jnp.moveaxis(qkv, 3, 0)  # (3, B, Hp, Wp, C)
+        Hp, Wp = H + ph, W + pw
+        (s0, s1), (h0, h1) = self.split_size, self.shift_size
+        halves = (qkv[..., : C // 2], qkv[..., C // 2:])
+        outs = []
+        for i, (part, attn) in enumerate(zip(halves, self.attns)):
+            sh, sw = (h0, h1) if i == 0 else (h1, h0)
+            if self.shifted:
+                part = jnp.roll(part, (-sh, -sw), axis=(2, 3))
+                ids = jnp.asarray(_region_ids(Hp, Wp, attn.H_sp, attn.W_sp, sh, sw), jnp.int32)
+                mask = jnp.where(ids[:, None, :] != ids[:, :, None], -100.0, 0.0).astype(jnp.float32)
+                o = jnp.roll(attn(part, mask), (sh, sw), axis=(1, 2))
+            else:
+                o = attn(part)
+            outs.append(o[:, :H, :W])
+        attened = jnp.concatenate(outs, -1)
+        conv_x = self.dwconv(v)
+        channel_map = self.channel_interaction(conv_x)  # (B, 1, 1, C)
+        spatial_map = self.spatial_interaction(attened)  # (B, H, W, 1)
+        attened = attened * jax.nn.sigmoid(channel_map)
+        conv_x = jax.nn.sigmoid(spatial_map) * conv_x
+        return self.proj(attened + conv_x)
+
+
+class AdaptiveChannelAttention(nnx.Module):
+    """DCTB attention: transposed (channel) self-attention with L2-normalised q, k and a learned temperature."""
+
+    def __init__(self, dim, num_heads, *, qkv_bias, rngs, dtype=jnp.float32):
+        self.num_heads = num_heads
+        self.dtype = dtype
+        self.temperature = nnx.Param(jnp.ones((num_heads, 1, 1), jnp.float32))
+        self.qkv = linear(dim, 3 * dim, bias=qkv_bias, rngs=rngs, dtype=dtype)
+        self.proj = linear(dim, dim, rngs=rngs, dtype=dtype)
+        _interaction_modules(self, dim, rngs, dtype)
+
+    def __call__(self, x):
+        B, H, W, C = x.shape
+        h = self.num_heads
+        qkv = self.qkv(x)
+        v_img = qkv[..., 2 * C:]
+        t = qkv.reshape(B, H * W, 3, h, C // h)
+        q, k, v = t[:, :, 0], t[:, :, 1], t[:, :, 2]  # (B, N, h, d)
+
+        def l2n(a):  # F.normalize along the token axis, eps 1e-12
+            a = a.astype(jnp.float32)
+            return a / jnp.maximum(jnp.sqrt(jnp.sum(a * a, axis=1, keepdims=True)), 1e-12)
+
+        prec = _precision(self.dtype)
+        attn = jnp.einsum("bnhi,bnhj->bhij", l2n(q), l2n(k), precision=jax.lax.Precision.HIGHEST)
+        attn = jax.nn.softmax(attn * self.temperature[...][None], axis=-1)
+        out = jnp.einsum("bhij,bnhj->bnhi", attn.astype(v.dtype), v, precision=prec)
+        attened = out.reshape(B, H, W, C)
+        conv_x = self.dwconv(v_img)
+        channel_map = self.channel_interaction(attened)  # (B, 1, 1, C)
+        spatial_map = self.spatial_interaction(conv_x)  # (B, H, W, 1)
+        attened = attened * jax.nn.sigmoid(spatial_map)
+        conv_x = conv_x * jax.nn.sigmoid(channel_map)
+        return self.proj(attened + conv_x)
+
+
+class SpatialGate(nnx.Module):
+    def __init__(self, dim, *, rngs, dtype=jnp.float32):
+        self.norm = layer_norm(dim, rngs=rngs, dtype=dtype)
+        self.conv = conv(dim, dim, 3, groups=dim, rngs=rngs, dtype=dtype)
+
+    def __call__(self, x):
+        x1, x2 = jnp.split(x, 2, axis=-1)
+        return x1 * self.conv(self.norm(x2))
+
+
+class SGFN(nnx.Module):
+    """Spatial-gate feed-forward: fc1 -> GELU -> SpatialGate (halves the channels) -> fc2."""
+
+    def __init__(self, dim, hidden, *, rngs, dtype=jnp.float32):
+        self.fc1 = linear(dim, hidden, rngs=rngs, dtype=dtype)
+        self.act = Act("gelu")
+        self.sg = SpatialGate(hidden // 2, rngs=rngs, dtype=dtype)
+        self.fc2 = linear(hidden // 2, dim, rngs=rngs, dtype=dtype)
+
+    def __call__(self, x):
+        return self.fc2(self.sg(self.act(self.fc1(x))))
+
+
+class DATB(nnx.Module):
+    """Dual aggregation block: even index = spatial (DSTB), odd index = channel (DCTB)."""
+
+    def __init__(self, dim, num_heads, *, split_size, expansion_factor, qkv_bias, drop_path_rate, rg_idx, b_idx,
+                 rngs, dtype=jnp.float32, attn_impl="auto"):
+        self.norm1 = layer_norm(dim, rngs=rngs, dtype=dtype)
+        if b_idx % 2 == 0:
+            self.attn = AdaptiveSpatialAttention(dim, num_heads, split_size=split_size, qkv_bias=qkv_bias,
+                                                 rg_idx=rg_idx, b_idx=b_idx, rngs=rngs, dtype=dtype,
+                                                 attn_impl=attn_impl)
+        else:
+            self.attn = AdaptiveChannelAttention(dim, num_heads, qkv_bias=qkv_bias, rngs=rngs, dtype=dtype)
+        self.drop_path = drop_path(drop_path_rate, rngs)
+        self.ffn = SGFN(dim, int(dim * expansion_factor), rngs=rngs, dtype=dtype)
+        self.norm2 = layer_norm(dim, rngs=rngs, dtype=dtype)
+
+    def __call__(self, x):
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.ffn(self.norm2(x)))
+
+
+def _call_block(block, x):
+    return block(x)
+
+
+def resi_conv(dim, kind, *, rngs, dtype):
+    if kind == "1conv":
+        return conv(dim, dim, 3, rngs=rngs, dtype=dtype)
+    if kind == "3conv":
+        return Sequential([conv(dim, dim // 4, 3, rngs=rngs, dtype=dtype), LeakyReLU(0.2),
+                         conv(dim // 4, dim // 4, 1, rngs=rngs, dtype=dtype), LeakyReLU(0.2),
+                         conv(dim // 4, dim, 3, rngs=rngs, dtype=dtype)])
+    raise ValueError(f"unknown resi_connection {kind!r} (1conv, 3conv)")
+
+
+class ResidualGroup(nnx.Module):
+    def __init__(self, dim, num_heads, depth, *, split_size, expansion_factor, qkv_bias, drop_paths, rg_idx,
+                 resi_connection, use_chk, rngs, dtype=jnp.float32, attn_impl="auto"):
+        self.use_chk = use_chk
+        self.blocks = nnx.List([
+            DATB(dim, num_heads, split_size=split_size, expansion_factor=expansion_factor, qkv_bias=qkv_bias,
+                 drop_path_rate=drop_paths[j], rg_idx=rg_idx, b_idx=j, rngs=rngs, dtype=dtype, attn_impl=attn_impl)
+            for j in range(depth)])
+        self.conv = resi_conv(dim, resi_connection, rngs=rngs, dtype=dtype)
+
+    def __call__(self, x):
+        res = x
+        for blk in self.blocks:
+            x = nnx.remat(_call_block)(blk, x) if self.use_chk else blk(x)
+        return res + self.conv(x)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the network
+
+
+class DAT(nnx.Module):
+    """Dual Aggregation Transformer on NHWC images in [0, 1]. Built in eval mode; `model.train()` for training."""
+
+    def __init__(self, *, scale=4, in_ch=3, embed_dim=180, depth=(6,) * 6, num_heads=(6,) * 6, split_size=(8, 32),
+                 expansion_factor=2.0, qkv_bias=True, img_range=1.0, resi_connection="1conv",
+                 upsampler="pixelshuffle", num_feat=64, drop_path_rate=0.1, use_chk=False, attn_impl="auto",
+                 dysample_groups=4, img_size=64, rngs: nnx.Rngs, dtype=jnp.float32):
+        if upsampler not in UPSAMPLERS:
+            raise ValueError(f"unknown DAT upsampler {upsampler!r} ({', '.join(UPSAMPLERS)})")
+        if len(depth) != len(num_heads):
+            raise ValueError(f"depth {list(depth)} and num_heads {list(num_heads)} must have the same length")
+        self.scale = scale
+        self.in_ch = in_ch
+        self.img_size = img_size
+        self.img_range = float(img_range)
+        self.upsampler = upsampler
+        self.dtype = dtype
+        self.mean = RGB_MEAN if in_ch == 3 else (0.0,) * in_ch
+        C = embed_dim
+        self.conv_first = conv(in_ch, C, 3, rngs=rngs, dtype=dtype)
+        self.before_RG = Sequential([Act("identity"), layer_norm(C, rngs=rngs, dtype=dtype)])
+        dpr = np.linspace(0, drop_path_rate, int(sum(depth)), dtype=np.float32).tolist()
+        offs = np.cumsum([0, *depth]).tolist()
+        self.layers = nnx.List([
+            ResidualGroup(C, num_heads[i], depth[i], split_size=split_size, expansion_factor=expansion_factor,
+                          qkv_bias=qkv_bias, drop_paths=dpr[offs[i]:offs[i + 1]], rg_idx=i,
+                          resi_connection=resi_connection, use_chk=use_chk, rngs=rngs, dtype=dtype,
+                          attn_impl=attn_impl)
+            for i in range(len(depth))])
+        self.norm = layer_norm(C, rngs=rngs, dtype=dtype)
+        self.conv_after_body = resi_conv(C, resi_connection, rngs=rngs, dtype=dtype)
+        if upsampler == "pixelshuffle":
+            self.conv_before_upsample = Sequential([conv(C, num_feat, 3, rngs=rngs, dtype=dtype), LeakyReLU(0.01)])
+            self.upsample = pixelshuffle(scale, num_feat, rngs=rngs, dtype=dtype)
+            self.conv_last = conv(num_feat, in_ch, 3, rngs=rngs, dtype=dtype)
+        elif upsampler == "pixelshuffledirect":
+            self.upsample = pixelshuffle_direct(scale, C, in_ch, rngs=rngs, dtype=dtype)
+        else:  # dysample (jaxsr's own option; spandrel cannot load it)
+            self.conv_before_upsample = Sequential([conv(C, num_feat, 3, rngs=rngs, dtype=dtype), LeakyReLU(0.01)])
+            self.upsample = DySample(num_feat, in_ch, scale, groups=dysample_groups, end_convolution=True, rngs=rngs,
+                                     dtype=dtype)
+        self.eval()
+
+    def forward_features(self, x):
+        x = self.before_RG(x)
+        for layer in self.layers:
+            x = layer(x)
+        return self.norm(x)
+
+    def __call__(self, x):
+        """x: (B, H, W, in_ch) float in [0, 1], any H, W (>= 1; spandrel asks for >= 16) -> (B, sH, sW, in_ch)."""
+        mean = jnp.asarray(self.mean, jnp.float32)
+        x = (x.astype(jnp.float32) - mean) * self.img_range
+        x = self.conv_first(x.astype(self.dtype))
+        x = self.conv_after_body(self.forward_features(x)) + x
+        if self.upsampler == "pixelshuffle":
+            x = self.conv_last(self.upsample(self.conv_before_upsample(x)))
+        elif self.upsampler == "pixelshuffledirect":
+            x = self.upsample(x)
+        else:
+            x = self.upsample(self.conv_before_upsample(x))
+        return x.astype(jnp.float32) / self.img_range + mean
+
+
+def from_spec(spec: dict, *, rngs: nnx.Rngs | None = None, dtype=jnp.float32) -> DAT:
+    """Build a DAT from a spec dict: the bridge's (all fields) or a variant name plus overrides ({'variant': 'dat_2'})."""
+    spec = dict(spec)
+    variant = spec.pop("variant", None)
+    full = {**DEFAULTS, **(VARIANTS[variant] if variant else VARIANTS["dat_2"]), **spec}
+    full.pop("arch", None)
+    out_ch = full.pop("out_ch", full["in_ch"])
+    if out_ch != full["in_ch"]:
+        raise ValueError(f"DAT outputs as many channels as it takes (in_ch {full['in_ch']}), not out_ch {out_ch}")
+    full["depth"] = tuple(int(d) for d in full["depth"])
+    full["num_heads"] = tuple(int(h) for h in full["num_heads"])
+    full["split_size"] = tuple(int(s) for s in full["split_size"])
+    known = set(DEFAULTS) | set(VARIANTS["dat"])
+    unknown = sorted(set(full) - known)
+    if unknown:
+        raise ValueError(f"unknown DAT spec fields: {', '.join(unknown)}")
+    return DAT(**full, rngs=rngs if rngs is not None else nnx.Rngs(0), dtype=dtype)

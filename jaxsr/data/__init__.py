@@ -1,0 +1,16 @@
+"""Host data pipeline on grain: folders or built-in photographs -> split -> seeded crops -> batches (docs/data.md).
+
+    from jaxsr.data import default_config, resolve_splits, train_iterator, val_items
+    splits = resolve_splits(cfg, workdir, seed)           # <workdir>/dataset_splits.json, reused on resume
+    it = train_iterator(cfg, splits, scale, seed, per_host_batch)   # next(it) -> dict(gt[, lq])
+    items = val_items(cfg, splits, scale)                 # [dict(name, hr, lr)] full images
+"""
+from .config import default_config
+from .loader import (ImageSource, TrainIterator, absl_flags_ready, bicubic_lr, host_batch_size, to_global, train_dataset,
+                     train_iterator, val_items)
+from .sources import DataError, read_rgb, resolve_splits, to_rgb
+from .transforms import RandomCrop
+
+__all__ = ["DataError", "ImageSource", "TrainIterator", "RandomCrop", "absl_flags_ready", "bicubic_lr", "default_config",
+           "host_batch_size", "read_rgb", "resolve_splits", "to_global", "to_rgb", "train_dataset",
+           "train_iterator", "val_items"]

@@ -1,0 +1,281 @@
+"""The grain training pipeline and the validation images.
+
+Training: file list -> per-host shard -> seeded shuffle, repeated forever (reshuffled each epoch) ->
+decode (bad or too-small files replaced by the next usable one) -> random crop/flip/rot -> batch ->
+threads and optional worker processes. The iterator's get_state/set_state give an exact resume.
+"""
+import json
+import logging
+import os
+
+import grain
+import numpy as np
+
+from jaxsr.imageio import ImageError
+
+from .sources import DataError, check_pair_size, check_pairs, read_rgb
+from .transforms import RandomCrop, pad_to
+
+log = logging.getLogger("jaxsr.data")
+_warned = set()  # per process: each bad file is reported once
+
+
+def _warn_once(path, reason):
+    if path not in _warned:
+        _warned.add(path)
+        log.warning("data: skipping %s (%s); using the next usable file in its place", path, reason)
+
+
+def _check_options(cfg):
+    if cfg.small_images not in ("pad", "skip"):
+        raise DataError(f"data.small_images must be 'pad' or 'skip', not {cfg.small_images!r}")
+    if cfg.alpha not in ("drop", "composite"):
+        raise DataError(f"data.alpha must be 'drop' or 'composite', not {cfg.alpha!r}")
+
+
+class ImageSource:
+    """grain random-access source: record i -> dict(gt[, lq]) full RGB float32 images, at least crop-sized.
+
+    A file that cannot be decoded, that breaks the pairing, or (small_images='skip') is smaller than the
+    crop is replaced by the next usable file (i+1, i+2, ... wrapping around): deterministic, and one bad
+    file never stops a run. It is logged once per process.
+    """
+
+    def __init__(self, hr, lr, scale, gt_size, small_images="pad", alpha="drop"):
+        self.hr, self.lr = list(hr), (list(lr) if lr else None)
+        self.scale, self.gt_size, self.small, self.alpha = int(scale), int(gt_size), small_images, alpha
+
+    def __len__(self):
+        return len(self.hr)
+
+    def __getitem__(self, i):
+        n = len(self.hr)
+        for j in range(n):
+            ex = self.load((i + j) % n)
+            if ex is not None:
+                return ex
+        raise DataError(f"none of the {n} training images is usable (all unreadable or smaller than the crop)")
+
+    def load(self, k):
+        """Record k, or None (with a warning) if it cannot be used."""
+        path = self.hr[k]
+        try:
+            gt = read_rgb(path, self.alpha)
+            lq = read_rgb(self.lr[k], self.alpha) if self.lr else None
+        except ImageError as e:
+            _warn_once(path, str(e))
+            return None
+        if lq is None:
+            return self._fit(dict(gt=gt), gt, self.gt_size, 1, path)
+        try:
+            check_pair_size(gt.shape, lq.shape, self.scale, path, self.lr[k])
+        except DataError as e:
+            _warn_once(path, str(e))
+            return None
+        s = self.scale
+        gt = gt[:lq.shape[0] * s, :lq.shape[1] * s]
+        return self._fit(dict(gt=gt, lq=lq), lq, self.gt_size // s, s, path)
+
+    def _fit(self, ex, grid, size, s, path):
+        h, w = grid.shape[:2]
+        if h >= size and w >= size:
+            return ex
+        if self.small == "skip":
+            _warn_once(path, f"{w * s}x{h * s} is smaller than the {self.gt_size}px crop; data.small_images='skip'")
+            return None
+        ex = dict(gt=pad_to(ex["gt"], size * s, size * s), **({"lq": pad_to(ex["lq"], size, size)} if s > 1 else {}))
+        return ex
+
+
+def _host_seed(seed, process_index):
+    """A distinct pipeline seed per host, derived from the run seed."""
+    return int(np.random.SeedSequence([int(seed), int(process_index)]).generate_state(1)[0])
+
+
+def _process(process_index, process_count):
+    if process_index is None or process_count is None:
+        import jax
+
+        return jax.process_index(), jax.process_count()
+    return int(process_index), int(process_count)
+
+
+def train_dataset(cfg, splits, scale, seed, per_host_batch, process_index=None, process_count=None):
+    """The batched, infinite grain.MapDataset of this host (random access: `ds[step]` is batch `step`).
+
+    Host p of n reads the files [p::n] of the training split; the global batch is per_host_batch * n.
+    process_index/count default to jax.process_index()/process_count().
+    """
+    _check_options(cfg)
+    p, n = _process(process_index, process_count)
+    hr, lr = splits["train"], splits.get("train_lr")
+    scale, gt_size = int(scale), int(cfg.gt_size)
+    if lr:
+        if gt_size % scale:
+            raise DataError(f"data.gt_size={gt_size} must be a multiple of the scale {scale} for paired data")
+        check_pairs(hr, lr, scale)
+    if len(hr) < n:
+        raise DataError(f"{len(hr)} training image(s) cannot be shared among {n} hosts; each needs at least one")
+    src = ImageSource(hr, lr, scale, gt_size, cfg.small_images, cfg.alpha)
+    ds = grain.MapDataset.source(src)[p::n]
+    ds = ds.seed(_host_seed(seed, p)).shuffle().repeat(None)
+    ds = ds.random_map(RandomCrop(gt_size, scale, cfg.use_hflip, cfg.use_rot))
+    return ds.batch(int(per_host_batch), drop_remainder=True)
+
+
+def train_iterator(cfg, splits, scale, seed, per_host_batch, process_index=None, process_count=None):
+    """Infinite TrainIterator of this host's batches: dict(gt=(B, gt, gt, 3)[, lq=(B, gt/s, gt/s, 3)]) float32.
+
+    `lq` is present only for paired data. Batches depend only on the data, cfg crop options, seed and
+    host; not on num_workers/read_threads/prefetch, which may change between runs.
+    """
+    ds = train_dataset(cfg, splits, scale, seed, per_host_batch, process_index, process_count)
+    return TrainIterator(ds, cfg.num_workers, cfg.read_threads, cfg.prefetch)
+
+
+class TrainIterator:
+    """Iterator over a batched MapDataset with a resumable position.
+
+    The state is the number of batches consumed, as JSON bytes (b'{"step": 12}'); it does not depend on
+    the worker count, so a run may resume with other loader settings. It works with orbax through
+    grain.checkpoint.CheckpointSave(it) / CheckpointRestore(it) (the handler's bytes path, as for
+    grain.DataLoader). set_state() restarts the pipeline at that batch; workers start on the first next().
+    Call close() to stop worker processes.
+    """
+
+    def __init__(self, dataset, num_workers=0, read_threads=1, prefetch=1):
+        self.dataset = dataset
+        self.num_workers, self.read_threads, self.prefetch = int(num_workers), int(read_threads), int(prefetch)
+        self.step = 0
+        self._it = None
+
+    def _open(self):
+        ds = self.dataset[self.step:].to_iter_dataset(grain.ReadOptions(
+            num_threads=max(1, self.read_threads), prefetch_buffer_size=max(1, self.prefetch)))
+        if self.num_workers > 0:
+            absl_flags_ready()
+            ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.num_workers))
+        return iter(ds)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        self.start_prefetch()
+        batch = next(self._it)
+        self.step += 1
+        return batch
+
+    def start_prefetch(self):
+        """Start the threads/workers now rather than at the first next() (grain's restore calls this)."""
+        if self._it is None:
+            self._it = self._open()
+
+    def get_state(self):
+        return json.dumps({"step": self.step}).encode()
+
+    def set_state(self, state):
+        if isinstance(state, (bytes, str)):
+            state = json.loads(state)
+        self.close()
+        self.step = int(state["step"])
+
+    def close(self):
+        if self._it is not None:
+            close = getattr(self._it, "close", None)
+            if close:
+                close()
+            self._it = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
+def absl_flags_ready():
+    """grain's worker processes read absl flags; outside absl.app.run they are unparsed and grain would raise
+    UnparsedFlagAccessError. Mark them parsed (defaults) in that case; under app.run this does nothing."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+def host_batch_size(global_batch, process_count=None):
+    """Per-host batch for a global batch (must divide evenly among hosts)."""
+    n = _process(None, None)[1] if process_count is None else int(process_count)
+    if global_batch % n:
+        raise DataError(f"the batch size {global_batch} is not divisible by the {n} hosts")
+    return global_batch // n
+
+
+def to_global(batch, sharding):
+    """Per-host numpy batch -> global jax.Arrays (batch axis concatenated over hosts) with `sharding`."""
+    import jax
+
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+
+
+# ------------------------------------------------------------------------------------------- validation
+
+
+def _center_crop(hr, lr, scale, max_size):
+    """Centre crop to at most max_size HR pixels per side, on the LR grid so the pair stays aligned."""
+    lh, lw = hr.shape[0] // scale, hr.shape[1] // scale
+    m = max(1, max_size // scale)
+    ch, cw = min(lh, m), min(lw, m)
+    top, left = (lh - ch) // 2, (lw - cw) // 2
+    hr = hr[top * scale:(top + ch) * scale, left * scale:(left + cw) * scale]
+    if lr is not None:
+        lr = lr[top:top + ch, left:left + cw]
+    return hr, lr
+
+
+def bicubic_lr(hr, scale):
+    """LR as the MATLAB benchmark scripts make it: imresize(hr, 1/scale, 'bicubic') stored as 8-bit."""
+    from jaxsr.degrade.ops import imresize
+
+    lr = imresize(np.asarray(hr, np.float32), 1.0 / scale)
+    return (np.round(np.clip(lr, 0.0, 1.0) * 255.0) / 255.0).astype(np.float32)
+
+
+def val_items(cfg, splits, scale, which="val"):
+    """Full validation (or test) images: list of dict(name, hr, lr), HWC float32 RGB in [0,1].
+
+    HR is modcropped to the scale; LR is the paired file or bicubic_lr(hr). cfg.val_max_images keeps the
+    first N, cfg.val_max_size centre-crops larger images (0 = no cap). Unreadable files are skipped with
+    a warning; an empty list means nothing to validate on.
+    """
+    _check_options(cfg)
+    scale = int(scale)
+    hr_files, lr_files = splits[which], splits.get(f"{which}_lr")
+    if cfg.val_max_images:
+        hr_files = hr_files[:cfg.val_max_images]
+    items, names = [], set()
+    for k, path in enumerate(hr_files):
+        try:
+            hr = read_rgb(path, cfg.alpha)
+            lr = read_rgb(lr_files[k], cfg.alpha) if lr_files else None
+        except ImageError as e:
+            _warn_once(path, str(e))
+            continue
+        if lr is not None:
+            check_pair_size(hr.shape, lr.shape, scale, path, lr_files[k])
+        hr = hr[:hr.shape[0] // scale * scale, :hr.shape[1] // scale * scale]
+        if hr.size == 0:
+            _warn_once(path, f"smaller than the scale {scale}")
+            continue
+        if cfg.val_max_size:
+            hr, lr = _center_crop(hr, lr, scale, int(cfg.val_max_size))
+        if lr is None:
+            lr = bicubic_lr(hr, scale)
+        name = base = os.path.splitext(os.path.basename(path))[0]
+        i = 1
+        while name in names:
+            i += 1
+            name = f"{base}_{i}"
+        names.add(name)
+        items.append(dict(name=name, hr=np.ascontiguousarray(hr), lr=np.ascontiguousarray(lr)))
+    return items

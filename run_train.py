@@ -1,5 +1,46 @@
-"""Training entry point: `python run_train.py --config configs/x4.py`. Lands with the trainer issue."""
+"""Train a super-resolution model: python run_train.py --config configs/x4.py [--config.<field>=<value> ...]
+
+Rerunning the same command on the same --workdir resumes from the latest complete checkpoint.
+"""
+import os
 import sys
 
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "a recipe in configs/ (a Python file with get_config())", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "run folder (default: runs/<config name>)")
+_PRINT = flags.DEFINE_bool("print_config", False, "print the resolved config as JSON and exit")
+flags.mark_flag_as_required("config")
+
+
+def main(argv):
+    if len(argv) > 1:
+        sys.exit(f"error: unexpected arguments {argv[1:]}; overrides look like --config.optim.lr=1e-4")
+    cfg = _CONFIG.value
+    if _PRINT.value:
+        print(cfg.to_json_best_effort(indent=2))
+        return 0
+    workdir = _WORKDIR.value or os.path.join("runs", os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0])
+
+    from convert.mapping import WeightsError
+    from jaxsr.data import DataError
+    from jaxsr.imageio import ImageError
+    from jaxsr.train.loop import ConfigError, Diverged, train
+
+    try:
+        train(cfg, workdir)
+    except (ConfigError, WeightsError, DataError, ImageError, Diverged) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {e.strerror or e} ({e.filename or workdir}); the last complete checkpoint is kept", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit("run_train.py: training lands with the trainer issue (see README).")
+    app.run(main)

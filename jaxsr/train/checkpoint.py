@@ -1,0 +1,52 @@
+"""Orbax checkpoints of the whole run: train state, data-iterator position and run metadata.
+
+Kept: the latest checkpoint, plus the best `keep_best` by validation PSNR. orbax's `max_to_keep` with a
+`best_fn` would delete the latest (jax_stack.md §4), so preservation is a policy: LatestN(1) or BestN.
+Checkpoints saved between validations carry no metric and live only while they are the latest.
+Saves are asynchronous and atomic (orbax writes a temporary folder and renames it when complete), so a
+kill during a save leaves the previous checkpoint as the latest complete one.
+"""
+import os
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as cm
+
+
+class Checkpoints:
+    def __init__(self, directory, keep_best=3):
+        policy = cm.AnyPreservationPolicy([
+            cm.LatestN(n=1),
+            cm.BestN(get_metric_fn=lambda m: m["psnr"], reverse=False, n=keep_best, keep_checkpoints_without_metrics=False),
+        ])
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=policy, best_fn=lambda m: m["psnr"], best_mode="max", enable_async_checkpointing=True,
+            cleanup_tmp_directories=True,
+        )
+        self.manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+    def latest_step(self):
+        return self.manager.latest_step()
+
+    def save(self, step, state, data_iter, meta, psnr=None):
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iter), meta=ocp.args.JsonSave(meta)
+        )
+        self.manager.save(step, args=args, metrics=None if psnr is None else {"psnr": float(psnr)}, force=True)
+
+    def restore(self, step, abstract_state, data_iter):
+        """(state, meta); `abstract_state` gives the structure, dtypes and shardings, `data_iter` is set in place."""
+        target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), abstract_state)
+        args = ocp.args.Composite(
+            state=ocp.args.StandardRestore(target), data=grain.checkpoint.CheckpointRestore(data_iter), meta=ocp.args.JsonRestore()
+        )
+        out = self.manager.restore(step, args=args)
+        return out["state"], out["meta"]
+
+    def wait(self):
+        self.manager.wait_until_finished()
+
+    def close(self):
+        self.manager.wait_until_finished()
+        self.manager.close()

@@ -1,0 +1,89 @@
+"""What a run shows: a console line mirrored with timestamps to train.log, and TensorBoard scalars and
+images. Only process 0 writes; other processes stay quiet."""
+import logging
+import os
+import resource
+import sys
+import time
+
+import jax
+import numpy as np
+
+log = logging.getLogger("jaxsr")
+
+
+def setup(workdir, main_process=True):
+    log.setLevel(logging.INFO)
+    log.handlers.clear()
+    log.propagate = False
+    if not main_process:
+        log.addHandler(logging.NullHandler())
+        return
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(console)
+    os.makedirs(workdir, exist_ok=True)
+    f = logging.FileHandler(os.path.join(workdir, "train.log"))
+    f.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    log.addHandler(f)
+
+
+def peak_memory_gib():
+    """Peak device memory where the backend reports it (GPU/TPU), else the process's peak RSS."""
+    stats = jax.local_devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        return stats["peak_bytes_in_use"] / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+class Progress:
+    """it/s and ETA over the steps since the last report."""
+
+    def __init__(self, start_step, total_steps):
+        self.total = total_steps
+        self.last_step, self.last_time = start_step, time.perf_counter()
+
+    def line(self, step, metrics):
+        now = time.perf_counter()
+        rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
+        self.last_step, self.last_time = step, now
+        eta = (self.total - step) / rate if rate > 0 else float("inf")
+        eta_s = time.strftime("%H:%M:%S", time.gmtime(eta)) if eta < 86400 * 30 else "--"
+        losses = " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k not in ("lr", "grad_norm", "skipped"))
+        text = f"step {step}/{self.total} | {rate:.2f} it/s | ETA {eta_s} | {losses} | lr {metrics.get('lr', 0):.3g} | mem {peak_memory_gib():.2f} GiB"
+        return text, rate
+
+
+class Board:
+    def __init__(self, workdir, enabled=True):
+        self.writer = None
+        if enabled:
+            from tensorboardX import SummaryWriter
+
+            self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def scalars(self, step, values, prefix="train/"):
+        if self.writer:
+            for k, v in values.items():
+                self.writer.add_scalar(prefix + k, float(v), step)
+
+    def images(self, step, tag, lr, sr, hr):
+        """One row per image: LR (nearest-upscaled) | SR | HR, as HWC uint8."""
+        if not self.writer:
+            return
+        rows = []
+        for a, b, c in zip(lr, sr, hr):
+            s = b.shape[0] // a.shape[0]
+            up = np.repeat(np.repeat(a, s, 0), s, 1)[: b.shape[0], : b.shape[1]]
+            rows.append(np.concatenate([up, b, c[: b.shape[0], : b.shape[1]]], axis=1))
+        width = max(r.shape[1] for r in rows)
+        grid = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows], axis=0)
+        self.writer.add_image(tag, (np.clip(grid, 0, 1) * 255).round().astype(np.uint8), step, dataformats="HWC")
+
+    def flush(self):
+        if self.writer:
+            self.writer.flush()
+
+    def close(self):
+        if self.writer:
+            self.writer.close()

@@ -10,8 +10,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from jaxsr.data import (DataError, ImageSource, default_config, read_rgb, resolve_splits, train_dataset,
-                        train_iterator, val_items)
+from jaxsr.data import (DataError, ImageSource, default_config, host_batch_size, read_rgb, resolve_splits,
+                        to_global, train_iterator, val_items)
 from jaxsr.data.sources import split_counts
 from jaxsr.imageio import write_image
 
@@ -101,6 +101,9 @@ def test_split_80_10_10_written_once_and_reused(tmp_path):
     assert (tmp_path / "wd" / "dataset_splits.json").read_text() == recorded
     other = resolve_splits(cfg, None, seed=2)  # without the record another seed gives another split
     assert other["val"] + other["test"] != sp["val"] + sp["test"]
+    # A workdir split from one dataset refuses a config that names another.
+    with pytest.raises(DataError, match="data.hr_dir is None but this workdir's split"):
+        resolve_splits(cfg_for(), str(tmp_path / "wd"), seed=1)
 
 
 def test_explicit_folders(tmp_path):
@@ -172,6 +175,18 @@ def test_per_host_sharding_disjoint(tmp_path):
         seen.append({ids(b["gt"][0]) for b in take(it, 6)})
     assert seen[0].isdisjoint(seen[1]) and seen[0] | seen[1] == train_ids
 
+    # the trainer's view: per-host batch -> one global array over the 'data' axis
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    assert host_batch_size(8, process_count=2) == 4
+    with pytest.raises(DataError, match="not divisible"):
+        host_batch_size(6, process_count=4)
+    mesh = jax.make_mesh((1,), ("data",), devices=jax.devices()[:1])
+    batch = next(train_iterator(cfg, sp, 4, seed=0, per_host_batch=2, process_index=0, process_count=1))
+    glob = to_global(batch, NamedSharding(mesh, P("data")))
+    assert glob["gt"].shape == (2, 32, 32, 3) and np.array_equal(np.asarray(glob["gt"]), batch["gt"])
+
 
 # ------------------------------------------------------------------------------------------- pairs
 
@@ -240,6 +255,12 @@ def test_small_images_pad_or_skip(tmp_path, caplog):
         skipped = ImageSource(files, None, 4, 32, small_images="skip")[1]["gt"]
     np.testing.assert_allclose(skipped, imgs[2], atol=0.5 / 255)
     assert "img001.png" in caplog.text and "small_images='skip'" in caplog.text
+    # paired: both sides padded, LR to gt_size/scale, the original pixels kept in the top-left
+    small_hr = imgs[1][:20, :24]
+    lr_path = write_folder(str(tmp_path / "lr"), [block_mean(small_hr, 4)])
+    ex = ImageSource([files[1]], [os.path.join(lr_path, "img000.png")], 4, 32)[0]
+    assert ex["gt"].shape == (32, 32, 3) and ex["lq"].shape == (8, 8, 3)
+    np.testing.assert_allclose(ex["lq"][:5, :6], block_mean(small_hr, 4), atol=0.5 / 255)
     with pytest.raises(DataError, match="small_images"):
         train_iterator(cfg_for(small_images="crop"), dict(train=files), 4, 0, 1, 0, 1)
 

@@ -6,11 +6,11 @@
     items = val_items(cfg, splits, scale)                 # [dict(name, hr, lr)] full images
 """
 from .config import default_config
-from .loader import (ImageSource, TrainIterator, absl_flags_ready, bicubic_lr, host_batch_size, to_global, train_dataset,
-                     train_iterator, val_items)
+from .loader import (ImageSource, TrainIterator, absl_flags_ready, bicubic_lr, host_batch_size, iter_val_items,
+                     to_global, train_dataset, train_iterator, val_items)
 from .sources import DataError, read_rgb, resolve_splits, to_rgb
 from .transforms import RandomCrop
 
-__all__ = ["DataError", "ImageSource", "TrainIterator", "RandomCrop", "absl_flags_ready", "bicubic_lr", "default_config",
-           "host_batch_size", "read_rgb", "resolve_splits", "to_global", "to_rgb", "train_dataset",
-           "train_iterator", "val_items"]
+__all__ = ["DataError", "ImageSource", "RandomCrop", "TrainIterator", "absl_flags_ready", "bicubic_lr",
+           "default_config", "host_batch_size", "iter_val_items", "read_rgb", "resolve_splits", "to_global",
+           "to_rgb", "train_dataset", "train_iterator", "val_items"]

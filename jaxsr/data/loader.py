@@ -20,10 +20,10 @@ log = logging.getLogger("jaxsr.data")
 _warned = set()  # per process: each bad file is reported once
 
 
-def _warn_once(path, reason):
+def _warn_once(path, reason, action="using the next usable file in its place"):
     if path not in _warned:
         _warned.add(path)
-        log.warning("data: skipping %s (%s); using the next usable file in its place", path, reason)
+        log.warning("data: skipping %s (%s); %s", path, reason, action)
 
 
 def _check_options(cfg):
@@ -83,8 +83,10 @@ class ImageSource:
         if self.small == "skip":
             _warn_once(path, f"{w * s}x{h * s} is smaller than the {self.gt_size}px crop; data.small_images='skip'")
             return None
-        ex = dict(gt=pad_to(ex["gt"], size * s, size * s), **({"lq": pad_to(ex["lq"], size, size)} if s > 1 else {}))
-        return ex
+        out = dict(gt=pad_to(ex["gt"], size * s, size * s))
+        if "lq" in ex:
+            out["lq"] = pad_to(ex["lq"], size, size)
+        return out
 
 
 def _host_seed(seed, process_index):
@@ -246,26 +248,31 @@ def val_items(cfg, splits, scale, which="val"):
 
     HR is modcropped to the scale; LR is the paired file or bicubic_lr(hr). cfg.val_max_images keeps the
     first N, cfg.val_max_size centre-crops larger images (0 = no cap). Unreadable files are skipped with
-    a warning; an empty list means nothing to validate on.
+    a warning; an empty list means nothing to validate on. Names are file stems (made unique).
     """
+    return list(iter_val_items(cfg, splits, scale, which))
+
+
+def iter_val_items(cfg, splits, scale, which="val"):
+    """val_items one image at a time, for sets too large to hold in memory (e.g. 100 2K images: 3 GB)."""
     _check_options(cfg)
     scale = int(scale)
     hr_files, lr_files = splits[which], splits.get(f"{which}_lr")
     if cfg.val_max_images:
         hr_files = hr_files[:cfg.val_max_images]
-    items, names = [], set()
+    names = set()
     for k, path in enumerate(hr_files):
         try:
             hr = read_rgb(path, cfg.alpha)
             lr = read_rgb(lr_files[k], cfg.alpha) if lr_files else None
         except ImageError as e:
-            _warn_once(path, str(e))
+            _warn_once(path, str(e), "left out of validation")
             continue
         if lr is not None:
             check_pair_size(hr.shape, lr.shape, scale, path, lr_files[k])
         hr = hr[:hr.shape[0] // scale * scale, :hr.shape[1] // scale * scale]
         if hr.size == 0:
-            _warn_once(path, f"smaller than the scale {scale}")
+            _warn_once(path, f"smaller than the scale {scale}", "left out of validation")
             continue
         if cfg.val_max_size:
             hr, lr = _center_crop(hr, lr, scale, int(cfg.val_max_size))
@@ -277,5 +284,4 @@ def val_items(cfg, splits, scale, which="val"):
             i += 1
             name = f"{base}_{i}"
         names.add(name)
-        items.append(dict(name=name, hr=np.ascontiguousarray(hr), lr=np.ascontiguousarray(lr)))
-    return items
+        yield dict(name=name, hr=np.ascontiguousarray(hr), lr=np.ascontiguousarray(lr))

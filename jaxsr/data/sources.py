@@ -161,9 +161,20 @@ def builtin_photos():
     return out, root
 
 
+DATASET_FIELDS = ("hr_dir", "lr_dir", "train_dir", "val_dir", "test_dir", "train_lr_dir", "val_lr_dir",
+                  "test_lr_dir")
+
+
+def _dataset_fields(cfg):
+    """The config fields that decide the split, folders made absolute (recorded to catch a changed dataset)."""
+    out = {k: (os.path.abspath(cfg.get(k)) if cfg.get(k) else None) for k in DATASET_FIELDS}
+    out["split"] = [float(f) for f in cfg.split] if cfg.hr_dir else None
+    return out
+
+
 def _from_config(cfg, seed):
     """Build the split record from the config (no file involved)."""
-    rec = dict(version=1, seed=int(seed))
+    rec = dict(version=1, seed=int(seed), config=_dataset_fields(cfg))
     lr = {}
     if cfg.train_dir:
         if cfg.hr_dir or cfg.lr_dir:
@@ -183,7 +194,6 @@ def _from_config(cfg, seed):
         rec["source"] = "hr_dir"
         files = list_folder(cfg.hr_dir, "data.hr_dir")
         lr_files = match_pairs(files, cfg.hr_dir, cfg.lr_dir, "data.lr_dir") if cfg.lr_dir else None
-        rec["split"] = [float(f) for f in cfg.split]
         idx = auto_split(len(files), cfg.split, seed, f"data.hr_dir {cfg.hr_dir}")
         for name, ids in zip(SPLIT_NAMES, idx):
             rec[name] = [files[i] for i in ids]
@@ -207,13 +217,19 @@ def resolve_splits(cfg, workdir, seed):
 
     Returns dict(train, val, test: lists of HR paths; train_lr, val_lr, test_lr: parallel LR path lists, or
     None when unpaired; source: 'builtin' | 'hr_dir' | 'folders'). On resume the recorded split is reused
-    as is, never re-split, even if the folder gained files. workdir=None: decide without writing.
+    as is, never re-split, even if the folder gained files; a config naming other folders is refused
+    (DataError naming the field). workdir=None: decide without writing.
     Every host computes the same split (sorted listing, seeded permutation), so any host may write it.
     """
     path = os.path.join(workdir, SPLITS_FILE) if workdir else None
     if path and os.path.exists(path):
         with open(path) as f:
             rec = json.load(f)
+        now = _dataset_fields(cfg)
+        for k, v in rec.get("config", {}).items():
+            if now.get(k) != v:
+                raise DataError(f"data.{k} is {now.get(k)!r} but this workdir's split ({path}) was made with "
+                                f"{v!r}; use a new workdir for another dataset, or delete {SPLITS_FILE} to re-split")
         log.info("data: reusing the split recorded in %s (%s)", path, _counts(rec))
     else:
         rec = _from_config(cfg, seed)

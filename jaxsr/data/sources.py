@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import re
+import socket
 
 import numpy as np
 
@@ -235,7 +236,7 @@ def resolve_splits(cfg, workdir, seed):
         rec = _from_config(cfg, seed)
         if path:
             os.makedirs(workdir, exist_ok=True)
-            tmp = f"{path}.tmp{os.getpid()}"
+            tmp = f"{path}.tmp.{socket.gethostname()}.{os.getpid()}"  # hosts may share the workdir
             with open(tmp, "w") as f:
                 json.dump(rec, f, indent=1)
             os.replace(tmp, path)

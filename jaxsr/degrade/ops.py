@@ -238,8 +238,8 @@ def _pow2_levels(qi, valid):
     """
     word = qi >> 5
     bit = jnp.left_shift(jnp.uint32(1), (qi & 31).astype(jnp.uint32))
-    inside = True if valid is None else canvas_mask(qi.shape[1:3], valid)[None] > 0
-    bits = jnp.where((word[..., None] == jnp.arange(8)) & inside[..., None], bit[..., None], jnp.uint32(0))
+    inside = canvas_mask(qi.shape[1:3], valid or qi.shape[1:3])[None, ..., None] > 0
+    bits = jnp.where((word[..., None] == jnp.arange(8)) & inside, bit[..., None], jnp.uint32(0))
     present = jax.lax.reduce(bits, np.uint32(0), jax.lax.bitwise_or, (1, 2, 3))
     count = jnp.sum(jax.lax.population_count(present), axis=-1).astype(jnp.int32)
     return jnp.left_shift(1, 32 - jax.lax.clz(count - 1)).astype(jnp.float32)

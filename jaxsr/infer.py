@@ -5,49 +5,242 @@ RGBA image has its RGB upscaled by the model and its alpha upscaled by the model
 the way chaiNNer does), so edges of cut-outs stay as sharp as the picture.
 """
 import argparse
+import collections
+import math
 import os
 import sys
+import weakref
 
+import jax
+import jax.extend.core as jax_core
 import numpy as np
 from flax import nnx
 
 from jaxsr.imageio import EXTENSIONS, ImageError, list_images, load_image, write_image
 
 
-@nnx.jit
-def _forward(model, x):
+TRACES = collections.Counter()  # how often each jitted function was traced (= compiled); tests read it
+
+
+def _forward_fn(model, x):
+    TRACES["forward"] += 1  # runs at trace time only
     return model(x)
+
+
+_forward = nnx.jit(_forward_fn)
+
+
+def _pad_to(img, h, w):
+    """Reflect-pad HxWxC at the bottom/right to h x w (edge-repeat for 1-px sides, where reflect has nothing)."""
+    ph, pw = h - img.shape[0], w - img.shape[1]
+    if not (ph or pw):
+        return img
+    mode = "reflect" if min(img.shape[:2]) > 1 else "edge"
+    return np.pad(img, ((0, ph), (0, pw), (0, 0)), mode=mode)
+
+
+def _round_up(n, m):
+    return -(-n // m) * m
+
+
+def tile_multiple(model):
+    """Pixel grid a tile must start on and be sized in: the unshuffle factor (RRDB x1/x2), the window (DAT).
+
+    Windowed attention is anchored at the image origin, so tiles are only equivalent to the whole image if
+    their origins sit on the same window grid.
+    """
+    m = int(getattr(model, "size_multiple", 1) or 1)
+    win = getattr(model, "window_multiple", None)
+    if win is None:  # archs that pad internally to a window multiple and do not say so (DAT)
+        win = max((max(n.split_size) for _, n in nnx.iter_graph(model) if hasattr(n, "split_size")), default=1)
+    return math.lcm(m, int(win))
 
 
 def _run(model, img):
     """HxWxC (C = model input channels) -> (H*s)x(W*s)xC', padding to the model's size multiple."""
     m = getattr(model, "size_multiple", 1)
     h, w = img.shape[:2]
-    ph, pw = (-h) % m, (-w) % m
-    if ph or pw:
-        img = np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="reflect")
+    img = _pad_to(img, _round_up(h, m), _round_up(w, m))
     out = np.asarray(_forward(model, img[None]))[0]
     return np.clip(out[: h * model.scale, : w * model.scale], 0.0, 1.0)
 
 
-def upscale(model, img, tile=None):
-    """Upscale one HxWxC float32 image in [0,1] (numpy); returns (H*s)x(W*s)xC float32 in [0,1]."""
-    if tile is not None:
-        raise NotImplementedError("tiled upscaling is not available yet")
+# ------------------------------------------------------------------------------------------------ tiling
+
+
+def _axis_plan(length, t, overlap, align, scale, seam):
+    """Tile starts on one axis and each tile's 1-D output weights; the weights sum to exactly 1 everywhere.
+
+    Starts are spread evenly on the `align` grid with at least `overlap` px shared by neighbours. Between two
+    tiles the switch happens at the middle of their shared strip: a step ('crop': each output pixel comes
+    from one tile and keeps >= overlap/2 px of context) or a linear ramp over the strip's central half
+    ('blend': no visible seam even when the overlap is below the receptive field; >= overlap/4 px context).
+    """
+    n = 1 if length <= t else 1 + -(-(length - t) // (t - overlap))
+    starts = [0] if n == 1 else sorted({align * round(i * (length - t) / (n - 1) / align) for i in range(n)})
+    ys = np.arange(length * scale, dtype=np.float64) + 0.5  # output pixel centres
+    strips = [(b * scale, (a + t) * scale) for a, b in zip(starts, starts[1:])]  # shared strips, output px
+    mids = [(lo + hi) // 2 for lo, hi in strips]
+    gaps = np.diff([0, *mids, length * scale])
+    steps = [np.ones_like(ys)]  # steps[i]: weight owed to tiles i.. ; falls 1 -> 0 across boundary i-1
+    for k, ((lo, hi), mid) in enumerate(zip(strips, mids)):
+        ramp = min((hi - lo) // 2, gaps[k], gaps[k + 1]) if seam == "blend" else 0  # ramps never overlap
+        f = (ys >= mid) if ramp == 0 else np.clip((ys - (mid - ramp / 2)) / ramp, 0.0, 1.0)
+        steps.append(f.astype(np.float64))
+    steps.append(np.zeros_like(ys))
+    weights = []
+    for i, s in enumerate(starts):
+        w = (steps[i] - steps[i + 1])[s * scale : (s + t) * scale]
+        nz = np.flatnonzero(w)
+        weights.append((int(nz[0]), int(nz[-1]) + 1, w[nz[0] : nz[-1] + 1].astype(np.float32)))
+    return starts, weights
+
+
+def _tile_side(length, tile, align):
+    """The tile side used on an axis: `tile`, or for a shorter image a bucket above it (few distinct shapes)."""
+    if length >= tile:
+        return tile
+    q = _round_up(max(16, tile // 8), align)
+    return min(tile, _round_up(length, q))
+
+
+def _run_tiled(model, img, tile, overlap, batch, seam, progress):
+    align = tile_multiple(model)
+    s = model.scale
+    h, w, c = img.shape
+    tile = max(align, tile // align * align)
+    overlap = min(_round_up(overlap, align), tile // 2 // align * align)
+    hp, wp = _round_up(h, align), _round_up(w, align)
+    th, tw = _tile_side(hp, tile, align), _tile_side(wp, tile, align)
+    img = _pad_to(img, max(hp, th), max(wp, tw))
+    hp, wp = img.shape[:2]
+    ys, wys = _axis_plan(hp, th, overlap, align, s, seam)
+    xs, wxs = _axis_plan(wp, tw, overlap, align, s, seam)
+    jobs = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
+    out = None
+    bar = _progress(progress, len(jobs))
+    for k in range(0, len(jobs), batch):
+        chunk = jobs[k : k + batch]
+        x = np.zeros((batch, th, tw, c), np.float32)  # the last batch is padded: one shape, one executable
+        for n, (i, j) in enumerate(chunk):
+            x[n] = img[ys[i] : ys[i] + th, xs[j] : xs[j] + tw]
+        y = np.asarray(_forward(model, x))
+        if out is None:
+            out = np.zeros((hp * s, wp * s, y.shape[-1]), np.float32)
+        for n, (i, j) in enumerate(chunk):
+            (a0, a1, wy), (b0, b1, wx) = wys[i], wxs[j]
+            region = out[ys[i] * s + a0 : ys[i] * s + a1, xs[j] * s + b0 : xs[j] * s + b1]
+            region += y[n, a0:a1, b0:b1] * (wy[:, None, None] * wx[None, :, None])
+        if bar is not None:
+            bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+    return np.clip(out[: h * s, : w * s], 0.0, 1.0, out=out[: h * s, : w * s])  # in place: outputs can be GBs
+
+
+def _progress(enabled, total):
+    if not enabled or total < 2:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="tile", leave=False)
+
+
+# ------------------------------------------------------------------------------------------------ auto tile size
+
+CPU_RAM_FRACTION, DEVICE_FRACTION = 0.25, 0.6  # of available host RAM / free accelerator memory
+MAX_TILE = {"cpu": 512, "other": 1024}  # larger tiles buy little speed once overlap waste is small
+
+
+def _jaxpr_peak_bytes(jaxpr):
+    """Largest single operation (inputs + outputs) in a jaxpr, nested calls included: a cheap peak estimate."""
+    best = 0
+    for eqn in jaxpr.eqns:
+        size = sum(v.aval.size * v.aval.dtype.itemsize for v in (*eqn.invars, *eqn.outvars) if hasattr(v.aval, "size"))
+        best = max(best, size, *(_jaxpr_peak_bytes(getattr(j, 'jaxpr', j)) for j in jax_core.jaxprs_in_params(eqn.params)))
+    return best
+
+
+def _free_bytes(device):
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and "bytes_limit" in stats:
+        return (stats["bytes_limit"] - stats.get("bytes_in_use", 0)) * DEVICE_FRACTION
+    try:
+        with open("/proc/meminfo") as f:
+            avail = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable"))
+    except (OSError, StopIteration):
+        avail = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    return avail * CPU_RAM_FRACTION
+
+
+def default_tile_batch():
+    return 1 if jax.devices()[0].platform == "cpu" else 4
+
+
+_AUTO = weakref.WeakKeyDictionary()  # model -> {batch: tile}, so folders do not re-trace the probe
+
+
+def auto_tile(model, batch=None):
+    """Tile side that fits the free memory: peak bytes per input pixel from the traced model at a probe size
+    (x2 for what XLA keeps alive besides the largest op), times batch, against free device memory (GPU/TPU
+    `memory_stats`) or a quarter of available RAM (CPU). Rounded to the model's tile grid, in [64, 512/1024]."""
+    dev = jax.devices()[0]
+    batch = batch or default_tile_batch()
+    known = _AUTO.setdefault(model, {})
+    if batch not in known:
+        known[batch] = _auto_tile(model, batch, dev)
+    return known[batch]
+
+
+def _auto_tile(model, batch, dev):
+    align = tile_multiple(model)
+    p = _round_up(64, align)
+    x = jax.ShapeDtypeStruct((1, p, p, getattr(model, "in_ch", 3)), np.float32)
+    per_px = 2.0 * _jaxpr_peak_bytes(jax.make_jaxpr(lambda v: model(v))(x).jaxpr) / (p * p)
+    side = int(math.sqrt(_free_bytes(dev) / (batch * per_px)))
+    cap = MAX_TILE["cpu" if dev.platform == "cpu" else "other"]
+    return max(_round_up(64, align), min(cap, side) // align * align)
+
+
+# ------------------------------------------------------------------------------------------------ public API
+
+
+def upscale(model, img, tile=None, overlap=32, tile_batch=None, seam="crop", progress=False):
+    """Upscale one HxWxC float32 image in [0,1] (numpy); returns (H*s)x(W*s)xC float32 in [0,1].
+
+    tile=None runs the whole image at once (one compile per image size). tile=N runs NxN tiles with
+    `overlap` px shared between neighbours, `tile_batch` tiles per call, all through one compiled shape;
+    tile="auto" picks N from free memory and runs whole images that fit in one tile. See docs/inference.md.
+    """
     img = np.asarray(img, dtype=np.float32)
     if img.ndim == 2:
         img = img[..., None]
+    if seam not in ("crop", "blend"):
+        raise ValueError(f"seam must be 'crop' or 'blend', not {seam!r}")
+    if tile == "auto":
+        tile = auto_tile(model, tile_batch)
+        m = tile_multiple(model)
+        if _round_up(img.shape[0], m) <= tile and _round_up(img.shape[1], m) <= tile:
+            tile = None
+    if tile is None:
+        run = _run
+    else:
+        batch = tile_batch or default_tile_batch()
+
+        def run(model, x):
+            return _run_tiled(model, x, int(tile), int(overlap), batch, seam, progress)
+
     c, want = img.shape[2], getattr(model, "in_ch", 3)
     if c == want:
-        out = _run(model, img)
+        out = run(model, img)
     elif c == 1 and want == 3:
-        out = _run(model, np.repeat(img, 3, axis=2)).mean(axis=2, keepdims=True)
+        out = run(model, np.repeat(img, 3, axis=2)).mean(axis=2, keepdims=True)
     elif c == 4 and want == 3:
-        rgb = _run(model, img[..., :3])
-        alpha = _run(model, np.repeat(img[..., 3:], 3, axis=2)).mean(axis=2, keepdims=True)
+        rgb = run(model, img[..., :3])
+        alpha = run(model, np.repeat(img[..., 3:], 3, axis=2)).mean(axis=2, keepdims=True)
         out = np.concatenate([rgb, alpha], axis=2)
     elif c in (3, 4) and want == 1:
-        out = _run(model, img[..., :3].mean(axis=2, keepdims=True))
+        out = run(model, img[..., :3].mean(axis=2, keepdims=True))
     else:
         raise ValueError(f"the image has {c} channels, the model expects {want}")
     return out
@@ -66,6 +259,30 @@ def _jobs(inp, out):
     return [(inp, out)]
 
 
+def _tile_arg(v):
+    if v == "auto":
+        return v
+    n = int(v)
+    if n < 0:
+        raise argparse.ArgumentTypeError("--tile must be 'auto', 0 (whole image) or a positive size")
+    return n or None
+
+
+def add_tile_args(p):
+    """The tiling and precision options shared by `jaxsr.infer` and `jaxsr.evaluate`."""
+    p.add_argument("--tile", type=_tile_arg, default="auto",
+                   help="tile side in input px; 'auto' (default): from free memory, whole image when it fits; 0: never tile")
+    p.add_argument("--tile-overlap", type=int, default=32, help="px shared by neighbouring tiles (default 32)")
+    p.add_argument("--tile-batch", type=int, default=None, help="tiles per forward call (default 1 on CPU, 4 on GPU/TPU)")
+    p.add_argument("--seam", choices=("crop", "blend"), default="crop",
+                   help="crop: each pixel from one tile (exact when overlap/2 >= receptive field); blend: linear ramps")
+    p.add_argument("--bf16", action="store_true", help="compute in bfloat16 (parameters stay float32 on disk)")
+
+
+def tile_kwargs(a, progress=False):
+    return dict(tile=a.tile, overlap=a.tile_overlap, tile_batch=a.tile_batch, seam=a.seam, progress=progress)
+
+
 def main(argv=None):
     from tqdm import tqdm
 
@@ -76,7 +293,7 @@ def main(argv=None):
     p.add_argument("--weights", required=True, help=".pth/.safetensors, a jaxsr export folder or a workdir")
     p.add_argument("--input", required=True, help="an image file or a folder (searched recursively)")
     p.add_argument("--output", required=True, help="output file or folder; PNG at the input's bit depth")
-    p.add_argument("--bf16", action="store_true", help="compute in bfloat16")
+    add_tile_args(p)
     a = p.parse_args(argv)
     try:
         import jax.numpy as jnp
@@ -91,7 +308,7 @@ def main(argv=None):
     for src, dst in tqdm(jobs, unit="img", disable=len(jobs) < 2):
         try:
             img, bits = load_image(src)
-            out = upscale(model, img)
+            out = upscale(model, img, **tile_kwargs(a, progress=True))
             os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
             write_image(dst, out, bits=bits)
         except (ImageError, ValueError) as e:

@@ -1,0 +1,108 @@
+"""Tiled upscaling: equal to the whole-image run given enough overlap, one executable for many image sizes,
+and a 4000x3000 input through a small model.
+
+Receptive fields (input px) of the small models used here: RRDB with 1 block is 17 LR convs + the upsampler,
+about 18.3 px at x4 and 2*18.3+1 = 38 px at x2 (pixel-unshuffled); the local DAT (below) about 24 px.
+Crop seams are exact when overlap/2 covers the receptive field, blend seams when overlap/4 does.
+"""
+import time
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import photo
+from flax import nnx
+
+
+from jaxsr.archs.rrdb import RRDBNet
+from jaxsr.infer import TRACES, _axis_plan, auto_tile, tile_multiple, upscale  # jaxsr.upscale passes only tile= (see report)
+
+
+def tiny_rrdb(scale, seed=1):
+    return RRDBNet(scale=scale, num_feat=8, num_block=1, num_grow_ch=4, rngs=nnx.Rngs(seed))
+
+
+@pytest.mark.parametrize("seam", ["crop", "blend"])
+def test_axis_plan_is_a_partition_of_unity_on_the_grid(seam):
+    for length, t, overlap, align, scale in [(300, 96, 48, 1, 4), (1000, 128, 64, 8, 2), (129, 128, 32, 1, 1), (640, 128, 64, 32, 4)]:
+        starts, weights = _axis_plan(length, t, overlap, align, scale, seam)
+        acc = np.zeros(length * scale)
+        for s, (a, b, w) in zip(starts, weights):
+            assert s % align == 0 and s + t <= length and 0 <= a < b <= t * scale and w.min() >= 0
+            acc[s * scale + a : s * scale + b] += w
+        assert np.abs(acc - 1).max() < 1e-6
+        assert all(s1 + t - s2 >= overlap for s1, s2 in zip(starts, starts[1:]))
+
+
+def test_rrdb_tiled_equals_untiled_with_enough_overlap():
+    # larger than the tiles on both axes (a shorter axis is padded up to a bucket: see docs/inference.md);
+    # odd width: x2 pads to its unshuffle multiple
+    img = photo("coffee", 170, 203, top=60, left=120)
+    cases = [(4, 96, 48, "crop"), (4, 160, 80, "blend"), (2, 160, 80, "crop")]  # overlap/2 resp. /4 >= 38 at x2
+    for scale, tile, overlap, seam in cases:
+        model = tiny_rrdb(scale)
+        ref = upscale(model, img)
+        out = upscale(model, img, tile=tile, overlap=overlap, seam=seam, tile_batch=4)
+        assert out.shape == ref.shape == (170 * scale, 203 * scale, 3)
+        assert np.abs(out - ref).max() <= 1e-4, (scale, tile, overlap, seam)
+    # and the comparison is not vacuous: a tiny overlap at x2 leaves visible differences at the seams
+    model = tiny_rrdb(2)
+    assert np.abs(upscale(model, img, tile=64, overlap=4, seam="crop", tile_batch=4) - upscale(model, img)).max() > 1e-4
+
+
+def local_dat():
+    """A small DAT (spatial-window blocks only) whose global paths are switched off.
+
+    DAT's channel attention and the AIM's global average pooling make every output pixel depend on the
+    whole image, so no finite overlap is exact for a real DAT (docs/inference.md gives measured gaps). With
+    only window blocks and the pooled channel map made constant, the model is local, and tiling must then
+    reproduce it exactly: this checks the window-grid alignment and the padding.
+    """
+    from jaxsr.archs.dat import from_spec
+
+    m = from_spec(dict(embed_dim=16, depth=[1, 1], num_heads=[2, 2], split_size=[4, 8], expansion_factor=2.0, num_feat=8, scale=2),
+                  rngs=nnx.Rngs(3))
+    for _, node in nnx.iter_graph(m):
+        if hasattr(node, "channel_interaction"):
+            last = node.channel_interaction[4]
+            last.kernel[...] = jnp.zeros_like(last.kernel[...])
+    return m
+
+
+def test_dat_tiled_equals_untiled_on_the_window_grid():
+    pytest.importorskip("jaxsr.archs.dat")
+    model = local_dat()
+    assert tile_multiple(model) == 8  # max(split_size): tiles start and end on the window grid
+    img = photo("astronaut", 128, 200, top=100, left=100)  # window multiples, so no internal padding differs
+    ref = upscale(model, img)
+    for seam in ("crop", "blend"):
+        out = upscale(model, img, tile=96, overlap=48, seam=seam, tile_batch=4)
+        assert out.shape == ref.shape and np.abs(out - ref).max() <= 1e-4, seam
+
+
+def test_one_compiled_function_serves_many_image_sizes():
+    model = tiny_rrdb(4, seed=2)
+    sizes = [(150, 200), (200, 130), (97, 301), (64, 64)]
+    before = TRACES["forward"]
+    for h, w in sizes:
+        img = photo("chelsea", h, w, top=10, left=20)
+        assert upscale(model, img, tile=64, overlap=16, tile_batch=4).shape == (4 * h, 4 * w, 3)
+    gray = photo("chelsea", 90, 120).mean(2, keepdims=True)
+    rgba = np.concatenate([photo("chelsea", 90, 120), np.ones((90, 120, 1), np.float32)], 2)
+    upscale(model, gray, tile=64, overlap=16, tile_batch=4)
+    upscale(model, rgba, tile=64, overlap=16, tile_batch=4)
+    assert TRACES["forward"] - before == 1  # 6 images, 4 sizes, gray and RGBA: one trace, one executable
+    # a second model of the same architecture reuses it too (weights are arguments, not constants)
+    upscale(tiny_rrdb(4, seed=3), photo("chelsea", 70, 80), tile=64, overlap=16, tile_batch=4)
+    assert TRACES["forward"] - before == 1
+
+
+def test_auto_tile_and_a_4000x3000_input():
+    model = tiny_rrdb(1)  # x1 (pixel-unshuffle 4): a full-size photo in seconds on a CPU
+    tile = auto_tile(model)
+    assert tile % tile_multiple(model) == 0 and 64 <= tile <= 1024
+    big = np.tile(photo("coffee"), (8, 7, 1))[:3000, :4000]
+    t0 = time.time()
+    out = upscale(model, big, tile="auto", overlap=16)
+    assert out.shape == (3000, 4000, 3) and 0 <= out.min() and out.max() <= 1
+    assert time.time() - t0 < 120

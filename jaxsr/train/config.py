@@ -12,8 +12,8 @@ from jaxsr import data, degrade
 
 # Changing any of these makes a saved state unusable or the run a different experiment: refused on resume.
 INCOMPATIBLE_ON_RESUME = ("seed", "scale", "model", "compute_dtype", "gan.enabled", "gan.discriminator", "optim.name",
-                          "optim.accumulate", "optim_d.name", "train.batch_size", "data", "degrade.mode", "degrade.gt_size",
-                          "degrade.queue_size")
+                          "optim.accumulate", "optim_d.name", "train.batch_size", "data.gt_size", "data.hr_dir", "data.lr_dir",
+                          "data.train_dir", "data.train_lr_dir", "data.split", "degrade.mode", "degrade.gt_size", "degrade.queue_size")
 
 
 def base_config():

@@ -16,7 +16,7 @@ from convert.mapping import WeightsError, load_state_dict
 from jaxsr import data, losses as losses_lib, metrics, optim, parallel
 from jaxsr.archs import build_model
 from jaxsr.archs.discriminators import UNetDiscriminatorSN, VGGStyleDiscriminator, load_discriminator
-from jaxsr.degrade import queue_init
+from jaxsr.degrade import imresize, queue_init
 from jaxsr.infer import upscale
 from jaxsr.models import SPEC_FILE, export_torch, load_native
 from jaxsr.train import state as state_lib
@@ -118,19 +118,22 @@ class Trainer:
         eval_model = nnx.clone(model)
         eval_model.eval()
         self.eval_def = state_lib.split(eval_model)[0]
-        self.losses = losses_lib.build_losses(cfg.losses)
+        try:
+            self.losses = losses_lib.build_losses(cfg.losses)
+            tx = optim.build_optimizer(cfg.optim, cfg.train.total_steps)
+            tx_d = optim.build_optimizer(cfg.optim_d, cfg.train.total_steps) if cfg.gan.enabled else None
+        except ValueError as e:  # the builders name the offending field
+            raise ConfigError(str(e)) from None
         if self.losses.gan is not None and not cfg.gan.enabled:
             raise ConfigError("losses has a 'gan' term but gan.enabled is False")
         if cfg.gan.enabled and self.losses.gan is None:
             raise ConfigError("gan.enabled is True but losses has no 'gan' term (add losses.gan=dict(name='gan', weight=0.1))")
-        tx = optim.build_optimizer(cfg.optim, cfg.train.total_steps)
-        disc = tx_d = d_def = None
+        disc = d_def = None
         if cfg.gan.enabled:
             disc = build_discriminator(cfg)
             d_def = state_lib.split(disc)[0]
-            tx_d = optim.build_optimizer(cfg.optim_d, cfg.train.total_steps)
         queue = None
-        if cfg.degrade.mode == "realesrgan" and cfg.degrade.queue_size and "lr" not in self.splits:
+        if cfg.degrade.mode == "realesrgan" and cfg.degrade.queue_size and self.splits.get("train_lr") is None:
             queue = queue_init(cfg.degrade, cfg.train.batch_size, (cfg.degrade.gt_size,) * 2 + (3,), cfg.scale)
         state = state_lib.create(model, tx, seed=cfg.seed, ema=optim.ema_decay(cfg.optim) > 0 and cfg.optim.name != "schedule_free_adamw",
                                  disc=disc, tx_d=tx_d, queue=queue)
@@ -183,10 +186,8 @@ class Trainer:
         latest = self.ckpt.latest_step()
         if latest is not None:
             self.state, meta = self.ckpt.restore(latest, self.state, self.data_iter)
-            self.best_psnr = meta.get("best_psnr", -math.inf)
+            self.best_psnr = meta.get("best_psnr") or -math.inf
             log.info(f"resumed from step {latest} (checkpoint in {self.workdir}/checkpoints)")
-        elif not self.cfg.data.get("hr_dir") and not self.cfg.data.get("train_dir"):
-            log.info("no dataset configured: training on the built-in photographs that ship with scikit-image")
         step = int(self.state.step)
         total = cfg.train.total_steps
         log.info(f"{self.spec['arch']} x{cfg.scale}, {sum(x.size for x in jax.tree.leaves(self.state.params)):,} parameters, "
@@ -219,6 +220,7 @@ class Trainer:
         finally:
             signal.signal(signal.SIGTERM, previous)
             self.ckpt.close()
+            self.data_iter.close()
             self.board.close()
         if step >= total:
             log.info(f"done: {total} steps; exports in {self.workdir}/models")
@@ -259,7 +261,7 @@ class Trainer:
                 shown.append((item["lr"], sr, item["hr"]))
         psnr, ssim = float(metrics.mean_over_images(psnrs)), float(metrics.mean_over_images(ssims))
         log.info(f"validation at step {step}: PSNR {psnr:.3f} dB, SSIM {ssim:.4f} on {len(self.val)} image(s) "
-                 f"({time.perf_counter() - t:.1f} s)")
+                 f"(bicubic: PSNR {self.bicubic_psnr():.3f} dB; {time.perf_counter() - t:.1f} s)")
         self.board.scalars(step, {"psnr": psnr, "ssim": ssim}, prefix="val/")
         if shown:
             self.board.images(step, "val/lr_sr_hr", *zip(*shown))
@@ -269,6 +271,14 @@ class Trainer:
             self._export(model, psnr, step)
         self.board.flush()
         return psnr
+
+    def bicubic_psnr(self):
+        """The baseline to beat: MATLAB-bicubic upscaling of the same LR, scored the same way (computed once)."""
+        if not hasattr(self, "_bicubic"):
+            ups = [np.round(np.clip(imresize(it["lr"], self.cfg.scale), 0, 1) * 255) / 255 for it in self.val]
+            self._bicubic = float(metrics.mean_over_images(
+                [metrics.psnr(u, it["hr"], crop_border=self.cfg.scale, y_channel=True) for u, it in zip(ups, self.val)]))
+        return self._bicubic
 
     def _export(self, model, psnr, step):
         os.makedirs(os.path.join(self.workdir, "models"), exist_ok=True)

@@ -143,3 +143,74 @@ def test_workdir_test_split_and_its_export(tmp_path):
     rep = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert [r["image"] for r in rep["images"]] == ["chelsea"] and rep["settings"]["scale"] == 4
     assert rep["models"] == ["bicubic", "work"]
+
+
+# ------------------------------------------------------------------ LPIPS against a PyTorch formulation of the reference
+
+
+def torch_backbone(net):
+    import torch.nn as nn
+
+    if net == "alex":
+        return nn.Sequential(nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(), nn.MaxPool2d(3, 2), nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(),
+                             nn.MaxPool2d(3, 2), nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(), nn.Conv2d(384, 256, 3, padding=1),
+                             nn.ReLU(), nn.Conv2d(256, 256, 3, padding=1), nn.ReLU()), [1, 4, 7, 9, 11]
+    layers, c = [], 3
+    for v in (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512):
+        layers += [nn.MaxPool2d(2, 2)] if v == "M" else [nn.Conv2d(c, v, 3, padding=1), nn.ReLU()]
+        c = v if v != "M" else c
+    return nn.Sequential(*layers), [3, 8, 15, 22, 29]
+
+
+def torch_lpips(features, taps, lins, a, b):
+    import torch
+
+    shift = torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1)
+    scale = torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1)
+    outs = []
+    for img in (a, b):
+        x = (torch.from_numpy(img.transpose(2, 0, 1))[None] * 2 - 1 - shift) / scale
+        feats = []
+        for i, layer in enumerate(features):
+            x = layer(x)
+            if i in taps:
+                feats.append(x / (x.pow(2).sum(1, keepdim=True).sqrt() + 1e-10))
+        outs.append(feats)
+    with torch.no_grad():
+        return float(sum(torch.nn.functional.conv2d((f0 - f1) ** 2, w).mean((2, 3)) for f0, f1, w in zip(*outs, lins)))
+
+
+def test_lpips_equals_the_reference_formulation(tmp_path):
+    import torch
+
+    from jaxsr.lpips import load_lpips
+
+    sr, hr = photo("astronaut", 72, 80, top=100, left=180), photo("astronaut", 72, 80, top=102, left=181)
+    for net in ("vgg", "alex"):
+        torch.manual_seed(0)
+        features, taps = torch_backbone(net)
+        torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, tmp_path / f"{net}_backbone.pth")
+        chans = [features[t - 1].out_channels for t in taps]
+        lins = [torch.rand(1, c, 1, 1) * 0.1 for c in chans]
+        torch.save({f"lin{k}.model.1.weight": w for k, w in enumerate(lins)}, tmp_path / f"{net}.pth")
+        ours = load_lpips(str(tmp_path / f"{net}_backbone.pth"), str(tmp_path / f"{net}.pth"))
+        with torch.no_grad():
+            ref = torch_lpips(features.eval(), taps, lins, sr, hr)
+        assert ours.net == net and abs(ours(sr, hr) - ref) <= 1e-5 * max(1.0, ref), (net, ours(sr, hr), ref)
+        assert abs(ours(hr, hr)) < 1e-9
+    # through the command: an LPIPS column in the report
+    tiny_model(tmp_path / "m.pth")
+    (tmp_path / "hr").mkdir()
+    write_image(tmp_path / "hr" / "a.png", hr)
+    assert main(["--weights", str(tmp_path / "m.pth"), "--hr", str(tmp_path / "hr"), "--out", str(tmp_path / "r"),
+                 "--lpips", str(tmp_path / "alex_backbone.pth"), str(tmp_path / "alex.pth")]) == 0
+    assert (tmp_path / "r" / "metrics.csv").read_text().splitlines()[0] == "image,model,psnr,ssim,lpips"
+
+
+def test_lpips_without_weights_says_how_to_get_them(tmp_path, capsys):
+    tiny_model(tmp_path / "m.pth")
+    (tmp_path / "hr").mkdir()
+    write_image(tmp_path / "hr" / "a.png", photo("coffee", 64, 64))
+    assert main(["--weights", str(tmp_path / "m.pth"), "--hr", str(tmp_path / "hr"), "--lpips", "nope.pth", "nope2.pth"]) == 2
+    err = capsys.readouterr().err
+    assert "vgg16-397923af.pth" in err and "pip install lpips" in err

@@ -5,7 +5,7 @@ Rerunning the same command on the same --workdir resumes from the latest complet
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "a recipe in configs/ (a Python file with get_config())", lock_config=True)
@@ -15,6 +15,7 @@ flags.mark_flag_as_required("config")
 
 
 def main(argv):
+    logging.set_verbosity(logging.WARNING)  # keep JAX's backend probing out of the console
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {argv[1:]}; overrides look like --config.optim.lr=1e-4")
     cfg = _CONFIG.value
@@ -42,5 +43,17 @@ def main(argv):
     return 0
 
 
+def _parse_flags(argv):
+    """absl's flag parsing, with a bad override (unknown field, wrong type) turned into a message."""
+    try:
+        return flags.FLAGS(argv)
+    except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
+        bad = [a for a in argv[1:] if a.startswith("--config.")]
+        if not bad:
+            sys.exit(f"error: {e}\nusage: python run_train.py --config configs/x4.py [--config.<field>=<value> ...] [--workdir DIR]")
+        sys.exit(f"error: cannot apply the config overrides {' '.join(bad)}: {str(e).strip(chr(34))}. "
+                 "Run with --print_config to see the fields and their types.")
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

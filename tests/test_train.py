@@ -158,7 +158,7 @@ def test_bad_inputs_get_clear_messages(tmp_path):
         assert needle in (err + out) and "Traceback" not in err, (extra, err)
     # a resume with an incompatible config names the field
     wd = tmp_path / "resume"
-    code, _, err = run([*TINY, "--config.train.total_steps=2"], wd)
+    code, _, err = run([*TINY, "--config.train.total_steps=3"], wd)
     assert code == 0, err
     code, _, err = run([*TINY, "--config.model.num_feat=16"], wd)
     assert code == 2 and "model.num_feat" in err and "Traceback" not in err

@@ -11,11 +11,18 @@ from flax import nnx
 
 from jaxsr import optim
 from jaxsr.degrade import degrade, queue_apply, usm_sharp
+from jaxsr.losses import LossSet
 from jaxsr.train.state import split
 
 
 def _finite(tree):
     return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def _merge(graphdef, *states):
+    """nnx.merge on fresh Variable objects, so that a forward may update its state (BatchNorm statistics,
+    spectral-norm vectors) inside whichever transform (grad, cond) is tracing it."""
+    return nnx.merge(graphdef, *jax.tree.map(lambda x: x, states))
 
 
 def _select(ok, new, old):
@@ -26,6 +33,7 @@ def make_train_step(cfg, g_def, losses, tx, *, d_def=None, tx_d=None, gan_active
     """The (un-jitted) step for this config. `gan_active` selects the GAN-stage program (G-only warm-up
     steps use the program without it). Call as step(state, batch, frozen) with `frozen` = losses.frozen."""
     scale, dcfg = cfg.scale, cfg.degrade
+    objective = losses if gan_active else LossSet(losses.terms)  # G-only warm-up: no adversarial term
     accumulate = int(float(cfg.optim.get("accumulate", 1) or 1))
     decay = optim.ema_decay(cfg.optim)
     schedule = optim.learning_rate_schedule(cfg.optim, cfg.train.total_steps)
@@ -47,18 +55,18 @@ def make_train_step(cfg, g_def, losses, tx, *, d_def=None, tx_d=None, gan_active
         queue, lq, gt, gt_usm = make_pair(state, batch, k_pair)
 
         def g_loss(params):
-            model = nnx.merge(g_def, params, state.rest)
+            model = _merge(g_def, params, state.rest)
             sr = model(lq)
             rest = split(model)[2]
             fake_logits = real_logits = None
             d_rest = state.d_rest
             if gan_active:
-                disc = nnx.merge(d_def, state.d_params, d_rest)
+                disc = _merge(d_def, state.d_params, d_rest)
                 fake_logits = disc(sr)
                 if losses.gan.relativistic:
                     real_logits = jax.lax.stop_gradient(disc(gt))
                 d_rest = split(disc)[2]
-            total, logs = losses(sr, gt, gt_usm, state.step, fake_logits, real_logits, frozen)
+            total, logs = objective(sr, gt, gt_usm, state.step, fake_logits, real_logits, frozen)
             return total, (logs, rest, d_rest, sr)
 
         (loss, (logs, rest, d_rest, sr)), grads = jax.value_and_grad(g_loss, has_aux=True)(state.params)
@@ -91,12 +99,12 @@ def make_train_step(cfg, g_def, losses, tx, *, d_def=None, tx_d=None, gan_active
         sr = jax.lax.stop_gradient(sr)
 
         def d_loss(d_params):
-            disc = nnx.merge(d_def, d_params, state.d_rest)
+            disc = _merge(d_def, d_params, state.d_rest)
             real, fake = disc(gt), disc(sr)
             total, logs = gan.discriminator_loss(real, fake)
             d_rest = split(disc)[2]
             if gan.r1_weight > 0:
-                logits = lambda x: nnx.merge(d_def, d_params, d_rest)(x)  # noqa: E731
+                logits = lambda x: _merge(d_def, d_params, d_rest)(x)  # noqa: E731
                 r1 = jax.lax.cond(gan.r1_due(state.step), lambda: gan.r1_penalty(logits, gt), lambda: jnp.zeros(()))
                 total, logs = total + r1, {**logs, "r1": r1}
             return total, (logs, d_rest)

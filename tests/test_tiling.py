@@ -106,3 +106,21 @@ def test_auto_tile_and_a_4000x3000_input():
     out = upscale(model, big, tile="auto", overlap=16)
     assert out.shape == (3000, 4000, 3) and 0 <= out.min() and out.max() <= 1
     assert time.time() - t0 < 120
+
+
+def test_infer_cli_tiles(tmp_path):
+    from test_infer import tiny_model
+
+    from jaxsr.imageio import load_image, write_image
+    from jaxsr.infer import main
+    from jaxsr.models import load_model
+
+    tiny_model(tmp_path / "m.pth")
+    img = photo("coffee", 100, 140, top=80, left=150)
+    write_image(tmp_path / "in.png", img, bits=16)
+    assert main(["--weights", str(tmp_path / "m.pth"), "--input", str(tmp_path / "in.png"), "--output", str(tmp_path / "out.png"),
+                 "--tile", "64", "--tile-overlap", "16", "--seam", "blend", "--tile-batch", "2"]) == 0
+    out, bits = load_image(tmp_path / "out.png")
+    model, _ = load_model(tmp_path / "m.pth")
+    ref = upscale(model, load_image(tmp_path / "in.png")[0], tile=64, overlap=16, seam="blend", tile_batch=2)
+    assert bits == 16 and out.shape == (400, 560, 3) and np.abs(out - ref).max() <= 1 / 65535

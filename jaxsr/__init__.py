@@ -14,7 +14,8 @@ def load_model(path, **kwargs):
     return _load(path, **kwargs)
 
 
-def upscale(model, img, tile=None):
+def upscale(model, img, tile=None, **kwargs):
+    """Upscale an HxWxC float32 image in [0,1]; `tile`, `overlap`, `seam`... as `jaxsr.infer.upscale`."""
     from jaxsr.infer import upscale as _upscale
 
-    return _upscale(model, img, tile=tile)
+    return _upscale(model, img, tile=tile, **kwargs)

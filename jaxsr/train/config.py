@@ -24,8 +24,7 @@ def base_config():
     # Generator: the spec given to jaxsr.archs.build_model (scale is added). arch='auto' takes the
     # architecture and hyperparameters from init_weights.
     c.model = ml_collections.ConfigDict(dict(arch="esrgan", in_ch=3, out_ch=3, num_feat=64, num_block=23, num_grow_ch=32))
-    c.compute_dtype = "float32"  # 'bfloat16' on GPU/TPU; params, losses and metrics stay float32
-    c.remat = False  # gradient checkpointing per block, for architectures that support it (DAT)
+    c.compute_dtype = "auto"  # 'auto': bfloat16 on GPU/TPU, float32 on CPU; params, losses and metrics stay float32
     c.init_weights = config_dict.placeholder(str)  # .pth/.safetensors/jaxsr export to warm-start G from
     c.init_strict = True
 

@@ -35,8 +35,10 @@ class Diverged(RuntimeError):
 
 
 def _dtype(name):
+    if name == "auto":
+        return jnp.dtype(jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32)
     if name not in ("float32", "bfloat16"):
-        raise ConfigError(f"compute_dtype must be 'float32' or 'bfloat16', got {name!r}")
+        raise ConfigError(f"compute_dtype must be 'auto', 'float32' or 'bfloat16', got {name!r}")
     return jnp.dtype(name)
 
 

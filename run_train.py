@@ -11,6 +11,9 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "a recipe in configs/ (a Python file with get_config())", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "run folder (default: runs/<config name>)")
 _PRINT = flags.DEFINE_bool("print_config", False, "print the resolved config as JSON and exit")
+_COORD = flags.DEFINE_string("coordinator_address", None, "multi-process runs without a cluster manager: host:port of process 0")
+_NPROC = flags.DEFINE_integer("num_processes", None, "with --coordinator_address: the number of processes")
+_PID = flags.DEFINE_integer("process_id", None, "with --coordinator_address: this process's index")
 flags.mark_flag_as_required("config")
 
 
@@ -24,6 +27,9 @@ def main(argv):
         return 0
     workdir = _WORKDIR.value or os.path.join("runs", os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0])
 
+    from jaxsr import parallel
+
+    parallel.initialize(_COORD.value, _NPROC.value, _PID.value)  # TPU pods / SLURM are detected
     from convert.mapping import WeightsError
     from jaxsr.data import DataError
     from jaxsr.imageio import ImageError

@@ -4,6 +4,8 @@ The mesh has one 'data' axis with Auto axis types: the batch is sharded along it
 replicated, and XLA inserts the gradient all-reduce. Multi-process runs (TPU pods, several GPU hosts)
 feed each process's share of the global batch with `jax.make_array_from_process_local_data`.
 """
+import os
+
 import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -33,3 +35,36 @@ def replicate(mesh, tree):
 
 def is_main_process():
     return jax.process_index() == 0
+
+
+def to_host(tree):
+    """Numpy copies of (replicated) arrays; works in multi-process runs, where no process sees every shard."""
+    def get(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return np.asarray(x.addressable_data(0))
+        return np.asarray(x)
+
+    return jax.tree.map(get, tree)
+
+
+def _cluster_detected():
+    """True under a multi-process launcher that jax.distributed.initialize() auto-detects."""
+    env = os.environ
+    if "," in env.get("TPU_WORKER_HOSTNAMES", "") or env.get("MEGASCALE_COORDINATOR_ADDRESS"):
+        return True  # a multi-host TPU slice
+    for var in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
+        if int(env.get(var, "1") or 1) > 1:
+            return True
+    return False
+
+
+def initialize(coordinator_address=None, num_processes=None, process_id=None):
+    """Start JAX's multi-controller runtime when this is one process of several; a no-op otherwise.
+
+    Explicit settings (e.g. two GPU hosts without a cluster manager) come from the arguments; TPU pod
+    slices, SLURM and Open MPI are detected and left to jax.distributed.initialize()'s own discovery.
+    """
+    if coordinator_address:
+        jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id)
+    elif _cluster_detected():
+        jax.distributed.initialize()

@@ -1,7 +1,7 @@
 """The grain training pipeline and the validation images.
 
-Training: file list -> per-host shard -> seeded shuffle, repeated forever (reshuffled each epoch) ->
-decode (bad or too-small files replaced by the next usable one) -> random crop/flip/rot -> batch ->
+Training: file list -> seeded shuffle, repeated forever (reshuffled each epoch) -> decode (bad or
+too-small files replaced by the next usable one) -> random crop/flip/rot -> batch -> this host's slice ->
 threads and optional worker processes. The iterator's get_state/set_state give an exact resume.
 """
 import json
@@ -89,11 +89,6 @@ class ImageSource:
         return out
 
 
-def _host_seed(seed, process_index):
-    """A distinct pipeline seed per host, derived from the run seed."""
-    return int(np.random.SeedSequence([int(seed), int(process_index)]).generate_state(1)[0])
-
-
 def _process(process_index, process_count):
     if process_index is None or process_count is None:
         import jax
@@ -105,7 +100,9 @@ def _process(process_index, process_count):
 def train_dataset(cfg, splits, scale, seed, per_host_batch, process_index=None, process_count=None):
     """The batched, infinite grain.MapDataset of this host (random access: `ds[step]` is batch `step`).
 
-    Host p of n reads the files [p::n] of the training split; the global batch is per_host_batch * n.
+    Every host defines the same global sample stream (seeded shuffle, per-sample random crops); global
+    batch k is samples [k*B, (k+1)*B) and host p of n decodes only its slice [k*B + p*b, k*B + (p+1)*b),
+    b = per_host_batch, B = b*n. So the global batch, and the training, do not depend on the host count.
     process_index/count default to jax.process_index()/process_count().
     """
     _check_options(cfg)
@@ -116,13 +113,10 @@ def train_dataset(cfg, splits, scale, seed, per_host_batch, process_index=None, 
         if gt_size % scale:
             raise DataError(f"data.gt_size={gt_size} must be a multiple of the scale {scale} for paired data")
         check_pairs(hr, lr, scale)
-    if len(hr) < n:
-        raise DataError(f"{len(hr)} training image(s) cannot be shared among {n} hosts; each needs at least one")
     src = ImageSource(hr, lr, scale, gt_size, cfg.small_images, cfg.alpha)
-    ds = grain.MapDataset.source(src)[p::n]
-    ds = ds.seed(_host_seed(seed, p)).shuffle().repeat(None)
+    ds = grain.MapDataset.source(src).seed(int(seed)).shuffle().repeat(None)
     ds = ds.random_map(RandomCrop(gt_size, scale, cfg.use_hflip, cfg.use_rot))
-    return ds.batch(int(per_host_batch), drop_remainder=True)
+    return ds.batch(int(per_host_batch), drop_remainder=True)[p::n]
 
 
 def train_iterator(cfg, splits, scale, seed, per_host_batch, process_index=None, process_count=None):

@@ -1,5 +1,9 @@
 """Orbax checkpoints of the whole run: train state, data-iterator position and run metadata.
 
+The data-iterator position is the number of global batches consumed, the same on every host (each host
+reads its slice of the same global batches), so it is stored once in the run metadata and a checkpoint
+resumes with any number of processes.
+
 Kept: the latest checkpoint, plus the best `keep_best` by validation PSNR. orbax's `max_to_keep` with a
 `best_fn` would delete the latest (jax_stack.md §4), so preservation is a policy: LatestN(1) or BestN.
 Checkpoints saved between validations carry no metric and live only while they are the latest.
@@ -8,7 +12,8 @@ kill during a save leaves the previous checkpoint as the latest complete one.
 """
 import os
 
-import grain
+import json
+
 import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cm
@@ -30,18 +35,16 @@ class Checkpoints:
         return self.manager.latest_step()
 
     def save(self, step, state, data_iter, meta, psnr=None):
-        args = ocp.args.Composite(
-            state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iter), meta=ocp.args.JsonSave(meta)
-        )
+        meta = {**meta, "data_iterator": json.loads(data_iter.get_state())}
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         self.manager.save(step, args=args, metrics=None if psnr is None else {"psnr": float(psnr)}, force=True)
 
     def restore(self, step, abstract_state, data_iter):
         """(state, meta); `abstract_state` gives the structure, dtypes and shardings, `data_iter` is set in place."""
         target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), abstract_state)
-        args = ocp.args.Composite(
-            state=ocp.args.StandardRestore(target), data=grain.checkpoint.CheckpointRestore(data_iter), meta=ocp.args.JsonRestore()
-        )
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
         out = self.manager.restore(step, args=args)
+        data_iter.set_state(out["meta"]["data_iterator"])
         return out["state"], out["meta"]
 
     def wait(self):

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from convert import pthfile, registry
 from convert.mapping import WeightsError, load_state_dict
@@ -190,25 +191,31 @@ class Trainer:
             self.state, meta = self.ckpt.restore(latest, self.state, self.data_iter)
             self.best_psnr = meta.get("best_psnr") or -math.inf
             log.info(f"resumed from step {latest} (checkpoint in {self.workdir}/checkpoints)")
-        step = int(self.state.step)
+        step = int(parallel.to_host(self.state.step))
         total = cfg.train.total_steps
         log.info(f"{self.spec['arch']} x{cfg.scale}, {sum(x.size for x in jax.tree.leaves(self.state.params)):,} parameters, "
                  f"{jax.device_count()} device(s), global batch {cfg.train.batch_size}; training to step {total}")
         if step == 0 and (cfg.init_weights or cfg.val.at_start):
             self.validate(0)
-        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        # Preemption: one process sets a flag on SIGTERM; several agree on a step through JAX's coordination
+        # service (which watches SIGTERM itself), so that all of them save the same checkpoint.
+        multi = jax.process_count() > 1
+        previous = None if multi else signal.signal(signal.SIGTERM, self._on_sigterm)
         progress = Progress(step, total)
         check_every = max(1, min(cfg.train.log_every, cfg.train.max_nonfinite))
         try:
             while step < total and not self.stop_requested:
+                if multi and multihost_utils.reached_preemption_sync_point(step):
+                    self.stop_requested = True
+                    break
                 batch = parallel.global_batch(self.mesh, next(self.data_iter))
                 fn = self.gan_step if (self.gan_step and step >= cfg.gan.start_step) else self.g_step
                 self.state, m = fn(self.state, batch, self.frozen)
                 step += 1
                 if step % cfg.train.log_every == 0 or step == total:
                     self._log(step, m, progress)
-                if step % check_every == 0 and int(self.state.nonfinite) >= cfg.train.max_nonfinite:
-                    raise Diverged(f"{int(self.state.nonfinite)} steps in a row had NaN/Inf losses or gradients (each was skipped). "
+                if step % check_every == 0 and parallel.to_host(self.state.nonfinite) >= cfg.train.max_nonfinite:
+                    raise Diverged(f"{int(parallel.to_host(self.state.nonfinite))} steps in a row had NaN/Inf losses or gradients (each was skipped). "
                                    "Lower the learning rate, enable optim.clip_grad_norm, or use compute_dtype='float32'; "
                                    f"the last good checkpoint is in {self.workdir}/checkpoints")
                 if cfg.val.every and (step % cfg.val.every == 0 or step == total):
@@ -220,7 +227,8 @@ class Trainer:
                 log.info(f"SIGTERM: saving a checkpoint at step {step} and exiting; rerun the same command to resume")
                 self._save(step)
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
             self.ckpt.close()
             self.data_iter.close()
             self.board.close()
@@ -236,7 +244,7 @@ class Trainer:
         self.ckpt.save(step, self.state, self.data_iter, meta, psnr)
 
     def _log(self, step, m, progress):
-        m = {k: float(v) for k, v in jax.device_get(m).items()}
+        m = {k: float(v) for k, v in parallel.to_host(m).items()}
         text, rate = progress.line(step, m)
         log.info(text)
         self.board.scalars(step, {**m, "it_per_s": rate})
@@ -247,8 +255,8 @@ class Trainer:
     # ------------------------------------------------------------------------------------ validation
 
     def eval_model(self):
-        params = jax.device_get(eval_weights(self.cfg, self.state))
-        return nnx.merge(self.eval_def, params, jax.device_get(self.state.rest))
+        params = parallel.to_host(eval_weights(self.cfg, self.state))
+        return nnx.merge(self.eval_def, params, parallel.to_host(self.state.rest))
 
     def validate(self, step):
         """PSNR/SSIM (Y channel, crop border = scale, 8-bit output as BasicSR) on the val images, then exports."""

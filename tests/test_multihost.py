@@ -1,0 +1,77 @@
+"""Multi-controller training on localhost: 2 processes x 2 CPU devices against 1 process x 4 devices,
+checkpoints that move between process counts, and SIGTERM (preemption) leaving a resumable checkpoint."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+from test_train import ROOT, TINY, logged
+
+ARGS = [*TINY, "--config.optim.schedule=constant", "--config.train.ckpt_every=2"]
+
+
+def env(devices):
+    return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
+
+
+def one_process(workdir, steps):
+    r = subprocess.run([sys.executable, "run_train.py", *ARGS, f"--config.train.total_steps={steps}", "--workdir", str(workdir)],
+                       cwd=ROOT, capture_output=True, text=True, env=env(4), timeout=600)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def two_processes(workdir, steps):
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    procs = [subprocess.Popen([sys.executable, "run_train.py", *ARGS, f"--config.train.total_steps={steps}", "--workdir", str(workdir),
+                               f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}"],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(2)) for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+    return outs[0][0]
+
+
+def losses(workdir):
+    return {s: r["loss"] for s, r in logged(workdir).items()}
+
+
+def test_two_processes_equal_one_and_checkpoints_move_between_them(tmp_path):
+    ref = tmp_path / "ref"
+    one_process(ref, 6)
+    out = two_processes(tmp_path / "two", 4)
+    assert "4 device(s)" in out
+    for step in range(1, 5):
+        np.testing.assert_allclose(losses(tmp_path / "two")[step], losses(ref)[step], rtol=1e-5)
+    # a 2-process checkpoint resumes in 1 process ...
+    assert "resumed from step 4" in one_process(tmp_path / "two", 6)
+    # ... and a 1-process checkpoint in 2 processes
+    one_process(tmp_path / "one", 4)
+    assert "resumed from step 4" in two_processes(tmp_path / "one", 6)
+    for wd in ("two", "one"):
+        for step in (5, 6):
+            np.testing.assert_allclose(losses(tmp_path / wd)[step], losses(ref)[step], rtol=1e-5)
+
+
+def test_sigterm_saves_and_the_rerun_resumes(tmp_path):
+    wd = tmp_path / "wd"
+    args = [*ARGS, "--config.train.total_steps=200", "--config.train.ckpt_every=1000", "--workdir", str(wd)]
+    p = subprocess.Popen([sys.executable, "run_train.py", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (os.path.exists(wd / "metrics.jsonl") and max(logged(wd), default=0) >= 3):
+        time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    assert "SIGTERM: saving a checkpoint at step" in out
+    stopped = int(out.split("SIGTERM: saving a checkpoint at step ")[1].split()[0])
+    assert 3 <= stopped < 200
+    r = subprocess.run([sys.executable, "run_train.py", *args[:-2], "--config.train.total_steps=" + str(stopped + 2), "--workdir", str(wd)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert f"resumed from step {stopped}" in r.stdout

@@ -7,6 +7,8 @@ with spectral norm, Adam 1e-4 for G and D, 400k iterations, EMA 0.999.
 The perceptual loss needs torchvision's ImageNet VGG19 weights (vgg19-dcbb9e9d.pth), which jaxsr never
 downloads: --config.losses.perceptual.vgg_weights=/path/to/vgg19-dcbb9e9d.pth
 """
+from ml_collections import config_dict
+
 from configs import x4
 
 
@@ -20,6 +22,7 @@ def get_config():
                            layer_weights={"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0}),
         "gan": dict(name="gan", weight=0.1, gan_type="vanilla"),
     }
+    c.losses.perceptual.vgg_weights = config_dict.placeholder(str)  # required: see the docstring
     c.gan.enabled = True
     c.gan.discriminator.update(arch="unet", num_feat=64, skip_connection=True)
     c.optim.update(lr=1e-4)

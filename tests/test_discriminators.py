@@ -1,6 +1,5 @@
 """Discriminators against PyTorch modules written from the published architectures (BasicSR/Real-ESRGAN),
 with torch's own spectral_norm and BatchNorm2d, on identical weights and power-iteration state."""
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -1,7 +1,6 @@
 """`python -m jaxsr.evaluate` on real photographs: BasicSR's PSNR/SSIM recomputed here independently (cv2 + numpy,
 BGR files, to_y_channel, getGaussianKernel/filter2D), odd files reported, several models, a workdir's test split."""
 import json
-import os
 
 import cv2
 import numpy as np

@@ -15,10 +15,6 @@ from jaxsr.losses import LossSet
 from jaxsr.train.state import split
 
 
-def _finite(tree):
-    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
-
-
 def _merge(graphdef, *states):
     """nnx.merge on fresh Variable objects, so that a forward may update its state (BatchNorm statistics,
     spectral-norm vectors) inside whichever transform (grad, cond) is tracing it."""

@@ -224,7 +224,7 @@ def _resolve_impl(impl, dtype):
     if impl != "auto":
         return impl
     if jax.default_backend() == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16):
-        return "cudnn"
+        return "auto-cudnn"  # cuDNN, falling back to xla where cuDNN refuses the shapes at trace time
     return "xla"
 
 
@@ -239,6 +239,11 @@ def window_attention(q, k, v, pos_bias, mask, scale, impl="xla"):
     bias broadcasts over the batch instead of being tiled per image.
     """
     B, nW, N, h, d = q.shape
+    if impl == "auto-cudnn":
+        try:
+            return window_attention(q, k, v, pos_bias, mask, scale, "cudnn")
+        except (NotImplementedError, RuntimeError, ValueError):
+            impl = "xla"
     if impl == "xla":
         logits = jnp.einsum("bwnhd,bwmhd->bwhnm", q * jnp.asarray(scale, q.dtype), k,
                             preferred_element_type=jnp.float32, precision=_precision(q.dtype))

@@ -7,6 +7,7 @@ template, because DAT training is memory-bound.
 """
 from ml_collections import ConfigDict
 
+from jaxsr.archs.dat import spec_for
 from jaxsr.train.config import base_config
 
 
@@ -14,7 +15,9 @@ def get_config():
     c = base_config()
     c.name = "dat2"
     c.scale = 4
-    c.model = ConfigDict(dict(arch="dat", variant="dat_2", use_chk=True))
+    # every hyperparameter of the variant is a field, so any of them can be overridden from the command line
+    spec = spec_for("dat_2", use_chk=True)
+    c.model = ConfigDict({k: tuple(v) if isinstance(v, list) else v for k, v in spec.items() if k != "scale"})
     c.degrade.mode = "bicubic"
     c.degrade.gt_size = 256
     c.data.gt_size = 256

@@ -40,7 +40,7 @@ class _StorageType:
 
 def _rebuild_tensor(storage, offset, size, stride, *args):
     if not size:
-        return storage[offset].copy()
+        return np.array(storage[offset])  # a 0-d array (e.g. BatchNorm's num_batches_tracked), not a numpy scalar
     itemsize = storage.dtype.itemsize
     view = np.lib.stride_tricks.as_strided(storage[offset:], shape=tuple(size), strides=tuple(s * itemsize for s in stride))
     return np.ascontiguousarray(view)
@@ -189,7 +189,7 @@ def write_pth(path, state_dict, wrapper=None, metadata=None):
         import torch
     except ImportError:
         raise WeightsError("writing .pth needs torch (pip install torch); .safetensors needs no torch") from None
-    sd = collections.OrderedDict((k, torch.from_numpy(np.ascontiguousarray(v)).contiguous()) for k, v in state_dict.items())
+    sd = collections.OrderedDict((k, torch.from_numpy(_contiguous(v)).contiguous()) for k, v in state_dict.items())
     obj = {wrapper: sd} if wrapper else sd
     if metadata and wrapper:
         obj["metadata"] = metadata
@@ -199,8 +199,13 @@ def write_pth(path, state_dict, wrapper=None, metadata=None):
 def write_safetensors(path, state_dict, metadata=None):
     from safetensors.numpy import save
 
-    data = save({k: np.ascontiguousarray(v) for k, v in state_dict.items()}, metadata={k: str(v) for k, v in (metadata or {}).items()})
+    data = save({k: _contiguous(v) for k, v in state_dict.items()}, metadata={k: str(v) for k, v in (metadata or {}).items()})
     _atomic_write(path, lambda f: f.write(data))
+
+
+def _contiguous(a):
+    """C-contiguous copy that keeps 0-d arrays 0-d (np.ascontiguousarray makes them shape (1,))."""
+    return np.ascontiguousarray(a).reshape(np.shape(a))
 
 
 def _atomic_write(path, write):

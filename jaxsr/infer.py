@@ -196,7 +196,8 @@ def _auto_tile(model, batch, dev):
     align = tile_multiple(model)
     p = _round_up(64, align)
     x = jax.ShapeDtypeStruct((1, p, p, getattr(model, "in_ch", 3)), np.float32)
-    per_px = 2.0 * _jaxpr_peak_bytes(jax.make_jaxpr(lambda v: model(v))(x).jaxpr) / (p * p)
+    gdef, state = nnx.split(model)  # trace a merged copy: modules with remat must not be traced by closure
+    per_px = 2.0 * _jaxpr_peak_bytes(jax.make_jaxpr(lambda s, v: nnx.merge(gdef, s)(v))(state, x).jaxpr) / (p * p)
     side = int(math.sqrt(_free_bytes(dev) / (batch * per_px)))
     cap = MAX_TILE["cpu" if dev.platform == "cpu" else "other"]
     return max(_round_up(64, align), min(cap, side) // align * align)

@@ -40,6 +40,8 @@ def is_main_process():
 def to_host(tree):
     """Numpy copies of (replicated) arrays; works in multi-process runs, where no process sees every shard."""
     def get(x):
+        if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(get(jax.random.key_data(x)), impl=jax.random.key_impl(x))
         if isinstance(x, jax.Array) and not x.is_fully_addressable:
             return np.asarray(x.addressable_data(0))
         return np.asarray(x)

@@ -83,7 +83,6 @@ def test_pth_round_trip_bit_identical(tmp_path):
             assert a[k].shape == out[k].shape and a[k].numpy().tobytes() == out[k].numpy().tobytes(), k
 
 
-@pytest.mark.xfail(strict=True, reason="convert/pthfile.py: 0-d tensors are dropped on read and written as (1,)")
 def test_round_trip_keeps_scalar_buffers(tmp_path):
     import torch
 

@@ -3,6 +3,8 @@
 Modules mirror torch's attribute names so that the bridge (`convert/`) is a mechanical rename plus
 transpose. Parameters are float32; `dtype` is the compute dtype.
 """
+import math
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -85,3 +87,36 @@ class LeakyReLU(nnx.Module):
 
     def __call__(self, x):
         return lrelu(x, self.slope)
+
+
+class BatchNorm2d(nnx.Module):
+    """torch.nn.BatchNorm2d (eps 1e-5, momentum 0.1) on NHWC, with torch's state and update rule.
+
+    Running statistics normalise when `use_running_average` (NNX's eval()); otherwise the biased batch
+    variance normalises while running_var takes the unbiased one and num_batches_tracked counts, as torch does.
+    """
+
+    def __init__(self, num_features, *, momentum=0.1, eps=1e-5, use_running_average=False, dtype=jnp.float32):
+        self.scale = nnx.Param(jnp.ones((num_features,), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((num_features,), jnp.float32))
+        self.mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
+        self.var = nnx.BatchStat(jnp.ones((num_features,), jnp.float32))
+        self.num_batches_tracked = Buffer(jnp.zeros((), jnp.int32))
+        self.momentum, self.eps, self.dtype = momentum, eps, dtype
+        self.use_running_average = use_running_average
+
+    def __call__(self, x):
+        xf = x.astype(jnp.float32)
+        if self.use_running_average:
+            mean, var = self.mean[...], self.var[...]
+        else:
+            axes = tuple(range(x.ndim - 1))
+            n = math.prod(x.shape[:-1])
+            mean = jnp.mean(xf, axes)
+            var = jnp.mean(jnp.square(xf - mean), axes)
+            m = self.momentum
+            self.mean[...] = (1 - m) * self.mean[...] + m * jax.lax.stop_gradient(mean)
+            self.var[...] = (1 - m) * self.var[...] + m * jax.lax.stop_gradient(var) * (n / max(n - 1, 1))
+            self.num_batches_tracked[...] = self.num_batches_tracked[...] + 1
+        y = (xf - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...] + self.bias[...]
+        return y.astype(self.dtype)

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxsr.archs.common import Buffer, LeakyReLU, Sequential, torch_default_init
+from jaxsr.archs.common import BatchNorm2d, Buffer, LeakyReLU, Sequential, torch_default_init
 from jaxsr.archs.common import conv as _conv
 from jaxsr.archs.upsample import DySample, pixelshuffle, pixelshuffle_direct
 
@@ -128,41 +128,6 @@ class Act(nnx.Module):
         if self.kind == "identity":
             return x
         raise ValueError(self.kind)
-
-
-class BatchNorm2d(nnx.Module):
-    """torch.nn.BatchNorm2d (eps 1e-5, momentum 0.1) on NHWC.
-
-    Eval (`use_running_average=True`) normalises with the running statistics. Training normalises with the biased
-    batch variance and updates running_var with the unbiased one and `num_batches_tracked`, as torch does.
-    """
-
-    def __init__(self, dim, *, dtype=jnp.float32, momentum=0.1, eps=1e-5, use_running_average=True):
-        self.scale = nnx.Param(jnp.ones((dim,), jnp.float32))
-        self.bias = nnx.Param(jnp.zeros((dim,), jnp.float32))
-        self.mean = nnx.BatchStat(jnp.zeros((dim,), jnp.float32))
-        self.var = nnx.BatchStat(jnp.ones((dim,), jnp.float32))
-        self.num_batches_tracked = Buffer(jnp.zeros((), jnp.int32))
-        self.momentum = momentum
-        self.eps = eps
-        self.dtype = dtype
-        self.use_running_average = use_running_average
-
-    def __call__(self, x):
-        xf = x.astype(jnp.float32)
-        if self.use_running_average:
-            mean, var = self.mean[...], self.var[...]
-        else:
-            axes = tuple(range(x.ndim - 1))
-            n = math.prod(x.shape[:-1])
-            mean = jnp.mean(xf, axes)
-            var = jnp.mean(jnp.square(xf - mean), axes)
-            m = self.momentum
-            self.mean[...] = (1 - m) * self.mean[...] + m * jax.lax.stop_gradient(mean)
-            self.var[...] = (1 - m) * self.var[...] + m * jax.lax.stop_gradient(var) * (n / max(n - 1, 1))
-            self.num_batches_tracked[...] = self.num_batches_tracked[...] + 1
-        y = (xf - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...] + self.bias[...]
-        return y.astype(self.dtype)
 
 
 def drop_path(rate, rngs):
@@ -326,13 +291,13 @@ class SpatialAttention(nnx.Module):
 
 
 def _interaction_modules(self, dim, rngs, dtype):
-    self.dwconv = Sequential([conv(dim, dim, 3, groups=dim, rngs=rngs, dtype=dtype), BatchNorm2d(dim, dtype=dtype),
+    self.dwconv = Sequential([conv(dim, dim, 3, groups=dim, rngs=rngs, dtype=dtype), BatchNorm2d(dim, use_running_average=True, dtype=dtype),
                             Act("gelu")])
     self.channel_interaction = Sequential([
-        Act("avgpool"), conv(dim, dim // 8, 1, rngs=rngs, dtype=dtype), BatchNorm2d(dim // 8, dtype=dtype),
+        Act("avgpool"), conv(dim, dim // 8, 1, rngs=rngs, dtype=dtype), BatchNorm2d(dim // 8, use_running_average=True, dtype=dtype),
         Act("gelu"), conv(dim // 8, dim, 1, rngs=rngs, dtype=dtype)])
     self.spatial_interaction = Sequential([
-        conv(dim, dim // 16, 1, rngs=rngs, dtype=dtype), BatchNorm2d(dim // 16, dtype=dtype), Act("gelu"),
+        conv(dim, dim // 16, 1, rngs=rngs, dtype=dtype), BatchNorm2d(dim // 16, use_running_average=True, dtype=dtype), Act("gelu"),
         conv(dim // 16, 1, 1, rngs=rngs, dtype=dtype)])
 
 
@@ -362,7 +327,7 @@ class AdaptiveSpatialAttention(nnx.Module):
         qkv = jnp.pad(qkv, ((0, 0), (0, ph), (0, pw), (0, 0))).reshape(B, H + ph, W + pw, 3, C)
         qkv = jnp.moveaxis(qkv, 3, 0)  # (3, B, Hp, Wp, C)
         Hp, Wp = H + ph, W + pw
-        (s0, s1), (h0, h1) = self.split_size, self.shift_size
+        h0, h1 = self.shift_size
         halves = (qkv[..., : C // 2], qkv[..., C // 2:])
         outs = []
         for i, (part, attn) in enumerate(zip(halves, self.attns)):

@@ -15,7 +15,7 @@ from flax import nnx
 
 from convert.mapping import export_state_dict, load_state_dict
 from convert.pthfile import read_state_dict
-from jaxsr.archs.common import conv, lrelu, torch_default_init
+from jaxsr.archs.common import BatchNorm2d, conv, lrelu, torch_default_init
 
 _HI = jax.lax.Precision.HIGHEST
 
@@ -106,34 +106,6 @@ class UNetDiscriminatorSN(nnx.Module):
         out = lrelu(self.conv7(x6))
         out = lrelu(self.conv8(out))
         return self.conv9(out)
-
-
-class BatchNorm2d(nnx.Module):
-    """nn.BatchNorm2d with torch's state and update rule: running_var takes the *unbiased* batch variance,
-    momentum 0.1, eps 1e-5, and num_batches_tracked counts training forwards."""
-
-    def __init__(self, num_features, momentum=0.1, eps=1e-5):
-        self.scale = nnx.Param(jnp.ones(num_features))
-        self.bias = nnx.Param(jnp.zeros(num_features))
-        self.mean = nnx.BatchStat(jnp.zeros(num_features))
-        self.var = nnx.BatchStat(jnp.ones(num_features))
-        self.num_batches_tracked = nnx.BatchStat(jnp.zeros((), jnp.int32))
-        self.momentum, self.eps = momentum, eps
-        self.use_running_average = False
-
-    def __call__(self, x):
-        xf = x.astype(jnp.float32)
-        if self.use_running_average:
-            mean, var = self.mean[...], self.var[...]
-        else:
-            mean, var = xf.mean(axis=(0, 1, 2)), xf.var(axis=(0, 1, 2))
-            n = xf.size // xf.shape[-1]
-            m = self.momentum
-            self.mean[...] = (1 - m) * self.mean[...] + m * jax.lax.stop_gradient(mean)
-            self.var[...] = (1 - m) * self.var[...] + m * jax.lax.stop_gradient(var) * n / max(n - 1, 1)
-            self.num_batches_tracked[...] = self.num_batches_tracked[...] + 1
-        y = (xf - mean) / jnp.sqrt(var + self.eps) * self.scale[...] + self.bias[...]
-        return y.astype(x.dtype)
 
 
 def _conv(in_ch, out_ch, k, stride, bias, rngs, dtype):

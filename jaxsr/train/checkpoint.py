@@ -15,6 +15,7 @@ import os
 import json
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cm
 
@@ -36,16 +37,19 @@ class Checkpoints:
 
     def save(self, step, state, data_iter, meta, psnr=None):
         meta = {**meta, "data_iterator": json.loads(data_iter.get_state())}
+        state = jax.tree.map(lambda x: jnp.zeros((1,), x.dtype) if x.size == 0 else x, state)  # orbax refuses empty arrays
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         self.manager.save(step, args=args, metrics=None if psnr is None else {"psnr": float(psnr)}, force=True)
 
     def restore(self, step, abstract_state, data_iter):
         """(state, meta); `abstract_state` gives the structure, dtypes and shardings, `data_iter` is set in place."""
-        target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), abstract_state)
+        target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape if x.size else (1,), x.dtype, sharding=x.sharding), abstract_state)
         args = ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
         out = self.manager.restore(step, args=args)
         data_iter.set_state(out["meta"]["data_iterator"])
-        return out["state"], out["meta"]
+        state = jax.tree.map(lambda r, a: jax.device_put(jnp.zeros(a.shape, a.dtype), a.sharding) if a.size == 0 else r,
+                             out["state"], abstract_state)
+        return state, out["meta"]
 
     def wait(self):
         self.manager.wait_until_finished()

@@ -117,6 +117,7 @@ class Trainer:
         self.val = data.val_items(cfg.data, self.splits, cfg.scale, "val")
 
         model, self.spec = build_generator(cfg)
+        model.train()  # drop path, batch statistics (DAT); models are built in eval mode
         self.g_def = state_lib.split(model)[0]
         eval_model = nnx.clone(model)
         eval_model.eval()

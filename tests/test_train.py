@@ -187,3 +187,29 @@ def test_dat_recipe_trains_resumes_and_its_export_runs(tmp_path, spandrel):
                         "--output", str(tmp_path / "out.png")], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert os.path.getsize(tmp_path / "out.png") > 0
+
+
+def test_bad_images_in_a_run_are_skipped_or_refused_by_name(tmp_path):
+    """A corrupt file and an image smaller than the crop in the data: the run warns by name and trains on;
+    paired LR at the wrong scale: refused before training, naming the file and both sizes."""
+    from conftest import photo
+
+    from jaxsr.imageio import write_image
+
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    for i, name in enumerate(["astronaut", "chelsea", "coffee", "rocket", "astronaut", "chelsea", "coffee", "rocket"]):
+        write_image(hr / f"{i:02d}.png", photo(name, 64, 64, top=40 * i, left=30 * i))
+    (hr / "03.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)  # corrupt
+    write_image(hr / "05.png", photo("chelsea", 20, 24))  # smaller than the 32 px crop: reflect-padded
+    args = [*TINY, f"--config.data.hr_dir={hr}", "--config.train.total_steps=6", "--config.data.split=(0.75,0.125,0.125)"]
+    code, out, err = run(args, tmp_path / "wd")
+    assert code == 0, err
+    assert "03.png" in out + err and "Traceback" not in err
+    assert sorted(logged(tmp_path / "wd")) == list(range(1, 7))
+    lr = tmp_path / "lr"
+    lr.mkdir()
+    for i in range(8):
+        write_image(lr / f"{i:02d}.png", photo("astronaut", 32, 32))  # x2 of the 64 px HR, but the run is x4
+    code, out, err = run([*args, f"--config.data.lr_dir={lr}"], tmp_path / "wd2")
+    assert code == 2 and "32x32" in err and "Traceback" not in err, err

@@ -22,7 +22,7 @@ from jaxsr.infer import upscale
 from jaxsr.models import SPEC_FILE, export_torch, load_native
 from jaxsr.train import state as state_lib
 from jaxsr.train.checkpoint import Checkpoints
-from jaxsr.train.config import resume_conflicts
+from jaxsr.train.config import flatten, resume_conflicts
 from jaxsr.train.logger import Board, Progress, log, setup
 from jaxsr.train.step import make_train_step
 
@@ -107,6 +107,7 @@ class Trainer:
         self.main = parallel.is_main_process()
         setup(workdir, self.main)
         self._check(cfg)
+        self._check_resume()
         self.mesh = parallel.make_mesh()
         self.stop_requested = False
 
@@ -152,7 +153,7 @@ class Trainer:
         self.ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), cfg.train.keep_best)
         self.board = Board(workdir, self.main)
         self.best_psnr = -math.inf
-        self._freeze_config()
+        self._write_config()
 
     @staticmethod
     def _check(cfg):
@@ -162,23 +163,27 @@ class Trainer:
         if cfg.train.total_steps <= 0:
             raise ConfigError("train.total_steps must be positive")
 
-    def _freeze_config(self):
+    def _check_resume(self):
+        """Refuse, before any work, a config that changed a field a resume cannot change."""
         path = os.path.join(self.workdir, "config.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                saved = json.load(f)
-            bad, changed = resume_conflicts(saved, self.cfg)
-            if bad:
-                from jaxsr.train.config import flatten
+        if not os.path.exists(path):
+            return
+        with open(path) as f:
+            saved = json.load(f)
+        bad, changed = resume_conflicts(saved, self.cfg)
+        if bad:
+            before, now = flatten(saved), flatten(json.loads(self.cfg.to_json_best_effort()))
+            field = bad[0]
+            raise ConfigError(f"this workdir was started with {field}={before.get(field)!r}, now {field}={now.get(field)!r}; "
+                              f"that cannot change on resume. Use a new --workdir, or set it back" +
+                              (f" (also changed: {', '.join(bad[1:])})" if len(bad) > 1 else ""))
+        if changed:
+            log.info(f"config changed since the first start (allowed): {', '.join(changed)}")
 
-                before, now = flatten(saved), flatten(json.loads(self.cfg.to_json_best_effort()))
-                field = bad[0]
-                raise ConfigError(f"this workdir was started with {field}={before.get(field)!r}, now {field}={now.get(field)!r}; "
-                                  f"that cannot change on resume. Use a new --workdir, or set it back" +
-                                  (f" (also changed: {', '.join(bad[1:])})" if len(bad) > 1 else ""))
-            if changed:
-                log.info(f"config changed since the first start (allowed): {', '.join(changed)}")
-        elif self.main:
+    def _write_config(self):
+        """Freeze the resolved config at the first start that got this far (a failed start writes nothing)."""
+        path = os.path.join(self.workdir, "config.json")
+        if self.main and not os.path.exists(path):
             with open(path + ".tmp", "w") as f:
                 f.write(self.cfg.to_json_best_effort(indent=2))
             os.replace(path + ".tmp", path)

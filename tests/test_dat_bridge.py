@@ -3,7 +3,7 @@ bit-identical; unsupported variants are refused by name; from_pth/to_pth/infer h
 import numpy as np
 import pytest
 from conftest import photo, torch_forward
-from test_dat import REDUCED, forward, jax_from_torch, state_dict_np, torch_dat
+from test_dat import REDUCED, forward, state_dict_np, torch_dat
 
 import jax.numpy as jnp
 from flax import nnx

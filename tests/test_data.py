@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jaxsr.data import (DataError, ImageSource, default_config, host_batch_size, read_rgb, resolve_splits,
-                        to_global, train_iterator, val_items)
+                        train_iterator, val_items)
 from jaxsr.data.sources import split_counts
 from jaxsr.imageio import write_image
 
@@ -171,15 +171,13 @@ def test_per_host_slices_make_the_same_global_batch(tmp_path):
         np.testing.assert_array_equal(np.concatenate([parts[0][k]["gt"], parts[1][k]["gt"]]), whole[k]["gt"])
 
     # the trainer's view: per-host batch -> one global array over the 'data' axis
-    import jax
-    from jax.sharding import NamedSharding, PartitionSpec as P
+    from jaxsr import parallel
 
     assert host_batch_size(8, process_count=2) == 4
     with pytest.raises(DataError, match="not divisible"):
         host_batch_size(6, process_count=4)
-    mesh = jax.make_mesh((1,), ("data",), devices=jax.devices()[:1])
     batch = next(train_iterator(cfg, sp, 4, seed=0, per_host_batch=2, process_index=0, process_count=1))
-    glob = to_global(batch, NamedSharding(mesh, P("data")))
+    glob = parallel.global_batch(parallel.make_mesh(), batch)
     assert glob["gt"].shape == (2, 32, 32, 3) and np.array_equal(np.asarray(glob["gt"]), batch["gt"])
 
 

@@ -7,10 +7,10 @@
 """
 from .config import default_config
 from .loader import (ImageSource, TrainIterator, absl_flags_ready, bicubic_lr, host_batch_size, iter_val_items,
-                     to_global, train_dataset, train_iterator, val_items)
+                     train_dataset, train_iterator, val_items)
 from .sources import DataError, read_rgb, resolve_splits, to_rgb
 from .transforms import RandomCrop
 
 __all__ = ["DataError", "ImageSource", "RandomCrop", "TrainIterator", "absl_flags_ready", "bicubic_lr",
-           "default_config", "host_batch_size", "iter_val_items", "read_rgb", "resolve_splits", "to_global",
+           "default_config", "host_batch_size", "iter_val_items", "read_rgb", "resolve_splits",
            "to_rgb", "train_dataset", "train_iterator", "val_items"]

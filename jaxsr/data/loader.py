@@ -207,13 +207,6 @@ def host_batch_size(global_batch, process_count=None):
     return global_batch // n
 
 
-def to_global(batch, sharding):
-    """Per-host numpy batch -> global jax.Arrays (batch axis concatenated over hosts) with `sharding`."""
-    import jax
-
-    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
-
-
 # ------------------------------------------------------------------------------------------- validation
 
 

@@ -112,7 +112,7 @@ class Trainer:
         self.stop_requested = False
 
         self.splits = data.resolve_splits(cfg.data, workdir, cfg.seed)
-        self.per_host = cfg.train.batch_size // jax.process_count()
+        self.per_host = data.host_batch_size(cfg.train.batch_size)
         self.data_iter = data.train_iterator(cfg.data, self.splits, cfg.scale, cfg.seed, self.per_host,
                                              jax.process_index(), jax.process_count())
         self.val = data.val_items(cfg.data, self.splits, cfg.scale, "val")

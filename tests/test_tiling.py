@@ -124,3 +124,16 @@ def test_infer_cli_tiles(tmp_path):
     model, _ = load_model(tmp_path / "m.pth")
     ref = upscale(model, load_image(tmp_path / "in.png")[0], tile=64, overlap=16, seam="blend", tile_batch=2)
     assert bits == 16 and out.shape == (400, 560, 3) and np.abs(out - ref).max() <= 1 / 65535
+
+
+def test_standard_dat_tiled_within_1e4_with_enough_overlap():
+    """A standard DAT (channel attention and global pooling on): not exactly local, but with 48 px of
+    overlap tiled equals untiled within 1e-4 (measured 3.9e-5 crop, 3.6e-5 blend)."""
+    from jaxsr.archs.dat import from_spec
+
+    model = from_spec(dict(embed_dim=32, depth=[2, 2], num_heads=[2, 2], split_size=[4, 8], expansion_factor=2.0, scale=2),
+                      rngs=nnx.Rngs(3))
+    img = photo("astronaut", 128, 200, top=100, left=100)
+    ref = upscale(model, img)
+    for seam in ("crop", "blend"):
+        assert np.abs(upscale(model, img, tile=96, overlap=48, seam=seam, tile_batch=4) - ref).max() <= 1e-4, seam

@@ -9,6 +9,7 @@ was found (traiNNer-redux's `unshuffle_mod`, missing pieces).
 """
 import math
 import re
+import warnings
 
 import numpy as np
 
@@ -146,6 +147,9 @@ def masks_for(spec):
 
 
 def export(model, spec):
+    if spec.get("num_feat", 64) != 64 or spec.get("upsampler") == "dysample":
+        warnings.warn("spandrel/chaiNNer build DAT with num_feat=64 and no DySample upsampler and will not load this "
+                      "export (jaxsr will)", stacklevel=2)
     sd = export_state_dict(model)
     sd = {k: (v.astype(np.int64) if _INT64.search(k) else v) for k, v in sd.items()}
     sd.update(masks_for(spec))

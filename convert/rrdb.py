@@ -1,5 +1,6 @@
 """The RRDB (ESRGAN / Real-ESRGAN) bridge: three key layouts in, BasicSR keys under params_ema out."""
 import re
+import warnings
 
 from convert.mapping import WeightsError, export_state_dict
 
@@ -76,4 +77,7 @@ def infer_spec(sd):
 
 
 def export(model, spec):
+    if spec and spec.get("num_grow_ch", 32) != 32:
+        warnings.warn(f"num_grow_ch={spec['num_grow_ch']}: spandrel/chaiNNer assume 32 for ESRGAN and will not load this "
+                      "export (jaxsr, BasicSR and Real-ESRGAN's scripts will)", stacklevel=2)
     return export_state_dict(model)

@@ -152,3 +152,21 @@ def test_bf16_compute_stays_close_to_fp32():
     assert outs[1].dtype == np.float32
     mse = np.mean((outs[0] - outs[1]) ** 2)
     assert 10 * np.log10(1 / mse) >= 40, mse
+
+
+def test_export_warns_where_spandrel_cannot_follow(tmp_path, spandrel):
+    """spandrel hard-codes num_grow_ch=32 (ESRGAN) and num_feat=64 (DAT): such exports warn, and indeed fail there."""
+    from convert import dat
+
+    model = RRDBNet(num_feat=8, num_block=1, num_grow_ch=8)
+    spec = {"arch": "esrgan", "scale": 4, "in_ch": 3, "out_ch": 3, "num_feat": 8, "num_block": 1, "num_grow_ch": 8}
+    with pytest.warns(UserWarning, match="num_grow_ch=8"):
+        export_torch(model, spec, tmp_path / "gc8.pth")
+    with pytest.raises(Exception):
+        spandrel.ModelLoader().load_from_file(str(tmp_path / "gc8.pth"))
+    from jaxsr.archs.dat import from_spec, spec_for
+
+    spec = spec_for("dat_light", embed_dim=16, depth=[1], num_heads=[2], split_size=[4, 8], num_feat=16, scale=2,
+                    upsampler="pixelshuffle")
+    with pytest.warns(UserWarning, match="num_feat=64"):
+        dat.export(from_spec(spec), spec)

@@ -16,22 +16,24 @@ def _basicsr_y(img255_rgb):
     return (np.dot(bgr, [24.966, 128.553, 65.481]) + 16.0)[..., None]
 
 
-def _basicsr_psnr(a, b, crop, y):
+def _basicsr_prepare(a, b, crop, y):
+    """BasicSR's order: float64, crop the border, then the Y channel."""
     a, b = a.astype(np.float64), b.astype(np.float64)
     if crop:
         a, b = a[crop:-crop, crop:-crop], b[crop:-crop, crop:-crop]
     if y:
         a, b = _basicsr_y(a).astype(np.float64), _basicsr_y(b).astype(np.float64)
+    return a, b
+
+
+def _basicsr_psnr(a, b, crop, y):
+    a, b = _basicsr_prepare(a, b, crop, y)
     mse = np.mean((a - b) ** 2)
     return 10.0 * np.log10(255.0**2 / mse)
 
 
 def _basicsr_ssim(a, b, crop, y):
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    if crop:
-        a, b = a[crop:-crop, crop:-crop], b[crop:-crop, crop:-crop]
-    if y:
-        a, b = _basicsr_y(a).astype(np.float64), _basicsr_y(b).astype(np.float64)
+    a, b = _basicsr_prepare(a, b, crop, y)
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     k = cv2.getGaussianKernel(11, 1.5)
     win = np.outer(k, k.transpose())

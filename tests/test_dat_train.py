@@ -127,3 +127,37 @@ def test_remat_gives_same_gradients():
     assert sa.keys() == sb.keys() and len(sa) > 0
     for p in sa:
         np.testing.assert_allclose(np.asarray(sa[p]), np.asarray(sb[p]), rtol=1e-6, atol=1e-7)
+
+
+def test_cudnn_attention_lowers_for_gpu_without_materialising_attention(monkeypatch):
+    """The bf16 GPU path, checked without a GPU: the train-mode gradient lowers for CUDA with every window
+    attention in cuDNN's fused kernel (forward and backward, bias gradient included), and no N x N attention
+    matrix that grows with the batch (the reference's (B*nW, h, N, N)) appears in the program; only the
+    batch-free (1, nW*h, N, N) bias and its gradient do."""
+    import re
+
+    import jax._src.cudnn.fused_attention_stablehlo as fused
+
+    from jaxsr.archs.dat import from_spec, spec_for
+
+    # this machine has no cuDNN; jax asks its version only to pick kernels, and lowering needs no device
+    monkeypatch.setattr(fused, "check_cudnn_version", lambda: 91000)
+    spec = spec_for("dat_2", embed_dim=24, depth=[3, 2], num_heads=[2, 4], attn_impl="cudnn", drop_path_rate=0.1)
+    m = from_spec(spec, dtype=jnp.bfloat16)
+    m.train()
+    B, L = 3, 32  # windows 8x32 and 32x8: nW = 4 per branch, N = 256 tokens, 1 or 2 heads per branch
+    x = jax.ShapeDtypeStruct((B, L, L, 3), jnp.float32)
+    y = jax.ShapeDtypeStruct((B, 4 * L, 4 * L, 3), jnp.float32)
+    text = _train_step.trace(*_split(m), x, y).lower(lowering_platforms=("cuda",)).as_text()
+    n_fwd = len(re.findall(r"custom_call @__cudnn\$fmhaScaleBiasSoftmax\(", text))
+    n_bwd = len(re.findall(r"custom_call @__cudnn\$fmhaScaleBiasSoftmaxBackward\(", text))
+    branches = 2 * (2 + 1)  # two per spatial block: blocks 0 and 2 of group 0, block 0 of group 1
+    assert n_fwd == branches and n_bwd == branches
+    # the only N x N tensors are masks and biases (at most nW * heads = 8 of them); batch-sized logits would be
+    # at least B * nW = 12
+    nn_shapes = {s for s in re.findall(r"tensor<((?:\d+x)+)(?:bf16|f32)>", text) if s.endswith("256x256x")}
+    for s in nn_shapes:
+        lead = int(np.prod([int(d) for d in s.split("x")[:-3]]))
+        assert lead <= 4 * 2, f"an attention-sized tensor {s} grows with the batch"
+    print(f"cuDNN fused attention: {n_fwd} forward / {n_bwd} backward calls for {branches} branches; "
+          f"N x N tensors: {sorted(nn_shapes)}")

@@ -29,6 +29,8 @@ def main(argv):
 
     from jaxsr import parallel
 
+    if cfg.model.get("use_chk"):  # remat: on CPU it saves memory only under XLA:CPU's memory schedule
+        parallel.use_memory_schedule()
     parallel.initialize(_COORD.value, _NPROC.value, _PID.value)  # TPU pods / SLURM are detected
     from convert.mapping import WeightsError
     from jaxsr.data import DataError

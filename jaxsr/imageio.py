@@ -14,8 +14,11 @@ class ImageError(ValueError):
     """An image that cannot be read or written; the message names the file and the reason."""
 
 
-def load_image(path):
-    """(HxWxC float32 in [0,1] with C in {1, 3, 4}, RGB(A) order; bit depth 8 or 16 of the file)."""
+def decode_image(path):
+    """(HxWxC array as stored: uint8, uint16 or float32, C in {1, 3, 4} in RGB(A) order, a view; bit depth 8 or 16).
+
+    Training crops these before converting (to_float): converting a whole photo costs about as much as decoding it.
+    """
     path = os.fspath(path)
     try:
         data = np.fromfile(path, dtype=np.uint8)
@@ -31,12 +34,25 @@ def load_image(path):
     elif img.shape[2] == 4:
         img = img[..., [2, 1, 0, 3]]
     if img.dtype == np.uint8:
-        return np.ascontiguousarray(img, dtype=np.float32) / 255.0, 8
-    if img.dtype == np.uint16:
-        return np.ascontiguousarray(img, dtype=np.float32) / 65535.0, 16
-    if img.dtype in (np.float32, np.float64):
-        return np.clip(np.ascontiguousarray(img, dtype=np.float32), 0, 1), 16
+        return img, 8
+    if img.dtype in (np.uint16, np.float32, np.float64):
+        return img, 16
     raise ImageError(f"{path}: unsupported pixel type {img.dtype}")
+
+
+def to_float(img):
+    """Stored pixels (uint8, uint16 or float) -> contiguous float32 in [0, 1]."""
+    if img.dtype == np.uint8:
+        return np.ascontiguousarray(img, dtype=np.float32) / 255.0
+    if img.dtype == np.uint16:
+        return np.ascontiguousarray(img, dtype=np.float32) / 65535.0
+    return np.clip(np.ascontiguousarray(img, dtype=np.float32), 0, 1)
+
+
+def load_image(path):
+    """(HxWxC float32 in [0,1] with C in {1, 3, 4}, RGB(A) order; bit depth 8 or 16 of the file)."""
+    img, bits = decode_image(path)
+    return to_float(img), bits
 
 
 def read_image(path):

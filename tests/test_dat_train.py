@@ -161,3 +161,49 @@ def test_cudnn_attention_lowers_for_gpu_without_materialising_attention(monkeypa
         assert lead <= 4 * 2, f"an attention-sized tensor {s} grows with the batch"
     print(f"cuDNN fused attention: {n_fwd} forward / {n_bwd} backward calls for {branches} branches; "
           f"N x N tensors: {sorted(nn_shapes)}")
+
+
+REMAT_MEMORY = """
+import json, sys
+import jax, jax.numpy as jnp
+from flax import nnx
+from jaxsr import parallel
+from jaxsr.archs.dat import from_spec, spec_for
+
+assert parallel.use_memory_schedule()
+
+
+def temp_mib(use_chk):
+    m = from_spec(spec_for("dat_2", embed_dim=32, depth=[4, 4], num_heads=[2, 2], scale=2, use_chk=use_chk))
+    m.train()
+    gd, params, rest = nnx.split(m, nnx.Param, ...)
+
+    def loss(p, rest, x, y):
+        mm = nnx.merge(gd, p, jax.tree.map(lambda a: a, rest))
+        return jnp.mean(jnp.abs(mm(x) - y)), nnx.state(mm, nnx.Not(nnx.Param))
+
+    x, y = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32), jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32)
+    c = jax.jit(jax.grad(loss, has_aux=True)).lower(params, rest, x, y).compile()
+    return c.memory_analysis().temp_size_in_bytes / 2**20
+
+
+print(json.dumps([temp_mib(False), temp_mib(True)]))
+"""
+
+
+def test_remat_lowers_compiled_memory():
+    """remat (use_chk) must lower the train step's peak memory as XLA compiles it. On CPU it does so only under
+    XLA:CPU's memory schedule, which run_train picks for remat models (jaxsr.parallel.use_memory_schedule); under
+    the default schedule both come out the same. A fresh process, since XLA reads the setting once."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run([sys.executable, "-c", REMAT_MEMORY], capture_output=True, text=True, cwd=root, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    plain, remat = json.loads(out.stdout.splitlines()[-1])
+    print(f"compiled temp memory: {plain:.0f} MiB without remat, {remat:.0f} MiB with remat")
+    assert remat < 0.85 * plain

@@ -13,7 +13,7 @@ import pytest
 from jaxsr.data import (DataError, ImageSource, default_config, host_batch_size, read_rgb, resolve_splits,
                         train_iterator, val_items)
 from jaxsr.data.sources import split_counts
-from jaxsr.imageio import write_image
+from jaxsr.imageio import to_float, write_image
 
 from conftest import photo
 
@@ -240,12 +240,12 @@ def test_small_images_pad_or_skip(tmp_path, caplog):
     imgs[1] = imgs[1][:20, :24]
     hr = write_folder(str(tmp_path / "hr"), imgs)
     files = sorted(os.path.join(hr, f) for f in os.listdir(hr))
-    padded = ImageSource(files, None, 4, 32, small_images="pad")[1]["gt"]
+    padded = to_float(ImageSource(files, None, 4, 32, small_images="pad")[1]["gt"])
     assert padded.shape == (32, 32, 3)
     np.testing.assert_allclose(padded[:20, :24], imgs[1], atol=0.5 / 255)
     np.testing.assert_array_equal(padded[20:26, :24], padded[18:12:-1, :24])  # reflected
     with caplog.at_level(logging.WARNING, "jaxsr.data"):
-        skipped = ImageSource(files, None, 4, 32, small_images="skip")[1]["gt"]
+        skipped = to_float(ImageSource(files, None, 4, 32, small_images="skip")[1]["gt"])
     np.testing.assert_allclose(skipped, imgs[2], atol=0.5 / 255)
     assert "img001.png" in caplog.text and "small_images='skip'" in caplog.text
     # paired: both sides padded, LR to gt_size/scale, the original pixels kept in the top-left
@@ -253,7 +253,7 @@ def test_small_images_pad_or_skip(tmp_path, caplog):
     lr_path = write_folder(str(tmp_path / "lr"), [block_mean(small_hr, 4)])
     ex = ImageSource([files[1]], [os.path.join(lr_path, "img000.png")], 4, 32)[0]
     assert ex["gt"].shape == (32, 32, 3) and ex["lq"].shape == (8, 8, 3)
-    np.testing.assert_allclose(ex["lq"][:5, :6], block_mean(small_hr, 4), atol=0.5 / 255)
+    np.testing.assert_allclose(to_float(ex["lq"][:5, :6]), block_mean(small_hr, 4), atol=0.5 / 255)
     with pytest.raises(DataError, match="small_images"):
         train_iterator(cfg_for(small_images="crop"), dict(train=files), 4, 0, 1, 0, 1)
 
@@ -283,6 +283,21 @@ def test_16bit_gray_rgba(tmp_path):
     sp = dict(train=[str(tmp_path / n) for n in ("deep.png", "gray.png", "rgba.png")])
     b = next(train_iterator(cfg_for(), sp, 4, seed=0, per_host_batch=3, process_index=0, process_count=1))
     assert b["gt"].shape == (3, 32, 32, 3)
+
+    # the pipeline crops the stored pixels and converts the crop: bitwise what converting first gives
+    names = ("deep.png", "gray.png", "rgba.png")
+    os.makedirs(tmp_path / "exact")
+    for name, arr in zip(names, (img * 0.5 + ramp * 0.01, img[..., :1], alpha)):
+        write_image(str(tmp_path / "exact" / name), arr[:32, :32], bits=16 if name == "deep.png" else 8)
+    files = [str(tmp_path / "exact" / n) for n in names]
+    for mode in ("drop", "composite"):
+        cfg = cfg_for(use_hflip=False, use_rot=False, alpha=mode)
+        b = next(train_iterator(cfg, dict(train=files), 4, seed=0, per_host_batch=3, process_index=0,
+                                process_count=1))
+        got = sorted(b["gt"], key=lambda a: float(a.sum()))
+        want = sorted((read_rgb(f, alpha=mode) for f in files), key=lambda a: float(a.sum()))
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
 
 
 # ------------------------------------------------------------------------------------------- validation

@@ -1,8 +1,8 @@
 """The grain training pipeline and the validation images.
 
 Training: file list -> seeded shuffle, repeated forever (reshuffled each epoch) -> decode (bad or
-too-small files replaced by the next usable one) -> random crop/flip/rot -> batch -> this host's slice ->
-threads and optional worker processes. The iterator's get_state/set_state give an exact resume.
+too-small files replaced by the next usable one) -> random crop/flip/rot -> float RGB -> batch -> this host's
+slice -> threads and optional worker processes. The iterator's get_state/set_state give an exact resume.
 """
 import json
 import logging
@@ -11,7 +11,7 @@ import os
 import grain
 import numpy as np
 
-from jaxsr.imageio import ImageError
+from jaxsr.imageio import ImageError, decode_image
 
 from .sources import DataError, check_pair_size, check_pairs, read_rgb
 from .transforms import RandomCrop, pad_to
@@ -34,7 +34,8 @@ def _check_options(cfg):
 
 
 class ImageSource:
-    """grain random-access source: record i -> dict(gt[, lq]) full RGB float32 images, at least crop-sized.
+    """grain random-access source: record i -> dict(gt[, lq]) whole images as stored (uint8/uint16/float, 1, 3 or 4
+    channels; RandomCrop converts its crop to float RGB), at least crop-sized.
 
     A file that cannot be decoded, that breaks the pairing, or (small_images='skip') is smaller than the
     crop is replaced by the next usable file (i+1, i+2, ... wrapping around): deterministic, and one bad
@@ -60,8 +61,8 @@ class ImageSource:
         """Record k, or None (with a warning) if it cannot be used."""
         path = self.hr[k]
         try:
-            gt = read_rgb(path, self.alpha)
-            lq = read_rgb(self.lr[k], self.alpha) if self.lr else None
+            gt = decode_image(path)[0]
+            lq = decode_image(self.lr[k])[0] if self.lr else None
         except ImageError as e:
             _warn_once(path, str(e))
             return None
@@ -115,7 +116,7 @@ def train_dataset(cfg, splits, scale, seed, per_host_batch, process_index=None, 
         check_pairs(hr, lr, scale)
     src = ImageSource(hr, lr, scale, gt_size, cfg.small_images, cfg.alpha)
     ds = grain.MapDataset.source(src).seed(int(seed)).shuffle().repeat(None)
-    ds = ds.random_map(RandomCrop(gt_size, scale, cfg.use_hflip, cfg.use_rot))
+    ds = ds.random_map(RandomCrop(gt_size, scale, cfg.use_hflip, cfg.use_rot, cfg.alpha))
     return ds.batch(int(per_host_batch), drop_remainder=True)[p::n]
 
 

@@ -6,6 +6,10 @@ index), so a sample is the same whatever the worker count and after a resume.
 import grain
 import numpy as np
 
+from jaxsr.imageio import to_float
+
+from .sources import to_rgb
+
 
 def pad_to(img, h, w):
     """Reflect-pad HWC bottom/right up to at least h x w (edge-pad a 1-pixel axis, which cannot reflect)."""
@@ -31,14 +35,16 @@ def augment(imgs, rng, hflip, rot):
 
 
 class RandomCrop(grain.transforms.RandomMap):
-    """dict(gt[, lq]) full images -> dict(gt=(gt_size, gt_size, 3)[, lq=(gt_size/scale, ...)]) crops.
+    """dict(gt[, lq]) whole images as stored -> dict(gt=(gt_size, gt_size, 3)[, lq=(gt_size/scale, ...)]) float32
+    RGB crops (alpha 'drop' or 'composite' as in sources.to_rgb).
 
     Paired crops are drawn on the LR grid and mapped to HR by `scale`, so LR and HR stay aligned. The
     images must already be at least crop-sized (the source pads or skips small ones).
     """
 
-    def __init__(self, gt_size, scale, hflip=True, rot=True):
+    def __init__(self, gt_size, scale, hflip=True, rot=True, alpha="drop"):
         self.gt_size, self.scale, self.hflip, self.rot = int(gt_size), int(scale), hflip, rot
+        self.alpha = alpha
 
     def random_map(self, element, rng):
         gt, lq = element["gt"], element.get("lq")
@@ -52,4 +58,4 @@ class RandomCrop(grain.transforms.RandomMap):
         if lq is not None:
             crops.append(lq[top:top + size, left:left + size])
         crops = augment(crops, rng, self.hflip, self.rot)
-        return dict(zip(("gt", "lq"), crops))
+        return dict(zip(("gt", "lq"), (to_rgb(to_float(c), self.alpha) for c in crops)))

@@ -1,0 +1,108 @@
+"""Data-parallel scaling of the train step over 1, 2, 4... devices, on the trainer's own path (not a test).
+
+    python benchmarks/bench_scaling.py [--devices 1,2,4] [--per-device-batch 2] [--lr-size 32] [--steps 3]
+                                       [--degrade] [--cpu-devices]
+
+Each device count runs in its own process, exactly as the trainer does it: the state replicated over a 'data'
+mesh, each batch assembled with jax.make_array_from_process_local_data, one jit with the state donated. The
+per-device batch is fixed (weak scaling), so the global batch grows with the devices.
+
+On real accelerators (one GPU/TPU per device) the step time should stay flat: "step vs 1 device" within 1.1x.
+With --cpu-devices the devices are XLA:CPU devices forced onto this machine's cores
+(--xla_force_host_platform_device_count), which all share the same cores: there the work per step grows with the
+device count, so the figure to read is img/s, which stays flat when splitting the batch costs nothing
+("img/s vs 1 device" within 10%).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), os.path.dirname(os.path.abspath(__file__))]
+
+
+def run_one(a):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from common import timeit
+    from conftest import photo
+
+    from jaxsr import losses as losses_lib, optim, parallel
+    from jaxsr.train import state as state_lib
+    from jaxsr.train.config import base_config
+    from jaxsr.train.loop import build_generator
+    from jaxsr.train.step import make_train_step
+
+    n = jax.device_count()
+    b = a.per_device_batch * n
+    cfg = base_config()
+    cfg.compute_dtype = "auto"
+    cfg.degrade.mode = "realesrgan" if a.degrade else "bicubic"
+    cfg.degrade.gt_size = a.lr_size * 4
+    cfg.degrade.queue_size = 0
+    cfg.optim.update(name="adam", lr=1e-4)
+    cfg.train.update(batch_size=b, total_steps=1000)
+    mesh = parallel.make_mesh()
+    model, _ = build_generator(cfg)
+    losses = losses_lib.build_losses(cfg.losses)
+    tx = optim.build_optimizer(cfg.optim, cfg.train.total_steps)
+    state = parallel.replicate(mesh, state_lib.create(model, tx, seed=0))
+    frozen = parallel.replicate(mesh, losses.frozen)
+    repl = parallel.replicated(mesh)
+    step = jax.jit(make_train_step(cfg, state_lib.split(model)[0], losses, tx), donate_argnums=(0,),
+                   out_shardings=(repl, repl))
+    names = ("astronaut", "coffee", "chelsea", "rocket")
+    gt = np.stack([photo(names[i % 4], 4 * a.lr_size, 4 * a.lr_size, top=8 * i, left=12 * i) for i in range(b)])
+    host = {"gt": gt} if a.degrade else {"gt": gt, "lq": gt.reshape(b, a.lr_size, 4, a.lr_size, 4, 3).mean((2, 4))}
+    holder = [state]
+
+    def run():
+        holder[0], m = step(holder[0], parallel.global_batch(mesh, host), frozen)
+        return m["loss"]
+
+    t = timeit(run, warmup=2, repeats=a.steps, sync=lambda o: o.block_until_ready())
+    print("RESULT " + json.dumps(dict(devices=n, batch=b, step_s=t, kind=jax.devices()[0].device_kind)))
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--devices", default="1,2,4")
+    p.add_argument("--per-device-batch", type=int, default=2)
+    p.add_argument("--lr-size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--degrade", action="store_true", help="Real-ESRGAN degradations in the step")
+    p.add_argument("--cpu-devices", action="store_true", help="force N XLA:CPU devices onto this machine")
+    p.add_argument("--only", type=int, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.only:
+        return run_one(a)
+    from common import table
+
+    rows, base = [], None
+    for n in (int(v) for v in a.devices.split(",")):
+        env = dict(os.environ)
+        if a.cpu_devices:
+            env["JAX_PLATFORMS"] = "cpu"
+            env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n}".strip()
+        else:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, range(n)))
+        args = [sys.executable, os.path.abspath(__file__), "--only", str(n), "--per-device-batch",
+                str(a.per_device_batch), "--lr-size", str(a.lr_size), "--steps", str(a.steps)]
+        out = subprocess.run(args + (["--degrade"] if a.degrade else []), env=env, capture_output=True, text=True)
+        if out.returncode:
+            sys.exit(f"{n} devices failed:\n{out.stderr[-3000:]}")
+        r = json.loads(next(ln for ln in out.stdout.splitlines() if ln.startswith("RESULT "))[7:])
+        base = base or r
+        ips = r["batch"] / r["step_s"]
+        rows.append([r["devices"], r["batch"], f"{r['step_s']:.3f}", f"{r['step_s'] / base['step_s']:.2f}x",
+                     f"{ips:.2f}", f"{ips / (base['batch'] / base['step_s']):.2f}x"])
+    print(f"RRDB x4 train step, LR {a.lr_size}, {a.per_device_batch} per device, {r['kind']}"
+          f"{' (forced XLA:CPU devices sharing ' + str(os.cpu_count()) + ' cores)' if a.cpu_devices else ''}")
+    print(table(rows, ["devices", "global batch", "step s", "step vs 1 device", "img/s", "img/s vs 1 device"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -31,6 +31,8 @@ def main(argv):
 
     if cfg.model.get("use_chk"):  # remat: on CPU it saves memory only under XLA:CPU's memory schedule
         parallel.use_memory_schedule()
+    if not (_COORD.value or parallel.cluster_detected()):
+        parallel.use_cpu_cores(cfg.train.batch_size)  # on a CPU host, data parallel over its cores
     parallel.initialize(_COORD.value, _NPROC.value, _PID.value)  # TPU pods / SLURM are detected
     from convert.mapping import WeightsError
     from jaxsr.data import DataError

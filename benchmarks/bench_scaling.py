@@ -1,16 +1,16 @@
 """Data-parallel scaling of the train step over 1, 2, 4... devices, on the trainer's own path (not a test).
 
-    python benchmarks/bench_scaling.py [--devices 1,2,4] [--per-device-batch 2] [--lr-size 32] [--steps 3]
-                                       [--degrade] [--cpu-devices]
+    python benchmarks/bench_scaling.py [--devices 1,2,4] [--per-device-batch 2 | --global-batch 8] [--lr-size 32]
+                                       [--steps 3] [--degrade] [--cpu-devices]
 
 Each device count runs in its own process, exactly as the trainer does it: the state replicated over a 'data'
-mesh, each batch assembled with jax.make_array_from_process_local_data, one jit with the state donated. The
-per-device batch is fixed (weak scaling), so the global batch grows with the devices.
+mesh, each batch assembled with jax.make_array_from_process_local_data, one jit with the state donated.
 
-On real accelerators (one GPU/TPU per device) the step time should stay flat: "step vs 1 device" within 1.1x.
-With --cpu-devices the devices are XLA:CPU devices forced onto this machine's cores
-(--xla_force_host_platform_device_count), which all share the same cores: there the work per step grows with the
-device count, so the figure to read is img/s, which stays flat when splitting the batch costs nothing
+--per-device-batch (weak scaling: the global batch grows with the devices) is the real-hardware check: with one
+GPU/TPU per device the step time should stay flat, "step vs 1 device" within 1.1x.
+--global-batch (strong scaling: the same work split over more devices) is the check for --cpu-devices, where the
+devices are XLA:CPU devices forced onto this machine (--xla_force_host_platform_device_count) and share its
+cores: there img/s stays flat when splitting the batch and all-reducing the gradients cost nothing
 ("img/s vs 1 device" within 10%).
 """
 import argparse
@@ -37,7 +37,7 @@ def run_one(a):
     from jaxsr.train.step import make_train_step
 
     n = jax.device_count()
-    b = a.per_device_batch * n
+    b = a.global_batch or a.per_device_batch * n
     cfg = base_config()
     cfg.compute_dtype = "auto"
     cfg.degrade.mode = "realesrgan" if a.degrade else "bicubic"
@@ -71,6 +71,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--devices", default="1,2,4")
     p.add_argument("--per-device-batch", type=int, default=2)
+    p.add_argument("--global-batch", type=int, help="fixed global batch (strong scaling) instead")
     p.add_argument("--lr-size", type=int, default=32)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--degrade", action="store_true", help="Real-ESRGAN degradations in the step")
@@ -91,6 +92,7 @@ def main():
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, range(n)))
         args = [sys.executable, os.path.abspath(__file__), "--only", str(n), "--per-device-batch",
                 str(a.per_device_batch), "--lr-size", str(a.lr_size), "--steps", str(a.steps)]
+        args += ["--global-batch", str(a.global_batch)] if a.global_batch else []
         out = subprocess.run(args + (["--degrade"] if a.degrade else []), env=env, capture_output=True, text=True)
         if out.returncode:
             sys.exit(f"{n} devices failed:\n{out.stderr[-3000:]}")
@@ -99,7 +101,8 @@ def main():
         ips = r["batch"] / r["step_s"]
         rows.append([r["devices"], r["batch"], f"{r['step_s']:.3f}", f"{r['step_s'] / base['step_s']:.2f}x",
                      f"{ips:.2f}", f"{ips / (base['batch'] / base['step_s']):.2f}x"])
-    print(f"RRDB x4 train step, LR {a.lr_size}, {a.per_device_batch} per device, {r['kind']}"
+    per = f"global batch {a.global_batch}" if a.global_batch else f"{a.per_device_batch} per device"
+    print(f"RRDB x4 train step, LR {a.lr_size}, {per}, {r['kind']}"
           f"{' (forced XLA:CPU devices sharing ' + str(os.cpu_count()) + ' cores)' if a.cpu_devices else ''}")
     print(table(rows, ["devices", "global batch", "step s", "step vs 1 device", "img/s", "img/s vs 1 device"]))
 

@@ -75,3 +75,28 @@ def test_sigterm_saves_and_the_rerun_resumes(tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert f"resumed from step {stopped}" in r.stdout
+
+
+CORES = """
+import json, os, sys
+import jax
+from jaxsr import parallel
+n = parallel.use_cpu_cores(int(sys.argv[1]))
+print(json.dumps([n, jax.device_count(), len(os.sched_getaffinity(0))]))
+"""
+
+
+def test_cpu_host_gets_one_device_per_core_dividing_the_batch():
+    """run_train's CPU setting: one XLA:CPU device per core, a divisor of the batch; a user's own count wins."""
+    def run(batch, extra_env):
+        env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
+        r = subprocess.run([sys.executable, "-c", CORES, str(batch)], cwd=ROOT, capture_output=True, text=True,
+                           env={**env, "JAX_PLATFORMS": "cpu", **extra_env}, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return __import__("json").loads(r.stdout.splitlines()[-1])
+
+    for batch in (1, 6, 7, 16):
+        n, devices, cores = run(batch, {})
+        assert n == devices == max(d for d in range(1, min(cores, batch) + 1) if batch % d == 0)
+    assert run(6, {"XLA_FLAGS": "--xla_force_host_platform_device_count=3"})[:2] == [None, 3]
+    assert run(6, {"JAX_NUM_CPU_DEVICES": "3"})[:2] == [None, 3]

@@ -25,7 +25,6 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), os.path.dirname(os.path.abspa
 
 def run_one(a):
     import jax
-    import jax.numpy as jnp
     import numpy as np
     from common import timeit
     from conftest import photo

@@ -3,6 +3,8 @@
 The mesh has one 'data' axis with Auto axis types: the batch is sharded along it, the train state is
 replicated, and XLA inserts the gradient all-reduce. Multi-process runs (TPU pods, several GPU hosts)
 feed each process's share of the global batch with `jax.make_array_from_process_local_data`.
+On a CPU host the same mesh spans one XLA:CPU device per core (use_cpu_cores), set up before jax starts,
+like the XLA:CPU memory schedule for remat models (use_memory_schedule).
 """
 import logging
 import os
@@ -75,6 +77,13 @@ def initialize(coordinator_address=None, num_processes=None, process_id=None):
         jax.distributed.initialize()
 
 
+def _backends_started():
+    """Whether jax has created its backends (after which XLA settings no longer apply)."""
+    from jax._src import xla_bridge
+
+    return getattr(xla_bridge, "backends_are_initialized", lambda: False)()
+
+
 def use_cpu_cores(batch_size):
     """One XLA:CPU device per core, up to a divisor of the batch. Call before jax starts a backend; returns the count.
 
@@ -86,9 +95,7 @@ def use_cpu_cores(batch_size):
     """
     if jax.config.jax_num_cpu_devices != -1 or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
         return None
-    from jax._src import xla_bridge
-
-    if getattr(xla_bridge, "backends_are_initialized", lambda: False)():
+    if _backends_started():
         return None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     n = max(d for d in range(1, min(cores, batch_size) + 1) if batch_size % d == 0)
@@ -112,9 +119,7 @@ def use_memory_schedule():
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_cpu_enable_concurrency_optimized_scheduler" in flags:
         return MEMORY_SCHEDULE in flags.split()
-    from jax._src import xla_bridge
-
-    if getattr(xla_bridge, "backends_are_initialized", lambda: False)():
+    if _backends_started():
         logging.getLogger("jaxsr").warning("the XLA:CPU memory schedule must be chosen before jax starts; not set")
         return False
     env = dict(os.environ, XLA_FLAGS=f"{flags} {MEMORY_SCHEDULE}".strip(), JAX_PLATFORMS="cpu")

@@ -103,7 +103,9 @@ def use_cpu_cores(batch_size):
     return n
 
 
-MEMORY_SCHEDULE = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+# XLA:CPU's memory-minimising scheduler, by the flag of newer jaxlibs, then the older (deprecated) one
+MEMORY_SCHEDULE = ("--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED",
+                   "--xla_cpu_enable_concurrency_optimized_scheduler=false")
 
 
 def use_memory_schedule():
@@ -114,19 +116,18 @@ def use_memory_schedule():
     the memory scheduler (docs/performance.md). Without remat the default is ~12% faster, so the trainer asks for
     this only for models that remat. It goes through XLA_FLAGS, read once per process and by XLA:CPU alone (a
     per-jit compiler option does not reach the scheduler), and XLA aborts on a flag it does not know: a short
-    subprocess tries it first. Returns whether the schedule is in effect; the user's own XLA_FLAGS setting wins.
+    subprocess tries each spelling first. Returns whether the schedule is in effect; the user's XLA_FLAGS win.
     """
     flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_enable_concurrency_optimized_scheduler" in flags:
-        return MEMORY_SCHEDULE in flags.split()
+    if "xla_cpu_scheduler_type" in flags or "xla_cpu_enable_concurrency_optimized_scheduler" in flags:
+        return any(f in flags.split() for f in MEMORY_SCHEDULE)
     if _backends_started():
         logging.getLogger("jaxsr").warning("the XLA:CPU memory schedule must be chosen before jax starts; not set")
         return False
-    env = dict(os.environ, XLA_FLAGS=f"{flags} {MEMORY_SCHEDULE}".strip(), JAX_PLATFORMS="cpu")
-    probe = subprocess.run([sys.executable, "-c", "import jax; jax.devices()"], env=env, capture_output=True)
-    if probe.returncode:
-        logging.getLogger("jaxsr").warning("this XLA does not know %s; remat on CPU will not save memory",
-                                           MEMORY_SCHEDULE)
-        return False
-    os.environ["XLA_FLAGS"] = env["XLA_FLAGS"]
-    return True
+    for flag in MEMORY_SCHEDULE:
+        env = dict(os.environ, XLA_FLAGS=f"{flags} {flag}".strip(), JAX_PLATFORMS="cpu")
+        if subprocess.run([sys.executable, "-c", "import jax; jax.devices()"], env=env, capture_output=True).returncode == 0:
+            os.environ["XLA_FLAGS"] = env["XLA_FLAGS"]
+            return True
+    logging.getLogger("jaxsr").warning("this XLA knows no memory-scheduler flag; remat on CPU will not save memory")
+    return False

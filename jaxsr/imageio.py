@@ -15,7 +15,7 @@ class ImageError(ValueError):
 
 
 def decode_image(path):
-    """(HxWxC array as stored: uint8, uint16 or float32, C in {1, 3, 4} in RGB(A) order, a view; bit depth 8 or 16).
+    """(HxWxC pixels as stored: uint8, uint16 or float, C in {1, 3, 4} in RGB(A) order, maybe strided; bits 8 or 16).
 
     Training crops these before converting (to_float): converting a whole photo costs about as much as decoding it.
     """

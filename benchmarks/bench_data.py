@@ -24,7 +24,7 @@ sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-from common import table  # noqa: E402
+from common import table, timeit  # noqa: E402
 
 from jaxsr.data import default_config, train_iterator  # noqa: E402
 from jaxsr.imageio import decode_image, to_float  # noqa: E402
@@ -48,15 +48,8 @@ def write_photos(folder, n, w, h, ext):
 
 
 def rate(fn, files, reps):
-    """Images per second of fn(path) over the files, best of `reps` passes (one core)."""
-    fn(files[0])
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        for f in files:
-            fn(f)
-        best = min(best, time.perf_counter() - t)
-    return len(files) / best
+    """Images per second of fn(path) over the files (median pass of `reps`, one core)."""
+    return len(files) / timeit(lambda: [fn(f) for f in files], warmup=1, repeats=reps)
 
 
 def pipeline_rate(files, gt, batch, workers, batches):

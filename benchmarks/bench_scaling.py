@@ -25,25 +25,16 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), os.path.dirname(os.path.abspa
 
 def run_one(a):
     import jax
-    import numpy as np
-    from common import timeit
-    from conftest import photo
+    from common import config, photos, timeit
 
     from jaxsr import losses as losses_lib, optim, parallel
     from jaxsr.train import state as state_lib
-    from jaxsr.train.config import base_config
     from jaxsr.train.loop import build_generator
     from jaxsr.train.step import make_train_step
 
     n = jax.device_count()
     b = a.global_batch or a.per_device_batch * n
-    cfg = base_config()
-    cfg.compute_dtype = "auto"
-    cfg.degrade.mode = "realesrgan" if a.degrade else "bicubic"
-    cfg.degrade.gt_size = a.lr_size * 4
-    cfg.degrade.queue_size = 0
-    cfg.optim.update(name="adam", lr=1e-4)
-    cfg.train.update(batch_size=b, total_steps=1000)
+    cfg = config("rrdb", b, a.lr_size, a.degrade)
     mesh = parallel.make_mesh()
     model, _ = build_generator(cfg)
     losses = losses_lib.build_losses(cfg.losses)
@@ -53,8 +44,7 @@ def run_one(a):
     repl = parallel.replicated(mesh)
     step = jax.jit(make_train_step(cfg, state_lib.split(model)[0], losses, tx), donate_argnums=(0,),
                    out_shardings=(repl, repl))
-    names = ("astronaut", "coffee", "chelsea", "rocket")
-    gt = np.stack([photo(names[i % 4], 4 * a.lr_size, 4 * a.lr_size, top=8 * i, left=12 * i) for i in range(b)])
+    gt = photos(b, 4 * a.lr_size)
     host = {"gt": gt} if a.degrade else {"gt": gt, "lq": gt.reshape(b, a.lr_size, 4, a.lr_size, 4, 3).mean((2, 4))}
     holder = [state]
 

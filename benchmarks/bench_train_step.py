@@ -20,44 +20,17 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), os.path.dirname(os.path.abspa
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from common import table, timeit  # noqa: E402
+from common import config, photos, table, timeit  # noqa: E402
 
 import conftest  # noqa: E402,F401  (torchvision stub for spandrel)
-from conftest import photo  # noqa: E402
 from jaxsr import losses as losses_lib, optim  # noqa: E402
 from jaxsr.train import state as state_lib  # noqa: E402
-from jaxsr.train.config import base_config  # noqa: E402
 from jaxsr.train.loop import build_discriminator, build_generator  # noqa: E402
 from jaxsr.train.step import make_train_step  # noqa: E402
 
 GFLOP = {"rrdb": 440.6, "dat2": 322.0, "gan": 1008.0}  # per training image at LR 64 (perf.md)
-
-
-def photos(n, size):
-    names = ("astronaut", "coffee", "chelsea", "rocket")
-    return np.stack([photo(names[i % 4], size, size, top=16 * i, left=24 * i) for i in range(n)])
-
-
-def config(model, batch, lr_size, degrade, gan, vgg):
-    c = base_config()
-    if model == "dat2":
-        from ml_collections import ConfigDict
-
-        c.model = ConfigDict(dict(arch="dat", variant="dat_2", use_chk=True))
-    c.compute_dtype = "auto"
-    c.degrade.mode = "realesrgan" if degrade else "bicubic"
-    c.degrade.gt_size = lr_size * 4
-    c.degrade.queue_size = 0
-    c.optim.update(name="adam", lr=1e-4)
-    c.train.update(batch_size=batch, total_steps=1000)
-    if gan:
-        c.losses = {"l1": dict(name="l1", target="gt_usm"), "perceptual": dict(name="perceptual", vgg_weights=vgg, target="gt_usm"),
-                    "gan": dict(name="gan", weight=0.1)}
-        c.gan.enabled = True
-    return c
 
 
 def jaxsr_row(cfg, gt, lq, steps):

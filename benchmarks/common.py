@@ -1,4 +1,4 @@
-"""Timing helpers shared by the benchmarks: warm up, then median wall time over repeats."""
+"""Shared by the benchmarks: timing (warm up, then median wall time over repeats), tables, inputs and configs."""
 import statistics
 import time
 
@@ -19,3 +19,34 @@ def table(rows, headers):
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
     line = lambda r: "  ".join(str(v).rjust(w) for v, w in zip(r, widths))  # noqa: E731
     return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def photos(n, size):
+    """n real photographs cropped to size x size (conftest.photo; tests/ must be on sys.path)."""
+    import numpy as np
+    from conftest import photo
+
+    names = ("astronaut", "coffee", "chelsea", "rocket")
+    return np.stack([photo(names[i % 4], size, size, top=16 * i, left=24 * i) for i in range(n)])
+
+
+def config(model, batch, lr_size, degrade, gan=False, vgg=None):
+    """The trainer config the train-step benchmarks run: 'rrdb' (64/23/32) or 'dat2' (remat), x4, Adam."""
+    from jaxsr.train.config import base_config
+
+    c = base_config()
+    if model == "dat2":
+        from ml_collections import ConfigDict
+
+        c.model = ConfigDict(dict(arch="dat", variant="dat_2", use_chk=True))
+    c.compute_dtype = "auto"
+    c.degrade.mode = "realesrgan" if degrade else "bicubic"
+    c.degrade.gt_size = lr_size * 4
+    c.degrade.queue_size = 0
+    c.optim.update(name="adam", lr=1e-4)
+    c.train.update(batch_size=batch, total_steps=1000)
+    if gan:
+        c.losses = {"l1": dict(name="l1", target="gt_usm"), "perceptual": dict(name="perceptual", vgg_weights=vgg, target="gt_usm"),
+                    "gan": dict(name="gan", weight=0.1)}
+        c.gan.enabled = True
+    return c

@@ -90,8 +90,8 @@ def use_cpu_cores(batch_size):
     XLA:CPU runs one device's convolutions on about one core, so on a CPU host a data-parallel mesh over the
     cores is what puts them all to work: the RRDB x4 train step (batch 4, LR 32) on 2 cores goes from 0.79 to
     1.32 img/s (benchmarks/bench_scaling.py). Only the CPU backend gets these devices: GPU and TPU hosts train on
-    their accelerators as before. A count the user chose (JAX_NUM_CPU_DEVICES or XLA_FLAGS) wins, and so do
-    multi-process runs, whose batch split is not known yet.
+    their accelerators as before. A count the user chose (JAX_NUM_CPU_DEVICES or XLA_FLAGS) wins. run_train does
+    not call it for multi-process runs, whose batch split is not known yet.
     """
     if jax.config.jax_num_cpu_devices != -1 or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
         return None

@@ -164,27 +164,20 @@ def test_cudnn_attention_lowers_for_gpu_without_materialising_attention(monkeypa
 
 
 REMAT_MEMORY = """
-import json, sys
+import json
 import jax, jax.numpy as jnp
-from flax import nnx
 from jaxsr import parallel
-from jaxsr.archs.dat import from_spec, spec_for
 
-assert parallel.use_memory_schedule()
+assert parallel.use_memory_schedule()  # before any jax computation
+from jaxsr.archs.dat import from_spec, spec_for
+from test_dat_train import _split, _train_step
 
 
 def temp_mib(use_chk):
     m = from_spec(spec_for("dat_2", embed_dim=32, depth=[4, 4], num_heads=[2, 2], scale=2, use_chk=use_chk))
     m.train()
-    gd, params, rest = nnx.split(m, nnx.Param, ...)
-
-    def loss(p, rest, x, y):
-        mm = nnx.merge(gd, p, jax.tree.map(lambda a: a, rest))
-        return jnp.mean(jnp.abs(mm(x) - y)), nnx.state(mm, nnx.Not(nnx.Param))
-
     x, y = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32), jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32)
-    c = jax.jit(jax.grad(loss, has_aux=True)).lower(params, rest, x, y).compile()
-    return c.memory_analysis().temp_size_in_bytes / 2**20
+    return _train_step.trace(*_split(m), x, y).lower().compile().memory_analysis().temp_size_in_bytes / 2**20
 
 
 print(json.dumps([temp_mib(False), temp_mib(True)]))
@@ -202,6 +195,7 @@ def test_remat_lowers_compiled_memory():
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["PYTHONPATH"] = os.pathsep.join([root, os.path.join(root, "tests")])
     out = subprocess.run([sys.executable, "-c", REMAT_MEMORY], capture_output=True, text=True, cwd=root, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     plain, remat = json.loads(out.stdout.splitlines()[-1])

@@ -1,5 +1,6 @@
 """Multi-controller training on localhost: 2 processes x 2 CPU devices against 1 process x 4 devices,
 checkpoints that move between process counts, and SIGTERM (preemption) leaving a resumable checkpoint."""
+import json
 import os
 import signal
 import socket
@@ -93,7 +94,7 @@ def test_cpu_host_gets_one_device_per_core_dividing_the_batch():
         r = subprocess.run([sys.executable, "-c", CORES, str(batch)], cwd=ROOT, capture_output=True, text=True,
                            env={**env, "JAX_PLATFORMS": "cpu", **extra_env}, timeout=120)
         assert r.returncode == 0, r.stderr
-        return __import__("json").loads(r.stdout.splitlines()[-1])
+        return json.loads(r.stdout.splitlines()[-1])
 
     for batch in (1, 6, 7, 16):
         n, devices, cores = run(batch, {})

@@ -42,9 +42,9 @@ class ImageSource:
     file never stops a run. It is logged once per process.
     """
 
-    def __init__(self, hr, lr, scale, gt_size, small_images="pad", alpha="drop"):
+    def __init__(self, hr, lr, scale, gt_size, small_images="pad"):
         self.hr, self.lr = list(hr), (list(lr) if lr else None)
-        self.scale, self.gt_size, self.small, self.alpha = int(scale), int(gt_size), small_images, alpha
+        self.scale, self.gt_size, self.small = int(scale), int(gt_size), small_images
 
     def __len__(self):
         return len(self.hr)
@@ -114,7 +114,7 @@ def train_dataset(cfg, splits, scale, seed, per_host_batch, process_index=None, 
         if gt_size % scale:
             raise DataError(f"data.gt_size={gt_size} must be a multiple of the scale {scale} for paired data")
         check_pairs(hr, lr, scale)
-    src = ImageSource(hr, lr, scale, gt_size, cfg.small_images, cfg.alpha)
+    src = ImageSource(hr, lr, scale, gt_size, cfg.small_images)
     ds = grain.MapDataset.source(src).seed(int(seed)).shuffle().repeat(None)
     ds = ds.random_map(RandomCrop(gt_size, scale, cfg.use_hflip, cfg.use_rot, cfg.alpha))
     return ds.batch(int(per_host_batch), drop_remainder=True)[p::n]

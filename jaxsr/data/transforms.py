@@ -21,7 +21,7 @@ def pad_to(img, h, w):
 
 
 def augment(imgs, rng, hflip, rot):
-    """The same random horizontal flip and rot90 (k in 0..3) on every array of `imgs` (HWC)."""
+    """The same random horizontal flip and rot90 (k in 0..3) on every array of `imgs` (HWC); returns views."""
     flip = rng.random() < 0.5
     k = int(rng.integers(4))
     out = []
@@ -30,7 +30,7 @@ def augment(imgs, rng, hflip, rot):
             x = x[:, ::-1]
         if rot and k:
             x = np.rot90(x, k)
-        out.append(np.ascontiguousarray(x))
+        out.append(x)
     return out
 
 
@@ -57,5 +57,5 @@ class RandomCrop(grain.transforms.RandomMap):
         crops = [gt[top * s:(top + size) * s, left * s:(left + size) * s]]
         if lq is not None:
             crops.append(lq[top:top + size, left:left + size])
-        crops = augment(crops, rng, self.hflip, self.rot)
+        crops = augment(crops, rng, self.hflip, self.rot)  # views; to_float makes the one contiguous copy
         return dict(zip(("gt", "lq"), (to_rgb(to_float(c), self.alpha) for c in crops)))

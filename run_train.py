@@ -21,27 +21,30 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # keep JAX's backend probing out of the console
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {argv[1:]}; overrides look like --config.optim.lr=1e-4")
-    cfg = _CONFIG.value
+    from jaxsr import parallel
+    from jaxsr.errors import JaxsrError
+    from jaxsr.train.config import resolve
+
+    try:
+        cfg = resolve(_CONFIG.value)
+    except JaxsrError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if _PRINT.value:
         print(cfg.to_json_best_effort(indent=2))
         return 0
     workdir = _WORKDIR.value or os.path.join("runs", os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0])
-
-    from jaxsr import parallel
 
     if cfg.model.get("use_chk"):  # remat: on CPU it saves memory only under XLA:CPU's memory schedule
         parallel.use_memory_schedule()
     if not (_COORD.value or parallel.cluster_detected()):
         parallel.use_cpu_cores(cfg.train.batch_size)  # on a CPU host, data parallel over its cores
     parallel.initialize(_COORD.value, _NPROC.value, _PID.value)  # TPU pods / SLURM are detected
-    from convert.mapping import WeightsError
-    from jaxsr.data import DataError
-    from jaxsr.imageio import ImageError
-    from jaxsr.train.loop import ConfigError, Diverged, train
+    from jaxsr.train.loop import Trainer
 
     try:
-        train(cfg, workdir)
-    except (ConfigError, WeightsError, DataError, ImageError, Diverged) as e:
+        Trainer(cfg, workdir).run()
+    except JaxsrError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:

@@ -4,7 +4,7 @@
                                    [--remat] [--no-torch] [--torch-compile]
 
 Prints one table: img/s for the forward (eval) and the train step (L1 loss, gradient, Adam update; train mode with
-BatchNorm batch statistics and drop path), peak memory, and the jaxsr/torch ratio. Model FLOPs (perf.md):
+BatchNorm batch statistics and drop path), peak memory, and the jaxsr/torch ratio. Model FLOPs (docs/performance.md):
 DAT-2 x4 at LR 64 is 53.7 GMAC forward = 107 GFLOP; a training image costs ~322 GFLOP.
 On GPU, use --dtype bfloat16 (torch: autocast bf16 + channels_last), which also selects cuDNN attention.
 """
@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, ".")
 
-GFLOP_FWD = {"dat_2": 107.4, "dat": 136.6}  # per LR-64 x4 image (perf.md §2; "dat" has expansion factor 4)
+GFLOP_FWD = {"dat_2": 107.4, "dat": 136.6}  # per LR-64 x4 image (docs/performance.md; "dat" has expansion factor 4)
 
 
 def _peak_rss_gb():
@@ -39,9 +39,9 @@ def bench_jax(spec, x, y, steps, dtype):
     import optax
     from flax import nnx
 
-    from jaxsr.archs.dat import from_spec
+    from jaxsr.archs.dat import build
 
-    model = from_spec(spec, dtype=jnp.dtype(dtype))
+    model = build(spec, dtype=jnp.dtype(dtype))
     xj, yj = jnp.asarray(x), jnp.asarray(y)
 
     @nnx.jit

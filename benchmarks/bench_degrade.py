@@ -65,7 +65,7 @@ def main():
     if not args.step:
         return
 
-    from jaxsr.archs.rrdb import RRDBNet
+    from jaxsr.archs.esrgan import RRDBNet
 
     model = RRDBNet(num_block=args.num_block, rngs=nnx.Rngs(0))
     opt = nnx.Optimizer(model, optax.adam(1e-4), wrt=nnx.Param)

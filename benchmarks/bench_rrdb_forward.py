@@ -3,7 +3,7 @@
     python benchmarks/bench_rrdb_forward.py [--batch 4] [--size 64] [--repeats 5]
 
 On a GPU it adds bf16 rows (jaxsr compute_dtype bf16; torch autocast bf16 + channels_last) and model TFLOP/s
-(146.9 GFLOP per 64x64 forward, perf.md).
+(146.9 GFLOP per 64x64 forward, docs/performance.md).
 """
 import argparse
 import os
@@ -20,11 +20,11 @@ from common import table, timeit  # noqa: E402
 from flax import nnx  # noqa: E402
 
 import conftest  # noqa: E402,F401  (torchvision stub for spandrel)
-from convert import rrdb  # noqa: E402
-from convert.mapping import load_state_dict  # noqa: E402
-from jaxsr.archs.rrdb import RRDBNet  # noqa: E402
+from jaxsr.archs import esrgan  # noqa: E402
+from jaxsr.archs.bridge import load_state_dict  # noqa: E402
+from jaxsr.archs.esrgan import RRDBNet  # noqa: E402
 
-GFLOP_64 = 146.9  # forward GFLOP per 64x64 LR image (perf.md §2)
+GFLOP_64 = 146.9  # forward GFLOP per 64x64 LR image (counted in docs/performance.md)
 
 
 def main():
@@ -48,7 +48,7 @@ def main():
 
     for dtype in ([jnp.float32, jnp.bfloat16] if gpu else [jnp.float32]):
         model = RRDBNet(dtype=dtype, rngs=nnx.Rngs(0))
-        load_state_dict(model, rrdb.to_model_keys(sd))
+        load_state_dict(model, esrgan.from_torch(sd))
         gdef, state = nnx.split(model)
         fwd = jax.jit(lambda s, x: nnx.merge(gdef, s)(x))
         xj = jnp.asarray(x)

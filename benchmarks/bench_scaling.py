@@ -25,31 +25,21 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), os.path.dirname(os.path.abspa
 
 def run_one(a):
     import jax
-    from common import config, photos, timeit
+    from common import config, photos, timeit, train_step
 
-    from jaxsr import losses as losses_lib, optim, parallel
-    from jaxsr.train import state as state_lib
-    from jaxsr.train.loop import build_generator
-    from jaxsr.train.step import make_train_step
+    from jaxsr import parallel
 
     n = jax.device_count()
     b = a.global_batch or a.per_device_batch * n
     cfg = config("rrdb", b, a.lr_size, a.degrade)
     mesh = parallel.make_mesh()
-    model, _ = build_generator(cfg)
-    losses = losses_lib.build_losses(cfg.losses)
-    tx = optim.build_optimizer(cfg.optim, cfg.train.total_steps)
-    state = parallel.replicate(mesh, state_lib.create(model, tx, seed=0))
-    frozen = parallel.replicate(mesh, losses.frozen)
-    repl = parallel.replicated(mesh)
-    step = jax.jit(make_train_step(cfg, state_lib.split(model)[0], losses, tx), donate_argnums=(0,),
-                   out_shardings=(repl, repl))
+    state, step, feature_params = train_step(cfg, mesh)
     gt = photos(b, 4 * a.lr_size)
     host = {"gt": gt} if a.degrade else {"gt": gt, "lq": gt.reshape(b, a.lr_size, 4, a.lr_size, 4, 3).mean((2, 4))}
     holder = [state]
 
     def run():
-        holder[0], m = step(holder[0], parallel.global_batch(mesh, host), frozen)
+        holder[0], m = step(holder[0], parallel.global_batch(mesh, host), feature_params)
         return m["loss"]
 
     t = timeit(run, warmup=2, repeats=a.steps, sync=lambda o: o.block_until_ready())

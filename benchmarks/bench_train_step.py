@@ -6,7 +6,7 @@
 Rows per model: jaxsr L1 step with Real-ESRGAN degradations fused in (rrdb) and on a ready LR batch;
 the Real-ESRGAN GAN step (--gan: L1 + VGG19 perceptual + U-Net SN discriminator, random VGG weights);
 PyTorch eager (bf16 autocast + channels_last on GPU, fp32 on CPU) and torch.compile (--compile).
-Columns: img/s, peak device memory, model TFLOP/s from perf.md's counts (RRDB 440.6, DAT-2 322, GAN step
+Columns: img/s, peak device memory, model TFLOP/s from docs/performance.md's counts (RRDB 440.6, DAT-2 322, GAN step
 1008 GFLOP per training image at LR 64) and, on GPU, the fraction of --peak-tflops. Defaults are the
 design's GPU setting (RRDB batch 16, DAT-2 batch 8, LR 64); on a CPU use e.g. --batch 2 --lr-size 32.
 """
@@ -22,31 +22,23 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from common import config, photos, table, timeit  # noqa: E402
+from common import config, photos, table, timeit, train_step  # noqa: E402
 
 import conftest  # noqa: E402,F401  (torchvision stub for spandrel)
-from jaxsr import losses as losses_lib, optim  # noqa: E402
-from jaxsr.train import state as state_lib  # noqa: E402
-from jaxsr.train.loop import build_discriminator, build_generator  # noqa: E402
-from jaxsr.train.step import make_train_step  # noqa: E402
+from jaxsr import parallel  # noqa: E402
 
-GFLOP = {"rrdb": 440.6, "dat2": 322.0, "gan": 1008.0}  # per training image at LR 64 (perf.md)
+GFLOP = {"rrdb": 440.6, "dat2": 322.0, "gan": 1008.0}  # per training image at LR 64 (docs/performance.md)
 
 
 def jaxsr_row(cfg, gt, lq, steps):
-    model, _ = build_generator(cfg)
-    losses = losses_lib.build_losses(cfg.losses)
-    tx = optim.build_optimizer(cfg.optim, cfg.train.total_steps)
-    disc = build_discriminator(cfg) if cfg.gan.enabled else None
-    tx_d = optim.build_optimizer(cfg.optim_d, cfg.train.total_steps) if disc else None
-    state = state_lib.create(model, tx, seed=0, disc=disc, tx_d=tx_d)
-    step = jax.jit(make_train_step(cfg, state_lib.split(model)[0], losses, tx, d_def=state_lib.split(disc)[0] if disc else None,
-                                   tx_d=tx_d, gan_active=disc is not None), donate_argnums=(0,))
-    batch = {"gt": jnp.asarray(gt)} if cfg.degrade.mode == "realesrgan" else {"gt": jnp.asarray(gt), "lq": jnp.asarray(lq)}
+    mesh = parallel.make_mesh()
+    state, step, feature_params = train_step(cfg, mesh)
+    host = {"gt": gt} if cfg.degrade.mode == "realesrgan" else {"gt": gt, "lq": lq}
+    batch = parallel.global_batch(mesh, host)
     holder = [state]
 
     def run():
-        holder[0], m = step(holder[0], batch, losses.frozen)
+        holder[0], m = step(holder[0], batch, feature_params)
         return m["loss"]
 
     return timeit(run, warmup=2, repeats=steps, sync=lambda o: o.block_until_ready())

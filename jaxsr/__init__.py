@@ -9,7 +9,8 @@ __version__ = "0.1.0"
 
 
 def load_model(path, **kwargs):
-    from jaxsr.models import load_model as _load
+    """(model, info) from a .pth/.safetensors, a jaxsr export folder or a workdir; see `jaxsr.weights.load_model`."""
+    from jaxsr.weights import load_model as _load
 
     return _load(path, **kwargs)
 

@@ -9,6 +9,8 @@ the HR is cropped to LR x scale. Model outputs are clipped and rounded to 8 bit,
 (`jaxsr.metrics`) on the Y channel with `scale` px cropped at each border (options: --rgb, --crop-border).
 Means are over images. A MATLAB-bicubic upscale of the LR is reported as the `bicubic` baseline.
 Unreadable or too-small images are listed as failed and the rest are measured.
+
+`bicubic` and `score` are the measuring code the trainer's validation uses too.
 """
 import argparse
 import csv
@@ -18,7 +20,10 @@ import sys
 
 import numpy as np
 
-from jaxsr.imageio import ImageError, load_image, write_image
+from jaxsr import metrics
+from jaxsr.errors import DataError, ImageError, WeightsError
+from jaxsr.files import unique_names
+from jaxsr.imageio import load_image, to_u8, write_image
 from jaxsr.infer import add_tile_args, tile_kwargs, upscale
 
 SPLITS_FILE = "dataset_splits.json"
@@ -26,9 +31,27 @@ SSIM_WINDOW = 11  # BasicSR's SSIM needs at least this many px per side after th
 BICUBIC = "bicubic"
 
 
-def to_u8(img):
-    """What BasicSR's tensor2img hands its metrics: clip to [0,1], x255, round."""
-    return np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
+# ------------------------------------------------------------------------------------------- measuring
+
+
+def bicubic(lr, scale):
+    """The baseline to beat: MATLAB-bicubic upscaling of the LR."""
+    from jaxsr.degrade.ops import imresize
+
+    return np.clip(imresize(lr, scale), 0.0, 1.0)
+
+
+def score(outs, hr, crop_border, y_channel=True, lpips=None):
+    """{name: {psnr, ssim[, lpips]}} for each output in `outs` against `hr`, as BasicSR's test scripts measure:
+    both as 8-bit images (clipped, rounded), `crop_border` px dropped at each side, on Y or RGB."""
+    hr8 = to_u8(hr)
+    res = {}
+    for name, sr in outs.items():
+        sr8 = to_u8(sr)
+        res[name] = {"psnr": metrics.psnr(sr8, hr8, crop_border, y_channel), "ssim": metrics.ssim(sr8, hr8, crop_border, y_channel)}
+        if lpips is not None:
+            res[name]["lpips"] = lpips(sr8.astype(np.float32) / 255.0, hr8.astype(np.float32) / 255.0)
+    return res
 
 
 # ------------------------------------------------------------------------------------------- inputs
@@ -36,7 +59,7 @@ def to_u8(img):
 
 def image_jobs(hr, lr=None, split="test"):
     """[(name, hr_path, lr_path or None)] from a folder (optionally paired with --lr) or a workdir's split."""
-    from jaxsr.data.sources import DataError, list_folder, match_pairs
+    from jaxsr.data.sources import list_folder, match_pairs
 
     rec_path = os.path.join(hr, SPLITS_FILE)
     if os.path.isfile(rec_path):
@@ -50,20 +73,12 @@ def image_jobs(hr, lr=None, split="test"):
         lrs = rec.get(f"{split}_lr") or [None] * len(files)
         if lr:
             lrs = match_pairs(files, os.path.commonpath([os.path.dirname(f) for f in files]), lr, "--lr")
-        names = _unique([os.path.splitext(os.path.basename(f))[0] for f in files])
+        names = unique_names([os.path.splitext(os.path.basename(f))[0] for f in files])
         return list(zip(names, files, lrs))
     files = list_folder(hr, "--hr")
     lrs = match_pairs(files, hr, lr, "--lr") if lr else [None] * len(files)
     names = [os.path.splitext(os.path.relpath(f, hr))[0].replace(os.sep, "/") for f in files]
     return list(zip(names, files, lrs))
-
-
-def _unique(names):
-    seen, out = {}, []
-    for n in names:
-        seen[n] = seen.get(n, 0) + 1
-        out.append(n if seen[n] == 1 else f"{n}_{seen[n]}")
-    return out
 
 
 def load_pair(hr_path, lr_path, scale):
@@ -138,9 +153,6 @@ def evaluate(models, jobs, scale, crop_border=None, y_channel=True, infer_kwargs
     """Measure every model on every (name, hr_path, lr_path) job; returns the report (settings, per image, means,
     failed). With out_dir: compare/<image>.png, and with save_images the measured 8-bit outputs
     (sr/<model>/<image>.png) and the LR that was fed (lr/<image>.png)."""
-    from jaxsr import metrics
-    from jaxsr.degrade.ops import imresize
-
     crop = scale if crop_border is None else crop_border
     infer_kwargs = infer_kwargs or {}
     names = [BICUBIC, *models]
@@ -150,16 +162,8 @@ def evaluate(models, jobs, scale, crop_border=None, y_channel=True, infer_kwargs
             hr, lr, notes = load_pair(hr_path, lr_path, scale)
             if min(hr.shape[:2]) - 2 * crop < SSIM_WINDOW:
                 raise ImageError(f"{hr_path} is {hr.shape[1]}x{hr.shape[0]}: too small for SSIM after cropping {crop} px per border")
-            outs = {BICUBIC: np.clip(imresize(lr, scale), 0.0, 1.0)}
-            for m, model in models.items():
-                outs[m] = upscale(model, lr, **infer_kwargs)
-            hr8 = to_u8(hr)
-            res = {}
-            for m, sr in outs.items():
-                sr8 = to_u8(sr)
-                res[m] = {"psnr": metrics.psnr(sr8, hr8, crop, y_channel), "ssim": metrics.ssim(sr8, hr8, crop, y_channel)}
-                if lpips is not None:
-                    res[m]["lpips"] = lpips(sr8.astype(np.float32) / 255.0, hr8.astype(np.float32) / 255.0)
+            outs = {BICUBIC: bicubic(lr, scale), **{m: upscale(model, lr, **infer_kwargs) for m, model in models.items()}}
+            res = score(outs, hr, crop, y_channel, lpips)
         except (ImageError, ValueError) as e:  # DataError, shape and channel errors are ValueErrors
             failed.append({"image": name, "hr": hr_path, "error": str(e)})
             log(f"skipped {name}: {e}")
@@ -209,13 +213,11 @@ def write_report(report, out_dir):
 
 def _model_names(paths):
     base = [os.path.splitext(os.path.basename(os.path.normpath(p)))[0] for p in paths]
-    return _unique([b if b != BICUBIC else b + "_model" for b in base])
+    return unique_names([b if b != BICUBIC else b + "_model" for b in base])
 
 
 def main(argv=None):
-    from convert.mapping import WeightsError
-    from jaxsr.data.sources import DataError
-    from jaxsr.models import load_model
+    from jaxsr.weights import load_model
 
     p = argparse.ArgumentParser(prog="python -m jaxsr.evaluate", description="PSNR/SSIM (BasicSR definitions) of SR models on HR images.")
     p.add_argument("--weights", action="append", help=".pth/.safetensors/jaxsr export/workdir; repeat to compare models "

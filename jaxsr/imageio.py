@@ -7,11 +7,10 @@ import os
 import cv2
 import numpy as np
 
+from jaxsr.errors import ImageError
+from jaxsr.files import atomic_write
+
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
-
-
-class ImageError(ValueError):
-    """An image that cannot be read or written; the message names the file and the reason."""
 
 
 def decode_image(path):
@@ -70,21 +69,30 @@ def write_image(path, img, bits=8):
     elif img.ndim == 3 and img.shape[2] == 4:
         img = img[..., [2, 1, 0, 3]]
     ext = os.path.splitext(path)[1].lower() or ".png"
-    if bits == 16 and ext in (".png", ".tif", ".tiff"):
-        out = np.round(np.clip(img, 0, 1) * 65535.0).astype(np.uint16)
-    else:
-        out = np.round(np.clip(img, 0, 1) * 255.0).astype(np.uint8)
+    out = np.round(np.clip(img, 0, 1) * 65535.0).astype(np.uint16) if bits == 16 and ext in (".png", ".tif", ".tiff") else to_u8(img)
     ok, buf = cv2.imencode(ext, np.ascontiguousarray(out))
     if not ok:
         raise ImageError(f"cannot encode {path} as {ext}")
-    tmp = f"{path}.tmp{os.getpid()}{ext}"
-    try:
-        buf.tofile(tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise ImageError(f"cannot write {path}: {e.strerror or e}") from None
+    atomic_write(path, lambda f: f.write(buf.tobytes()), error=ImageError)
+
+
+def to_u8(img):
+    """What an 8-bit file stores, and what BasicSR's tensor2img hands its metrics: clip to [0,1], x255, round."""
+    return np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def quantize(img):
+    """float32 in [0,1] as it comes back from an 8-bit file (to_u8, then /255)."""
+    return to_u8(img).astype(np.float32) / 255.0
+
+
+def pad_to(img, h, w):
+    """Reflect-pad HWC bottom/right up to at least h x w (edge-pad a 1-pixel axis, which cannot reflect)."""
+    ph, pw = max(0, h - img.shape[0]), max(0, w - img.shape[1])
+    if not ph and not pw:
+        return img
+    mode = "reflect" if min(img.shape[:2]) > 1 else "edge"
+    return np.pad(img, ((0, ph), (0, pw), (0, 0)), mode=mode)
 
 
 def list_images(folder):

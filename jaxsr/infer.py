@@ -5,7 +5,6 @@ RGBA image has its RGB upscaled by the model and its alpha upscaled by the model
 the way chaiNNer does), so edges of cut-outs stay as sharp as the picture.
 """
 import argparse
-import collections
 import math
 import os
 import sys
@@ -16,51 +15,24 @@ import jax.extend.core as jax_core
 import numpy as np
 from flax import nnx
 
-from jaxsr.imageio import EXTENSIONS, ImageError, list_images, load_image, write_image
+from jaxsr.errors import ImageError, WeightsError
+from jaxsr.imageio import EXTENSIONS, list_images, load_image, pad_to, write_image
 
-
-TRACES = collections.Counter()  # how often each jitted function was traced (= compiled); tests read it
-
-
-def _forward_fn(model, x):
-    TRACES["forward"] += 1  # runs at trace time only
-    return model(x)
-
-
-_forward = nnx.jit(_forward_fn)
-
-
-def _pad_to(img, h, w):
-    """Reflect-pad HxWxC at the bottom/right to h x w (edge-repeat for 1-px sides, where reflect has nothing)."""
-    ph, pw = h - img.shape[0], w - img.shape[1]
-    if not (ph or pw):
-        return img
-    mode = "reflect" if min(img.shape[:2]) > 1 else "edge"
-    return np.pad(img, ((0, ph), (0, pw), (0, 0)), mode=mode)
+# Every generator has `scale`, `in_ch`, `size_multiple` (input sides are padded to it) and `tile_multiple` (the
+# grid tiles start on and are sized in: the unshuffle factor of RRDB x1/x2, the attention window of DAT, whose
+# windows are anchored at the image origin, so tiles equal the whole image only on the window grid).
+_forward = nnx.jit(lambda model, x: model(x))
 
 
 def _round_up(n, m):
     return -(-n // m) * m
 
 
-def tile_multiple(model):
-    """Pixel grid a tile must start on and be sized in: the unshuffle factor (RRDB x1/x2), the window (DAT).
-
-    Windowed attention is anchored at the image origin, so tiles are only equivalent to the whole image if
-    their origins sit on the same window grid.
-    """
-    m = int(getattr(model, "size_multiple", 1) or 1)
-    win = getattr(model, "window_multiple", None)
-    if win is None:  # archs that pad internally to a window multiple and do not say so (DAT)
-        win = max((max(n.split_size) for _, n in nnx.iter_graph(model) if hasattr(n, "split_size")), default=1)
-    return math.lcm(m, int(win))
-
-
 def _run(model, img):
     """HxWxC (C = model input channels) -> (H*s)x(W*s)xC', padding to the model's size multiple."""
-    m = getattr(model, "size_multiple", 1)
+    m = model.size_multiple
     h, w = img.shape[:2]
-    img = _pad_to(img, _round_up(h, m), _round_up(w, m))
+    img = pad_to(img, _round_up(h, m), _round_up(w, m))
     out = np.asarray(_forward(model, img[None]))[0]
     return np.clip(out[: h * model.scale, : w * model.scale], 0.0, 1.0)
 
@@ -105,14 +77,14 @@ def _tile_side(length, tile, align):
 
 
 def _run_tiled(model, img, tile, overlap, batch, seam, progress):
-    align = tile_multiple(model)
+    align = model.tile_multiple
     s = model.scale
     h, w, c = img.shape
     tile = max(align, tile // align * align)
     overlap = min(_round_up(overlap, align), tile // 2 // align * align)
     hp, wp = _round_up(h, align), _round_up(w, align)
     th, tw = _tile_side(hp, tile, align), _tile_side(wp, tile, align)
-    img = _pad_to(img, max(hp, th), max(wp, tw))
+    img = pad_to(img, max(hp, th), max(wp, tw))
     hp, wp = img.shape[:2]
     ys, wys = _axis_plan(hp, th, overlap, align, s, seam)
     xs, wxs = _axis_plan(wp, tw, overlap, align, s, seam)
@@ -193,7 +165,7 @@ def auto_tile(model, batch=None):
 
 
 def _auto_tile(model, batch, dev):
-    align = tile_multiple(model)
+    align = model.tile_multiple
     p = _round_up(64, align)
     x = jax.ShapeDtypeStruct((1, p, p, getattr(model, "in_ch", 3)), np.float32)
     gdef, state = nnx.split(model)  # trace a merged copy: modules with remat must not be traced by closure
@@ -220,7 +192,7 @@ def upscale(model, img, tile=None, overlap=32, tile_batch=None, seam="crop", pro
         raise ValueError(f"seam must be 'crop' or 'blend', not {seam!r}")
     if tile == "auto":
         tile = auto_tile(model, tile_batch)
-        m = tile_multiple(model)
+        m = model.tile_multiple
         if _round_up(img.shape[0], m) <= tile and _round_up(img.shape[1], m) <= tile:
             tile = None
     if tile is None:
@@ -287,8 +259,7 @@ def tile_kwargs(a, progress=False):
 def main(argv=None):
     from tqdm import tqdm
 
-    from convert.mapping import WeightsError
-    from jaxsr.models import load_model
+    from jaxsr.weights import load_model
 
     p = argparse.ArgumentParser(prog="python -m jaxsr.infer", description="Upscale images with a jaxsr or PyTorch SR model.")
     p.add_argument("--weights", required=True, help=".pth/.safetensors, a jaxsr export folder or a workdir")

@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convert.mapping import WeightsError
-from convert.pthfile import read_state_dict
+from jaxsr.errors import WeightsError
+from jaxsr.weights import read_state_dict
 
 SHIFT = (-0.030, -0.088, -0.188)
 SCALE = (0.458, 0.448, 0.450)

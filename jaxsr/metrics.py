@@ -1,17 +1,13 @@
-"""PSNR and SSIM exactly as BasicSR defines them (`basicsr/metrics/psnr_ssim.py`, formats.md §6).
+"""PSNR and SSIM exactly as BasicSR defines them (`basicsr/metrics/psnr_ssim.py`, `metric_util.py`).
 
-Two flavours:
-- numpy (`psnr`, `ssim`): one image, float64, BasicSR-exact. For evaluation scripts.
-- jax (`psnr_batch`, `ssim_batch`): a jit-able NHWC batch, float32, one value per image. For validation
-  inside the training loop.
+`psnr` and `ssim` measure one HWC RGB image in float64, BasicSR-exact; `jaxsr.evaluate.score` (evaluation and
+the trainer's validation) feeds them 8-bit images. They take uint8 [0,255] or float [0,1] images (floats are
+scaled by 255, so both give BasicSR's 0-255 numbers). `y_channel=True` measures the BT.601 luma
+Y = (65.481 R + 128.553 G + 24.966 B + 16) on [0,255]; `crop_border` px are dropped on each side first
+(usually the scale).
 
-Inputs are RGB. The numpy functions take uint8 [0,255] or float [0,1] images (floats are scaled by 255,
-so both give BasicSR's 0-255 numbers); the jax ones take float [0,1]. `y_channel=True` measures the
-BT.601 luma Y = (65.481 R + 128.553 G + 24.966 B + 16) on [0,255]; `crop_border` px are dropped on each
-side first (usually the scale).
-
-Averaging is per image, then over images (`mean_over_images`), as BasicSR does; never pool pixels of
-different images, and never divide by a wrong count (peers.md §3).
+Averaging is per image, then over images (`mean_over_images`), as BasicSR does: never pool pixels of
+different images. `gaussian_filter` and `ssim_maps` are the jit-able SSIM pieces the SSIM losses build on.
 """
 import jax
 import jax.numpy as jnp
@@ -20,8 +16,9 @@ import numpy as np
 Y_COEFFS = (65.481, 128.553, 24.966)  # RGB weights for Y on [0,255] output from [0,1] input, plus 16
 
 
-def _gaussian_1d(size=11, sigma=1.5):
-    """cv2.getGaussianKernel(11, 1.5); BasicSR's window is its outer product."""
+def gaussian_1d(size=11, sigma=1.5):
+    """Normalised 1-D Gaussian taps (float64), as cv2.getGaussianKernel(size, sigma); BasicSR's SSIM window is the
+    outer product of the 11/1.5 taps, and MATLAB's fspecial('gaussian', 11, 1.5) equals it."""
     x = np.arange(size) - (size - 1) / 2
     g = np.exp(-(x**2) / (2 * sigma**2))
     return g / g.sum()
@@ -64,7 +61,7 @@ def _valid_filter_np(x, g):
 
 def _ssim_channel_np(a, b):
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    g = _gaussian_1d()
+    g = gaussian_1d()
     mu1, mu2 = _valid_filter_np(a, g), _valid_filter_np(b, g)
     s11 = _valid_filter_np(a * a, g) - mu1**2
     s22 = _valid_filter_np(b * b, g) - mu2**2
@@ -85,25 +82,7 @@ def mean_over_images(values):
     return float(flat.mean())
 
 
-# ---------------------------------------------------------------- jax, batched, jit-able
-
-
-def _prepare_jax(x, crop_border, y_channel, quantize):
-    x = jnp.asarray(x, jnp.float32)
-    if quantize:  # what BasicSR's tensor2img does before measuring: clip, x255, round
-        x = jnp.round(jnp.clip(x, 0.0, 1.0) * 255.0) / 255.0
-    if crop_border:
-        x = x[:, crop_border:-crop_border, crop_border:-crop_border, :]
-    if y_channel:
-        x = ((x @ jnp.asarray(Y_COEFFS, jnp.float32) + 16.0) / 255.0)[..., None]
-    return x  # on the [0,1] scale: PSNR and SSIM are scale-invariant once C1, C2 scale too
-
-
-def psnr_batch(sr, hr, crop_border=0, y_channel=True, quantize=False):
-    """Per-image PSNR (dB) of NHWC batches in [0,1]; shape (N,). `quantize` rounds to 8 bit first."""
-    a, b = _prepare_jax(sr, crop_border, y_channel, quantize), _prepare_jax(hr, crop_border, y_channel, quantize)
-    mse = jnp.mean((a - b) ** 2, axis=(1, 2, 3))
-    return jnp.where(mse == 0, jnp.inf, -10.0 * jnp.log10(mse))
+# ---------------------------------------------------------------- jax, for the SSIM losses
 
 
 def gaussian_filter(x, g, same=False):
@@ -138,10 +117,3 @@ def ssim_maps(a, b, g, c1=0.01**2, c2=0.03**2, same=False):
     lum = (2 * mu1 * mu2 + c1) / (mu1**2 + mu2**2 + c1)
     cs = (2 * s12 + c2) / (s11 + s22 + c2)
     return lum, cs
-
-
-def ssim_batch(sr, hr, crop_border=0, y_channel=True, quantize=False):
-    """Per-image BasicSR SSIM of NHWC batches in [0,1] (mean over the valid map and channels); shape (N,)."""
-    a, b = _prepare_jax(sr, crop_border, y_channel, quantize), _prepare_jax(hr, crop_border, y_channel, quantize)
-    lum, cs = ssim_maps(a, b, _gaussian_1d())
-    return jnp.mean(lum * cs, axis=(1, 2, 3))

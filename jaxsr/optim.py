@@ -1,58 +1,69 @@
 """Optimizers from the config: an optax chain plus EMA and schedule-free helpers.
 
-Config schema (`config.optim`, and `config.optim_d` for the discriminator); numbers may be strings ("2e-4"):
+Config schema (`config.optim`, and `config.optim_d` for the discriminator; `default_config()` has every field):
     name:           'adamw' | 'adam' | 'adan' | 'schedule_free_adamw'
     lr:             peak learning rate
-    betas:          adam(w)/schedule-free (b1, b2), default (0.9, 0.99); adan (b1, b2, b3), default (0.98, 0.92, 0.99)
-    eps:            1e-8
-    weight_decay:   0.0 (decoupled for adamw/schedule-free; adam adds nothing)
+    betas:          (b1, b2) for adam(w) and schedule-free; (b1, b2, b3) for adan, e.g. Adan's (0.98, 0.92, 0.99)
+    eps:            added to the denominator
+    weight_decay:   decoupled for adamw/schedule-free; adam adds nothing
     adan_proximal:  True: official Adan's default decay p <- (p - lr*u) / (1 + lr*wd); False: decoupled
     schedule:       'cosine' (warmup, then cosine to min_lr at total_steps) | 'constant' | 'multistep'
-    warmup_steps:   0; linear from 0
-    min_lr:         0.0 (cosine end value)
+    warmup_steps:   linear from 0
+    min_lr:         cosine end value
     milestones, gamma: multistep: lr * gamma^(number of milestones <= update count)
     clip_grad_norm: 0 = off; else global-norm clipping
-    accumulate:     1; k > 1 averages k micro-batches per update (optax.MultiSteps)
-    ema_decay:      0.999 (see `ema_update`; 0 disables)
-    weight_lr_power: 2.0 (schedule-free)
+    accumulate:     k > 1 averages k micro-batches per update (optax.MultiSteps)
+    weight_lr_power: schedule-free's weighting of the averaged iterate
+    ema_decay:      (generator only) see `ema_update`; 0 disables
 
 Schedules count real optimizer updates: under accumulation the trainer's step s is update s // k.
 Schedule-free AdamW allows only warmup + constant; validation and export use `eval_params`.
+Numbers written as strings ("2e-4") are cast where the run's config is read (`jaxsr.train.config.resolve`).
 """
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
-from optax.contrib import ScheduleFreeState, schedule_free
+from optax.contrib import ScheduleFreeState, schedule_free, schedule_free_eval_params
 
 NAMES = ("adamw", "adam", "adan", "schedule_free_adamw")
 
 
-def _f(v):
-    return float(v)
-
-
-def _get(cfg, key, default):
-    v = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
-    return default if v is None else v
+def default_config(lr=2e-4, ema_decay=0.999):
+    """Every field of an optimizer section; ema_decay=None leaves it out (the discriminator has no EMA)."""
+    c = ml_collections.ConfigDict(type_safe=False)  # numbers may be given as strings, cast by train.config.resolve
+    c.name = "adamw"
+    c.lr = lr
+    c.betas = (0.9, 0.99)  # BasicSR/Real-ESRGAN's Adam betas
+    c.eps = 1e-8
+    c.weight_decay = 0.0
+    c.adan_proximal = True
+    c.schedule = "constant"
+    c.warmup_steps = 0
+    c.min_lr = 1e-7
+    c.milestones = ()
+    c.gamma = 0.5
+    c.clip_grad_norm = 0.0
+    c.accumulate = 1
+    c.weight_lr_power = 2.0
+    if ema_decay is not None:
+        c.ema_decay = ema_decay
+    return c
 
 
 def learning_rate_schedule(cfg, total_steps):
     """lr as a function of the number of completed optimizer updates (0-based)."""
-    lr = _f(_get(cfg, "lr", 2e-4))
-    warmup = int(_f(_get(cfg, "warmup_steps", 0)))
-    kind = _get(cfg, "schedule", "constant")
+    lr, warmup, kind = cfg["lr"], int(cfg["warmup_steps"]), cfg["schedule"]
     if kind == "cosine":
         if total_steps <= warmup:
             raise ValueError(f"optim.schedule='cosine' needs total_steps ({total_steps}) > optim.warmup_steps ({warmup})")
-        return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, total_steps, _f(_get(cfg, "min_lr", 0.0)))
+        return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, total_steps, cfg["min_lr"])
     if kind == "constant":
         main = optax.constant_schedule(lr)
     elif kind == "multistep":
-        gamma = _f(_get(cfg, "gamma", 0.5))
-        milestones = [int(_f(m)) - warmup for m in _get(cfg, "milestones", ())]
-        main = optax.piecewise_constant_schedule(lr, {m: gamma for m in milestones})
+        main = optax.piecewise_constant_schedule(lr, {int(m) - warmup: cfg["gamma"] for m in cfg["milestones"]})
     else:
         raise ValueError(f"optim.schedule must be 'cosine', 'constant' or 'multistep', got {kind!r}")
     if warmup:
@@ -92,9 +103,9 @@ def scale_by_adan(b1=0.98, b2=0.92, b3=0.99, eps=1e-8):
         m = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.m, grads)
         v = jax.tree.map(lambda v, d: b2 * v + (1 - b2) * d, state.v, d)
         n = jax.tree.map(lambda n, g, d: b3 * n + (1 - b3) * (g + b2 * d) ** 2, state.n, grads, d)
-        t = state.count + 1
-        c1, c2, c3 = (1 - b ** t.astype(jnp.float32) for b in (b1, b2, b3))
-        u = jax.tree.map(lambda m, v, n: (m / c1 + b2 * v / c2) / (jnp.sqrt(n / c3) + eps), m, v, n)
+        t = optax.safe_increment(state.count)
+        mh, vh, nh = (optax.tree.bias_correction(x, b, t) for x, b in ((m, b1), (v, b2), (n, b3)))
+        u = jax.tree.map(lambda m, v, n: (m + b2 * v) / (jnp.sqrt(n) + eps), mh, vh, nh)
         return u, ScaleByAdanState(t, m, v, n, grads)
 
     return optax.GradientTransformation(init, update)
@@ -132,7 +143,7 @@ def schedule_free_adamw(learning_rate, warmup_steps=0, b1=0.9, b2=0.999, eps=1e-
     weights but at count (from 0) in its inner scale_by_learning_rate, so its first z-step has lr 0;
     the reference uses lr*(k+1)/warmup for both. We feed both the same, 1-based schedule.
     """
-    lr = _f(learning_rate)
+    lr = float(learning_rate)
     if warmup_steps:
         sched = optax.warmup_constant_schedule(0.0, lr, int(warmup_steps))
     else:
@@ -145,27 +156,15 @@ def schedule_free_adamw(learning_rate, warmup_steps=0, b1=0.9, b2=0.999, eps=1e-
     return schedule_free(base, sched, b1=b1, weight_lr_power=weight_lr_power)
 
 
-def _find_schedule_free_state(state):
-    if isinstance(state, ScheduleFreeState):
-        return state
-    children = state._asdict().values() if hasattr(state, "_asdict") else state if isinstance(state, (tuple, list)) else ()
-    for child in children:
-        found = _find_schedule_free_state(child)
-        if found is not None:
-            return found
-    return None
-
-
 def eval_params(opt_state, params):
     """The parameters to validate and export: schedule-free's x sequence; other optimizers: params as is.
 
-    Works through chains and MultiSteps. For NNX, pass plain arrays (nnx.state(model, nnx.Param) with
-    Variables stripped) and the matching optimizer state.
+    Finds the schedule-free state through chains and MultiSteps. For NNX, pass plain arrays (nnx.state(model,
+    nnx.Param) with Variables stripped) and the matching optimizer state.
     """
-    sf = _find_schedule_free_state(opt_state)
-    if sf is None:
-        return params
-    return jax.tree.map(lambda y, z: (y - (1.0 - sf.b1) * z) / sf.b1, params, sf.z)
+    is_sf = lambda x: isinstance(x, ScheduleFreeState)  # noqa: E731
+    found = [x for x in jax.tree.leaves(opt_state, is_leaf=is_sf) if is_sf(x)]
+    return schedule_free_eval_params(found[0], params) if found else params
 
 
 # ---------------------------------------------------------------- EMA and the builder
@@ -176,38 +175,29 @@ def ema_update(ema_params, params, decay):
     return optax.incremental_update(params, ema_params, step_size=1.0 - decay)
 
 
-def ema_decay(cfg):
-    return _f(_get(cfg, "ema_decay", 0.999))
-
-
 def build_optimizer(cfg, total_steps) -> optax.GradientTransformation:
-    """The optax transformation for the config (schema in the module docstring); works for G and D alike."""
-    name = _get(cfg, "name", "adamw")
+    """The optax transformation for an optimizer section (schema in the module docstring); for G and D alike."""
+    name, lr, betas, eps, wd = cfg["name"], cfg["lr"], tuple(cfg["betas"]), cfg["eps"], cfg["weight_decay"]
     if name not in NAMES:
         raise ValueError(f"optim.name must be one of {NAMES}, got {name!r}")
-    eps = _f(_get(cfg, "eps", 1e-8))
-    wd = _f(_get(cfg, "weight_decay", 0.0))
+    want = 3 if name == "adan" else 2
+    if len(betas) != want:
+        example = "(0.98, 0.92, 0.99)" if name == "adan" else "(0.9, 0.99)"
+        raise ValueError(f"optim.betas must have {want} values for {name}, e.g. {example}; got {betas}")
     if name == "schedule_free_adamw":
-        if _get(cfg, "schedule", "constant") != "constant":
+        if cfg["schedule"] != "constant":
             raise ValueError("schedule-free AdamW replaces the schedule: set optim.schedule='constant' (warmup_steps still applies)")
-        b1, b2 = (_f(b) for b in _get(cfg, "betas", (0.9, 0.999)))
-        tx = schedule_free_adamw(_get(cfg, "lr", 2.5e-3), int(_f(_get(cfg, "warmup_steps", 0))), b1, b2, eps, wd,
-                                 _f(_get(cfg, "weight_lr_power", 2.0)))
+        tx = schedule_free_adamw(lr, int(cfg["warmup_steps"]), *betas, eps, wd, cfg["weight_lr_power"])
     else:
         sched = learning_rate_schedule(cfg, total_steps)
         if name == "adan":
-            b1, b2, b3 = (_f(b) for b in _get(cfg, "betas", (0.98, 0.92, 0.99)))
-            tx = adan(sched, b1, b2, b3, eps, wd, bool(_get(cfg, "adan_proximal", True)))
+            tx = adan(sched, *betas, eps, wd, bool(cfg["adan_proximal"]))
+        elif name == "adamw":
+            tx = optax.adamw(sched, *betas, eps, weight_decay=wd)
         else:
-            b1, b2 = (_f(b) for b in _get(cfg, "betas", (0.9, 0.99)))
-            if name == "adamw":
-                tx = optax.adamw(sched, b1, b2, eps, weight_decay=wd)
-            else:
-                tx = optax.adam(sched, b1, b2, eps)
-    clip = _f(_get(cfg, "clip_grad_norm", 0.0))
-    if clip > 0:
-        tx = optax.chain(optax.clip_by_global_norm(clip), tx)
-    k = int(_f(_get(cfg, "accumulate", 1)))
-    if k > 1:
-        tx = optax.MultiSteps(tx, every_k_schedule=k).gradient_transformation()
+            tx = optax.adam(sched, *betas, eps)
+    if cfg["clip_grad_norm"] > 0:
+        tx = optax.chain(optax.clip_by_global_norm(cfg["clip_grad_norm"]), tx)
+    if int(cfg["accumulate"]) > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=int(cfg["accumulate"])).gradient_transformation()
     return tx

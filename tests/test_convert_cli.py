@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import photo, torch_forward
 
-from convert import pthfile
-from convert.mapping import WeightsError
+from jaxsr import weights
+from jaxsr.errors import WeightsError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,7 +41,7 @@ def test_pickled_code_is_refused_and_never_runs(tmp_path, zipped):
     marker, path = tmp_path / "pwned", tmp_path / "evil.pth"
     torch.save({"params_ema": {"conv_first.weight": torch.zeros(1)}, "x": Hostile(marker)}, path, _use_new_zipfile_serialization=zipped)
     with pytest.raises(WeightsError, match="refusing to unpickle|cannot read .* safely"):
-        pthfile.read_state_dict(path)
+        weights.read_state_dict(path)
     code, out, err = cli("-m", "convert.from_pth", str(path), str(tmp_path / "out"))
     assert code == 2 and "error:" in err and "Traceback" not in err
     assert not marker.exists()
@@ -57,7 +57,7 @@ def test_dat_and_compact_files_are_named(tmp_path):
     code, _, err = cli("-m", "convert.from_pth", str(tmp_path / "compact.pth"), str(tmp_path / "o1"))
     assert code == 2 and "SRVGGNetCompact (Compact)" in err and "Traceback" not in err
     code, _, err = cli("-m", "convert.from_pth", str(tmp_path / "dat.pth"), str(tmp_path / "o2"), "--arch", "esrgan")
-    assert code == 2 and "expected a esrgan model" in err and "dat" in err.lower() and "Traceback" not in err
+    assert code == 2 and "expected an ESRGAN (RRDBNet) model, but the file is a DAT model" in err and "dat" in err.lower() and "Traceback" not in err
 
 
 def test_truncated_and_missing_files(tmp_path):
@@ -65,14 +65,14 @@ def test_truncated_and_missing_files(tmp_path):
     data = (tmp_path / "ok.pth").read_bytes()
     (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
     with pytest.raises(WeightsError, match="truncated or corrupt|not a PyTorch checkpoint"):
-        pthfile.read_state_dict(tmp_path / "cut.pth")
+        weights.read_state_dict(tmp_path / "cut.pth")
     from safetensors.numpy import save_file
 
     save_file({"a": np.zeros((64, 64), np.float32)}, str(tmp_path / "ok.safetensors"))
     st = (tmp_path / "ok.safetensors").read_bytes()
     (tmp_path / "cut.safetensors").write_bytes(st[: len(st) // 2])
     with pytest.raises(WeightsError, match="cannot read"):
-        pthfile.read_state_dict(tmp_path / "cut.safetensors")
+        weights.read_state_dict(tmp_path / "cut.safetensors")
     for name in ("cut.pth", "missing.pth"):
         code, _, err = cli("-m", "convert.from_pth", str(tmp_path / name), str(tmp_path / "o"))
         assert code == 2 and "error:" in err and "Traceback" not in err

@@ -56,14 +56,14 @@ def state_dict_np(tm):
 
 def jax_from_torch(tm, **overrides):
     """Our DAT from the torch module's state dict, through the bridge (spec inference + key mapping)."""
-    from convert import dat as bridge
-    from convert.mapping import load_state_dict
-    from jaxsr.archs.dat import from_spec
+    from jaxsr.archs import dat as bridge
+    from jaxsr.archs.bridge import load_state_dict
+    from jaxsr.archs.dat import build
 
     sd = state_dict_np(tm)
     spec = {**bridge.infer_spec(sd), **overrides}
-    m = from_spec(spec)
-    load_state_dict(m, bridge.to_model_keys(sd), strict=True)
+    m = build(spec)
+    load_state_dict(m, bridge.from_torch(sd), strict=True)
     return m, spec
 
 
@@ -104,7 +104,7 @@ def test_masks_match_reference_calculate_mask():
     import torch
     from spandrel.architectures.DAT.__arch.DAT import Adaptive_Spatial_Attention
 
-    from jaxsr.archs.dat import shift_mask
+    from jaxsr.archs.dat.model import shift_mask
 
     for split, (H, W) in (([8, 32], (64, 32)), ([8, 16], (48, 80)), ([2, 4], (8, 12))):
         ref = Adaptive_Spatial_Attention(8, 2, split_size=split, shift_size=[split[0] // 2, split[1] // 2],
@@ -118,9 +118,9 @@ def test_masks_match_reference_calculate_mask():
 def test_bf16_compute_close():
     tm = torch_dat(seed=3, **REDUCED["dat_light"])
     m, spec = jax_from_torch(tm)
-    from jaxsr.archs.dat import from_spec
+    from jaxsr.archs.dat import build
 
-    mb = from_spec(spec, dtype=jnp.bfloat16)
+    mb = build(spec, dtype=jnp.bfloat16)
     nnx.update(mb, nnx.state(m))
     x = photo("astronaut", 32, 32, top=100, left=200)[None]
     out = np.asarray(forward(mb, jnp.asarray(x)))

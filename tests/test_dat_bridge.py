@@ -24,13 +24,13 @@ def _torch_sd(path):
 )
 def test_export_loads_in_spandrel(tmp_path, spandrel, variant, tag):
     """Our model (own init, random BN stats) -> .pth and .safetensors -> spandrel: DAT, scale, tags, outputs."""
-    from jaxsr.archs.dat import from_spec
-    from jaxsr.models import export_torch
+    from jaxsr.archs.dat import build
+    from jaxsr.weights import export
 
     cfg = dict(REDUCED[variant])
     scale = cfg.pop("upscale")
     spec = {"arch": "dat", "scale": scale, **cfg}
-    m = from_spec(spec, rngs=nnx.Rngs(7))
+    m = build(spec, rngs=nnx.Rngs(7))
     rng = np.random.default_rng(0)
     for path, var in nnx.to_flat_state(nnx.state(m, nnx.BatchStat)):
         var[...] = jnp.asarray(rng.uniform(0.5, 1.5, var[...].shape) if path[-1] == "var" else rng.normal(0, 0.1, var[...].shape), jnp.float32)
@@ -38,7 +38,7 @@ def test_export_loads_in_spandrel(tmp_path, spandrel, variant, tag):
     ours = np.asarray(forward(m, jnp.asarray(x)))
     for ext in (".pth", ".safetensors"):
         path = tmp_path / f"{variant}{ext}"
-        export_torch(m, spec, path)
+        export(m, spec, path)
         desc = spandrel.ModelLoader().load_from_file(str(path))
         assert desc.architecture.id == "DAT" and desc.scale == scale, (desc.architecture.id, desc.scale)
         assert tag in desc.tags and f"s64|{cfg['split_size'][0]}x{cfg['split_size'][1]}" in desc.tags, desc.tags
@@ -48,20 +48,20 @@ def test_export_loads_in_spandrel(tmp_path, spandrel, variant, tag):
 
 
 def _round_trip(tmp_path, tm):
-    """torch .pth -> load_model -> export_torch .pth, and .pth -> .safetensors -> .pth; returns the three dicts."""
+    """torch .pth -> load_model -> export .pth, and .pth -> .safetensors -> .pth; returns the three dicts."""
     import torch
 
     from jaxsr import load_model
-    from jaxsr.models import export_torch
+    from jaxsr.weights import export
 
     src = tmp_path / "in.pth"
     torch.save({"params": tm.state_dict()}, src)
     m, info = load_model(src)
     spec = {"arch": info["arch"], "scale": info["scale"], **info["hyperparameters"]}
-    export_torch(m, spec, tmp_path / "out.pth")
-    export_torch(m, spec, tmp_path / "mid.safetensors")
+    export(m, spec, tmp_path / "out.pth")
+    export(m, spec, tmp_path / "mid.safetensors")
     m2, _ = load_model(tmp_path / "mid.safetensors")
-    export_torch(m2, spec, tmp_path / "out2.pth")
+    export(m2, spec, tmp_path / "out2.pth")
     return _torch_sd(src), _torch_sd(tmp_path / "out.pth"), _torch_sd(tmp_path / "out2.pth")
 
 
@@ -89,7 +89,7 @@ def test_round_trip_keeps_scalar_buffers(tmp_path):
 
 def test_infer_spec_follows_spandrel(spandrel):
     """Our inferred hyperparameters equal what spandrel's DAT loader infers, for several configurations."""
-    from convert import dat as bridge
+    from jaxsr.archs import dat as bridge
 
     for variant in ("dat_s", "dat_light", "dat_2_l"):
         tm = torch_dat(seed=0, **REDUCED[variant])
@@ -115,7 +115,7 @@ def test_unshuffle_mod_refused(tmp_path):
     """traiNNer-redux's unshuffle_mod (conv_first.1.*) is refused with a message naming it."""
     import torch
 
-    from convert.mapping import WeightsError
+    from jaxsr.errors import WeightsError
     from jaxsr import load_model
 
     tm = torch_dat(seed=0, **REDUCED["dat_2"])
@@ -132,14 +132,14 @@ def test_unshuffle_mod_refused(tmp_path):
 def test_from_pth_to_pth_cli(tmp_path):
     import torch
 
-    from convert import from_pth, to_pth
+    from jaxsr.cli import from_pth, to_pth
     from jaxsr import load_model
 
     tm = torch_dat(seed=6, **REDUCED["dat_light"])
     src = tmp_path / "light.pth"
     torch.save({"params": tm.state_dict()}, src)
-    assert from_pth.main([str(src), str(tmp_path / "native")]) == 0
-    assert to_pth.main([str(tmp_path / "native"), str(tmp_path / "back.safetensors")]) == 0
+    assert from_pth([str(src), str(tmp_path / "native")]) == 0
+    assert to_pth([str(tmp_path / "native"), str(tmp_path / "back.safetensors")]) == 0
     a, b = state_dict_np(tm), _safetensors(tmp_path / "back.safetensors")
     assert set(a) == set(b) and all(_same(a[k], b[k]) for k in a)
     m, info = load_model(tmp_path / "native")
@@ -168,7 +168,7 @@ def test_upscale_and_infer_cli(tmp_path):
 
 
 def _same(a, b):
-    """Equal bytes and dtype; a 0-d tensor may come back as (1,) until convert/pthfile.py keeps 0-d shapes."""
+    """Equal bytes, dtype and shape (0-d tensors stay 0-d)."""
     if a.ndim == 0:
         b = b.reshape(())
     return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()

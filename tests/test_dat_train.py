@@ -38,7 +38,7 @@ def _train_step(gd, params, rest, x, y):
 
 
 def _flat(state):
-    from convert.mapping import EXPORTED, torch_key, to_torch_layout
+    from jaxsr.archs.bridge import EXPORTED, to_torch_layout, torch_key
 
     return {torch_key(p): to_torch_layout(p, np.asarray(v[...])) for p, v in nnx.to_flat_state(state)
             if isinstance(v, EXPORTED)}
@@ -138,12 +138,12 @@ def test_cudnn_attention_lowers_for_gpu_without_materialising_attention(monkeypa
 
     import jax._src.cudnn.fused_attention_stablehlo as fused
 
-    from jaxsr.archs.dat import from_spec, spec_for
+    from jaxsr.archs.dat import build, spec_for
 
     # this machine has no cuDNN; jax asks its version only to pick kernels, and lowering needs no device
     monkeypatch.setattr(fused, "check_cudnn_version", lambda: 91000)
     spec = spec_for("dat_2", embed_dim=24, depth=[3, 2], num_heads=[2, 4], attn_impl="cudnn", drop_path_rate=0.1)
-    m = from_spec(spec, dtype=jnp.bfloat16)
+    m = build(spec, dtype=jnp.bfloat16)
     m.train()
     B, L = 3, 32  # windows 8x32 and 32x8: nW = 4 per branch, N = 256 tokens, 1 or 2 heads per branch
     x = jax.ShapeDtypeStruct((B, L, L, 3), jnp.float32)
@@ -169,12 +169,12 @@ import jax, jax.numpy as jnp
 from jaxsr import parallel
 
 assert parallel.use_memory_schedule()  # before any jax computation
-from jaxsr.archs.dat import from_spec, spec_for
+from jaxsr.archs.dat import build, spec_for
 from test_dat_train import _split, _train_step
 
 
 def temp_mib(use_chk):
-    m = from_spec(spec_for("dat_2", embed_dim=32, depth=[4, 4], num_heads=[2, 2], scale=2, use_chk=use_chk))
+    m = build(spec_for("dat_2", embed_dim=32, depth=[4, 4], num_heads=[2, 2], scale=2, use_chk=use_chk))
     m.train()
     x, y = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32), jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32)
     return _train_step.trace(*_split(m), x, y).lower().compile().memory_analysis().temp_size_in_bytes / 2**20

@@ -1,4 +1,4 @@
-"""JPEG simulation against Pillow's libjpeg on real photographs and against BasicSR DiffJPEG golden values (formats.md §5)."""
+"""JPEG simulation against Pillow's libjpeg on real photographs and against BasicSR DiffJPEG golden values (`basicsr/utils/diffjpeg.py`)."""
 import io
 
 import jax

@@ -1,4 +1,4 @@
-"""Blur kernels against their closed forms (formats.md §5), the sinc kernel against scipy.special.j1."""
+"""Blur kernels against their closed forms (`basicsr/data/degradations.py`), the sinc kernel against scipy.special.j1."""
 import math
 
 import jax

@@ -1,4 +1,4 @@
-"""Gaussian and Poisson noise statistics (Real-ESRGAN's *_pt definitions, formats.md §5)."""
+"""Gaussian and Poisson noise statistics (BasicSR's `degradations.py` *_pt definitions)."""
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -10,8 +10,11 @@ from torch.nn import functional as F
 from torch.nn.utils import spectral_norm
 
 from conftest import photo
-from convert.mapping import WeightsError
-from jaxsr.archs.discriminators import UNetDiscriminatorSN, VGGStyleDiscriminator, discriminator_state_dict, load_discriminator
+from jaxsr.errors import WeightsError
+from jaxsr import weights
+from jaxsr.archs.bridge import load_state_dict, state_dict
+from jaxsr.archs.unet import UNetDiscriminatorSN
+from jaxsr.archs.vgg import VGGStyleDiscriminator
 
 
 class TorchUNetD(nn.Module):
@@ -98,7 +101,7 @@ def test_unet_discriminator_sn_equals_torch_spectral_norm(skip):
     sd0 = _state(tm)
     assert {"conv1.weight_orig", "conv1.weight_u", "conv1.weight_v"} <= set(sd0) and "conv1.weight" not in sd0
     ours = UNetDiscriminatorSN(3, 16, skip_connection=skip)
-    load_discriminator(ours, sd0)  # strict
+    load_state_dict(ours, sd0)  # strict
 
     x = _batch(32)
     ys = []
@@ -109,7 +112,7 @@ def test_unet_discriminator_sn_equals_torch_spectral_norm(skip):
         ys.append(np.abs(got - ref).max() / np.abs(ref).max())
     assert max(ys) <= 1e-5, ys
     # the power-iteration state (u, v) evolved exactly as torch's
-    after_t, after_o = _state(tm), discriminator_state_dict(ours)
+    after_t, after_o = _state(tm), state_dict(ours)
     assert set(after_t) == set(after_o)
     for k in after_t:
         np.testing.assert_allclose(after_o[k], after_t[k], atol=2e-6, err_msg=k)
@@ -121,7 +124,7 @@ def test_unet_discriminator_sn_equals_torch_spectral_norm(skip):
     with torch.no_grad():
         ref = tm(_nchw(x)).numpy().transpose(0, 2, 3, 1)
     np.testing.assert_allclose(np.asarray(nnx_jit_call(ours, x)), ref, atol=1e-5 * np.abs(ref).max())
-    np.testing.assert_array_equal(discriminator_state_dict(ours)["conv3.weight_u"], after_o["conv3.weight_u"])
+    np.testing.assert_array_equal(state_dict(ours)["conv3.weight_u"], after_o["conv3.weight_u"])
 
 
 _forward = nnx.jit(lambda m, v: m(v))  # one cached compilation per model structure and mode
@@ -136,7 +139,7 @@ def test_unet_discriminator_gradients_match_torch():
     torch.manual_seed(2)
     tm = TorchUNetD(3, 8)
     ours = UNetDiscriminatorSN(3, 8)
-    load_discriminator(ours, _state(tm))
+    load_state_dict(ours, _state(tm))
     x = _batch(32, 1)
     tm.train()
     tm(_nchw(x)).mean().backward()
@@ -152,7 +155,7 @@ def test_vgg_style_discriminator_equals_torch_and_round_trips():
     _randomise_bn(tm)
     sd0 = _state(tm)
     ours = VGGStyleDiscriminator(3, 8, 128)
-    load_discriminator(ours, sd0)
+    load_state_dict(ours, sd0)
     x = _batch(128, 3)
     tm.train()
     with torch.no_grad():
@@ -160,7 +163,7 @@ def test_vgg_style_discriminator_equals_torch_and_round_trips():
     got = np.asarray(nnx_jit_call(ours, x))
     assert got.shape == (3, 1)
     assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
-    out = discriminator_state_dict(ours)
+    out = state_dict(ours)
     tsd = _state(tm)
     assert set(out) == set(tsd)
     assert out["bn2_1.num_batches_tracked"].dtype == np.int64 and int(out["bn2_1.num_batches_tracked"]) == 1
@@ -178,16 +181,19 @@ def test_net_d_files_round_trip_and_mismatch_is_refused(tmp_path):
     tm = TorchUNetD(3, 8)
     path = tmp_path / "net_d.pth"
     torch.save({"params": tm.state_dict()}, path)  # BasicSR/Real-ESRGAN wrapping
-    ours = UNetDiscriminatorSN(3, 8)
-    load_discriminator(ours, str(path))
-    back = discriminator_state_dict(ours)
+    w = weights.read(path, kind="discriminator")  # the one load path, which detects the family
+    assert (w.arch.name, w.spec["num_feat"]) == ("unet", 8)
+    ours, _ = w.build()
+    back = state_dict(ours)
     for k, v in tm.state_dict().items():
         np.testing.assert_array_equal(back[k], v.numpy(), err_msg=k)
     # and the export loads into torch strictly
     tm2 = TorchUNetD(3, 8)
-    tm2.load_state_dict({k: torch.from_numpy(v) for k, v in back.items()}, strict=True)
+    tm2.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in back.items()}, strict=True)
     with pytest.raises(WeightsError):
-        load_discriminator(UNetDiscriminatorSN(3, 16), str(path))
+        w.load_into(UNetDiscriminatorSN(3, 16))
+    with pytest.raises(WeightsError, match="U-Net SN discriminator.*not a generator"):
+        weights.read(path)
 
 
 def test_discriminators_jit_and_bf16():

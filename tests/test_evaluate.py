@@ -62,7 +62,7 @@ def make_folder(root):
 
 
 def test_metrics_equal_basicsr_and_odd_files_are_reported(tmp_path, capsys):
-    from jaxsr.models import load_model, save_native
+    from jaxsr.weights import load_model, save_native
 
     net = tiny_model(tmp_path / "a.pth")  # a PyTorch trainer's file ({'params_ema': ...})
     model, info = load_model(tmp_path / "a.pth")
@@ -123,14 +123,14 @@ def test_rgb_and_border_options_and_given_lr(tmp_path):
 
 
 def test_workdir_test_split_and_its_export(tmp_path):
-    from jaxsr.models import export_torch, load_model
+    from jaxsr.weights import export, load_model
 
     tiny_model(tmp_path / "m.pth")
     model, info = load_model(tmp_path / "m.pth")
     work = tmp_path / "work"
     (work / "models").mkdir(parents=True)
     spec = {"arch": info["arch"], "scale": info["scale"], "in_ch": info["in_ch"], "out_ch": info["out_ch"], **info["hyperparameters"]}
-    export_torch(model, spec, work / "models" / "net_x4.safetensors")
+    export(model, spec, work / "models" / "net_x4.safetensors")
     photos = tmp_path / "photos"
     photos.mkdir()
     for n in ("astronaut", "coffee", "chelsea"):

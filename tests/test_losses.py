@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from conftest import photo
-from convert.mapping import WeightsError
+from jaxsr.errors import WeightsError
 from jaxsr.losses import LOSSES, GANObjective, build_losses
 
 VGG_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
@@ -132,7 +132,7 @@ def test_perceptual_loss_equals_torch_vgg19(vgg_file, criterion):
     path, feats = vgg_file
     sr, gt = _images()
     ls = build_losses([{"name": "perceptual", "vgg_weights": path, "criterion": criterion}])  # Real-ESRGAN's default layers
-    ours = float(jax.jit(lambda a, b, fr: ls(a, b, frozen=fr)[0])(sr, gt, ls.frozen))
+    ours = float(jax.jit(lambda a, b, fp: ls(a, b, feature_params=fp)[0])(sr, gt, ls.feature_params))
     # conv1_2, conv2_2, conv3_4, conv4_4, conv5_4 are torchvision features 2, 7, 16, 25, 34
     crit = (lambda a, b: torch.mean(torch.abs(a - b))) if criterion == "l1" else (lambda a, b: torch.norm(a - b, p="fro"))
     with torch.no_grad():

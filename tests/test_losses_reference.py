@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import photo
+from jaxsr import metrics
 from jaxsr.losses import color, ssim
 
 pms = importlib.import_module("pytorch_msssim.ssim")
@@ -59,8 +60,13 @@ def test_ssim_index_matches_pytorch_msssim_ssim():
     assert np.abs(ours - ref).max() <= 1e-4
 
 
-def test_fspecial_window_is_matlabs():
-    g = ssim.fspecial_gaussian_1d()
+def test_ssim_window_is_matlabs_fspecial_and_cv2s():
+    """The one Gaussian window (metrics.gaussian_1d) equals MATLAB's fspecial('gaussian', 11, 1.5) and
+    cv2.getGaussianKernel(11, 1.5), which BasicSR's SSIM uses."""
+    import cv2
+
+    g = metrics.gaussian_1d()
+    np.testing.assert_allclose(g, cv2.getGaussianKernel(11, 1.5)[:, 0], atol=1e-15)
     m = np.exp(-(np.arange(-5, 6)[:, None] ** 2 + np.arange(-5, 6)[None] ** 2) / (2 * 1.5**2))
     np.testing.assert_allclose(np.outer(g, g), m / m.sum(), atol=1e-15)
 

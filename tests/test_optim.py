@@ -11,6 +11,13 @@ from jaxsr import optim
 STEPS = 100
 
 
+def _cfg(**overrides):
+    """A complete optimizer section: the defaults with the test's values."""
+    c = optim.default_config()
+    c.update(overrides)
+    return c
+
+
 def _problem(seed=0):
     """A small least-squares problem with a few parameter tensors."""
     rng = np.random.default_rng(seed)
@@ -109,7 +116,7 @@ def test_schedule_free_adamw_matches_schedulefree(warmup, wd):
 
     x, y, params = _problem(1)
     lr = 2e-2
-    cfg = {"name": "schedule_free_adamw", "lr": str(lr), "warmup_steps": warmup, "betas": ("0.9", "0.999"), "weight_decay": wd}
+    cfg = _cfg(name="schedule_free_adamw", lr=lr, warmup_steps=warmup, betas=(0.9, 0.999), weight_decay=wd)
     ours, state = _jax_run(optim.build_optimizer(cfg, STEPS), x, y, params)
     ours_eval = optim.eval_params(state, ours)
     make = lambda p: AdamWScheduleFree(p, lr=lr, betas=(0.9, 0.999), warmup_steps=warmup, weight_decay=wd, foreach=False)  # noqa: E731
@@ -133,24 +140,24 @@ def test_optax_schedule_free_adamw_warmup_is_off_by_one():
 
 def test_eval_params_found_under_clipping_and_accumulation():
     x, y, params = _problem(2)
-    cfg = {"name": "schedule_free_adamw", "lr": "1e-2", "warmup_steps": 5, "clip_grad_norm": "10", "accumulate": 2}
+    cfg = _cfg(name="schedule_free_adamw", lr=1e-2, warmup_steps=5, clip_grad_norm=10.0, accumulate=2)
     p, state = _jax_run(optim.build_optimizer(cfg, 40), x, y, params, steps=40)
     ev = optim.eval_params(state, p)
     assert not np.allclose(ev["w"], p["w"])
     # non-schedule-free optimizers validate with their params as they are
-    p2, state2 = _jax_run(optim.build_optimizer({"name": "adamw", "lr": "1e-3"}, 10), x, y, params, steps=3)
+    p2, state2 = _jax_run(optim.build_optimizer(_cfg(name="adamw", lr=1e-3), 10), x, y, params, steps=3)
     assert optim.eval_params(state2, p2) is p2
 
 
 def test_warmup_cosine_steps_once_per_real_update_under_accumulation():
     """k micro-steps with accumulation == one step on their mean gradient, with the schedule at that update."""
     k, updates = 4, 12
-    cfg = {"name": "adamw", "lr": "1e-1", "schedule": "cosine", "warmup_steps": 3, "min_lr": "1e-3", "weight_decay": "0.01"}
+    cfg = _cfg(name="adamw", lr=1e-1, schedule="cosine", warmup_steps=3, min_lr=1e-3, weight_decay=0.01)
     rng = np.random.default_rng(3)
     grads = rng.normal(size=(updates, k, 5)).astype(np.float32)
     p0 = jnp.ones(5)
 
-    acc = optim.build_optimizer({**cfg, "accumulate": k}, updates)
+    acc = optim.build_optimizer(_cfg(**{**cfg.to_dict(), "accumulate": k}), updates)
     p, s = p0, acc.init(p0)
     for g in grads.reshape(-1, 5):
         u, s = acc.update(jnp.asarray(g), s, p)
@@ -172,23 +179,41 @@ def test_warmup_cosine_steps_once_per_real_update_under_accumulation():
 
 
 def test_multistep_and_constant_schedules():
-    s = optim.learning_rate_schedule({"lr": "1e-3", "schedule": "multistep", "milestones": [5, 8], "gamma": 0.5, "warmup_steps": 2}, 10)
+    s = optim.learning_rate_schedule(_cfg(lr=1e-3, schedule="multistep", milestones=(5, 8), gamma=0.5, warmup_steps=2), 10)
     got = [float(s(i)) for i in range(10)]
     want = [0.0, 5e-4, 1e-3, 1e-3, 1e-3, 5e-4, 5e-4, 5e-4, 2.5e-4, 2.5e-4]
     np.testing.assert_allclose(got, want, rtol=1e-6)
-    c = optim.learning_rate_schedule({"lr": 3e-4}, 10)
+    c = optim.learning_rate_schedule(_cfg(lr=3e-4), 10)
     assert float(c(7)) == pytest.approx(3e-4)
 
 
-def test_strings_cast_and_bad_names_refused():
-    tx = optim.build_optimizer({"name": "adam", "lr": "2e-4", "betas": ["0.9", "0.99"], "eps": "1e-8"}, 100)
+def test_strings_cast_where_the_config_is_read_and_bad_values_refused():
+    """A recipe may write numbers as strings, even through update(); resolve casts them once to the defaults' types."""
+    from jaxsr.errors import ConfigError
+    from jaxsr.train.config import base_config, resolve
+
+    c = base_config()
+    c.optim.update(name="adam", lr="2e-4", betas=("0.9", "0.99"), eps="1e-8", warmup_steps="0")
+    c.train.update(batch_size="8")
+    r = resolve(c)
+    assert (r.optim.lr, r.optim.betas, r.optim.eps, r.optim.warmup_steps, r.train.batch_size) == (2e-4, (0.9, 0.99), 1e-8, 0, 8)
+    assert isinstance(r.optim.warmup_steps, int) and isinstance(r.optim.lr, float)
+    tx = optim.build_optimizer(r.optim, 100)
     p = {"a": jnp.ones(3)}
     u, _ = tx.update({"a": jnp.ones(3)}, tx.init(p), p)
     np.testing.assert_allclose(u["a"], -2e-4, rtol=1e-4)  # first Adam step has size lr
+    c.optim.update(lr="fast")
+    with pytest.raises(ConfigError, match="optim.lr must be a number, got 'fast'"):
+        resolve(c)
+    c.optim.update(lr=1e-3, warmup_steps="2.5")
+    with pytest.raises(ConfigError, match="optim.warmup_steps must be a whole number"):
+        resolve(c)
     with pytest.raises(ValueError, match="optim.name"):
-        optim.build_optimizer({"name": "sgd"}, 10)
+        optim.build_optimizer(_cfg(name="sgd"), 10)
     with pytest.raises(ValueError, match="schedule-free"):
-        optim.build_optimizer({"name": "schedule_free_adamw", "schedule": "cosine"}, 10)
+        optim.build_optimizer(_cfg(name="schedule_free_adamw", schedule="cosine"), 10)
+    with pytest.raises(ValueError, match="3 values for adan"):
+        optim.build_optimizer(_cfg(name="adan"), 10)
 
 
 def test_ema_update_is_basicsr_model_ema():
@@ -197,4 +222,3 @@ def test_ema_update_is_basicsr_model_ema():
     np.testing.assert_allclose(new["w"], 0.001, rtol=1e-6)
     jitted = jax.jit(optim.ema_update)(ema, {"w": jnp.ones(3)}, 0.9)
     np.testing.assert_allclose(jitted["w"], 0.1, rtol=1e-6)
-    assert optim.ema_decay({"ema_decay": "0.99"}) == 0.99

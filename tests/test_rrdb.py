@@ -7,10 +7,13 @@ import pytest
 import torch
 from conftest import photo, torch_forward
 
-from convert import pthfile, rrdb
-from convert.mapping import WeightsError, load_state_dict
-from jaxsr.archs.rrdb import RRDBNet
-from jaxsr.models import export_torch, load_model
+from jaxsr import weights
+from jaxsr.archs import esrgan
+from jaxsr.archs.bridge import state_dict
+from jaxsr.archs.bridge import load_state_dict
+from jaxsr.errors import WeightsError
+from jaxsr.archs.esrgan import RRDBNet
+from jaxsr.weights import export, load_model
 
 TOL = 1e-5  # fp32, max abs diff on [0,1] images
 
@@ -29,7 +32,7 @@ def spandrel_esrgan(scale, nf=16, nb=2, seed=0, spread=0.02):
 
 
 def old_to_new_keys(sd):
-    """Independent table: original ESRGAN keys -> BasicSR keys (formats.md §1)."""
+    """Independent table: original ESRGAN keys -> BasicSR keys (as spandrel's `architectures/ESRGAN/__init__.py` renames them)."""
     n = 1 + max(int(k.split(".")[1]) for k in sd)
     num_up = (n - 5) // 3
     nb = max(int(m[1]) for k in sd if (m := re.match(r"model\.1\.sub\.(\d+)\.RDB", k))) + 1
@@ -92,10 +95,10 @@ def test_full_size_realesrgan_x4plus_load_and_forward(tmp_path):
 @pytest.mark.parametrize("scale,tag", [(4, None), (2, "unshuffle"), (1, "unshuffle"), (8, None)])
 def test_export_loads_in_spandrel(tmp_path, spandrel, scale, tag):
     model = RRDBNet(scale=scale, num_feat=16, num_block=2, rngs=__import__("flax").nnx.Rngs(3))
-    spec = rrdb.infer_spec(rrdb.export(model, None))
+    spec = esrgan.infer_spec(state_dict(model))
     for ext in (".pth", ".safetensors"):
         path = tmp_path / f"m{ext}"
-        export_torch(model, spec, path)
+        export(model, spec, path)
         desc = spandrel.ModelLoader().load_from_file(str(path))
         assert desc.architecture.id == "ESRGAN"
         assert (desc.scale, desc.input_channels, desc.output_channels) == (scale, 3, 3)
@@ -119,8 +122,8 @@ def test_round_trip_is_bit_identical(tmp_path, ext):
 
         save_file(sd, str(src))
     model, info = load_model(src)
-    export_torch(model, {"arch": "esrgan", "scale": 4, **info["hyperparameters"]}, dst)
-    back, _ = pthfile.read_state_dict(dst)
+    export(model, {"arch": "esrgan", "scale": 4, **info["hyperparameters"]}, dst)
+    back, _ = weights.read_state_dict(dst)
     assert back.keys() == sd.keys()
     for k in sd:
         assert back[k].dtype == sd[k].dtype and np.array_equal(back[k], sd[k]), k
@@ -156,17 +159,17 @@ def test_bf16_compute_stays_close_to_fp32():
 
 def test_export_warns_where_spandrel_cannot_follow(tmp_path, spandrel):
     """spandrel hard-codes num_grow_ch=32 (ESRGAN) and num_feat=64 (DAT): such exports warn, and indeed fail there."""
-    from convert import dat
+    from jaxsr.archs import dat
 
     model = RRDBNet(num_feat=8, num_block=1, num_grow_ch=8)
     spec = {"arch": "esrgan", "scale": 4, "in_ch": 3, "out_ch": 3, "num_feat": 8, "num_block": 1, "num_grow_ch": 8}
     with pytest.warns(UserWarning, match="num_grow_ch=8"):
-        export_torch(model, spec, tmp_path / "gc8.pth")
+        export(model, spec, tmp_path / "gc8.pth")
     with pytest.raises(Exception):
         spandrel.ModelLoader().load_from_file(str(tmp_path / "gc8.pth"))
-    from jaxsr.archs.dat import from_spec, spec_for
+    from jaxsr.archs.dat import build, spec_for
 
     spec = spec_for("dat_light", embed_dim=16, depth=[1], num_heads=[2], split_size=[4, 8], num_feat=16, scale=2,
                     upsampler="pixelshuffle")
     with pytest.warns(UserWarning, match="num_feat=64"):
-        dat.export(from_spec(spec), spec)
+        dat.to_torch(build(spec), spec)

@@ -131,16 +131,38 @@ def test_warm_start_validation_equals_pytorch_and_exports_reproduce(tmp_path, sp
         assert np.abs(upscale(model, it["lr"]) - np.clip(torch_forward(desc.model, it["lr"][None])[0], 0, 1)).max() <= 1e-5
 
 
+def tensorboard_images(workdir):
+    """[(step, tag, height, width)] of the images in a run's TensorBoard event files (TFRecord framing)."""
+    import glob
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    out = []
+    for path in glob.glob(os.path.join(workdir, "tensorboard", "events.*")):
+        data, i = open(path, "rb").read(), 0
+        while i < len(data):
+            (n,) = struct.unpack("<Q", data[i : i + 8])
+            event = event_pb2.Event()
+            event.ParseFromString(data[i + 12 : i + 12 + n])
+            i += 12 + n + 4
+            out += [(event.step, v.tag, v.image.height, v.image.width) for v in event.summary.value if v.HasField("image")]
+    return sorted(out)
+
+
 def test_realesrgan_degradations_and_gan_stage_train(tmp_path):
-    """The fused Real-ESRGAN step (second-order degradations, queue, USM) and the GAN stage with a U-Net D."""
+    """The fused Real-ESRGAN step (second-order degradations, queue, USM) and the GAN stage with a U-Net D;
+    training LR|SR|HR grids every train.image_every steps."""
     args = [*TINY, "--config.degrade.mode=realesrgan", "--config.data.gt_size=48", "--config.degrade.gt_size=32",
             "--config.degrade.queue_size=8", "--config.gan.enabled=True", "--config.gan.start_step=2",
-            "--config.gan.discriminator.num_feat=8", "--config.train.total_steps=4"]
+            "--config.gan.discriminator.num_feat=8", "--config.train.total_steps=4", "--config.train.image_every=2"]
     losses = "--config.losses={'l1': {'name': 'l1', 'target': 'gt_usm'}, 'gan': {'name': 'gan', 'weight': 0.1}}"
     code, out, err = run([*args, losses], tmp_path / "wd")
     assert code == 0, err
     rec = logged(tmp_path / "wd")
     assert "d_loss" not in rec[2] and "d_loss" in rec[3] and np.isfinite(rec[4]["d_loss"]) and rec[4]["gan"] > 0
+    # 4 rows (the first 4 samples) of LR (nearest-upscaled) | SR | HR, each 32 px: 128 x 96
+    assert tensorboard_images(tmp_path / "wd") == [(2, "train/lr_sr_hr", 128, 96), (4, "train/lr_sr_hr", 128, 96)]
 
 
 def test_bad_inputs_get_clear_messages(tmp_path):
@@ -151,6 +173,9 @@ def test_bad_inputs_get_clear_messages(tmp_path):
     cases.append(([f"--config.data.hr_dir={tmp_path / 'nope'}"], "nope"))
     cases.append((["--config.model.no_such_field=3"], "no_such_field"))
     cases.append(([f"--config.init_weights={tmp_path / 'missing.pth'}"], "init_weights: no such file"))
+    cases.append((["--config.degrade.mode=realesrgan", "--config.degrade.queue_size=6"],
+                   "degrade.queue_size (6) must be a multiple of train.batch_size (4); set it to 4"))
+    cases.append((["--config.optim.name=adan"], "optim.betas must have 3 values for adan"))
     for i, (extra, needle) in enumerate(cases):
         code, out, err = run([*TINY, *extra], tmp_path / f"case{i}")
         assert code != 0, (extra, out)

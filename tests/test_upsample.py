@@ -6,7 +6,7 @@ import torch
 from conftest import photo, torch_forward
 from flax import nnx
 
-from convert.mapping import export_state_dict, load_state_dict
+from jaxsr.archs.bridge import load_state_dict, state_dict
 from jaxsr.archs import upsample
 from jaxsr.archs.common import pixel_shuffle, pixel_unshuffle
 
@@ -72,7 +72,7 @@ def test_dysample_starts_as_bilinear_and_exports_init_pos():
     from spandrel.architectures.__arch_helpers.dysample import DySample
 
     ours = upsample.DySample(4, 4, 2, 4, end_convolution=False, rngs=nnx.Rngs(0))
-    np.testing.assert_allclose(export_state_dict(ours)["init_pos"], DySample(4, 4, 2, 4, False).init_pos.numpy(), atol=0)
+    np.testing.assert_allclose(state_dict(ours)["init_pos"], DySample(4, 4, 2, 4, False).init_pos.numpy(), atol=0)
     ours.offset.kernel[...] = jnp.zeros_like(ours.offset.kernel[...])
     ours.offset.bias[...] = jnp.zeros_like(ours.offset.bias[...])
     x = features(4, 8, 8)

@@ -1,20 +1,68 @@
-"""Architectures. A JSON-able spec ({"arch": name, "scale": s, ...hyperparameters}) builds a model.
+"""Architectures: one folder each (the Flax module in `model.py`, its bridge and `ARCH` record in `__init__.py`),
+and the one registry that lists them.
 
-The bridge (`convert/`) infers specs from PyTorch files; configs and jaxsr exports store them.
+A JSON-able spec ({"arch": name, "scale": s, ...hyperparameters}) builds a model; the bridge infers the spec
+from a PyTorch state dict. docs/architecture.md has the checklist for adding one.
 """
-import importlib
-
 import jax.numpy as jnp
 
-# spec["arch"] -> module with `from_spec(spec, *, rngs, dtype)`; one line per architecture family.
-ARCHS = {
-    "esrgan": "jaxsr.archs.rrdb",
-    "dat": "jaxsr.archs.dat",
-}
+from jaxsr.errors import WeightsError
+
+from . import dat, esrgan, unet, vgg
+from .bridge import Arch
+
+ARCHS: tuple[Arch, ...] = (esrgan.ARCH, dat.ARCH, unet.ARCH, vgg.ARCH)
+
+# Families we recognise but do not support, so a refusal can name what the file is (spandrel's detection keys).
+_KNOWN_OTHERS = [
+    ("an SRVGGNetCompact (Compact) model", lambda k: "body.0.weight" in k and "body.1.weight" in k and "conv_first.weight" not in k),
+    ("a SwinIR/HAT-style model", lambda k: any(".residual_group." in x for x in k)),
+    ("a SPAN model", lambda k: "conv_1.sk.weight" in k and "block_1.c1_r.sk.weight" in k),
+    ("an ESRGAN+ model (RRDB with conv1x1 skips)", lambda k: any(".conv1x1." in x for x in k)),
+    ("a RealPLKSR model", lambda k: any(x.startswith("feats.") for x in k)),
+]
 
 
-def build_model(spec, *, rngs=None, dtype=jnp.float32):
-    arch = spec.get("arch")
-    if arch not in ARCHS:
-        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHS))}")
-    return importlib.import_module(ARCHS[arch]).from_spec(spec, rngs=rngs, dtype=dtype)
+def names(kind="generator"):
+    return [a.name for a in ARCHS if a.kind == kind]
+
+
+def get(name) -> Arch:
+    for a in ARCHS:
+        if a.name == name:
+            return a
+    raise WeightsError(f"unknown architecture {name!r}; supported: {', '.join(a.name for a in ARCHS)}")
+
+
+def build(spec, *, rngs=None, dtype=jnp.float32):
+    """The Flax module for a spec (built in eval mode where the architecture has one)."""
+    return get(spec.get("arch")).build(spec, rngs=rngs, dtype=dtype)
+
+
+def describe(sd):
+    """What an unsupported state dict looks like, for error messages."""
+    keys = set(sd)
+    for name, test in _KNOWN_OTHERS:
+        if test(keys):
+            return f"this is {name}"
+    sample = ", ".join(sorted(keys)[:6])
+    return f"its keys look like: {sample}{' ...' if len(keys) > 6 else ''}"
+
+
+def detect(sd, arch="auto", kind="generator") -> Arch:
+    """The record for this canonical state dict; `arch` other than 'auto' insists on that family."""
+    found = next((a for a in ARCHS if a.detect(sd)), None)
+    if arch not in (None, "auto"):
+        wanted = get(arch)
+        if found is not wanted:
+            what = found.what if found else describe(sd).removeprefix("this is ")
+            raise WeightsError(f"expected {wanted.what}, but the file is {what}")
+        return wanted
+    if found is None:
+        raise WeightsError(f"unsupported architecture: {describe(sd)}. Supported: {', '.join(names(kind))}")
+    if found.kind != kind:
+        raise WeightsError(f"the file is {found.what}, not a {kind}")
+    return found
+
+
+__all__ = ["ARCHS", "Arch", "build", "describe", "detect", "get", "names"]

@@ -1,29 +1,55 @@
-"""Building blocks shared by all architectures, with PyTorch's numerics (formats.md §0).
+"""Building blocks shared by all architectures, with PyTorch's numerics.
 
-Modules mirror torch's attribute names so that the bridge (`convert/`) is a mechanical rename plus
-transpose. Parameters are float32; `dtype` is the compute dtype.
+Modules mirror torch's attribute names so that the bridge (`archs/bridge.py`) is a mechanical rename plus
+transpose. Parameters are float32; `dtype` is the compute dtype. The torch defaults that matter are listed
+in docs/architecture.md ("Numerics").
 """
 import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
-# torch's default Conv2d/Linear weight init (kaiming_uniform with a=sqrt(5)) is U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-torch_default_init = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def host_init(sample, fallback):
+    """An initializer that draws on the host with numpy (seeded from the jax key) when the key is concrete.
+
+    Eager jax initializers compile one XLA program per new shape (about a second each on a small CPU), which made
+    building a DAT take tens of seconds; numpy draws take milliseconds. Under a trace (jit/eval_shape) it uses
+    the equivalent jax initializer.
+    """
+
+    def init(key, shape, dtype=jnp.float32):
+        try:
+            seed = np.asarray(jax.random.key_data(key)).ravel().tolist()
+        except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+            return fallback(key, shape, dtype)
+        return jnp.asarray(sample(np.random.default_rng(seed), shape).astype(dtype))
+
+    return init
+
+
+# torch's default Conv2d/Linear weight init (kaiming_uniform with a=sqrt(5)) is U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
+# fan_in = kh*kw*in/groups for an HWIO kernel, in for an (in, out) one.
+torch_default_init = host_init(lambda g, s: g.uniform(-1.0, 1.0, s) / math.sqrt(math.prod(s[:-1])),
+                               nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"))
 
 
 class Buffer(nnx.Variable):
     """A non-trainable tensor that the PyTorch module registers as a buffer (exported with the weights)."""
 
 
-def conv(in_ch, out_ch, kernel_size, *, rngs, dtype=jnp.float32, groups=1, bias=True, kernel_init=torch_default_init):
-    """nn.Conv2d(in, out, k, padding=k//2) in NHWC with explicit symmetric zero padding, as torch pads."""
-    p = kernel_size // 2
+def conv(in_ch, out_ch, kernel_size, *, rngs, dtype=jnp.float32, stride=1, padding=None, groups=1, bias=True,
+         kernel_init=torch_default_init):
+    """nn.Conv2d(in, out, k, stride, padding (default k//2)) in NHWC with explicit symmetric zero padding, as torch pads."""
+    p = kernel_size // 2 if padding is None else padding
     return nnx.Conv(
         in_ch,
         out_ch,
         (kernel_size, kernel_size),
+        strides=stride,
         padding=((p, p), (p, p)),
         feature_group_count=groups,
         use_bias=bias,

@@ -3,7 +3,7 @@
 - `nearest_conv`: RRDB's tail (nearest x2 + conv + LeakyReLU(0.2) per stage, then conv_hr, conv_last).
 - `pixelshuffle`: SwinIR/DAT `Upsample`, an nn.Sequential of [conv(nf, 4nf), PixelShuffle(2)] per x2 (or one x3).
 - `pixelshuffle_direct`: SwinIR/DAT `UpsampleOneStep`, [conv(nf, out*s^2), PixelShuffle(s)].
-- `DySample`: the SR variant (lp style, dynamic scope, end conv) of arXiv 2308.15085 (formats.md §4).
+- `DySample`: the SR variant (lp style, dynamic scope, end conv) of arXiv 2308.15085, as spandrel and traiNNer-redux build it.
 """
 import math
 

@@ -11,10 +11,12 @@ import os
 import grain
 import numpy as np
 
-from jaxsr.imageio import ImageError, decode_image
+from jaxsr.errors import DataError, ImageError
+from jaxsr.files import unique_names
+from jaxsr.imageio import decode_image, pad_to, quantize
 
-from .sources import DataError, check_pair_size, check_pairs, read_rgb
-from .transforms import RandomCrop, pad_to
+from .sources import check_pair_size, check_pairs, read_rgb
+from .transforms import RandomCrop
 
 log = logging.getLogger("jaxsr.data")
 _warned = set()  # per process: each bad file is reported once
@@ -227,8 +229,7 @@ def bicubic_lr(hr, scale):
     """LR as the MATLAB benchmark scripts make it: imresize(hr, 1/scale, 'bicubic') stored as 8-bit."""
     from jaxsr.degrade.ops import imresize
 
-    lr = imresize(np.asarray(hr, np.float32), 1.0 / scale)
-    return (np.round(np.clip(lr, 0.0, 1.0) * 255.0) / 255.0).astype(np.float32)
+    return quantize(imresize(np.asarray(hr, np.float32), 1.0 / scale))
 
 
 def val_items(cfg, splits, scale, which="val"):
@@ -248,7 +249,7 @@ def iter_val_items(cfg, splits, scale, which="val"):
     hr_files, lr_files = splits[which], splits.get(f"{which}_lr")
     if cfg.val_max_images:
         hr_files = hr_files[:cfg.val_max_images]
-    names = set()
+    names = unique_names([os.path.splitext(os.path.basename(p))[0] for p in hr_files])
     for k, path in enumerate(hr_files):
         try:
             hr = read_rgb(path, cfg.alpha)
@@ -266,10 +267,4 @@ def iter_val_items(cfg, splits, scale, which="val"):
             hr, lr = _center_crop(hr, lr, scale, int(cfg.val_max_size))
         if lr is None:
             lr = bicubic_lr(hr, scale)
-        name = base = os.path.splitext(os.path.basename(path))[0]
-        i = 1
-        while name in names:
-            i += 1
-            name = f"{base}_{i}"
-        names.add(name)
-        yield dict(name=name, hr=np.ascontiguousarray(hr), lr=np.ascontiguousarray(lr))
+        yield dict(name=names[k], hr=np.ascontiguousarray(hr), lr=np.ascontiguousarray(lr))

@@ -8,11 +8,12 @@ import logging
 import math
 import os
 import re
-import socket
 
 import numpy as np
 
-from jaxsr.imageio import EXTENSIONS, ImageError, list_images, load_image
+from jaxsr.errors import DataError, ImageError
+from jaxsr.files import atomic_write
+from jaxsr.imageio import EXTENSIONS, list_images, load_image
 
 log = logging.getLogger("jaxsr.data")
 
@@ -26,10 +27,6 @@ BUILTIN_TRAIN = ("astronaut.png", "motorcycle_left.png", "motorcycle_right.png",
                  "gravel.png")
 BUILTIN_VAL = ("chelsea.png", "coffee.png")
 BUILTIN_TEST = ("rocket.jpg",)
-
-
-class DataError(ValueError):
-    """A dataset problem the user must fix (missing folder, bad pairing, too few images); the message says what."""
 
 
 # ------------------------------------------------------------------------------------------- pixels
@@ -236,10 +233,7 @@ def resolve_splits(cfg, workdir, seed):
         rec = _from_config(cfg, seed)
         if path:
             os.makedirs(workdir, exist_ok=True)
-            tmp = f"{path}.tmp.{socket.gethostname()}.{os.getpid()}"  # hosts may share the workdir
-            with open(tmp, "w") as f:
-                json.dump(rec, f, indent=1)
-            os.replace(tmp, path)
+            atomic_write(path, lambda f: json.dump(rec, f, indent=1), mode="w", error=DataError)
             log.info("data: split written to %s (%s)", path, _counts(rec))
     if rec["source"] == "builtin":
         log.warning("data: no dataset configured (data.hr_dir / data.train_dir); training on %d built-in "

@@ -11,15 +11,6 @@ from jaxsr.imageio import to_float
 from .sources import to_rgb
 
 
-def pad_to(img, h, w):
-    """Reflect-pad HWC bottom/right up to at least h x w (edge-pad a 1-pixel axis, which cannot reflect)."""
-    ph, pw = max(0, h - img.shape[0]), max(0, w - img.shape[1])
-    if not ph and not pw:
-        return img
-    mode = "reflect" if min(img.shape[:2]) > 1 else "edge"
-    return np.pad(img, ((0, ph), (0, pw), (0, 0)), mode=mode)
-
-
 def augment(imgs, rng, hflip, rot):
     """The same random horizontal flip and rot90 (k in 0..3) on every array of `imgs` (HWC); returns views."""
     flip = rng.random() < 0.5

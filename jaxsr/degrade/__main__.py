@@ -13,7 +13,7 @@ import sys
 import jax
 import numpy as np
 
-from jaxsr.imageio import list_images, read_image, write_image
+from jaxsr.imageio import list_images, pad_to, read_image, write_image
 
 from .pipeline import degrade
 
@@ -27,10 +27,7 @@ def load_config(path):
 
 def random_crop(rng, img, size):
     """Real-ESRGAN's dataset step: reflect-pad (edge not repeated) to at least size, then a random crop."""
-    img = img[..., :3] if img.shape[2] >= 3 else np.repeat(img[..., :1], 3, axis=2)
-    ph, pw = max(size - img.shape[0], 0), max(size - img.shape[1], 0)
-    if ph or pw:
-        img = np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="reflect")
+    img = pad_to(img[..., :3] if img.shape[2] >= 3 else np.repeat(img[..., :1], 3, axis=2), size, size)
     top = rng.integers(0, img.shape[0] - size + 1)
     left = rng.integers(0, img.shape[1] - size + 1)
     return img[top:top + size, left:left + size]

@@ -1,4 +1,4 @@
-"""JPEG compression simulated on the device, with a per-sample float quality (formats.md §5).
+"""JPEG compression simulated on the device, with a per-sample float quality (BasicSR `basicsr/utils/diffjpeg.py`).
 
 Two styles share one code path (YCbCr, 4:2:0 chroma, 8x8 DCT, quantisation by the standard tables):
 - 'diffjpeg' reproduces BasicSR's DiffJPEG, which Real-ESRGAN trains with: float tables scaled by the

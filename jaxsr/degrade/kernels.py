@@ -1,4 +1,4 @@
-"""Random blur kernels of Real-ESRGAN, drawn on the device (formats.md §5).
+"""Random blur kernels of Real-ESRGAN, drawn on the device (`basicsr/data/degradations.py`, as `realesrgan/data/realesrgan_dataset.py` draws them).
 
 Every kernel lives on a fixed 21x21 grid (`PAD`): a kernel of size ks is the same formula masked to its
 central ks x ks window and normalised, which equals Real-ESRGAN's "build at ks, then zero-pad to 21".
@@ -136,10 +136,3 @@ def blur_kernel(p):
 def final_sinc_kernel(p):
     """The 21x21 kernel for one sample's parameters from draw_final_sinc_params."""
     return jnp.where(p["type"] == 6, sinc_kernel(p["omega_c"], p["ks"]), pulse_kernel())
-
-
-def gaussian_1d(size, sigma):
-    """Normalised 1-D Gaussian taps (numpy float64), as cv2.getGaussianKernel(size, sigma)."""
-    x = np.arange(size) - (size - 1) / 2
-    g = np.exp(-(x**2) / (2 * sigma**2))
-    return g / g.sum()

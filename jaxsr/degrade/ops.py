@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import kernels
+from jaxsr.metrics import gaussian_1d
+
 
 HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -267,7 +268,7 @@ def usm_sharp(x, weight=0.5, threshold=10, radius=50):
     """BasicSR USMSharp: Gaussian blur of size radius (made odd, sigma from cv2's rule, 8.0 for 51), a soft
     mask where |x - blur| > threshold/255, and x + weight*(x - blur) blended in by that mask."""
     radius += 1 - radius % 2
-    taps = kernels.gaussian_1d(radius, 0.3 * ((radius - 1) * 0.5 - 1) + 0.8)
+    taps = gaussian_1d(radius, 0.3 * ((radius - 1) * 0.5 - 1) + 0.8)
     residual = x - filter2d_separable(x, taps)
     mask = (jnp.abs(residual) * 255 > threshold).astype(jnp.float32)
     soft = filter2d_separable(mask, taps)

@@ -1,6 +1,7 @@
 """Degradation pipelines as pure JAX functions: (key, clean HR batch) -> (LQ, GT, GT-USM).
 
-Modes: 'realesrgan' (second-order blur/resize/noise/JPEG, formats.md §5), 'bicubic' (MATLAB imresize,
+Modes: 'realesrgan' (second-order blur/resize/noise/JPEG of Real-ESRGAN's
+`realesrgan/models/realesrgan_model.py::feed_data`), 'bicubic' (MATLAB imresize,
 fidelity pretrains) and 'mono' (gray, blurred, downscaled, noisy, few gray levels).
 
 Random choices follow Real-ESRGAN's split: the resize direction, scale and mode, the noise type
@@ -29,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jaxsr.errors import ConfigError
+
 from . import kernels, ops
 from .jpeg import jpeg
 
@@ -42,7 +45,7 @@ def default_config():
     c.usm_weight = 0.5
     c.usm_threshold = 10
     c.usm_radius = 50
-    c.queue_size = 180  # training-pair queue (queue_init/queue_apply); 0 = no queue
+    c.queue_size = 192  # training-pair queue (queue_init/queue_apply), a multiple of the batch; Real-ESRGAN's 180 suits batch 12; 0 = no queue
     c.jpeg_style = "diffjpeg"  # 'diffjpeg' (Real-ESRGAN parity) | 'libjpeg' (closer to real JPEG files)
     c.resize_modes = ["area", "bilinear", "bicubic"]
     c.kernel_range = [7, 21]  # odd kernel sizes, all zero-padded to 21
@@ -280,11 +283,18 @@ def degrade(key, gt, cfg, scale):
 # ----------------------------------------------------------------------------------------------- queue
 
 
-def queue_init(cfg, batch, gt_shape, scale):
-    """Empty training-pair queue for batches of `batch` GT crops of shape gt_shape (H, W, C)."""
+def check_queue(cfg, batch):
+    """Refuse a queue that the batches do not fill evenly (Real-ESRGAN asserts the same)."""
     size = cfg.queue_size
     if size % batch:
-        raise ValueError(f"queue_size {size} must be a multiple of the batch size {batch}")
+        raise ConfigError(f"degrade.queue_size ({size}) must be a multiple of train.batch_size ({batch}); "
+                          f"set it to {max(batch, size // batch * batch)}, or 0 for no queue")
+
+
+def queue_init(cfg, batch, gt_shape, scale):
+    """Empty training-pair queue for batches of `batch` GT crops of shape gt_shape (H, W, C)."""
+    check_queue(cfg, batch)
+    size = cfg.queue_size
     h, w, c = gt_shape
     return dict(lq=jnp.zeros((size, h // scale, w // scale, c), jnp.float32),
                 gt=jnp.zeros((size, h, w, c), jnp.float32), ptr=jnp.zeros((), jnp.int32))
@@ -311,3 +321,24 @@ def queue_apply(key, state, lq, gt):
         return new, state["lq"][idx], state["gt"][idx]
 
     return jax.lax.cond(state["ptr"] >= size, swap, fill, None)
+
+
+def training_pairs(cfg, scale):
+    """make_pair(key, batch, queue) -> (queue, lq, gt, gt_usm): the train step's training pair, on the device.
+
+    A batch with an `lq` (paired data) is used as is; otherwise `degrade` makes the LQ from the clean GT and,
+    with a queue (queue_init), Real-ESRGAN's training-pair pool mixes the pairs. cfg and scale are static.
+    """
+
+    def make_pair(key, batch, queue):
+        k_deg, k_queue = jax.random.split(key)
+        if "lq" in batch:  # paired data: the LQ comes from disk
+            return queue, batch["lq"], batch["gt"], _usm(batch["gt"], cfg)
+        out = degrade(k_deg, batch["gt"], cfg, scale)
+        lq, gt, gt_usm = out["lq"], out["gt"], out["gt_usm"]
+        if queue is not None:
+            queue, lq, gt = queue_apply(k_queue, queue, lq, gt)
+            gt_usm = _usm(gt, cfg)
+        return queue, lq, gt, gt_usm
+
+    return make_pair

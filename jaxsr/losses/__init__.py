@@ -1,6 +1,6 @@
 """The training objective: a registry of losses combined with config weights and active step ranges.
 
-Config schema (`config.losses`): a list (or a ConfigDict of named entries) of dicts
+Config schema (`config.losses`, default `default_config()`): a list (or a ConfigDict of named entries) of dicts
     {name: str, weight: float = 1.0, start: int = 0, end: int | None = None,
      target: 'gt' | 'gt_usm' = 'gt', key: str = name, **options}
 - `name` picks the loss (see `LOSSES`); `options` are that loss's keyword arguments.
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from jaxsr.losses import color, frequency, gan, pixel, ssim
 from jaxsr.losses.gan import GANObjective
@@ -48,6 +49,11 @@ LOSSES = {
     "perceptual": PerceptualLoss,
 }
 _TERM_FIELDS = ("name", "weight", "start", "end", "target", "key")
+
+
+def default_config():
+    """L1 against the USM-sharpened GT: Real-ESRGAN's pixel loss (`l1_gt_usm`)."""
+    return ml_collections.ConfigDict({"l1": dict(name="l1", weight=1.0, target="gt_usm")}, type_safe=False)
 
 
 @dataclass(frozen=True)
@@ -76,19 +82,23 @@ def _int_or_none(v):
 class LossSet:
     """The generator objective. `loss_set(sr, gt, ...)` -> (total, {key: weighted value}).
 
-    Jit-able and pure given its arguments. `frozen` (default `self.frozen`) holds the weights of feature
-    nets (VGG) so that a trainer can pass them into its jitted step as an argument. `gan` is the
-    `GANObjective` (or None) whose discriminator_loss / r1_penalty the D update uses.
+    Jit-able and pure given its arguments. `feature_params` (default `self.feature_params`) holds the weights of
+    the feature nets (VGG19 of the perceptual loss) so that a trainer can pass them into its jitted step as an
+    argument. `gan` is the `GANObjective` (or None) whose discriminator_loss / r1_penalty the D update uses.
     """
 
     def __init__(self, terms, gan_objective=None, gan_term=None):
         self.terms = tuple(terms)
         self.gan = gan_objective
         self.gan_term = gan_term
-        self.frozen = {t.key: t.fn.params for t in self.terms if isinstance(t.fn, PerceptualLoss)}
+        self.feature_params = {t.key: t.fn.params for t in self.terms if isinstance(t.fn, PerceptualLoss)}
 
-    def __call__(self, sr, gt, gt_usm=None, step=0, fake_logits=None, real_logits=None, frozen=None):
-        frozen = self.frozen if frozen is None else frozen
+    def without_gan(self):
+        """The same objective with no adversarial term: what G trains on before gan.start_step."""
+        return LossSet(self.terms)
+
+    def __call__(self, sr, gt, *, gt_usm=None, step=0, fake_logits=None, real_logits=None, feature_params=None):
+        feats = self.feature_params if feature_params is None else feature_params
         sr = sr.astype(jnp.float32)
         targets = {"gt": gt.astype(jnp.float32), "gt_usm": None if gt_usm is None else gt_usm.astype(jnp.float32)}
         total, logs = jnp.zeros((), jnp.float32), {}
@@ -96,8 +106,8 @@ class LossSet:
             ref = targets[t.target]
             if ref is None:
                 raise ValueError(f"loss {t.key!r} uses target 'gt_usm' but no gt_usm was given")
-            args = (sr, ref, frozen[t.key]) if t.key in frozen else (sr, ref)
-            value, parts = self._gated(t, step, lambda *a, fn=t.fn: fn(*a), args)
+            args = (sr, ref, feats[t.key]) if t.key in feats else (sr, ref)
+            value, parts = self._gated(t, step, t.fn, args)
             total, logs = total + value, {**logs, t.key: value, **parts}
         if self.gan_term is not None:
             if fake_logits is None:
@@ -157,4 +167,4 @@ def build_losses(cfg_losses) -> LossSet:
     return LossSet(terms, gan_obj, gan_term)
 
 
-__all__ = ["LOSSES", "LossSet", "LossTerm", "build_losses", "GANObjective", "PerceptualLoss", "gan"]
+__all__ = ["LOSSES", "LossSet", "LossTerm", "build_losses", "default_config", "GANObjective", "PerceptualLoss", "gan"]

@@ -1,5 +1,6 @@
-"""Colour-space conversions and colour losses (formats.md §7): Oklab consistency (neosr), HSLuv,
-CbCr colour and L* luma (traiNNer-redux). Images are NHWC sRGB in [0,1], float32.
+"""Colour-space conversions and colour losses: Oklab consistency (neosr `neosr/losses/consistency_loss.py`; Oklab
+from B. Ottosson, "A perceptual color space for image processing", 2020), HSLuv, CbCr colour and L* luma
+(traiNNer-redux `traiNNer/losses/`). Images are NHWC sRGB in [0,1], float32.
 
 Branches that `jnp.where` discards still get differentiated, so every pow/cbrt gets an input that is
 safe on both sides of the branch (the "double where"), or gradients turn into 0*inf = NaN.

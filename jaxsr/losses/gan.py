@@ -8,29 +8,30 @@ in BasicSR. R1 (gradient penalty on real images) is lazy: every `r1_every` D ste
 """
 import jax
 import jax.numpy as jnp
+from ml_collections import ConfigDict, config_dict
 
 
 def _bce_with_logits(x, target):
     return jnp.mean(jnp.maximum(x, 0) - x * target + jnp.log1p(jnp.exp(-jnp.abs(x))))
 
 
-def _to(x, real, gan_type, for_disc):
+def gan_loss(x, target_is_real, gan_type, is_disc):
     """BasicSR GANLoss(x, target_is_real, is_disc) for one batch of logits."""
     x = x.astype(jnp.float32)
     if gan_type == "vanilla":
-        return _bce_with_logits(x, 1.0 if real else 0.0)
+        return _bce_with_logits(x, 1.0 if target_is_real else 0.0)
     if gan_type == "lsgan":
-        return jnp.mean((x - (1.0 if real else 0.0)) ** 2)
+        return jnp.mean((x - (1.0 if target_is_real else 0.0)) ** 2)
     if gan_type == "hinge":
-        if for_disc:
-            return jnp.mean(jax.nn.relu(1 - x)) if real else jnp.mean(jax.nn.relu(1 + x))
+        if is_disc:
+            return jnp.mean(jax.nn.relu(1 - x)) if target_is_real else jnp.mean(jax.nn.relu(1 + x))
         return -jnp.mean(x)
     raise ValueError(f"unknown gan_type {gan_type!r}; choose vanilla, lsgan or hinge")
 
 
 class GANObjective:
     def __init__(self, gan_type="vanilla", relativistic=False, r1_weight=0.0, r1_every=16):
-        _to(jnp.zeros(1), True, gan_type, False)  # validates gan_type early
+        gan_loss(jnp.zeros(1), True, gan_type, False)  # validates gan_type early
         self.gan_type = gan_type
         self.relativistic = bool(relativistic)
         self.r1_weight = float(r1_weight)
@@ -39,22 +40,22 @@ class GANObjective:
     def generator_loss(self, fake_logits, real_logits=None):
         """Adversarial loss of G (unweighted). Relativistic needs D's logits on real images too."""
         if not self.relativistic:
-            return _to(fake_logits, True, self.gan_type, False)
+            return gan_loss(fake_logits, True, self.gan_type, False)
         if real_logits is None:
             raise ValueError("relativistic GAN loss needs real_logits (D on the ground truth)")
         real = jax.lax.stop_gradient(real_logits.astype(jnp.float32))
         fake = fake_logits.astype(jnp.float32)
-        return 0.5 * (_to(real - fake.mean(), False, self.gan_type, False) + _to(fake - real.mean(), True, self.gan_type, False))
+        return 0.5 * (gan_loss(real - fake.mean(), False, self.gan_type, False) + gan_loss(fake - real.mean(), True, self.gan_type, False))
 
     def discriminator_loss(self, real_logits, fake_logits):
         """(total, {'d_real', 'd_fake'}) for D; pass logits of the detached generator output as fake."""
         real, fake = real_logits.astype(jnp.float32), fake_logits.astype(jnp.float32)
         if self.relativistic:
-            d_real = 0.5 * _to(real - jax.lax.stop_gradient(fake).mean(), True, self.gan_type, True)
-            d_fake = 0.5 * _to(fake - jax.lax.stop_gradient(real).mean(), False, self.gan_type, True)
+            d_real = 0.5 * gan_loss(real - jax.lax.stop_gradient(fake).mean(), True, self.gan_type, True)
+            d_fake = 0.5 * gan_loss(fake - jax.lax.stop_gradient(real).mean(), False, self.gan_type, True)
         else:
-            d_real = _to(real, True, self.gan_type, True)
-            d_fake = _to(fake, False, self.gan_type, True)
+            d_real = gan_loss(real, True, self.gan_type, True)
+            d_fake = gan_loss(fake, False, self.gan_type, True)
         return d_real + d_fake, {"d_real": d_real, "d_fake": d_fake, "d_out_real": real.mean(), "d_out_fake": fake.mean()}
 
     def r1_due(self, step):
@@ -71,3 +72,14 @@ class GANObjective:
         g = jax.grad(lambda im: jnp.sum(d_logits_fn(im).astype(jnp.float32)))(x)
         per_image = jnp.sum(g**2, axis=tuple(range(1, g.ndim)))
         return 0.5 * self.r1_weight * self.r1_every * jnp.mean(per_image)
+
+
+def default_config():
+    """The `gan` section of a run: whether D trains, from when, and which discriminator (a spec for jaxsr.archs)."""
+    c = ConfigDict(type_safe=False)
+    c.enabled = False
+    c.start_step = 0  # G-only warm-up steps before D joins
+    # arch 'unet' (Real-ESRGAN's U-Net SN; skip_connection) or 'vgg' (ESRGAN's VGG-style; input_size 128 or 256)
+    c.discriminator = ConfigDict(dict(arch="unet", num_feat=64, skip_connection=True, input_size=128), type_safe=False)
+    c.init_weights = config_dict.placeholder(str)  # a BasicSR/Real-ESRGAN net_d file
+    return c

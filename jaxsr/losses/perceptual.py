@@ -1,7 +1,7 @@
 """Perceptual loss on VGG19 features (BasicSR `PerceptualLoss`), with torchvision's VGG19 as the feature net.
 
 `VGG19Features` mirrors torchvision's `vgg19().features` (an nn.Sequential), so a torchvision
-`vgg19-*.pth` maps key for key (`features.N.weight/bias`) through `convert.mapping`. The net is
+`vgg19-*.pth` maps key for key (`features.N.weight/bias`) through `jaxsr.archs.bridge`. The net is
 truncated after the deepest layer the loss needs. Weights are never downloaded and never random:
 without a weights file the loss refuses to build.
 """
@@ -11,9 +11,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from convert.mapping import WeightsError, load_state_dict
-from convert.pthfile import read_state_dict
+from jaxsr.archs.bridge import load_state_dict
 from jaxsr.archs.common import conv
+from jaxsr.errors import WeightsError
+from jaxsr.weights import read_state_dict
 from jaxsr.losses.pixel import criterion as get_criterion
 
 # torchvision cfg "E" (VGG19); 'M' is MaxPool2d(2, 2).

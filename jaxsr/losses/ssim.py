@@ -1,4 +1,4 @@
-"""SSIM and MS-SSIM losses with traiNNer-redux's definition (`traiNNer/losses/mssim_loss.py`, formats.md §7).
+"""SSIM and MS-SSIM losses with traiNNer-redux's definition (`traiNNer/losses/mssim_loss.py`).
 
 Inputs are clamped to [0,1]; by default only the YIQ luma Y = .299R + .587G + .114B is compared (data
 range 1). The window is MATLAB's fspecial('gaussian', 11, 1.5). Each level filters 'valid', or 'same' with
@@ -9,20 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsr.metrics import ssim_maps
+from jaxsr.metrics import gaussian_1d, ssim_maps
 
 MS_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 YIQ_Y = (0.299, 0.587, 0.114)
-
-
-def fspecial_gaussian_1d(size=11, sigma=1.5):
-    """The separable factor of fspecial('gaussian'); taps below eps*max would be zeroed, none are at 11/1.5."""
-    x = np.arange(size) - (size - 1) / 2
-    g = np.exp(-(x**2) / (2 * sigma**2))
-    g2 = np.outer(g, g)
-    if (g2 < np.finfo(np.float64).eps * g2.max()).any():
-        raise ValueError("window too wide for its sigma: MATLAB's fspecial would zero taps")
-    return g / g.sum()
 
 
 def _preprocess(x, y_channel):
@@ -50,13 +40,13 @@ def _avg_pool2(x):
 
 def ssim_index(x, y, y_channel=True, include_luminance=True):
     """Single-scale SSIM per image (traiNNer-redux `ssim`), shape (N,)."""
-    g = fspecial_gaussian_1d()
+    g = gaussian_1d()
     return _level(_preprocess(x, y_channel), _preprocess(y, y_channel), g, include_luminance)[0]
 
 
 def ms_ssim_index(x, y, y_channel=True, include_luminance=False, weights=MS_WEIGHTS):
     """MS-SSIM per image: prod_{i<last} cs_i^w_i * ssim_last^w_last (traiNNer-redux `ms_ssim`, is_prod)."""
-    g = fspecial_gaussian_1d()
+    g = gaussian_1d()
     a, b = _preprocess(x, y_channel), _preprocess(y, y_channel)
     out = 1.0
     for i, w in enumerate(weights):

@@ -5,7 +5,8 @@ reads its slice of the same global batches), so it is stored once in the run met
 resumes with any number of processes.
 
 Kept: the latest checkpoint, plus the best `keep_best` by validation PSNR. orbax's `max_to_keep` with a
-`best_fn` would delete the latest (jax_stack.md §4), so preservation is a policy: LatestN(1) or BestN.
+`best_fn` deletes the latest (seen with orbax-checkpoint 0.12.8: max_to_keep=2 over steps 100..400 at PSNR
+30/32/31/29 kept only 200 and 300, so a resume would go back in time), so preservation is a policy: LatestN(1) or BestN.
 Checkpoints saved between validations carry no metric and live only while they are the latest.
 Saves are asynchronous and atomic (orbax writes a temporary folder and renames it when complete), so a
 kill during a save leaves the previous checkpoint as the latest complete one.
@@ -50,9 +51,6 @@ class Checkpoints:
         state = jax.tree.map(lambda r, a: jax.device_put(jnp.zeros(a.shape, a.dtype), a.sharding) if a.size == 0 else r,
                              out["state"], abstract_state)
         return state, out["meta"]
-
-    def wait(self):
-        self.manager.wait_until_finished()
 
     def close(self):
         self.manager.wait_until_finished()

@@ -1,14 +1,18 @@
-"""The run config: shared defaults that every recipe in configs/ starts from, and its checks.
+"""The run config: the defaults every recipe in configs/ starts from, and `resolve`, where a run's config is read.
 
-A recipe is `get_config()` returning `base_config()` with its own values (big_vision style). The
-section defaults come from their owners (`jaxsr.data`, `jaxsr.degrade`), so each knob is defined once.
+A recipe is `get_config()` returning `base_config()` with its own values (big_vision style). Each section's
+defaults come from its owner (`jaxsr.data`, `jaxsr.degrade`, `jaxsr.losses`, `jaxsr.losses.gan`, `jaxsr.optim`,
+and this module for `train` and `val`), so each knob is defined once. Sections accept numbers written as
+strings ("2e-4", as YAML-minded users write them); `resolve` casts them to the default's type once.
 """
 import json
 
 import ml_collections
 from ml_collections import config_dict
 
-from jaxsr import data, degrade
+from jaxsr import data, degrade, losses, optim
+from jaxsr.errors import ConfigError
+from jaxsr.losses import gan
 
 # Changing any of these makes a saved state unusable or the run a different experiment: refused on resume.
 INCOMPATIBLE_ON_RESUME = ("seed", "scale", "model", "compute_dtype", "gan.enabled", "gan.discriminator", "optim.name",
@@ -16,46 +20,48 @@ INCOMPATIBLE_ON_RESUME = ("seed", "scale", "model", "compute_dtype", "gan.enable
                           "data.train_dir", "data.train_lr_dir", "data.split", "degrade.mode", "degrade.gt_size", "degrade.queue_size")
 
 
+def train_config():
+    """The `train` section: how long, how big, and how often to log and checkpoint."""
+    c = ml_collections.ConfigDict(type_safe=False)
+    c.total_steps = 100_000
+    c.batch_size = 16  # global batch, over all devices and hosts
+    c.log_every = 100
+    c.image_every = 0  # training LR|SR|HR grids to TensorBoard every N steps (0: off; validation shows its own)
+    c.ckpt_every = 5_000
+    c.keep_best = 3  # checkpoints kept by validation PSNR, besides the latest
+    c.max_nonfinite = 10  # stop after this many NaN/Inf steps in a row (each one is skipped)
+    return c
+
+
+def val_config():
+    """The `val` section: how often to measure on the validation images (and export)."""
+    c = ml_collections.ConfigDict(type_safe=False)
+    c.every = 5_000
+    c.at_start = False  # validate before the first step (always done for a warm start)
+    return c
+
+
 def base_config():
-    c = ml_collections.ConfigDict()
+    c = ml_collections.ConfigDict(type_safe=False)
     c.name = "model"  # export file names: models/<name>_x<scale>.pth
     c.seed = 0
     c.scale = 4
-    # Generator: the spec given to jaxsr.archs.build_model (scale is added). arch='auto' takes the
+    # Generator: the spec given to jaxsr.archs.build (scale is added). arch='auto' takes the
     # architecture and hyperparameters from init_weights.
-    c.model = ml_collections.ConfigDict(dict(arch="esrgan", in_ch=3, out_ch=3, num_feat=64, num_block=23, num_grow_ch=32))
+    c.model = ml_collections.ConfigDict(dict(arch="esrgan", in_ch=3, out_ch=3, num_feat=64, num_block=23, num_grow_ch=32),
+                                        type_safe=False)
     c.compute_dtype = "auto"  # 'auto': bfloat16 on GPU/TPU, float32 on CPU; params, losses and metrics stay float32
     c.init_weights = config_dict.placeholder(str)  # .pth/.safetensors/jaxsr export to warm-start G from
     c.init_strict = True
 
     c.data = data.default_config()
     c.degrade = degrade.default_config()
-    c.losses = ml_collections.ConfigDict({"l1": dict(name="l1", weight=1.0, target="gt_usm")})
-
-    c.gan = ml_collections.ConfigDict()
-    c.gan.enabled = False
-    c.gan.start_step = 0  # G-only warm-up steps before D joins
-    c.gan.discriminator = ml_collections.ConfigDict(dict(arch="unet", num_feat=64, skip_connection=True))
-    c.gan.init_weights = config_dict.placeholder(str)  # a BasicSR/Real-ESRGAN net_d file
-
-    c.optim = ml_collections.ConfigDict(dict(name="adamw", lr=2e-4, betas=(0.9, 0.99), weight_decay=0.0, schedule="constant",
-                                             warmup_steps=0, min_lr=1e-7, milestones=(), gamma=0.5, clip_grad_norm=0.0,
-                                             accumulate=1, ema_decay=0.999, eps=1e-8))
-    c.optim_d = ml_collections.ConfigDict(dict(name="adamw", lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, schedule="constant",
-                                               warmup_steps=0, clip_grad_norm=0.0, eps=1e-8))
-
-    c.train = ml_collections.ConfigDict()
-    c.train.total_steps = 100_000
-    c.train.batch_size = 16  # global batch, over all devices and hosts
-    c.train.log_every = 100
-    c.train.image_every = 0  # LR/SR/HR grids to TensorBoard every N steps (0: at validation only)
-    c.train.ckpt_every = 5_000
-    c.train.keep_best = 3  # checkpoints kept by validation PSNR, besides the latest
-    c.train.max_nonfinite = 10  # stop after this many NaN/Inf steps in a row (each one is skipped)
-
-    c.val = ml_collections.ConfigDict()
-    c.val.every = 5_000
-    c.val.at_start = False  # validate before the first step (always done for a warm start)
+    c.losses = losses.default_config()
+    c.gan = gan.default_config()
+    c.optim = optim.default_config()
+    c.optim_d = optim.default_config(lr=1e-4, ema_decay=None)
+    c.train = train_config()
+    c.val = val_config()
     return c
 
 
@@ -70,8 +76,45 @@ def flatten(cfg, prefix=""):
     return out
 
 
-def resume_conflicts(saved: dict, cfg) -> list:
-    """Fields that differ from the frozen config.json and must not change on resume."""
+def _cast(field, value, default):
+    """`value` as the type of `default` where it is a number given as a string (also inside tuples)."""
+    if isinstance(default, (tuple, list)) and isinstance(value, (tuple, list)):
+        num = next((d for d in default if isinstance(d, (int, float)) and not isinstance(d, bool)), None)
+        return type(value)(_cast(field, v, num) for v in value) if num is not None else value
+    if not isinstance(value, str) or isinstance(default, bool) or not isinstance(default, (int, float)):
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{field} must be a number, got {value!r}") from None
+    if isinstance(default, int):
+        if not number.is_integer():
+            raise ConfigError(f"{field} must be a whole number, got {value!r}")
+        return int(number)
+    return number
+
+
+def resolve(cfg):
+    """The config a run uses: numbers given as strings cast to the type of their default, checked for what would
+    otherwise fail later. Returns a new (unlocked) ConfigDict; raises ConfigError naming the field."""
+    out = ml_collections.ConfigDict(cfg.to_dict(), type_safe=False)
+    defaults = flatten(base_config())
+    for field, value in flatten(out).items():
+        if field in defaults:
+            new = _cast(field, value, defaults[field])
+            if new is not value:
+                *parents, leaf = field.split(".")
+                node = out
+                for p in parents:
+                    node = node[p]
+                node[leaf] = new
+    if out.degrade.mode == "realesrgan" and out.degrade.queue_size:
+        degrade.check_queue(out.degrade, out.train.batch_size)
+    return out
+
+
+def resume_conflicts(saved: dict, cfg) -> tuple:
+    """(fields that differ from the frozen config.json and must not change on resume, the other changed fields)."""
     now = flatten(json.loads(cfg.to_json_best_effort()))
     before = flatten(saved)
     diffs = [k for k in sorted(set(now) | set(before)) if now.get(k) != before.get(k)]

@@ -1,5 +1,6 @@
-"""What a run shows: a console line mirrored with timestamps to train.log, and TensorBoard scalars and
-images. Only process 0 writes; other processes stay quiet."""
+"""What a run shows: a console line mirrored with timestamps to train.log, TensorBoard scalars and images, and
+every logged value in metrics.jsonl. Only process 0 writes; other processes stay quiet."""
+import json
 import logging
 import os
 import resource
@@ -8,6 +9,8 @@ import time
 
 import jax
 import numpy as np
+
+from jaxsr.imageio import to_u8
 
 log = logging.getLogger("jaxsr")
 
@@ -55,8 +58,10 @@ class Progress:
 
 
 class Board:
+    """TensorBoard (<workdir>/tensorboard) and <workdir>/metrics.jsonl, written by process 0 only."""
+
     def __init__(self, workdir, enabled=True):
-        self.writer = None
+        self.writer, self.jsonl = None, os.path.join(workdir, "metrics.jsonl")
         if enabled:
             from tensorboardX import SummaryWriter
 
@@ -66,6 +71,14 @@ class Board:
         if self.writer:
             for k, v in values.items():
                 self.writer.add_scalar(prefix + k, float(v), step)
+
+    def log(self, step, values, prefix="train/"):
+        """Scalars to TensorBoard and one metrics.jsonl row: {step, loss, ...} for training, {step, val_psnr, ...}."""
+        self.scalars(step, values, prefix)
+        if self.writer:
+            key = "" if prefix == "train/" else prefix.replace("/", "_")
+            with open(self.jsonl, "a") as f:
+                f.write(json.dumps({"step": step, **{key + k: float(v) for k, v in values.items()}}) + "\n")
 
     def images(self, step, tag, lr, sr, hr):
         """One row per image: LR (nearest-upscaled) | SR | HR, as HWC uint8."""
@@ -78,7 +91,7 @@ class Board:
             rows.append(np.concatenate([up, b, c[: b.shape[0], : b.shape[1]]], axis=1))
         width = max(r.shape[1] for r in rows)
         grid = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows], axis=0)
-        self.writer.add_image(tag, (np.clip(grid, 0, 1) * 255).round().astype(np.uint8), step, dataformats="HWC")
+        self.writer.add_image(tag, to_u8(grid), step, dataformats="HWC")
 
     def flush(self):
         if self.writer:

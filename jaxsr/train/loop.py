@@ -1,41 +1,36 @@
-"""The training loop: build everything from the config, resume if the workdir has a checkpoint, step,
-log, validate, checkpoint and export. `run_train.py` is its command line."""
+"""The training loop. Small builders turn the config into plain values (the objective, optimizers, models,
+data, state and compiled steps); `Trainer` resumes if the workdir has a checkpoint, then steps, logs,
+validates, checkpoints and exports. `run_train.py` is its command line."""
 import json
 import math
 import os
 import signal
 import time
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from convert import pthfile, registry
-from convert.mapping import WeightsError, load_state_dict
-from jaxsr import data, losses as losses_lib, metrics, optim, parallel
-from jaxsr.archs import build_model
-from jaxsr.archs.discriminators import UNetDiscriminatorSN, VGGStyleDiscriminator, load_discriminator
-from jaxsr.degrade import imresize, queue_init
+from jaxsr import archs, data, evaluate, losses, optim, parallel, weights
+from jaxsr.degrade import queue_init, training_pairs
+from jaxsr.errors import ConfigError, Diverged, WeightsError
+from jaxsr.files import atomic_write
+from jaxsr.imageio import quantize
 from jaxsr.infer import upscale
-from jaxsr.models import SPEC_FILE, export_torch, load_native
+from jaxsr.metrics import mean_over_images
 from jaxsr.train import state as state_lib
 from jaxsr.train.checkpoint import Checkpoints
-from jaxsr.train.config import flatten, resume_conflicts
+from jaxsr.train.config import flatten, resolve, resume_conflicts
 from jaxsr.train.logger import Board, Progress, log, setup
-from jaxsr.train.step import make_train_step
+from jaxsr.train.step import make_preview, make_train_step
+
+# ------------------------------------------------------------------------------------------------- builders
 
 
-class ConfigError(ValueError):
-    """A config that cannot run; the message names the field and what to do."""
-
-
-class Diverged(RuntimeError):
-    """Too many consecutive non-finite steps."""
-
-
-def _dtype(name):
+def compute_dtype(name):
     if name == "auto":
         return jnp.dtype(jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32)
     if name not in ("float32", "bfloat16"):
@@ -44,54 +39,119 @@ def _dtype(name):
 
 
 def generator_spec(cfg):
-    spec = {k: v for k, v in cfg.model.to_dict().items()}
-    spec["scale"] = cfg.scale
-    return spec
+    return {**cfg.model.to_dict(), "scale": cfg.scale}
 
 
 def build_generator(cfg):
-    """(model, spec): from the config, warm-started from init_weights (architecture inferred if arch='auto')."""
-    dtype = _dtype(cfg.compute_dtype)
-    path = cfg.init_weights
+    """(model, spec): from the config, warm-started from init_weights (architecture inferred if arch='auto').
+
+    The file goes through the one load path (`jaxsr.weights.read`): a jaxsr folder loads its own tensors, a
+    PyTorch file its renamed ones, with no round trip through the other format.
+    """
+    dtype, rngs, path = compute_dtype(cfg.compute_dtype), nnx.Rngs(cfg.seed), cfg.init_weights
     if not path:
         if cfg.model.arch == "auto":
             raise ConfigError("model.arch='auto' takes the architecture from init_weights, but init_weights is not set")
-        return build_model(generator_spec(cfg), rngs=nnx.Rngs(cfg.seed), dtype=dtype), generator_spec(cfg)
+        spec = generator_spec(cfg)
+        return archs.build(spec, rngs=rngs, dtype=dtype), spec
     if not os.path.exists(path):
         raise ConfigError(f"init_weights: no such file or folder: {path}")
-    if os.path.isdir(path) and os.path.exists(os.path.join(path, SPEC_FILE)):
-        src, file_spec = load_native(path)
-        sd = {k: v for k, v in registry.bridge_for_arch(file_spec["arch"]).export(src, file_spec).items()}
-    else:
-        sd, _ = pthfile.read_state_dict(path)
-    bridge = registry.detect(sd, "auto" if cfg.model.arch == "auto" else cfg.model.arch)
-    file_spec = bridge.infer_spec(sd)
-    spec = file_spec if cfg.model.arch == "auto" else generator_spec(cfg)
+    w = weights.read(path, arch=cfg.model.arch)
+    spec = w.spec if cfg.model.arch == "auto" else generator_spec(cfg)
     if spec["scale"] != cfg.scale:
         if cfg.init_strict:
             raise ConfigError(f"init_weights is a x{spec['scale']} model but scale={cfg.scale}; set --config.scale={spec['scale']}, "
-                              "or --config.init_strict=False to load what fits into a new x{cfg.scale} model")
+                              f"or --config.init_strict=False to load what fits into a new x{cfg.scale} model")
         spec = {**spec, "scale": cfg.scale}
-    model = build_model(spec, rngs=nnx.Rngs(cfg.seed), dtype=dtype)
-    report = load_state_dict(model, bridge.to_model_keys(sd), strict=cfg.init_strict)
+    model, report = w.build(spec, strict=cfg.init_strict, dtype=dtype, rngs=rngs)
     log.info(f"warm start from {path}: {spec['arch']} x{spec['scale']} ({report.summary()})")
     return model, spec
 
 
-def build_discriminator(cfg):
+def build_discriminator(cfg, g_spec):
+    """The discriminator of the GAN stage (None without one), from `gan.discriminator`, warm-started from
+    `gan.init_weights` (a BasicSR/Real-ESRGAN net_d file) where given."""
+    if not cfg.gan.enabled:
+        return None
     d = cfg.gan.discriminator
-    rngs = nnx.Rngs(cfg.seed + 1)
-    if d.arch == "unet":
-        disc = UNetDiscriminatorSN(3, d.num_feat, d.get("skip_connection", True), rngs=rngs)
-    elif d.arch == "vgg":
-        disc = VGGStyleDiscriminator(3, d.num_feat, d.get("input_size", 128), rngs=rngs)
-    else:
-        raise ConfigError(f"gan.discriminator.arch must be 'unet' or 'vgg', got {d.arch!r}")
+    if d.arch not in archs.names("discriminator"):
+        raise ConfigError(f"gan.discriminator.arch must be one of {', '.join(archs.names('discriminator'))}, got {d.arch!r}")
+    disc = archs.build({**d.to_dict(), "num_in_ch": g_spec.get("out_ch", 3)}, rngs=nnx.Rngs(cfg.seed + 1))
     if cfg.gan.init_weights:
         if not os.path.exists(cfg.gan.init_weights):
             raise ConfigError(f"gan.init_weights: no such file: {cfg.gan.init_weights}")
-        load_discriminator(disc, cfg.gan.init_weights)
+        weights.read(cfg.gan.init_weights, arch=d.arch, kind="discriminator").load_into(disc)
     return disc
+
+
+def build_objective(cfg):
+    """The generator's LossSet, with its adversarial term only when gan.enabled (and then required)."""
+    try:
+        objective = losses.build_losses(cfg.losses)
+    except (ValueError, TypeError) as e:  # the builders name the offending entry
+        raise ConfigError(str(e)) from None
+    if objective.gan is not None and not cfg.gan.enabled:
+        raise ConfigError("losses has a 'gan' term but gan.enabled is False")
+    if cfg.gan.enabled and objective.gan is None:
+        raise ConfigError("gan.enabled is True but losses has no 'gan' term (add losses.gan=dict(name='gan', weight=0.1))")
+    return objective
+
+
+def build_optimizers(cfg):
+    """(tx for G, tx for D or None)."""
+    try:
+        tx = optim.build_optimizer(cfg.optim, cfg.train.total_steps)
+        tx_d = optim.build_optimizer(cfg.optim_d, cfg.train.total_steps) if cfg.gan.enabled else None
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return tx, tx_d
+
+
+@dataclass
+class Data:
+    splits: dict  # dataset_splits.json: which file went to train/val/test
+    train: Any  # the resumable iterator of this host's slices of the global batches
+    val: list  # validation images: dict(name, hr, lr)
+
+
+def build_data(cfg, workdir):
+    splits = data.resolve_splits(cfg.data, workdir, cfg.seed)
+    per_host = data.host_batch_size(cfg.train.batch_size)
+    it = data.train_iterator(cfg.data, splits, cfg.scale, cfg.seed, per_host, jax.process_index(), jax.process_count())
+    return Data(splits, it, data.val_items(cfg.data, splits, cfg.scale, "val"))
+
+
+def build_state(cfg, model, tx, disc=None, tx_d=None, paired=False):
+    """A fresh TrainState: models, optimizer states, EMA (not under schedule-free, whose eval weights replace it),
+    and Real-ESRGAN's training-pair queue where synthetic pairs use one."""
+    queue = None
+    if cfg.degrade.mode == "realesrgan" and cfg.degrade.queue_size and not paired:
+        queue = queue_init(cfg.degrade, cfg.train.batch_size, (cfg.degrade.gt_size,) * 2 + (3,), cfg.scale)
+    ema = cfg.optim.ema_decay > 0 and cfg.optim.name != "schedule_free_adamw"
+    return state_lib.create(model, tx, seed=cfg.seed, ema=ema, disc=disc, tx_d=tx_d, queue=queue)
+
+
+@dataclass
+class Steps:
+    g: Callable  # G-only step (the warm-up before gan.start_step, or the whole run without a GAN)
+    gan: Callable | None  # G and D step
+    preview: Callable  # (state, batch, params) -> training LR, SR, HR of a few samples
+
+
+def build_steps(cfg, mesh, objective, tx, g_def, eval_def, d_def=None, tx_d=None):
+    """The jitted steps: the state is donated and replicated, the batch sharded on the mesh's 'data' axis."""
+    repl = parallel.replicated(mesh)
+    make_pair = training_pairs(cfg.degrade, cfg.scale)
+    common = dict(make_pair=make_pair, schedule=optim.learning_rate_schedule(cfg.optim, cfg.train.total_steps),
+                  ema_decay=cfg.optim.ema_decay, accumulate=int(cfg.optim.accumulate))
+
+    def jit(step):
+        return jax.jit(step, donate_argnums=(0,), out_shardings=(repl, repl))
+
+    g = jit(make_train_step(g_def, objective.without_gan(), tx, **common))
+    gan = jit(make_train_step(g_def, objective, tx, d_def=d_def, tx_d=tx_d, **common)) if d_def is not None else None
+    preview = jax.jit(make_preview(eval_def, make_pair), out_shardings=repl)
+    return Steps(g, gan, preview)
 
 
 def eval_weights(cfg, state):
@@ -101,67 +161,45 @@ def eval_weights(cfg, state):
     return state.ema if state.ema is not None else state.params
 
 
+# ------------------------------------------------------------------------------------------------- the run
+
+
 class Trainer:
     def __init__(self, cfg, workdir):
+        """`cfg` as `jaxsr.train.config.resolve` returns it."""
         self.cfg, self.workdir = cfg, workdir
         self.main = parallel.is_main_process()
         setup(workdir, self.main)
-        self._check(cfg)
-        self._check_resume()
-        self.mesh = parallel.make_mesh()
-        self.stop_requested = False
-
-        self.splits = data.resolve_splits(cfg.data, workdir, cfg.seed)
-        self.per_host = data.host_batch_size(cfg.train.batch_size)
-        self.data_iter = data.train_iterator(cfg.data, self.splits, cfg.scale, cfg.seed, self.per_host,
-                                             jax.process_index(), jax.process_count())
-        self.val = data.val_items(cfg.data, self.splits, cfg.scale, "val")
-
-        model, self.spec = build_generator(cfg)
-        model.train()  # drop path, batch statistics (DAT); models are built in eval mode
-        self.g_def = state_lib.split(model)[0]
-        eval_model = nnx.clone(model)
-        eval_model.eval()
-        self.eval_def = state_lib.split(eval_model)[0]
-        try:
-            self.losses = losses_lib.build_losses(cfg.losses)
-            tx = optim.build_optimizer(cfg.optim, cfg.train.total_steps)
-            tx_d = optim.build_optimizer(cfg.optim_d, cfg.train.total_steps) if cfg.gan.enabled else None
-        except ValueError as e:  # the builders name the offending field
-            raise ConfigError(str(e)) from None
-        if self.losses.gan is not None and not cfg.gan.enabled:
-            raise ConfigError("losses has a 'gan' term but gan.enabled is False")
-        if cfg.gan.enabled and self.losses.gan is None:
-            raise ConfigError("gan.enabled is True but losses has no 'gan' term (add losses.gan=dict(name='gan', weight=0.1))")
-        disc = d_def = None
-        if cfg.gan.enabled:
-            disc = build_discriminator(cfg)
-            d_def = state_lib.split(disc)[0]
-        queue = None
-        if cfg.degrade.mode == "realesrgan" and cfg.degrade.queue_size and self.splits.get("train_lr") is None:
-            queue = queue_init(cfg.degrade, cfg.train.batch_size, (cfg.degrade.gt_size,) * 2 + (3,), cfg.scale)
-        state = state_lib.create(model, tx, seed=cfg.seed, ema=optim.ema_decay(cfg.optim) > 0 and cfg.optim.name != "schedule_free_adamw",
-                                 disc=disc, tx_d=tx_d, queue=queue)
-        self.state = parallel.replicate(self.mesh, state)
-        self.frozen = parallel.replicate(self.mesh, self.losses.frozen)
-
-        repl = parallel.replicated(self.mesh)
-        jit = lambda f: jax.jit(f, donate_argnums=(0,), out_shardings=(repl, repl))  # noqa: E731
-        self.g_step = jit(make_train_step(cfg, self.g_def, self.losses, tx, d_def=d_def, tx_d=tx_d, gan_active=False))
-        self.gan_step = jit(make_train_step(cfg, self.g_def, self.losses, tx, d_def=d_def, tx_d=tx_d, gan_active=True)) if disc else None
-
-        self.ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), cfg.train.keep_best)
-        self.board = Board(workdir, self.main)
-        self.best_psnr = -math.inf
-        self._write_config()
-
-    @staticmethod
-    def _check(cfg):
         n = jax.device_count()
         if cfg.train.batch_size % n:
             raise ConfigError(f"train.batch_size ({cfg.train.batch_size}) must be a multiple of the device count ({n})")
         if cfg.train.total_steps <= 0:
             raise ConfigError("train.total_steps must be positive")
+        self._check_resume()
+        self.mesh = parallel.make_mesh()
+        self.stop_requested = False
+
+        objective = build_objective(cfg)
+        tx, tx_d = build_optimizers(cfg)
+        model, self.spec = build_generator(cfg)
+        disc = build_discriminator(cfg, self.spec)
+        self.data = build_data(cfg, workdir)
+
+        model.train()  # drop path, batch statistics (DAT); models are built in eval mode
+        eval_model = nnx.clone(model)
+        eval_model.eval()
+        self.eval_def = state_lib.split(eval_model)[0]
+        g_def, d_def = state_lib.split(model)[0], (state_lib.split(disc)[0] if disc is not None else None)
+        state = build_state(cfg, model, tx, disc, tx_d, paired=self.data.splits.get("train_lr") is not None)
+        self.state = parallel.replicate(self.mesh, state)
+        self.feature_params = parallel.replicate(self.mesh, objective.feature_params)
+        self.steps = build_steps(cfg, self.mesh, objective, tx, g_def, self.eval_def, d_def, tx_d)
+
+        self.ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), cfg.train.keep_best)
+        self.board = Board(workdir, self.main)
+        self.best_psnr = -math.inf
+        self._bicubic_psnr = None
+        self._write_config()
 
     def _check_resume(self):
         """Refuse, before any work, a config that changed a field a resume cannot change."""
@@ -184,17 +222,13 @@ class Trainer:
         """Freeze the resolved config at the first start that got this far (a failed start writes nothing)."""
         path = os.path.join(self.workdir, "config.json")
         if self.main and not os.path.exists(path):
-            with open(path + ".tmp", "w") as f:
-                f.write(self.cfg.to_json_best_effort(indent=2))
-            os.replace(path + ".tmp", path)
-
-    # ------------------------------------------------------------------------------------------ run
+            atomic_write(path, lambda f: f.write(self.cfg.to_json_best_effort(indent=2)), mode="w")
 
     def run(self):
         cfg = self.cfg
         latest = self.ckpt.latest_step()
         if latest is not None:
-            self.state, meta = self.ckpt.restore(latest, self.state, self.data_iter)
+            self.state, meta = self.ckpt.restore(latest, self.state, self.data.train)
             self.best_psnr = meta.get("best_psnr") or -math.inf
             log.info(f"resumed from step {latest} (checkpoint in {self.workdir}/checkpoints)")
         step = int(parallel.to_host(self.state.step))
@@ -214,9 +248,11 @@ class Trainer:
                 if multi and multihost_utils.reached_preemption_sync_point(step):
                     self.stop_requested = True
                     break
-                batch = parallel.global_batch(self.mesh, next(self.data_iter))
-                fn = self.gan_step if (self.gan_step and step >= cfg.gan.start_step) else self.g_step
-                self.state, m = fn(self.state, batch, self.frozen)
+                batch = parallel.global_batch(self.mesh, next(self.data.train))
+                if cfg.train.image_every and (step + 1) % cfg.train.image_every == 0:
+                    self._log_images(step + 1, batch)
+                fn = self.steps.gan if (self.steps.gan and step >= cfg.gan.start_step) else self.steps.g
+                self.state, m = fn(self.state, batch, self.feature_params)
                 step += 1
                 if step % cfg.train.log_every == 0 or step == total:
                     self._log(step, m, progress)
@@ -236,7 +272,7 @@ class Trainer:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
             self.ckpt.close()
-            self.data_iter.close()
+            self.data.train.close()
             self.board.close()
         if step >= total:
             log.info(f"done: {total} steps; exports in {self.workdir}/models")
@@ -247,54 +283,54 @@ class Trainer:
 
     def _save(self, step, psnr=None):
         meta = {"step": step, "best_psnr": self.best_psnr if math.isfinite(self.best_psnr) else None}
-        self.ckpt.save(step, self.state, self.data_iter, meta, psnr)
+        self.ckpt.save(step, self.state, self.data.train, meta, psnr)
 
     def _log(self, step, m, progress):
         m = {k: float(v) for k, v in parallel.to_host(m).items()}
         text, rate = progress.line(step, m)
         log.info(text)
-        self.board.scalars(step, {**m, "it_per_s": rate})
-        if self.main:
-            with open(os.path.join(self.workdir, "metrics.jsonl"), "a") as f:
-                f.write(json.dumps({"step": step, **m}) + "\n")
+        self.board.log(step, m)
+        self.board.scalars(step, {"it_per_s": rate})
+
+    def _log_images(self, step, batch):
+        """The training pair this batch makes, and the eval weights' output on its LR, as LR|SR|HR rows."""
+        lq, sr, gt = parallel.to_host(self.steps.preview(self.state, batch, eval_weights(self.cfg, self.state)))
+        self.board.images(step, "train/lr_sr_hr", lq, sr, gt)
 
     # ------------------------------------------------------------------------------------ validation
 
     def eval_model(self):
         params = parallel.to_host(eval_weights(self.cfg, self.state))
-        return nnx.merge(self.eval_def, params, parallel.to_host(self.state.rest))
+        return nnx.merge(self.eval_def, params, parallel.to_host(self.state.buffers))
 
     def validate(self, step):
-        """PSNR/SSIM (Y channel, crop border = scale, 8-bit output as BasicSR) on the val images, then exports."""
-        model = self.eval_model()
-        scale, psnrs, ssims, shown = self.cfg.scale, [], [], []
+        """PSNR/SSIM on the val images as `jaxsr.evaluate` measures them (8-bit, Y channel, crop = scale), then exports."""
+        model, scale = self.eval_model(), self.cfg.scale
         t = time.perf_counter()
-        for item in self.val:
-            sr = np.round(upscale(model, item["lr"]) * 255) / 255
-            psnrs.append(metrics.psnr(sr, item["hr"], crop_border=scale, y_channel=True))
-            ssims.append(metrics.ssim(sr, item["hr"], crop_border=scale, y_channel=True))
+        scores, shown = [], []
+        for item in self.data.val:
+            sr = upscale(model, item["lr"])
+            scores.append(evaluate.score({"sr": sr}, item["hr"], scale)["sr"])
             if len(shown) < 4:
-                shown.append((item["lr"], sr, item["hr"]))
-        psnr, ssim = float(metrics.mean_over_images(psnrs)), float(metrics.mean_over_images(ssims))
-        log.info(f"validation at step {step}: PSNR {psnr:.3f} dB, SSIM {ssim:.4f} on {len(self.val)} image(s) "
+                shown.append((item["lr"], quantize(sr), item["hr"]))
+        psnr, ssim = (mean_over_images([s[k] for s in scores]) for k in ("psnr", "ssim"))
+        log.info(f"validation at step {step}: PSNR {psnr:.3f} dB, SSIM {ssim:.4f} on {len(self.data.val)} image(s) "
                  f"(bicubic: PSNR {self.bicubic_psnr():.3f} dB; {time.perf_counter() - t:.1f} s)")
-        self.board.scalars(step, {"psnr": psnr, "ssim": ssim}, prefix="val/")
+        self.board.log(step, {"psnr": psnr, "ssim": ssim}, prefix="val/")
         if shown:
             self.board.images(step, "val/lr_sr_hr", *zip(*shown))
         if self.main:
-            with open(os.path.join(self.workdir, "metrics.jsonl"), "a") as f:
-                f.write(json.dumps({"step": step, "val_psnr": psnr, "val_ssim": ssim}) + "\n")
             self._export(model, psnr, step)
         self.board.flush()
         return psnr
 
     def bicubic_psnr(self):
-        """The baseline to beat: MATLAB-bicubic upscaling of the same LR, scored the same way (computed once)."""
-        if not hasattr(self, "_bicubic"):
-            ups = [np.round(np.clip(imresize(it["lr"], self.cfg.scale), 0, 1) * 255) / 255 for it in self.val]
-            self._bicubic = float(metrics.mean_over_images(
-                [metrics.psnr(u, it["hr"], crop_border=self.cfg.scale, y_channel=True) for u, it in zip(ups, self.val)]))
-        return self._bicubic
+        """The baseline to beat: MATLAB-bicubic upscaling of the same LR, measured the same way (computed once)."""
+        if self._bicubic_psnr is None:
+            s = self.cfg.scale
+            self._bicubic_psnr = mean_over_images(
+                [evaluate.score({"b": evaluate.bicubic(it["lr"], s)}, it["hr"], s)["b"]["psnr"] for it in self.data.val])
+        return self._bicubic_psnr
 
     def _export(self, model, psnr, step):
         os.makedirs(os.path.join(self.workdir, "models"), exist_ok=True)
@@ -306,10 +342,11 @@ class Trainer:
         try:
             for b in targets:
                 for ext in (".pth", ".safetensors"):
-                    export_torch(model, self.spec, b + ext)
+                    weights.export(model, self.spec, b + ext)
         except WeightsError as e:
             log.info(f"warning: export at step {step} failed, training goes on: {e}")
 
 
 def train(cfg, workdir):
-    return Trainer(cfg, workdir).run()
+    """Train (or resume) the run of `cfg` in `workdir`; returns the last step."""
+    return Trainer(resolve(cfg), workdir).run()

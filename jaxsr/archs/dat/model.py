@@ -1,7 +1,7 @@
 """DAT (Dual Aggregation Transformer, Chen et al. ICCV 2023) in Flax NNX, numerically equal to the PyTorch reference.
 
 The module tree mirrors the reference (spandrel `architectures/DAT/__arch/DAT.py`, identical to the authors' and
-traiNNer-redux's) attribute for attribute, so `convert.mapping` turns Flax paths into the reference state-dict keys
+traiNNer-redux's) attribute for attribute, so `archs/bridge.py` turns Flax paths into the reference state-dict keys
 (`layers.0.blocks.1.attn.channel_interaction.1.weight`, ...). Where torch has a parameter-free module inside an
 nn.Sequential (Rearrange, GELU, LeakyReLU, AdaptiveAvgPool2d, PixelShuffle) we keep a parameter-free module at the
 same index. See docs/dat.md.
@@ -12,7 +12,7 @@ memory order, so LayerNorm/Linear act on the last axis exactly as in torch and c
 Differences from the reference that do not change outputs:
 - The shifted-window masks (`attn_mask_0/1`) are not stored in the model: they are a pure function of the padded
   input size, the window and the shift, and are built at trace time for whatever size is traced (the reference
-  rebuilds them on the host for any size other than `img_size`). The bridge (`convert/dat.py`) adds the
+  rebuilds them on the host for any size other than `img_size`). The bridge (`archs/dat/__init__.py`) adds the
   `img_size` masks to exported state dicts, bit-identical to torch's buffers.
 - The model is built in eval mode (BatchNorm uses running statistics, drop path is off), like a module that
   spandrel hands out. `model.train()` switches to the training behaviour (batch statistics with torch's
@@ -20,20 +20,18 @@ Differences from the reference that do not change outputs:
 """
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxsr.archs.common import BatchNorm2d, Buffer, LeakyReLU, Sequential, torch_default_init
-from jaxsr.archs.common import conv as _conv
+from jaxsr.archs.common import BatchNorm2d, Buffer, LeakyReLU, Sequential, conv, host_init
 from jaxsr.archs.upsample import DySample, pixelshuffle, pixelshuffle_direct
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
-# Named configurations (formats.md §3; traiNNer-redux's names). Fields not given take DEFAULTS.
+# Named configurations: the authors' options/Test/*.yml (zhengchen1999/DAT) and traiNNer-redux's dat_2_l. Fields not
+# given take DEFAULTS.
 VARIANTS = {
     "dat": dict(embed_dim=180, depth=[6] * 6, num_heads=[6] * 6, split_size=[8, 32], expansion_factor=4.0,
                 resi_connection="1conv", upsampler="pixelshuffle"),
@@ -72,34 +70,9 @@ def _precision(dtype):
     return jax.lax.Precision.HIGHEST if jnp.dtype(dtype) == jnp.float32 else None
 
 
-def _host_init(sample, fallback):
-    """An initializer that draws on the host with numpy (seeded from the jax key) when the key is concrete.
-
-    Eager jax initializers compile one XLA program per new shape (about a second each on a small CPU), which made
-    building a DAT take tens of seconds; numpy draws take milliseconds. Under a trace (jit/eval_shape) it uses
-    the equivalent jax initializer.
-    """
-
-    def init(key, shape, dtype=jnp.float32):
-        try:
-            seed = np.asarray(jax.random.key_data(key)).ravel().tolist()
-        except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-            return fallback(key, shape, dtype)
-        return jnp.asarray(sample(np.random.default_rng(seed), shape).astype(dtype))
-
-    return init
-
-
 # timm trunc_normal_(std=0.02) truncates at +-2 absolute (100 std): effectively a normal
-trunc_normal_002 = _host_init(lambda g, s: np.clip(g.normal(0.0, 0.02, s), -2.0, 2.0),
+trunc_normal_002 = host_init(lambda g, s: np.clip(g.normal(0.0, 0.02, s), -2.0, 2.0),
                               nnx.initializers.truncated_normal(0.02, lower=-100.0, upper=100.0))
-# torch's default Conv2d init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = kh*kw*in/groups (HWIO kernel)
-torch_conv_init = _host_init(lambda g, s: g.uniform(-1.0, 1.0, s) / math.sqrt(math.prod(s[:-1])), torch_default_init)
-
-
-def conv(in_ch, out_ch, k, **kw):
-    return _conv(in_ch, out_ch, k, kernel_init=torch_conv_init, **kw)
-
 
 def linear(din, dout, *, rngs, dtype, bias=True):
     """nn.Linear with DAT's init (trunc_normal std 0.02, bias 0)."""
@@ -477,6 +450,9 @@ class DAT(nnx.Module):
             raise ValueError(f"depth {list(depth)} and num_heads {list(num_heads)} must have the same length")
         self.scale = scale
         self.in_ch = in_ch
+        self.size_multiple = 1  # any input size: the attention pads to its windows
+        # windows are anchored at the image origin: tiles equal the whole image only on the window grid
+        self.tile_multiple = max(split_size)
         self.img_size = img_size
         self.img_range = float(img_range)
         self.upsampler = upsampler
@@ -528,7 +504,7 @@ class DAT(nnx.Module):
         return x.astype(jnp.float32) / self.img_range + mean
 
 
-def from_spec(spec: dict, *, rngs: nnx.Rngs | None = None, dtype=jnp.float32) -> DAT:
+def build(spec: dict, *, rngs: nnx.Rngs | None = None, dtype=jnp.float32) -> DAT:
     """Build a DAT from a spec dict: the bridge's (all fields) or a variant name plus overrides ({'variant': 'dat_2'})."""
     spec = dict(spec)
     variant = spec.pop("variant", None)

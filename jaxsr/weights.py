@@ -1,20 +1,39 @@
-"""Reading and writing PyTorch weight files safely, with no torch needed to read.
+"""Weight files: the one path from a file to a model, and from a model to the files PyTorch users load.
 
-`.pth/.pt/.ckpt` (torch's zip format) are unpickled by a restricted unpickler that only knows how to
-rebuild tensors as numpy arrays and plain containers: pickled code is refused before it can run.
-`.safetensors` is read with the safetensors library. Legacy (pre-1.6, non-zip) pickles are read only
-through `torch.load(weights_only=True)` when torch is installed.
+Formats:
+- `.pth/.pt/.ckpt/.bin` (torch's zip format) are unpickled by a restricted unpickler that only rebuilds
+  tensors as numpy arrays and plain containers: pickled code is refused before it can run, and no torch is
+  needed. Legacy (pre-1.6, non-zip) pickles are read only through `torch.load(weights_only=True)`.
+- `.safetensors` through the safetensors library; jaxsr's exports carry their spec in the metadata.
+- jaxsr's own folder: `spec.json` (the architecture spec) and `weights.safetensors` (Flax paths and layouts),
+  which loads with no torch-format round trip and no torch installed.
+- a training workdir: its newest export in `models/`.
+
+`read(path)` turns any of these into a `Weights` (the architecture record, the spec and the tensors);
+`Weights.build()` makes the model. `load_model`, the trainer's warm start, `evaluate`, `infer` and the bridge's
+command lines all go through it.
 """
 import collections
 import json
 import os
 import pickle
 import zipfile
+from dataclasses import dataclass
 
+import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 
-from convert.mapping import WeightsError
+from jaxsr import archs
+from jaxsr.archs.bridge import Arch, LoadReport, load_state_dict, state_dict
+from jaxsr.errors import WeightsError
+from jaxsr.files import atomic_write
+
+SPEC_FILE, NATIVE_WEIGHTS = "spec.json", "weights.safetensors"
+SPEC_META_KEY = "jaxsr_spec"  # .safetensors (and wrapped .pth) exports carry the spec in their metadata under this key
+TORCH_EXTENSIONS = (".pth", ".pt", ".ckpt", ".bin")
+
+# ----------------------------------------------------------------------------------------- reading torch files
 
 _STORAGE_DTYPES = {
     "FloatStorage": np.float32,
@@ -28,7 +47,7 @@ _STORAGE_DTYPES = {
     "ByteStorage": np.uint8,
     "BoolStorage": np.bool_,
 }
-# Where canonical state dicts hide, in the order spandrel looks (formats.md §2).
+# Where canonical state dicts hide, in the order spandrel looks (`spandrel/__helpers/canonicalize.py`).
 WRAPPER_KEYS = ("model_state_dict", "state_dict", "params_ema", "params-ema", "params", "model", "net")
 PREFIXES = ("module.", "netG.")
 
@@ -131,7 +150,7 @@ def read_file(path):
             with safe_open(path, framework="numpy") as f:
                 meta = dict(f.metadata() or {})
                 return {k: f.get_tensor(k) for k in f.keys()}, meta
-        if ext not in (".pth", ".pt", ".ckpt", ".bin"):
+        if ext not in TORCH_EXTENSIONS:
             raise WeightsError(f"{path}: unknown weights extension {ext!r}; use .pth, .pt, .ckpt or .safetensors")
         if zipfile.is_zipfile(path):
             obj = _read_torch_zip(path)
@@ -183,24 +202,27 @@ def read_state_dict(path):
     return canonical_state_dict(obj), meta
 
 
-def write_pth(path, state_dict, wrapper=None, metadata=None):
+# ----------------------------------------------------------------------------------------- writing torch files
+
+
+def write_pth(path, sd, wrapper=None, metadata=None):
     """torch.save of plain contiguous tensors, optionally wrapped ({'params_ema': sd}) with metadata."""
     try:
         import torch
     except ImportError:
         raise WeightsError("writing .pth needs torch (pip install torch); .safetensors needs no torch") from None
-    sd = collections.OrderedDict((k, torch.from_numpy(_contiguous(v)).contiguous()) for k, v in state_dict.items())
-    obj = {wrapper: sd} if wrapper else sd
+    tensors = collections.OrderedDict((k, torch.from_numpy(_contiguous(v).copy())) for k, v in sd.items())  # writable
+    obj = {wrapper: tensors} if wrapper else tensors
     if metadata and wrapper:
         obj["metadata"] = metadata
-    _atomic_write(path, lambda f: torch.save(obj, f))
+    atomic_write(path, lambda f: torch.save(obj, f), error=WeightsError)
 
 
-def write_safetensors(path, state_dict, metadata=None):
+def write_safetensors(path, sd, metadata=None):
     from safetensors.numpy import save
 
-    data = save({k: _contiguous(v) for k, v in state_dict.items()}, metadata={k: str(v) for k, v in (metadata or {}).items()})
-    _atomic_write(path, lambda f: f.write(data))
+    data = save({k: _contiguous(v) for k, v in sd.items()}, metadata={k: str(v) for k, v in (metadata or {}).items()})
+    atomic_write(path, lambda f: f.write(data), error=WeightsError)
 
 
 def _contiguous(a):
@@ -208,15 +230,112 @@ def _contiguous(a):
     return np.ascontiguousarray(a).reshape(np.shape(a))
 
 
-def _atomic_write(path, write):
-    """Write to a temporary file and rename, so a full disk or a kill never leaves a half-written export."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp{os.getpid()}"
+# ----------------------------------------------------------------------------------------- the one path
+
+
+@dataclass(frozen=True)
+class Weights:
+    """What a weights file holds, read but not yet built into a model.
+
+    arch:    the architecture's record
+    spec:    the file's spec: stored (spec.json, export metadata) or inferred from the keys
+    tensors: torch-named tensors renamed to our module tree (`Arch.from_torch`), or native ones (Flax paths)
+    native:  whether `tensors` are in jaxsr's own layout
+    source:  the file that was read
+    """
+
+    arch: Arch
+    spec: dict
+    tensors: dict
+    native: bool
+    source: str
+
+    def load_into(self, model, strict=True) -> LoadReport:
+        return load_state_dict(model, self.tensors, strict=strict, native=self.native)
+
+    def build(self, spec=None, *, strict=True, dtype=jnp.float32, rngs=None):
+        """(model, LoadReport): the model for `spec` (default: the file's) with these weights in it."""
+        model = archs.build(spec or self.spec, rngs=rngs, dtype=dtype)
+        return model, self.load_into(model, strict)
+
+
+def _newest_export(workdir):
+    models = os.path.join(workdir, "models")
+    exports = [os.path.join(models, f) for f in os.listdir(models) if f.endswith(".safetensors")] if os.path.isdir(models) else []
+    if not exports:
+        raise WeightsError(f"{workdir} is neither a jaxsr export (no {SPEC_FILE}) nor a workdir with models/*.safetensors")
+    return max(exports, key=os.path.getmtime)
+
+
+def _read_native(folder):
+    from safetensors.numpy import load_file
+
     try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise WeightsError(f"cannot write {path}: {e.strerror or e}") from None
+        with open(os.path.join(folder, SPEC_FILE)) as f:
+            spec = json.load(f)
+        tensors = load_file(os.path.join(folder, NATIVE_WEIGHTS))
+    except (OSError, ValueError) as e:
+        raise WeightsError(f"cannot read the jaxsr export {folder}: {e}") from None
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise WeightsError(f"cannot read the jaxsr export {folder}: {type(e).__name__}: {e}") from None
+    return spec, tensors
+
+
+def read(path, *, arch="auto", kind="generator") -> Weights:
+    """Any weights file, folder or workdir as a `Weights`; `arch` other than 'auto' insists on that family."""
+    path = os.fspath(path)
+    if os.path.isdir(path) and os.path.exists(os.path.join(path, SPEC_FILE)):
+        spec, tensors = _read_native(path)
+        record = archs.get(spec.get("arch"))
+        if arch not in (None, "auto") and arch != record.name:
+            raise WeightsError(f"expected {archs.get(arch).what}, but {path} holds {record.what}")
+        if record.kind != kind:
+            raise WeightsError(f"{path} holds {record.what}, not a {kind}")
+        return Weights(record, spec, tensors, True, path)
+    if os.path.isdir(path):
+        path = _newest_export(path)
+    sd, meta = read_state_dict(path)
+    record = archs.detect(sd, arch, kind)
+    spec = json.loads(meta[SPEC_META_KEY]) if SPEC_META_KEY in meta else record.infer_spec(sd)
+    return Weights(record, spec, record.from_torch(sd), False, path)
+
+
+def info(spec, source, report=None) -> dict:
+    """What `load_model` tells about a model: arch, scale, channels, hyperparameters, source (and the load report)."""
+    hyper = {k: v for k, v in spec.items() if k not in ("arch", "scale")}
+    out = {"arch": spec["arch"], "scale": spec["scale"], "in_ch": spec.get("in_ch", 3), "out_ch": spec.get("out_ch", 3),
+           "hyperparameters": hyper, "source": str(source)}
+    if report is not None:
+        out["load_report"] = report
+    return out
+
+
+def load_model(path, *, arch="auto", strict=True, dtype=jnp.float32):
+    """(model, info) from a .pth/.safetensors, a jaxsr export folder, or a training workdir."""
+    w = read(path, arch=arch)
+    model, report = w.build(strict=strict, dtype=dtype)
+    return model, info(w.spec, w.source, report)
+
+
+# ----------------------------------------------------------------------------------------- writing models
+
+
+def save_native(out_dir, model, spec):
+    """jaxsr's own folder: spec.json and weights.safetensors in Flax paths and layouts."""
+    from safetensors.numpy import save
+
+    os.makedirs(out_dir, exist_ok=True)
+    data = save(state_dict(model, native=True))
+    atomic_write(os.path.join(out_dir, NATIVE_WEIGHTS), lambda f: f.write(data), error=WeightsError)
+    atomic_write(os.path.join(out_dir, SPEC_FILE), lambda f: json.dump(spec, f, indent=2), mode="w", error=WeightsError)
+
+
+def export(model, spec, path):
+    """Write what PyTorch users load: .pth (wrapped as the family's trainers do) or .safetensors (flat)."""
+    record = archs.get(spec["arch"])
+    sd = record.to_torch(model, spec)
+    meta = {SPEC_META_KEY: json.dumps(spec)}
+    if os.fspath(path).endswith(".safetensors"):
+        write_safetensors(path, sd, meta)
+    else:
+        write_pth(path, sd, wrapper=record.pth_wrapper, metadata=meta if record.pth_wrapper else None)

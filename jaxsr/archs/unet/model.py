@@ -1,21 +1,17 @@
-"""Discriminators with BasicSR/Real-ESRGAN attribute names, so `net_d` files load and export mechanically.
+"""Real-ESRGAN's U-Net discriminator with spectral norm (`basicsr/archs/discriminator_arch.py`,
+`UNetDiscriminatorSN`), with BasicSR's attribute names so `net_d` files load and export mechanically.
 
-- `UNetDiscriminatorSN` (Real-ESRGAN): spectral-normalised U-Net with per-pixel logits.
-- `VGGStyleDiscriminator` (ESRGAN, 128 or 256 px input): conv/BatchNorm stack and two linear layers.
-
-Training mode is the default, as BasicSR never puts net_d in eval mode: each forward runs one power
-iteration and updates the spectral-norm vectors, and BatchNorm uses batch statistics and updates its
-running ones. Those live in `nnx.BatchStat` variables, so run D under `nnx.jit`, or split/merge and keep
-the returned state. `model.eval()` (or `use_running_average=True`) freezes them like torch's `.eval()`.
+Training mode is the default, as BasicSR never puts net_d in eval mode: each forward runs one power iteration
+and updates the spectral-norm vectors. They live in `nnx.BatchStat` variables, so run D under `nnx.jit`, or
+split/merge and keep the returned state. `model.eval()` (or `use_running_average=True`) freezes them like
+torch's `.eval()`.
 """
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from convert.mapping import export_state_dict, load_state_dict
-from convert.pthfile import read_state_dict
-from jaxsr.archs.common import BatchNorm2d, conv, lrelu, torch_default_init
+from jaxsr.archs.common import conv, lrelu, torch_default_init
 
 _HI = jax.lax.Precision.HIGHEST
 
@@ -108,54 +104,5 @@ class UNetDiscriminatorSN(nnx.Module):
         return self.conv9(out)
 
 
-def _conv(in_ch, out_ch, k, stride, bias, rngs, dtype):
-    """nn.Conv2d(in, out, k, stride, padding=1, bias) with torch's explicit padding and default init."""
-    return nnx.Conv(in_ch, out_ch, (k, k), strides=stride, padding=((1, 1), (1, 1)), use_bias=bias,
-                    kernel_init=torch_default_init, bias_init=nnx.initializers.zeros_init(), dtype=dtype,
-                    param_dtype=jnp.float32, precision=_HI, rngs=rngs)
-
-
-class VGGStyleDiscriminator(nnx.Module):
-    """BasicSR VGGStyleDiscriminator (SRGAN/ESRGAN) for 128 or 256 px inputs; returns (N, 1) logits."""
-
-    def __init__(self, num_in_ch=3, num_feat=64, input_size=128, *, rngs=None, dtype=jnp.float32):
-        if input_size not in (128, 256):
-            raise ValueError(f"VGGStyleDiscriminator input_size must be 128 or 256, got {input_size}")
-        rngs = rngs or nnx.Rngs(0)
-        self.input_size = input_size
-        f = num_feat
-        self.conv0_0 = _conv(num_in_ch, f, 3, 1, True, rngs, dtype)
-        self.conv0_1 = _conv(f, f, 4, 2, False, rngs, dtype)
-        self.bn0_1 = BatchNorm2d(f)
-        chans = [(f, 2 * f), (2 * f, 4 * f), (4 * f, 8 * f), (8 * f, 8 * f)] + ([(8 * f, 8 * f)] if input_size == 256 else [])
-        for i, (cin, cout) in enumerate(chans, start=1):
-            setattr(self, f"conv{i}_0", _conv(cin, cout, 3, 1, False, rngs, dtype))
-            setattr(self, f"bn{i}_0", BatchNorm2d(cout))
-            setattr(self, f"conv{i}_1", _conv(cout, cout, 4, 2, False, rngs, dtype))
-            setattr(self, f"bn{i}_1", BatchNorm2d(cout))
-        self.n_stages = len(chans)
-        self.linear1 = nnx.Linear(8 * f * 4 * 4, 100, kernel_init=torch_default_init, rngs=rngs, param_dtype=jnp.float32, dtype=dtype, precision=_HI)
-        self.linear2 = nnx.Linear(100, 1, kernel_init=torch_default_init, rngs=rngs, param_dtype=jnp.float32, dtype=dtype, precision=_HI)
-
-    def __call__(self, x):
-        if x.shape[1] != self.input_size or x.shape[2] != self.input_size:
-            raise ValueError(f"VGGStyleDiscriminator({self.input_size}) got a {x.shape[1]}x{x.shape[2]} input")
-        feat = lrelu(self.conv0_0(x))
-        feat = lrelu(self.bn0_1(self.conv0_1(feat)))
-        for i in range(1, self.n_stages + 1):
-            feat = lrelu(getattr(self, f"bn{i}_0")(getattr(self, f"conv{i}_0")(feat)))
-            feat = lrelu(getattr(self, f"bn{i}_1")(getattr(self, f"conv{i}_1")(feat)))
-        feat = feat.transpose(0, 3, 1, 2).reshape(feat.shape[0], -1)  # torch flattens NCHW
-        return self.linear2(lrelu(self.linear1(feat)))
-
-
-def discriminator_state_dict(model):
-    """The BasicSR `net_d` state dict (numpy, torch layouts and dtypes: num_batches_tracked is int64)."""
-    sd = export_state_dict(model)
-    return {k: v.astype(np.int64) if k.endswith("num_batches_tracked") else v for k, v in sd.items()}
-
-
-def load_discriminator(model, weights, strict=True):
-    """Load a BasicSR/Real-ESRGAN `net_d` file (any wrapping, e.g. {'params': sd}) or a state dict into `model`."""
-    sd = read_state_dict(weights)[0] if isinstance(weights, (str,)) or hasattr(weights, "__fspath__") else weights
-    return load_state_dict(model, sd, strict=strict)
+def build(spec, *, rngs=None, dtype=jnp.float32):
+    return UNetDiscriminatorSN(spec["num_in_ch"], spec["num_feat"], spec["skip_connection"], rngs=rngs, dtype=dtype)

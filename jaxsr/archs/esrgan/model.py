@@ -1,4 +1,4 @@
-"""RRDBNet (ESRGAN / Real-ESRGAN), mirroring BasicSR's module tree and numerics (formats.md §1).
+"""RRDBNet (ESRGAN / Real-ESRGAN), mirroring BasicSR's module tree and numerics (`basicsr/archs/rrdbnet_arch.py`).
 
 Scale 4 is native (two nearest+conv stages), 8 adds a third stage (original ESRGAN layout), and 2 and 1
 run the x4 network on a pixel-unshuffled input as Real-ESRGAN does (input sides must then be multiples of
@@ -44,7 +44,8 @@ class RRDBNet(nnx.Module):
             raise ValueError(f"RRDBNet supports scale 1, 2, 4 or 8, got {scale}")
         rngs = rngs if rngs is not None else nnx.Rngs(0)
         self.scale, self.in_ch, self.dtype = scale, in_ch, dtype
-        self.unshuffle = self.size_multiple = UNSHUFFLE[scale]  # input sides must be multiples of this
+        # input sides must be multiples of the unshuffle factor (jaxsr.upscale pads to it); tiles too
+        self.unshuffle = self.size_multiple = self.tile_multiple = UNSHUFFLE[scale]
         self.conv_first = conv(in_ch * self.unshuffle**2, num_feat, 3, rngs=rngs, dtype=dtype)
         self.body = nnx.List([RRDB(num_feat, num_grow_ch, rngs=rngs, dtype=dtype) for _ in range(num_block)])
         self.conv_body = conv(num_feat, num_feat, 3, rngs=rngs, dtype=dtype)
@@ -67,7 +68,7 @@ class RRDBNet(nnx.Module):
         return nearest_conv(feat, ups, self.conv_hr, self.conv_last).astype(jnp.float32)
 
 
-def from_spec(spec, *, rngs=None, dtype=jnp.float32):
+def build(spec, *, rngs=None, dtype=jnp.float32):
     return RRDBNet(
         spec["in_ch"], spec["out_ch"], spec["scale"], spec["num_feat"], spec["num_block"], spec["num_grow_ch"], rngs=rngs, dtype=dtype
     )

@@ -1,11 +1,16 @@
-"""The RRDB (ESRGAN / Real-ESRGAN) bridge: three key layouts in, BasicSR keys under params_ema out."""
+"""ESRGAN / Real-ESRGAN (RRDBNet): three key layouts in, BasicSR keys under `params_ema` out.
+
+Detection and hyperparameters follow spandrel (`architectures/ESRGAN/__init__.py`): BasicSR's keys
+(`conv_first`, `body.N.rdbK`), the original ESRGAN's `model.N` keys and BSRGAN's `RRDB_trunk` keys. The scale
+comes from the number of upsampling stages and the pixel-unshuffle factor of the input channels.
+"""
 import re
 import warnings
 
-from convert.mapping import WeightsError, export_state_dict
+from jaxsr.archs.bridge import Arch, state_dict
+from jaxsr.errors import WeightsError
 
-arch = "esrgan"
-pth_wrapper = "params_ema"  # what Real-ESRGAN's inference and BasicSR read; spandrel unwraps it too
+from .model import RRDBNet, build
 
 
 def detect(sd):
@@ -45,7 +50,7 @@ def _from_bsrgan(sd):
     return out
 
 
-def to_model_keys(sd):
+def from_torch(sd):
     if any(".conv1x1." in k for k in sd):
         raise WeightsError("this is an ESRGAN+ model (RRDB with conv1x1 skips), which jaxsr does not support")
     if "model.0.weight" in sd:
@@ -56,7 +61,7 @@ def to_model_keys(sd):
 
 
 def infer_spec(sd):
-    sd = to_model_keys(sd)
+    sd = from_torch(sd)
     in_nc = sd["conv_first.weight"].shape[1]
     out_nc = sd["conv_last.weight"].shape[0]
     num_up = sum(1 for k in sd if re.fullmatch(r"conv_up\d\.weight", k))
@@ -66,7 +71,7 @@ def infer_spec(sd):
     if shuffle is None or (shuffle > 1 and num_up != 2):
         raise WeightsError(f"RRDB with {in_nc} input and {out_nc} output channels does not match a supported scale")
     return {
-        "arch": arch,
+        "arch": "esrgan",
         "scale": 2**num_up // shuffle,
         "in_ch": in_nc // shuffle**2,
         "out_ch": out_nc,
@@ -76,8 +81,22 @@ def infer_spec(sd):
     }
 
 
-def export(model, spec):
-    if spec and spec.get("num_grow_ch", 32) != 32:
+def to_torch(model, spec):
+    if spec.get("num_grow_ch", 32) != 32:
         warnings.warn(f"num_grow_ch={spec['num_grow_ch']}: spandrel/chaiNNer assume 32 for ESRGAN and will not load this "
                       "export (jaxsr, BasicSR and Real-ESRGAN's scripts will)", stacklevel=2)
-    return export_state_dict(model)
+    return state_dict(model)
+
+
+ARCH = Arch(
+    name="esrgan",
+    what="an ESRGAN (RRDBNet) model",
+    build=build,
+    detect=detect,
+    infer_spec=infer_spec,
+    from_torch=from_torch,
+    to_torch=to_torch,
+    pth_wrapper="params_ema",  # what Real-ESRGAN's inference and BasicSR read; spandrel unwraps it too
+)
+
+__all__ = ["ARCH", "RRDBNet", "build"]

@@ -1,6 +1,7 @@
-"""The DAT bridge: the reference's native keys in and out, with every buffer spandrel's strict load needs.
+"""DAT (Dual Aggregation Transformer): the reference's native keys in and out, with every buffer spandrel's
+strict load needs.
 
-Inference of the architecture follows spandrel 0.4.2 (`architectures/DAT/__init__.py`, formats.md §2):
+Inference of the architecture follows spandrel 0.4.2 (`architectures/DAT/__init__.py`):
 in_ch/embed_dim from conv_first, depth from `layers.i.blocks.*`, heads from `temperature` (or pos3 for depth 1),
 upsampler pixelshuffle iff `conv_last.weight`, resi 1conv iff `conv_after_body.weight`, scale from the upsample
 convs, qkv_bias iff `attn.qkv.bias`, expansion factor fc1/embed_dim, split_size = rpe_biases[-1] + 1 and img_size
@@ -13,10 +14,10 @@ import warnings
 
 import numpy as np
 
-from convert.mapping import WeightsError, export_state_dict
+from jaxsr.archs.bridge import Arch, state_dict
+from jaxsr.errors import WeightsError
 
-arch = "dat"
-pth_wrapper = "params"  # the authors' (BasicSR) and traiNNer-redux's wrapping; spandrel unwraps it
+from .model import DAT, VARIANTS, attn_masks, build, shifted, spec_for
 
 _B0 = "layers.0.blocks.0."
 # spandrel's detection keys (besides the conv_after_body / upsampler alternatives)
@@ -32,7 +33,6 @@ _REQUIRED = [
         "attn.attns.0.pos.pos3.0.weight")),
 ]
 _MASK = re.compile(r"layers\.(\d+)\.blocks\.(\d+)\.attn\.attn_mask_[01]$")
-_INT64 = re.compile(r"(relative_position_index|num_batches_tracked)$")
 
 
 def detect(sd):
@@ -98,7 +98,7 @@ def infer_spec(sd):
         img_size = math.isqrt(int(nw) * int(n))
     split = [int(v) for v in np.asarray(sd[f"{_B0}attn.attns.0.rpe_biases"])[-1] + 1]
     spec = {
-        "arch": arch,
+        "arch": "dat",
         "scale": int(scale),
         "in_ch": in_ch,
         "out_ch": in_ch,
@@ -119,7 +119,7 @@ def infer_spec(sd):
     return spec
 
 
-def to_model_keys(sd):
+def from_torch(sd):
     """Drop the shift masks (our model builds them for any size at trace time; export regenerates them), fill
     BatchNorm's `num_batches_tracked` where a file lacks it and accept it as (1,) (torch tolerates both)."""
     out = {k: v for k, v in sd.items() if not _MASK.match(k)}
@@ -134,8 +134,6 @@ def to_model_keys(sd):
 
 def masks_for(spec):
     """{key: mask} for every shifted block, as the reference registers them for spec['img_size']."""
-    from jaxsr.archs.dat import attn_masks, shifted
-
     m0, m1 = attn_masks(int(spec.get("img_size", 64)), spec["split_size"])
     out = {}
     for i, d in enumerate(spec["depth"]):
@@ -146,11 +144,22 @@ def masks_for(spec):
     return out
 
 
-def export(model, spec):
+def to_torch(model, spec):
     if spec.get("num_feat", 64) != 64 or spec.get("upsampler") == "dysample":
         warnings.warn("spandrel/chaiNNer build DAT with num_feat=64 and no DySample upsampler and will not load this "
                       "export (jaxsr will)", stacklevel=2)
-    sd = export_state_dict(model)
-    sd = {k: (v.astype(np.int64) if _INT64.search(k) else v) for k, v in sd.items()}
-    sd.update(masks_for(spec))
-    return sd
+    return {**state_dict(model), **masks_for(spec)}
+
+
+ARCH = Arch(
+    name="dat",
+    what="a DAT model",
+    build=build,
+    detect=detect,
+    infer_spec=infer_spec,
+    from_torch=from_torch,
+    to_torch=to_torch,
+    pth_wrapper="params",  # the authors' (BasicSR) and traiNNer-redux's wrapping; spandrel unwraps it
+)
+
+__all__ = ["ARCH", "DAT", "VARIANTS", "build", "spec_for"]

@@ -1,0 +1,26 @@
+"""The errors a user can fix. Each message says what is wrong and what to do; the command lines print it as
+one `error:` line instead of a traceback."""
+
+
+class JaxsrError(Exception):
+    """Base of the user-facing errors."""
+
+
+class ConfigError(JaxsrError, ValueError):
+    """A config that cannot run; the message names the field and what to do."""
+
+
+class WeightsError(JaxsrError, ValueError):
+    """A weights file that cannot be used as asked; the message says what was found and what to do."""
+
+
+class DataError(JaxsrError, ValueError):
+    """A dataset problem (missing folder, bad pairing, too few images); the message says what."""
+
+
+class ImageError(JaxsrError, ValueError):
+    """An image that cannot be read or written; the message names the file and the reason."""
+
+
+class Diverged(JaxsrError, RuntimeError):
+    """Too many consecutive non-finite training steps; the message says what to change."""

@@ -1,0 +1,141 @@
+"""The layout docs/architecture.md promises: one registry that builds every architecture and round-trips its files
+through the one load path, imports that run one way (jaxsr never imports convert), an installed package without a
+top-level `convert`, and warm starts from jaxsr's own folder without a torch-format round trip."""
+import os
+import pkgutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+import jaxsr
+from jaxsr import archs, weights
+from jaxsr.archs import bridge
+from jaxsr.archs.dat import spec_for
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A small spec per registered architecture. A new architecture must add one here (the first test says so).
+SMALL = {
+    "esrgan": {"arch": "esrgan", "scale": 4, "in_ch": 3, "out_ch": 3, "num_feat": 8, "num_block": 1, "num_grow_ch": 8},
+    "dat": spec_for("dat_light", embed_dim=16, depth=[2], num_heads=[2], split_size=[2, 4], num_feat=16, scale=2),
+    "unet": {"arch": "unet", "num_in_ch": 3, "num_feat": 8, "skip_connection": True},
+    "vgg": {"arch": "vgg", "num_in_ch": 3, "num_feat": 8, "input_size": 128},
+}
+
+
+def perturbed(spec, seed=0):
+    """The model with every exported variable moved off its initial value (integer buffers stay as they are)."""
+    model = archs.build(spec, rngs=nnx.Rngs(seed))
+    rng = np.random.default_rng(seed)
+    for _, var in bridge.variables(model):
+        v = np.asarray(var[...])
+        if np.issubdtype(v.dtype, np.floating):
+            var[...] = jax.numpy.asarray(v + rng.normal(0, 0.01, v.shape).astype(v.dtype))
+    return model
+
+
+def test_every_registered_architecture_has_a_small_spec_and_a_complete_record():
+    assert sorted(SMALL) == sorted(a.name for a in archs.ARCHS), "add a small spec for each new architecture to SMALL"
+    for a in archs.ARCHS:
+        assert a.kind in ("generator", "discriminator") and a.what
+        assert archs.get(a.name) is a
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+@pytest.mark.parametrize("ext", [".pth", ".safetensors"])
+def test_every_architecture_builds_from_its_record_and_round_trips_bit_identically(tmp_path, name, ext):
+    spec = SMALL[name]
+    record = archs.get(name)
+    model = perturbed(spec)
+    first = tmp_path / f"first{ext}"
+    weights.export(model, spec, first)  # what PyTorch users get
+    w = weights.read(first, kind=record.kind)  # the one path from a file to a model
+    assert w.arch is record
+    again, report = w.build()
+    assert report.ok
+    second = tmp_path / f"second{ext}"
+    weights.export(again, w.spec, second)
+    a, b = weights.read_state_dict(first)[0], weights.read_state_dict(second)[0]
+    assert a.keys() == b.keys() and a
+    for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and a[k].tobytes() == b[k].tobytes(), k
+
+
+def test_generators_refuse_discriminator_files_by_name(tmp_path):
+    weights.export(perturbed(SMALL["vgg"]), SMALL["vgg"], tmp_path / "net_d.pth")
+    with pytest.raises(jaxsr.errors.WeightsError, match="VGG-style discriminator.*not a generator"):
+        weights.load_model(tmp_path / "net_d.pth")
+
+
+def test_jaxsr_never_imports_convert():
+    """Every jaxsr module imports with `convert` made unimportable."""
+    names = [m.name for m in pkgutil.walk_packages(jaxsr.__path__, "jaxsr.") if not m.name.endswith("__main__")]
+    code = ("import importlib, sys\nsys.modules['convert'] = None\n"
+            f"for n in {names!r}:\n    importlib.import_module(n)\n"
+            "print(len([m for m in sys.modules if m.startswith('jaxsr')]))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout) >= len(names) > 30
+
+
+def test_installed_package_has_console_scripts_and_no_convert(tmp_path):
+    """`pip install .` into a fresh venv (dependencies from this Python's site-packages): no top-level convert,
+    and the console scripts convert a file, run from another folder."""
+    venv = tmp_path / "venv"
+    # without a pip of its own the venv builds with this Python's setuptools; nothing is downloaded
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True, timeout=300)
+    py, bin_ = venv / "bin" / "python", venv / "bin"
+    r = subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps", "--no-build-isolation", ROOT],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert os.path.isdir(os.path.join(site, "jaxsr")) and not os.path.exists(os.path.join(site, "convert"))
+    out = tmp_path / "elsewhere"
+    out.mkdir()
+    probe = subprocess.run([str(py), "-c", "import jaxsr; print(jaxsr.__file__)\ntry:\n import convert\nexcept ImportError:\n print('no convert')"],
+                           cwd=out, capture_output=True, text=True, timeout=120)
+    assert probe.stdout.splitlines() == [os.path.join(site, "jaxsr", "__init__.py"), "no convert"], probe.stderr
+
+    spec = SMALL["esrgan"]
+    weights.export(perturbed(spec), spec, out / "m.safetensors")
+    r = subprocess.run([str(bin_ / "jaxsr-from-pth"), "m.safetensors", "native"], cwd=out, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "architecture: esrgan" in r.stdout, r.stderr
+    r = subprocess.run([str(bin_ / "jaxsr-to-pth"), "native", "back.pth"], cwd=out, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "wrote back.pth (esrgan x4)" in r.stdout, r.stderr
+    a, b = weights.read_state_dict(out / "m.safetensors")[0], weights.read_state_dict(out / "back.pth")[0]
+    assert all(a[k].tobytes() == b[k].tobytes() for k in a)
+
+
+@pytest.mark.parametrize("name", ["esrgan", "dat"])
+def test_warm_start_from_a_native_folder_is_the_pth_model_without_a_torch_round_trip(tmp_path, monkeypatch, name):
+    from jaxsr.cli import from_pth
+    from jaxsr.train.config import base_config
+    from jaxsr.train.loop import build_generator
+
+    spec = SMALL[name]
+    weights.export(perturbed(spec, seed=1), spec, tmp_path / "m.pth")
+    assert from_pth([str(tmp_path / "m.pth"), str(tmp_path / "native")]) == 0
+    cfg = base_config()
+    cfg.model.arch, cfg.scale = "auto", spec["scale"]
+    cfg.init_weights = str(tmp_path / "m.pth")
+    from_file, file_spec = build_generator(cfg)
+
+    def no_torch_format(*a, **k):
+        raise AssertionError("a native warm start went through the torch format")
+
+    for fn in ("torch_key", "to_torch_layout", "to_flax_layout"):  # every export and torch-named load goes through these
+        monkeypatch.setattr(bridge, fn, no_torch_format)
+    monkeypatch.setattr(weights, "read_state_dict", no_torch_format)
+    cfg.init_weights = str(tmp_path / "native")
+    from_native, native_spec = build_generator(cfg)
+    monkeypatch.undo()
+    assert native_spec == file_spec
+    a, b = bridge.state_dict(from_file, native=True), bridge.state_dict(from_native, native=True)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].tobytes() == b[k].tobytes(), k

@@ -30,22 +30,21 @@ def native_key(path) -> str:
     return "/".join(map(str, path))
 
 
-def to_torch_layout(path, a):
+def _relayout(path, a, conv_axes):
     a = np.asarray(a)
     if path[-1] == "kernel" and a.ndim == 4:
-        return np.ascontiguousarray(a.transpose(3, 2, 0, 1))
-    if path[-1] == "kernel" and a.ndim == 2:
+        return np.ascontiguousarray(a.transpose(conv_axes))
+    if path[-1] == "kernel" and a.ndim == 2:  # Linear
         return np.ascontiguousarray(a.T)
     return a
+
+
+def to_torch_layout(path, a):
+    return _relayout(path, a, (3, 2, 0, 1))  # HWIO -> OIHW
 
 
 def to_flax_layout(path, a):
-    a = np.asarray(a)
-    if path[-1] == "kernel" and a.ndim == 4:
-        return np.ascontiguousarray(a.transpose(2, 3, 1, 0))
-    if path[-1] == "kernel" and a.ndim == 2:
-        return np.ascontiguousarray(a.T)
-    return a
+    return _relayout(path, a, (2, 3, 1, 0))  # OIHW -> HWIO
 
 
 def variables(model):
@@ -133,6 +132,7 @@ class Arch:
     to_torch:    (model, spec) -> what PyTorch users load: their key names and dtypes, every buffer
     pth_wrapper: how a .pth wraps the state dict ('params_ema', 'params' or None)
     kind:        'generator' or 'discriminator'
+    scales:      the upscaling factors a generator supports (a config asking for another is refused by name)
     """
 
     name: str
@@ -144,3 +144,4 @@ class Arch:
     to_torch: Callable = _plain_export
     pth_wrapper: str | None = None
     kind: str = "generator"
+    scales: tuple = ()

@@ -160,6 +160,7 @@ ARCH = Arch(
     from_torch=from_torch,
     to_torch=to_torch,
     pth_wrapper="params",  # the authors' (BasicSR) and traiNNer-redux's wrapping; spandrel unwraps it
+    scales=(1, 2, 3, 4, 8),  # pixelshuffle stages of x2, or one x3
 )
 
 __all__ = ["ARCH", "DAT", "VARIANTS", "build", "spec_for"]

@@ -97,6 +97,7 @@ ARCH = Arch(
     from_torch=from_torch,
     to_torch=to_torch,
     pth_wrapper="params_ema",  # what Real-ESRGAN's inference and BasicSR read; spandrel unwraps it too
+    scales=(1, 2, 4, 8),  # x4 natively, x8 with a third stage, x2/x1 through pixel-unshuffle: no x3
 )
 
 __all__ = ["ARCH", "RRDBNet", "build"]

@@ -10,8 +10,8 @@ import json
 import ml_collections
 from ml_collections import config_dict
 
-from jaxsr import data, degrade, losses, optim
-from jaxsr.errors import ConfigError
+from jaxsr import archs, data, degrade, losses, optim
+from jaxsr.errors import ConfigError, WeightsError
 from jaxsr.losses import gan
 
 # Changing any of these makes a saved state unusable or the run a different experiment: refused on resume.
@@ -108,9 +108,30 @@ def resolve(cfg):
                 for p in parents:
                     node = node[p]
                 node[leaf] = new
-    if out.degrade.mode == "realesrgan" and out.degrade.queue_size:
-        degrade.check_queue(out.degrade, out.train.batch_size)
+    _check(out)
     return out
+
+
+def _check(cfg):
+    """What would otherwise fail later, or inside a jitted step with a shape error."""
+    s = cfg.scale
+    if cfg.model.arch != "auto":
+        try:
+            record = archs.get(cfg.model.arch)
+        except WeightsError:
+            record = None
+        if record is None or record.kind != "generator":
+            raise ConfigError(f"model.arch must be 'auto' or one of {', '.join(archs.names())}, got {cfg.model.arch!r}")
+        if s not in record.scales:
+            raise ConfigError(f"scale={s}: {record.what} supports scale {', '.join(map(str, record.scales))}; set --config.scale "
+                              "to one of them, or choose another model.arch")
+    for field in ("data.gt_size", "degrade.gt_size"):
+        section, key = field.split(".")
+        size = cfg[section][key]
+        if size and size % s:
+            raise ConfigError(f"{field}={size} is not a multiple of scale={s}; use {max(s, size // s * s)}")
+    if cfg.degrade.mode == "realesrgan" and cfg.degrade.queue_size:
+        degrade.check_queue(cfg.degrade, cfg.train.batch_size)
 
 
 def resume_conflicts(saved: dict, cfg) -> tuple:

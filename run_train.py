@@ -17,8 +17,18 @@ _PID = flags.DEFINE_integer("process_id", None, "with --coordinator_address: thi
 flags.mark_flag_as_required("config")
 
 
+def _quiet_closed_loops(unraisable):
+    """After a damaged checkpoint fails to restore, TensorStore's pending reads call back into orbax's closed event
+    loop, dozens of times; those are not errors of this run (the resume falls back and says so)."""
+    if isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed":
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def main(argv):
-    logging.set_verbosity(logging.WARNING)  # keep JAX's backend probing out of the console
+    # keep JAX's backend probing and orbax's thread tracebacks out of the console: failures reach it as one line
+    logging.set_verbosity(logging.FATAL)
+    sys.unraisablehook = _quiet_closed_loops
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {argv[1:]}; overrides look like --config.optim.lr=1e-4")
     from jaxsr import parallel
@@ -30,6 +40,9 @@ def main(argv):
     except JaxsrError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # config_flags defers a config file that failed to load until its first use
+        print(f"error: cannot load the config {flags.FLAGS['config'].config_filename}: {_root_cause(e)}", file=sys.stderr)
+        return 2
     if _PRINT.value:
         print(cfg.to_json_best_effort(indent=2))
         return 0
@@ -40,15 +53,19 @@ def main(argv):
     if not (_COORD.value or parallel.cluster_detected()):
         parallel.use_cpu_cores(cfg.train.batch_size)  # on a CPU host, data parallel over its cores
     parallel.initialize(_COORD.value, _NPROC.value, _PID.value)  # TPU pods / SLURM are detected
+    from jaxsr.train.logger import record_error
     from jaxsr.train.loop import Trainer
 
     try:
         Trainer(cfg, workdir).run()
     except JaxsrError as e:
         print(f"error: {e}", file=sys.stderr)
+        record_error(e)
         return 2
     except OSError as e:
-        print(f"error: {e.strerror or e} ({e.filename or workdir}); the last complete checkpoint is kept", file=sys.stderr)
+        ckpts = os.path.join(workdir, "checkpoints")
+        kept = "; the last complete checkpoint in it is intact" if os.path.isdir(ckpts) and os.listdir(ckpts) else ""
+        print(f"error: {e.strerror or e} ({e.filename or workdir}){kept}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
@@ -56,16 +73,55 @@ def main(argv):
     return 0
 
 
+def _root_cause(e):
+    while e.__cause__ is not None or (e.__context__ is not None and not e.__suppress_context__):
+        e = e.__cause__ or e.__context__
+    return f"{type(e).__name__}: {e}" if isinstance(e, SyntaxError) else str(e).strip().splitlines()[-1].strip()
+
+
+def _try_flags(argv):
+    """The error that parsing `argv` alone gives (None if it parses), on flags of their own."""
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True)
+    saved, sys.argv = sys.argv, list(argv)  # config_flags finds its overrides in sys.argv
+    try:
+        fv(argv)
+    except Exception as e:
+        return e
+    finally:
+        sys.argv = saved
+    return None
+
+
+def _override_problem(override, err):
+    while err.__cause__ is not None or err.__context__ is not None:
+        err = err.__cause__ or err.__context__
+    if isinstance(err, (KeyError, AttributeError)):
+        return f"the config has no field {override.split('=')[0][len('--config.'):]}"
+    return _root_cause(err).strip('"')
+
+
+def _flag_error(argv, e):
+    """One line for a command line that does not parse: a config file that does not load, or the bad overrides."""
+    config = next((argv[i + 1] if a == "--config" and i + 1 < len(argv) else a.split("=", 1)[1]
+                   for i, a in enumerate(argv) if a == "--config" or a.startswith("--config=")), None)
+    if config and _try_flags([argv[0], "--config", config]) is not None:
+        return f"cannot load the config {config}: {_root_cause(_try_flags([argv[0], '--config', config]))}"
+    overrides = [a for a in argv[1:] if a.startswith("--config.")]
+    bad = [(a, err) for a in overrides if (err := _try_flags([argv[0], "--config", config, a])) is not None] if config else []
+    if bad:
+        return "; ".join(f"cannot apply {a}: {_override_problem(a, err)}" for a, err in bad) + \
+            ". Run with --print_config to see the fields and their types"
+    return f"{e}\nusage: python run_train.py --config configs/x4.py [--config.<field>=<value> ...] [--workdir DIR]"
+
+
 def _parse_flags(argv):
-    """absl's flag parsing, with a bad override (unknown field, wrong type) turned into a message."""
+    """absl's flag parsing, with a config that does not load or a bad override turned into one line."""
     try:
         return flags.FLAGS(argv)
-    except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
-        bad = [a for a in argv[1:] if a.startswith("--config.")]
-        if not bad:
-            sys.exit(f"error: {e}\nusage: python run_train.py --config configs/x4.py [--config.<field>=<value> ...] [--workdir DIR]")
-        sys.exit(f"error: cannot apply the config overrides {' '.join(bad)}: {str(e).strip(chr(34))}. "
-                 "Run with --print_config to see the fields and their types.")
+    except Exception as e:  # absl, ml_collections and the recipe itself raise many kinds
+        print(f"error: {_flag_error(argv, e)}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

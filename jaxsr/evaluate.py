@@ -22,9 +22,9 @@ import numpy as np
 
 from jaxsr import metrics
 from jaxsr.errors import DataError, ImageError, WeightsError
-from jaxsr.files import unique_names
+from jaxsr.files import distinct_stems, unique_names, writable_dir
 from jaxsr.imageio import load_image, to_u8, write_image
-from jaxsr.infer import add_tile_args, tile_kwargs, upscale
+from jaxsr.infer import add_tile_args, check_tiling, tile_kwargs, upscale
 
 SPLITS_FILE = "dataset_splits.json"
 SSIM_WINDOW = 11  # BasicSR's SSIM needs at least this many px per side after the border crop
@@ -77,7 +77,7 @@ def image_jobs(hr, lr=None, split="test"):
         return list(zip(names, files, lrs))
     files = list_folder(hr, "--hr")
     lrs = match_pairs(files, hr, lr, "--lr") if lr else [None] * len(files)
-    names = [os.path.splitext(os.path.relpath(f, hr))[0].replace(os.sep, "/") for f in files]
+    names = [n.replace(os.sep, "/") for n in distinct_stems([os.path.relpath(f, hr) for f in files])]
     return list(zip(names, files, lrs))
 
 
@@ -246,6 +246,7 @@ def main(argv=None):
             print(f"{name}: {info['arch']} x{info['scale']} from {info['source']}", file=sys.stderr)
             if a.scale and info["scale"] != a.scale:
                 raise WeightsError(f"{w} is a x{info['scale']} model but --scale is {a.scale}")
+            check_tiling(model, a.tile, a.tile_overlap)
             models[name] = model
         scale = a.scale or next(iter(models.values())).scale
         others = {n: m.scale for n, m in models.items() if m.scale != scale}
@@ -257,6 +258,8 @@ def main(argv=None):
 
             lpips = load_lpips(*a.lpips)
         jobs = image_jobs(a.hr, a.lr, a.split)
+        if a.out:
+            writable_dir(a.out, ImageError)  # before any work: a report that cannot be written loses it
     except (WeightsError, DataError, ImageError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,4 +1,5 @@
-"""What every writer of files shares: atomic writes, and distinct names for files that share a stem."""
+"""What every writer of files shares: atomic writes, writable folders, and distinct names for files that share a stem."""
+import collections
 import os
 import socket
 
@@ -36,3 +37,21 @@ def unique_names(names):
         taken.add(name)
         out.append(name)
     return out
+
+
+def distinct_stems(relpaths):
+    """Output names for input files: the relative path without its extension, or with it where two inputs share
+    a stem (photo.png, photo.jpg -> photo.png, photo.jpg), so that no result replaces another."""
+    stems = [os.path.splitext(p)[0] for p in relpaths]
+    count = collections.Counter(stems)
+    return unique_names([p if count[s] > 1 else s for p, s in zip(relpaths, stems)])
+
+
+def writable_dir(folder, error=JaxsrError):
+    """Create `folder` if needed and check that files can be written there, before any work is spent."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise error(f"cannot create the folder {folder}: {e.strerror or e}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise error(f"cannot write to {folder}: permission denied")

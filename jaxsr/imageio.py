@@ -1,7 +1,10 @@
-"""Image files <-> HxWxC float32 RGB(A) arrays in [0,1]. The only place that knows about bit depth and BGR.
+"""Image files <-> HxWxC float32 RGB(A) arrays in [0,1]. The only place that knows about bit depth, BGR and EXIF.
 
-OpenCV decodes PNG/JPEG/WebP/TIFF/BMP at 8 and 16 bits (Pillow cannot handle 16-bit RGB).
+OpenCV decodes PNG/JPEG/WebP/TIFF/BMP at 8 and 16 bits (Pillow cannot handle 16-bit RGB); Pillow reads the EXIF
+orientation, which OpenCV's IMREAD_UNCHANGED ignores, so that phone photos come out upright as viewers show them.
 """
+import io
+import logging
 import os
 
 import cv2
@@ -11,6 +14,34 @@ from jaxsr.errors import ImageError
 from jaxsr.files import atomic_write
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+UNSUPPORTED = (".gif",)  # palette/animated images: reported when a folder is listed, never silently dropped
+log = logging.getLogger("jaxsr")
+_warned = set()  # each file's warning once per process
+
+# EXIF orientation -> the view that shows the image upright (as PIL.ImageOps.exif_transpose does)
+_UPRIGHT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1], 5: lambda a: a.transpose(1, 0, 2),
+            6: lambda a: np.rot90(a, -1), 7: lambda a: np.rot90(a, 2).transpose(1, 0, 2), 8: lambda a: np.rot90(a, 1)}
+
+
+def _warn_once(path, message):
+    if path not in _warned:
+        _warned.add(path)
+        log.warning("%s: %s", path, message)
+
+
+def _orientation_and_pages(data, path):
+    """(EXIF orientation 1..8, page count) from the file's header; (1, 1) where it has none."""
+    from PIL import Image
+
+    if path.lower().endswith(".png") and data.tobytes().find(b"eXIf") < 0:
+        return 1, 1  # a PNG without an EXIF chunk (Pillow would decode the whole file to look for one)
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            # OpenCV's TIFF decoder applies the orientation tag itself (tests/test_imageio.py checks every format)
+            orientation = 1 if im.format == "TIFF" else int(im.getexif().get(0x0112, 1) or 1)
+            return orientation, int(getattr(im, "n_frames", 1))
+    except Exception:  # Pillow cannot parse every file OpenCV decodes (e.g. 16-bit variants): no orientation then
+        return 1, 1
 
 
 def decode_image(path):
@@ -32,9 +63,16 @@ def decode_image(path):
         img = img[..., ::-1]
     elif img.shape[2] == 4:
         img = img[..., [2, 1, 0, 3]]
+    orientation, pages = _orientation_and_pages(data, path)
+    if orientation in _UPRIGHT:
+        img = _UPRIGHT[orientation](img)
+    if pages > 1:
+        _warn_once(path, f"has {pages} pages; only the first is used")
     if img.dtype == np.uint8:
         return img, 8
     if img.dtype in (np.uint16, np.float32, np.float64):
+        if img.dtype != np.uint16 and (img.min() < 0 or img.max() > 1):
+            _warn_once(path, f"float pixels in [{img.min():.3g}, {img.max():.3g}] are clipped to [0, 1]")
         return img, 16
     raise ImageError(f"{path}: unsupported pixel type {img.dtype}")
 
@@ -96,8 +134,12 @@ def pad_to(img, h, w):
 
 
 def list_images(folder):
-    """Image files under `folder`, recursively, sorted."""
-    out = []
+    """Image files under `folder`, recursively, sorted; files of unsupported image formats are reported."""
+    out, skipped = [], []
     for root, _, files in os.walk(folder):
         out += [os.path.join(root, f) for f in files if f.lower().endswith(EXTENSIONS)]
+        skipped += [os.path.join(root, f) for f in files if f.lower().endswith(UNSUPPORTED)]
+    if skipped:
+        log.warning("skipping %d GIF file(s) under %s (e.g. %s): convert them to PNG to use them", len(skipped), folder,
+                    os.path.basename(sorted(skipped)[0]))
     return sorted(out)

@@ -16,6 +16,7 @@ import numpy as np
 from flax import nnx
 
 from jaxsr.errors import ImageError, WeightsError
+from jaxsr.files import distinct_stems, writable_dir
 from jaxsr.imageio import EXTENSIONS, list_images, load_image, pad_to, write_image
 
 # Every generator has `scale`, `in_ch`, `size_multiple` (input sides are padded to it) and `tile_multiple` (the
@@ -121,6 +122,7 @@ def _progress(enabled, total):
 # ------------------------------------------------------------------------------------------------ auto tile size
 
 CPU_RAM_FRACTION, DEVICE_FRACTION = 0.25, 0.6  # of available host RAM / free accelerator memory
+MIN_TILE = 32  # below this, overlap and padding dominate the work
 MAX_TILE = {"cpu": 512, "other": 1024}  # larger tiles buy little speed once overlap waste is small
 
 
@@ -133,46 +135,71 @@ def _jaxpr_peak_bytes(jaxpr):
     return best
 
 
-def _free_bytes(device):
+def available_ram():
+    """Bytes of host memory available to this process (MemAvailable)."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable"))
+    except (OSError, StopIteration):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def _free_bytes(device, ram_fraction=CPU_RAM_FRACTION):
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
     if stats and "bytes_limit" in stats:
         return (stats["bytes_limit"] - stats.get("bytes_in_use", 0)) * DEVICE_FRACTION
-    try:
-        with open("/proc/meminfo") as f:
-            avail = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable"))
-    except (OSError, StopIteration):
-        avail = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-    return avail * CPU_RAM_FRACTION
+    return available_ram() * ram_fraction
 
 
 def default_tile_batch():
     return 1 if jax.devices()[0].platform == "cpu" else 4
 
 
-_AUTO = weakref.WeakKeyDictionary()  # model -> {batch: tile}, so folders do not re-trace the probe
+_PER_PX = weakref.WeakKeyDictionary()  # model -> forward bytes per input pixel, so folders do not re-trace the probe
+
+
+def forward_bytes_per_pixel(model):
+    """Peak bytes per input pixel of a forward: the largest single operation of the model traced at a probe size,
+    x2 for what XLA keeps alive besides it."""
+    if model not in _PER_PX:
+        p = _round_up(64, model.tile_multiple)
+        x = jax.ShapeDtypeStruct((1, p, p, getattr(model, "in_ch", 3)), np.float32)
+        gdef, state = nnx.split(model)  # trace a merged copy: modules with remat must not be traced by closure
+        _PER_PX[model] = 2.0 * _jaxpr_peak_bytes(jax.make_jaxpr(lambda s, v: nnx.merge(gdef, s)(v))(state, x).jaxpr) / (p * p)
+    return _PER_PX[model]
 
 
 def auto_tile(model, batch=None):
-    """Tile side that fits the free memory: peak bytes per input pixel from the traced model at a probe size
-    (x2 for what XLA keeps alive besides the largest op), times batch, against free device memory (GPU/TPU
-    `memory_stats`) or a quarter of available RAM (CPU). Rounded to the model's tile grid, in [64, 512/1024]."""
+    """Tile side that fits the free memory: `forward_bytes_per_pixel` times batch, against free device memory
+    (GPU/TPU `memory_stats`) or a quarter of available RAM (CPU). Rounded to the model's tile grid, in [64, 512/1024]."""
     dev = jax.devices()[0]
     batch = batch or default_tile_batch()
-    known = _AUTO.setdefault(model, {})
-    if batch not in known:
-        known[batch] = _auto_tile(model, batch, dev)
-    return known[batch]
-
-
-def _auto_tile(model, batch, dev):
     align = model.tile_multiple
-    p = _round_up(64, align)
-    x = jax.ShapeDtypeStruct((1, p, p, getattr(model, "in_ch", 3)), np.float32)
-    gdef, state = nnx.split(model)  # trace a merged copy: modules with remat must not be traced by closure
-    per_px = 2.0 * _jaxpr_peak_bytes(jax.make_jaxpr(lambda s, v: nnx.merge(gdef, s)(v))(state, x).jaxpr) / (p * p)
-    side = int(math.sqrt(_free_bytes(dev) / (batch * per_px)))
+    side = int(math.sqrt(_free_bytes(dev) / (batch * forward_bytes_per_pixel(model))))
     cap = MAX_TILE["cpu" if dev.platform == "cpu" else "other"]
     return max(_round_up(64, align), min(cap, side) // align * align)
+
+
+def _gib(n):
+    return f"{n / 2**30:.1f} GiB"
+
+
+def check_fits(model, shape, tile):
+    """Refuse, before any work, an image whose output (float32, plus its encoded copy) or whole-image forward
+    (tile=None) cannot fit in memory: ImageError naming the sizes and the memory."""
+    h, w, c = shape
+    s = model.scale
+    out = (h * s) * (w * s) * max(c, 3) * 5  # float32 result and an 8-bit copy to encode (16-bit: 6, close enough)
+    avail = available_ram()
+    if out > 0.8 * avail:
+        raise ImageError(f"a {w}x{h} image becomes {w * s}x{h * s} at x{s}: its output needs {_gib(out)}, more than the "
+                         f"{_gib(avail)} of memory available; split the image into parts and upscale those")
+    if tile is None:
+        need = h * w * forward_bytes_per_pixel(model)
+        free = _free_bytes(jax.devices()[0], ram_fraction=0.8)
+        if need > free:
+            raise ImageError(f"whole-image inference of {w}x{h} needs about {_gib(need)}, more than the {_gib(free)} free; "
+                             "use tiles (--tile auto, or --tile 512)")
 
 
 # ------------------------------------------------------------------------------------------------ public API
@@ -190,11 +217,9 @@ def upscale(model, img, tile=None, overlap=32, tile_batch=None, seam="crop", pro
         img = img[..., None]
     if seam not in ("crop", "blend"):
         raise ValueError(f"seam must be 'crop' or 'blend', not {seam!r}")
+    check_tiling(model, tile, overlap)
     if tile == "auto":
-        tile = auto_tile(model, tile_batch)
-        m = model.tile_multiple
-        if _round_up(img.shape[0], m) <= tile and _round_up(img.shape[1], m) <= tile:
-            tile = None
+        tile = auto_tile_or_whole(model, img.shape, tile_batch)
     if tile is None:
         run = _run
     else:
@@ -220,36 +245,73 @@ def upscale(model, img, tile=None, overlap=32, tile_batch=None, seam="crop", pro
 
 
 def _jobs(inp, out):
+    """[(input file, output PNG)]: one output per input, none of them an input; the output folders exist and are
+    writable. Files that share a stem keep their extension in the output name (photo.jpg -> photo.jpg.png)."""
     if os.path.isdir(inp):
         files = list_images(inp)
         if not files:
             raise ImageError(f"no images ({', '.join(EXTENSIONS)}) under {inp}")
-        return [(f, os.path.join(out, os.path.splitext(os.path.relpath(f, inp))[0] + ".png")) for f in files]
-    if not os.path.exists(inp):
+        names = distinct_stems([os.path.relpath(f, inp) for f in files])
+        jobs = [(f, os.path.join(out, n + ".png")) for f, n in zip(files, names)]
+    elif not os.path.exists(inp):
         raise ImageError(f"no such file or folder: {inp}")
-    if os.path.isdir(out) or not os.path.splitext(out)[1]:
-        out = os.path.join(out, os.path.splitext(os.path.basename(inp))[0] + ".png")
-    return [(inp, out)]
+    else:
+        if os.path.isdir(out) or not os.path.splitext(out)[1]:
+            out = os.path.join(out, os.path.splitext(os.path.basename(inp))[0] + ".png")
+        jobs = [(inp, out)]
+    inputs = {os.path.realpath(f) for f, _ in jobs}
+    clash = next((d for _, d in jobs if os.path.realpath(d) in inputs), None)
+    if clash:
+        raise ImageError(f"the output {clash} is an input and would be replaced; choose another --output")
+    for folder in sorted({os.path.dirname(d) or "." for _, d in jobs}):
+        writable_dir(folder, ImageError)
+    return jobs
 
 
 def _tile_arg(v):
     if v == "auto":
         return v
-    n = int(v)
+    try:
+        n = int(v)
+    except ValueError:
+        n = -1
     if n < 0:
         raise argparse.ArgumentTypeError("--tile must be 'auto', 0 (whole image) or a positive size")
     return n or None
+
+
+def _overlap_arg(v):
+    n = int(v)
+    if n < 0:
+        raise argparse.ArgumentTypeError("--tile-overlap must be >= 0")
+    return n
 
 
 def add_tile_args(p):
     """The tiling and precision options shared by `jaxsr.infer` and `jaxsr.evaluate`."""
     p.add_argument("--tile", type=_tile_arg, default="auto",
                    help="tile side in input px; 'auto' (default): from free memory, whole image when it fits; 0: never tile")
-    p.add_argument("--tile-overlap", type=int, default=32, help="px shared by neighbouring tiles (default 32)")
+    p.add_argument("--tile-overlap", type=_overlap_arg, default=32, help="px shared by neighbouring tiles (default 32)")
     p.add_argument("--tile-batch", type=int, default=None, help="tiles per forward call (default 1 on CPU, 4 on GPU/TPU)")
     p.add_argument("--seam", choices=("crop", "blend"), default="crop",
                    help="crop: each pixel from one tile (exact when overlap/2 >= receptive field); blend: linear ramps")
     p.add_argument("--bf16", action="store_true", help="compute in bfloat16 (parameters stay float32 on disk)")
+
+
+def check_tiling(model, tile, overlap):
+    """A tile side the model can use and a non-negative overlap, checked before any work."""
+    least = max(MIN_TILE, model.tile_multiple)
+    if tile not in (None, "auto") and int(tile) < least:
+        raise ImageError(f"tile {tile} is smaller than {least} px (the minimum, and a multiple of this model's "
+                         f"{model.tile_multiple} px grid); use a larger tile, or 'auto'")
+    if overlap < 0:
+        raise ImageError(f"tile overlap {overlap} is negative; neighbouring tiles share >= 0 px (default 32)")
+
+
+def auto_tile_or_whole(model, shape, tile_batch=None):
+    """What tile='auto' runs an image with: None (whole) when it fits in one tile, else the tile side."""
+    tile, m = auto_tile(model, tile_batch), model.tile_multiple
+    return None if _round_up(shape[0], m) <= tile and _round_up(shape[1], m) <= tile else tile
 
 
 def tile_kwargs(a, progress=False):
@@ -271,6 +333,7 @@ def main(argv=None):
         import jax.numpy as jnp
 
         model, info = load_model(a.weights, dtype=jnp.bfloat16 if a.bf16 else jnp.float32)
+        check_tiling(model, a.tile, a.tile_overlap)
         jobs = _jobs(a.input, a.output)
     except (WeightsError, ImageError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -280,8 +343,9 @@ def main(argv=None):
     for src, dst in tqdm(jobs, unit="img", disable=len(jobs) < 2):
         try:
             img, bits = load_image(src)
+            check_fits(model, img.shape, a.tile if a.tile != "auto" else auto_tile_or_whole(model, img.shape, a.tile_batch))
             out = upscale(model, img, **tile_kwargs(a, progress=True))
-            os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
             write_image(dst, out, bits=bits)
         except (ImageError, ValueError) as e:
             failed += 1

@@ -17,6 +17,7 @@ import collections
 import json
 import os
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass
 
@@ -31,7 +32,7 @@ from jaxsr.files import atomic_write
 
 SPEC_FILE, NATIVE_WEIGHTS = "spec.json", "weights.safetensors"
 SPEC_META_KEY = "jaxsr_spec"  # .safetensors (and wrapped .pth) exports carry the spec in their metadata under this key
-TORCH_EXTENSIONS = (".pth", ".pt", ".ckpt", ".bin")
+TORCH_EXTENSIONS = (".pth", ".pt", ".ckpt", ".bin", ".state")  # .state: read only to name it as a training state
 
 # ----------------------------------------------------------------------------------------- reading torch files
 
@@ -77,6 +78,7 @@ class _SafeUnpickler(pickle.Unpickler):
         ("typing", "OrderedDict"): collections.OrderedDict,
         ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
         ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+        ("collections", "Counter"): collections.Counter,  # plain data (e.g. MultiStepLR milestones in training states)
     }
 
     def __init__(self, file, archive, prefix):
@@ -121,8 +123,13 @@ def _read_legacy(path):
         raise WeightsError(f"{path} uses torch's legacy (pre-1.6) format; install torch to read it, or re-save it") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # torch's safe loader refused a global: say so, and no advice to run it anyway
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        raise WeightsError(f"refusing to load {path}: this legacy (pre-1.6) file holds more than tensors (possibly code"
+                           f"{': ' + found[1] if found else ''}). Only plain weight files are loaded; re-save the state "
+                           "dict alone, or as .safetensors") from None
     except Exception as e:
-        raise WeightsError(f"cannot read {path} safely: {str(e).splitlines()[0]}") from None
+        raise WeightsError(f"cannot read {path}: the file is truncated or corrupt ({type(e).__name__})") from None
     return _to_numpy(obj)
 
 
@@ -199,6 +206,9 @@ def canonical_state_dict(obj):
 def read_state_dict(path):
     """(canonical state dict of numpy arrays, metadata) from any supported weights file."""
     obj, meta = read_file(path)
+    if isinstance(obj, dict) and {"optimizers", "schedulers"} <= set(obj):
+        raise WeightsError(f"{path} is a BasicSR/traiNNer training state (optimizer and scheduler state, no network "
+                           "weights); use the network file saved beside it, experiments/<name>/models/net_g_<iter>.pth")
     return canonical_state_dict(obj), meta
 
 

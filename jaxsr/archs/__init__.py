@@ -8,18 +8,14 @@ import jax.numpy as jnp
 
 from jaxsr.errors import WeightsError
 
-from . import dat, esrgan, unet, vgg
+from . import compact, dat, esrgan, hat, realplksr, span, swinir, unet, vgg
 from .bridge import Arch
 
-ARCHS: tuple[Arch, ...] = (esrgan.ARCH, dat.ARCH, unet.ARCH, vgg.ARCH)
+ARCHS: tuple[Arch, ...] = (esrgan.ARCH, dat.ARCH, swinir.ARCH, hat.ARCH, compact.ARCH, span.ARCH, realplksr.ARCH, unet.ARCH,
+                            vgg.ARCH)
 
 # Families we recognise but do not support, so a refusal can name what the file is (spandrel's detection keys).
 _KNOWN_OTHERS = [
-    ("an SRVGGNetCompact (Compact) model", lambda k: "body.0.weight" in k and "body.1.weight" in k and "conv_first.weight" not in k),
-    ("a SwinIR/HAT-style model", lambda k: any(".residual_group." in x for x in k)),
-    ("a SPAN model", lambda k: "conv_1.sk.weight" in k and "block_1.c1_r.sk.weight" in k),
-    ("an ESRGAN+ model (RRDB with conv1x1 skips)", lambda k: any(".conv1x1." in x for x in k)),
-    ("a RealPLKSR model", lambda k: any(x.startswith("feats.") for x in k)),
 ]
 
 

@@ -6,6 +6,7 @@ leaf names renamed (kernel->weight, scale->weight, mean/var->running_mean/runnin
 transposed OIHW <-> HWIO and linear kernels (O,I) <-> (I,O). jaxsr's own (native) layout keeps the Flax
 path joined with '/' and the Flax layouts.
 """
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -45,6 +46,16 @@ def to_torch_layout(path, a):
 
 def to_flax_layout(path, a):
     return _relayout(path, a, (2, 3, 1, 0))  # OIHW -> HWIO
+
+
+def scale_and_out_ch(channels, in_ch):
+    """(scale, out_ch) with scale**2 * out_ch == channels, for the conv before a PixelShuffle, as spandrel guesses it
+    (`spandrel.util.get_scale_and_output_channels`): out_ch is tried as in_ch, 3, 4 and 1, in that order."""
+    for c in (in_ch, 3, 4, 1):
+        if channels % c == 0 and math.isqrt(channels // c) ** 2 == channels // c:
+            return math.isqrt(channels // c), c
+    raise WeightsError(f"no (scale, output channels) pair gives the {channels} channels before the PixelShuffle "
+                       "(output channels must be 1, 3, 4 or the input channels)")
 
 
 def variables(model):

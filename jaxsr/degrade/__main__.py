@@ -13,6 +13,7 @@ import sys
 import jax
 import numpy as np
 
+from jaxsr.errors import ImageError
 from jaxsr.imageio import list_images, pad_to, read_image, write_image
 
 from .pipeline import degrade
@@ -55,15 +56,28 @@ def main(argv=None):
                     help="HR crop size fed to the pipeline (default: 400 for realesrgan, as Real-ESRGAN, else gt_size)")
     args = ap.parse_args(argv)
 
-    conf = load_config(args.config)
+    try:
+        conf = load_config(args.config)
+    except Exception as e:  # a missing file, a syntax error or a failing get_config(): say which, no traceback
+        sys.exit(f"error: cannot load the config {args.config}: {type(e).__name__}: {e}")
     cfg, scale = conf.degrade, conf.scale
-    files = list_images(args.input)
+    files = list_images(args.input) if os.path.isdir(args.input) else []
     if not files:
-        sys.exit(f"no images found in {args.input}")
+        sys.exit(f"error: no images found in {args.input}")
     crop = args.crop or (max(400, cfg.gt_size) if cfg.mode == "realesrgan" else cfg.gt_size or 256)
     crop -= crop % scale
     rng = np.random.default_rng(args.seed)
-    gt = np.stack([random_crop(rng, read_image(files[i % len(files)]), crop) for i in range(args.n)])
+    images = []
+    for path in files:  # an unreadable file is reported and the others are used, as training does
+        if len(images) == args.n:
+            break
+        try:
+            images.append(read_image(path))
+        except ImageError as e:
+            print(f"skipped {path}: {e}", file=sys.stderr)
+    if not images:
+        sys.exit(f"error: none of the {len(files)} image(s) in {args.input} could be read")
+    gt = np.stack([random_crop(rng, images[i % len(images)], crop) for i in range(args.n)])
 
     out = jax.jit(functools.partial(degrade, cfg=cfg, scale=scale))(jax.random.key(args.seed), gt)
     gts, lqs = np.asarray(out["gt"]), np.asarray(out["lq"])

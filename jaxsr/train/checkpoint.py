@@ -2,45 +2,82 @@
 
 The data-iterator position is the number of global batches consumed, the same on every host (each host
 reads its slice of the same global batches), so it is stored once in the run metadata and a checkpoint
-resumes with any number of processes.
+resumes with any number of processes. The metadata also holds the generator's spec, so a resume builds the
+model without reading `init_weights` again.
 
-Kept: the latest checkpoint, plus the best `keep_best` by validation PSNR. orbax's `max_to_keep` with a
+Kept: the latest two checkpoints (the one before the latest is the fallback should the latest be damaged), plus
+the best `keep_best` by validation PSNR. orbax's `max_to_keep` with a
 `best_fn` deletes the latest (seen with orbax-checkpoint 0.12.8: max_to_keep=2 over steps 100..400 at PSNR
-30/32/31/29 kept only 200 and 300, so a resume would go back in time), so preservation is a policy: LatestN(1) or BestN.
-Checkpoints saved between validations carry no metric and live only while they are the latest.
-Saves are asynchronous and atomic (orbax writes a temporary folder and renames it when complete), so a
-kill during a save leaves the previous checkpoint as the latest complete one.
-"""
-import os
+30/32/31/29 kept only 200 and 300, so a resume would go back in time), so preservation is a policy: LatestN(2) or BestN.
+Checkpoints saved between validations carry no metric and live only while they are among the latest two: orbax keeps
+them until the next save that has a metric (every one of them in a run without validation), so they are pruned here.
 
+Saves are asynchronous and atomic (orbax writes a temporary folder and renames it when complete), so a
+kill during a save leaves the previous checkpoint as the latest complete one. A save that would not fit on
+the disk is refused before it starts; one that fails anyway surfaces at the next save or at close. Either way
+the run stops with one CheckpointError line, and the last complete checkpoint is left intact.
+A checkpoint that does not restore is moved aside into `checkpoints.damaged/` (never deleted), and the
+resume falls back to the newest one that does.
+"""
 import json
+import logging
+import os
+import shutil
 
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as cm
+
+from jaxsr.errors import JaxsrError
+
+log = logging.getLogger("jaxsr")
+MARGIN = 256 * 2**10  # bytes beyond the estimate that a save leaves free (orbax's metadata, the log)
+KEEP_LATEST = 2
+
+
+class CheckpointError(JaxsrError):
+    """A checkpoint that could not be saved; the message says why, what it needs, and what is intact."""
+
+
+def _mib(n):
+    return f"{n / 2**20:.1f} MiB"
+
+
+def _dir_bytes(path):
+    return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
+
+
+def _reason(e):
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return "no space left on the device" if "No space left" in str(e) else text[:300]
 
 
 class Checkpoints:
     def __init__(self, directory, keep_best=3):
         policy = cm.AnyPreservationPolicy([
-            cm.LatestN(n=1),
+            cm.LatestN(n=KEEP_LATEST),
             cm.BestN(get_metric_fn=lambda m: m["psnr"], reverse=False, n=keep_best, keep_checkpoints_without_metrics=False),
         ])
         options = ocp.CheckpointManagerOptions(
             preservation_policy=policy, best_fn=lambda m: m["psnr"], best_mode="max", enable_async_checkpointing=True,
             cleanup_tmp_directories=True,
         )
-        self.manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
+        self.directory = os.path.abspath(directory)
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+        self._last_size = None  # bytes on disk of the last checkpoint this run wrote
 
-    def latest_step(self):
-        return self.manager.latest_step()
+    # ------------------------------------------------------------------------------------------- resume
 
-    def save(self, step, state, data_iter, meta, psnr=None):
-        meta = {**meta, "data_iterator": json.loads(data_iter.get_state())}
-        state = jax.tree.map(lambda x: jnp.zeros((1,), x.dtype) if x.size == 0 else x, state)  # orbax refuses empty arrays
-        args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
-        self.manager.save(step, args=args, metrics=None if psnr is None else {"psnr": float(psnr)}, force=True)
+    def latest_meta(self):
+        """(step, meta) of the newest checkpoint whose metadata reads, moving unreadable ones aside; None if none."""
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                return step, self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+            except Exception as e:  # orbax and TensorStore raise many kinds for a damaged folder
+                self.move_aside(step, e)
+        return None
 
     def restore(self, step, abstract_state, data_iter):
         """(state, meta); `abstract_state` gives the structure, dtypes and shardings, `data_iter` is set in place."""
@@ -52,6 +89,65 @@ class Checkpoints:
                              out["state"], abstract_state)
         return state, out["meta"]
 
+    def move_aside(self, step, error):
+        """Move a checkpoint that does not restore into checkpoints.damaged/ (never deleted), saying so in one line."""
+        src = os.path.join(self.directory, str(step))
+        aside = os.path.join(os.path.dirname(self.directory), "checkpoints.damaged")
+        dst, n = os.path.join(aside, str(step)), 1
+        while os.path.exists(dst):
+            n += 1
+            dst = os.path.join(aside, f"{step}.{n}")
+        if jax.process_index() == 0:
+            os.makedirs(aside, exist_ok=True)
+            shutil.move(src, dst)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"jaxsr: checkpoint {step} moved aside")
+        log.warning(f"checkpoint {step} does not restore ({_reason(error)}); moved it to {dst}, trying the one before")
+        self.manager.reload()
+
+    # ------------------------------------------------------------------------------------------- save
+
+    def save(self, step, state, data_iter, meta, psnr=None):
+        self._settle()
+        need = (self._last_size or 1.5 * sum(x.nbytes for x in jax.tree.leaves(state))) * 1.1 + MARGIN
+        free = shutil.disk_usage(self.directory).free
+        if free < need:
+            raise CheckpointError(self._failed(step, f"it needs about {_mib(need)} and {_mib(free)} are free"))
+        meta = {**meta, "data_iterator": json.loads(data_iter.get_state())}
+        state = jax.tree.map(lambda x: jnp.zeros((1,), x.dtype) if x.size == 0 else x, state)  # orbax refuses empty arrays
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+        try:
+            self.manager.save(step, args=args, metrics=None if psnr is None else {"psnr": float(psnr)}, force=True)
+        except Exception as e:
+            raise CheckpointError(self._failed(step, _reason(e))) from None
+        self._pending = step
+
+    def _settle(self):
+        """Wait for the save in flight; raise a CheckpointError if it failed; prune checkpoints without a metric."""
+        step = getattr(self, "_pending", None)
+        self._pending = None
+        try:
+            self.manager.wait_until_finished()
+            self.manager.check_for_errors()
+        except Exception as e:
+            raise CheckpointError(self._failed(step, _reason(e))) from None
+        if step is not None and os.path.isdir(os.path.join(self.directory, str(step))):
+            self._last_size = _dir_bytes(os.path.join(self.directory, str(step)))
+        newest = sorted(self.manager.all_steps())[-KEEP_LATEST:]
+        for s in self.manager.all_steps():
+            if s not in newest and not self.manager.metrics(s):
+                self.manager.delete(s)  # a collective: every process calls it
+
+    def _failed(self, step, why):
+        self.manager.reload()
+        last = self.manager.latest_step()
+        kept = f"the last complete checkpoint (step {last}) is intact" if last is not None else "no checkpoint was completed"
+        return (f"saving the checkpoint at step {step} in {self.directory} failed: {why}; {kept}. "
+                "Free some space (or use another --workdir) and rerun the same command to resume")
+
     def close(self):
-        self.manager.wait_until_finished()
-        self.manager.close()
+        """Finish the save in flight (raising its CheckpointError) and release the manager."""
+        try:
+            self._settle()
+        finally:
+            self.manager.close()

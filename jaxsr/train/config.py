@@ -113,7 +113,18 @@ def resolve(cfg):
 
 
 def _check(cfg):
-    """What would otherwise fail later, or inside a jitted step with a shape error."""
+    """What would otherwise fail later, or inside a jitted step with a shape error, or train nonsense."""
+    for field in ("scale", "train.batch_size", "train.total_steps", "train.log_every", "train.ckpt_every", "train.keep_best",
+                  "train.max_nonfinite", "optim.lr", "optim_d.lr"):
+        value = cfg
+        for k in field.split("."):
+            value = value[k]
+        if not value > 0:
+            raise ConfigError(f"{field} must be positive, got {value!r}")
+    for field in ("val.every", "train.image_every", "optim.warmup_steps", "optim.weight_decay", "optim.clip_grad_norm"):
+        section, key = field.split(".")
+        if cfg[section][key] < 0:
+            raise ConfigError(f"{field} must be >= 0, got {cfg[section][key]!r}")
     s = cfg.scale
     if cfg.model.arch != "auto":
         try:
@@ -130,6 +141,10 @@ def _check(cfg):
         size = cfg[section][key]
         if size and size % s:
             raise ConfigError(f"{field}={size} is not a multiple of scale={s}; use {max(s, size // s * s)}")
+    paired = cfg.data.lr_dir or cfg.data.train_lr_dir
+    if not paired and cfg.degrade.gt_size and cfg.degrade.gt_size > cfg.data.gt_size:
+        raise ConfigError(f"degrade.gt_size ({cfg.degrade.gt_size}) is larger than data.gt_size ({cfg.data.gt_size}), the "
+                          "host crop it is cut from; set data.gt_size >= degrade.gt_size")
     if cfg.degrade.mode == "realesrgan" and cfg.degrade.queue_size:
         degrade.check_queue(cfg.degrade, cfg.train.batch_size)
 

@@ -10,6 +10,7 @@ import time
 import jax
 import numpy as np
 
+from jaxsr.files import atomic_write
 from jaxsr.imageio import to_u8
 
 log = logging.getLogger("jaxsr")
@@ -29,6 +30,13 @@ def setup(workdir, main_process=True):
     f = logging.FileHandler(os.path.join(workdir, "train.log"))
     f.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     log.addHandler(f)
+
+
+def record_error(message):
+    """Put a run's final error line into train.log too (the console has it already)."""
+    for h in log.handlers:
+        if isinstance(h, logging.FileHandler):
+            h.emit(logging.LogRecord(log.name, logging.ERROR, __file__, 0, f"error: {message}", None, None))
 
 
 def peak_memory_gib():
@@ -60,12 +68,19 @@ class Progress:
 class Board:
     """TensorBoard (<workdir>/tensorboard) and <workdir>/metrics.jsonl, written by process 0 only."""
 
-    def __init__(self, workdir, enabled=True):
+    def __init__(self, workdir, enabled=True, resumed_at=None):
+        """`resumed_at`: the step a resumed run continues from; later rows and events, logged by the run that was
+        stopped, are dropped, so that each step is logged once."""
         self.writer, self.jsonl = None, os.path.join(workdir, "metrics.jsonl")
         if enabled:
             from tensorboardX import SummaryWriter
 
-            self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            if resumed_at is not None and os.path.exists(self.jsonl):
+                with open(self.jsonl) as f:
+                    rows = [line for line in f if line.strip() and json.loads(line)["step"] <= resumed_at]
+                atomic_write(self.jsonl, lambda f: f.writelines(rows), mode="w")
+            purge = None if resumed_at is None else resumed_at + 1
+            self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=purge)
 
     def scalars(self, step, values, prefix="train/"):
         if self.writer:

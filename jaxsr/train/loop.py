@@ -17,12 +17,12 @@ from jax.experimental import multihost_utils
 from jaxsr import archs, data, evaluate, losses, optim, parallel, weights
 from jaxsr.degrade import queue_init, training_pairs
 from jaxsr.errors import ConfigError, Diverged, WeightsError
-from jaxsr.files import atomic_write
+from jaxsr.files import atomic_write, writable_dir
 from jaxsr.imageio import quantize
 from jaxsr.infer import upscale
 from jaxsr.metrics import mean_over_images
 from jaxsr.train import state as state_lib
-from jaxsr.train.checkpoint import Checkpoints
+from jaxsr.train.checkpoint import CheckpointError, Checkpoints
 from jaxsr.train.config import flatten, resolve, resume_conflicts
 from jaxsr.train.logger import Board, Progress, log, setup
 from jaxsr.train.step import make_preview, make_train_step
@@ -42,13 +42,16 @@ def generator_spec(cfg):
     return {**cfg.model.to_dict(), "scale": cfg.scale}
 
 
-def build_generator(cfg):
+def build_generator(cfg, resume_spec=None):
     """(model, spec): from the config, warm-started from init_weights (architecture inferred if arch='auto').
 
     The file goes through the one load path (`jaxsr.weights.read`): a jaxsr folder loads its own tensors, a
-    PyTorch file its renamed ones, with no round trip through the other format.
+    PyTorch file its renamed ones, with no round trip through the other format. A resumed run passes the spec its
+    checkpoint recorded: the weights come from the checkpoint, so init_weights is not read at all.
     """
     dtype, rngs, path = compute_dtype(cfg.compute_dtype), nnx.Rngs(cfg.seed), cfg.init_weights
+    if resume_spec is not None:
+        return archs.build(resume_spec, rngs=rngs, dtype=dtype), resume_spec
     if not path:
         if cfg.model.arch == "auto":
             raise ConfigError("model.arch='auto' takes the architecture from init_weights, but init_weights is not set")
@@ -169,19 +172,26 @@ class Trainer:
         """`cfg` as `jaxsr.train.config.resolve` returns it."""
         self.cfg, self.workdir = cfg, workdir
         self.main = parallel.is_main_process()
+        if os.path.exists(workdir) and not os.path.isdir(workdir):
+            raise ConfigError(f"--workdir {workdir} is a file; give a folder (a new one starts a run, an old one resumes it)")
+        writable_dir(workdir, ConfigError)
         setup(workdir, self.main)
         n = jax.device_count()
         if cfg.train.batch_size % n:
             raise ConfigError(f"train.batch_size ({cfg.train.batch_size}) must be a multiple of the device count ({n})")
-        if cfg.train.total_steps <= 0:
-            raise ConfigError("train.total_steps must be positive")
         self._check_resume()
         self.mesh = parallel.make_mesh()
         self.stop_requested = False
+        self.ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), cfg.train.keep_best)
+        self.resume = self.ckpt.latest_meta()  # (step, meta) of the newest readable checkpoint, or None
+        resume_spec = self.resume[1].get("spec") if self.resume else None
+        if resume_spec is not None and cfg.init_weights:
+            log.info(f"resuming from the checkpoint at step {self.resume[0]}: init_weights ({cfg.init_weights}) is not "
+                     "applied, the checkpoint holds the weights")
 
         objective = build_objective(cfg)
         tx, tx_d = build_optimizers(cfg)
-        model, self.spec = build_generator(cfg)
+        model, self.spec = build_generator(cfg, resume_spec)
         disc = build_discriminator(cfg, self.spec)
         self.data = build_data(cfg, workdir)
 
@@ -195,10 +205,10 @@ class Trainer:
         self.feature_params = parallel.replicate(self.mesh, objective.feature_params)
         self.steps = build_steps(cfg, self.mesh, objective, tx, g_def, self.eval_def, d_def, tx_d)
 
-        self.ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), cfg.train.keep_best)
-        self.board = Board(workdir, self.main)
+        self.board = None  # opened by run(), once it knows where the logs continue
         self.best_psnr = -math.inf
         self._bicubic_psnr = None
+        self._exported = None  # the step of the last export
         self._write_config()
 
     def _check_resume(self):
@@ -224,13 +234,30 @@ class Trainer:
         if self.main and not os.path.exists(path):
             atomic_write(path, lambda f: f.write(self.cfg.to_json_best_effort(indent=2)), mode="w")
 
+    def _restore(self):
+        """Restore the newest checkpoint that restores, moving damaged ones aside: its step, or None for a fresh start."""
+        had = self.resume is not None
+        while self.resume is not None:
+            step, _ = self.resume
+            try:
+                self.state, meta = self.ckpt.restore(step, self.state, self.data.train)
+            except Exception as e:  # a damaged folder fails in orbax, TensorStore or the pytree structure
+                self.ckpt.move_aside(step, e)
+                self.resume = self.ckpt.latest_meta()
+                continue
+            self.best_psnr = meta.get("best_psnr") or -math.inf
+            log.info(f"resumed from step {step} (checkpoint in {self.workdir}/checkpoints)")
+            return step
+        if had:
+            raise ConfigError(f"no checkpoint in {self.workdir}/checkpoints restores (each was moved to "
+                              f"{self.workdir}/checkpoints.damaged); rerun the same command to start the run afresh")
+        return None
+
     def run(self):
         cfg = self.cfg
-        latest = self.ckpt.latest_step()
-        if latest is not None:
-            self.state, meta = self.ckpt.restore(latest, self.state, self.data.train)
-            self.best_psnr = meta.get("best_psnr") or -math.inf
-            log.info(f"resumed from step {latest} (checkpoint in {self.workdir}/checkpoints)")
+        resumed = self._restore()
+        # a killed run logged steps past its checkpoint: they are logged again, so the old rows and events go
+        self.board = Board(self.workdir, self.main, resumed_at=resumed)
         step = int(parallel.to_host(self.state.step))
         total = cfg.train.total_steps
         log.info(f"{self.spec['arch']} x{cfg.scale}, {sum(x.size for x in jax.tree.leaves(self.state.params)):,} parameters, "
@@ -268,21 +295,39 @@ class Trainer:
             if self.stop_requested and step < total:
                 log.info(f"SIGTERM: saving a checkpoint at step {step} and exiting; rerun the same command to resume")
                 self._save(step)
+            elif step >= total and self._exported != step:
+                self._export(self.eval_model(), None, step)  # every finished run ends with its exports
+        except BaseException:
+            self._shutdown(quiet=True)
+            raise
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
-            self.ckpt.close()
-            self.data.train.close()
-            self.board.close()
+        self._shutdown()
         if step >= total:
             log.info(f"done: {total} steps; exports in {self.workdir}/models")
         return step
+
+    def _shutdown(self, quiet=False):
+        """Finish the last save (its failure is the run's error, unless another one is on its way) and close."""
+        try:
+            self.ckpt.close()
+        except CheckpointError:
+            if not quiet:
+                raise
+        finally:
+            self.data.train.close()
+            try:
+                if self.board is not None:
+                    self.board.close()
+            except OSError:  # a full disk must not bury the message about it
+                pass
 
     def _on_sigterm(self, *_):
         self.stop_requested = True
 
     def _save(self, step, psnr=None):
-        meta = {"step": step, "best_psnr": self.best_psnr if math.isfinite(self.best_psnr) else None}
+        meta = {"step": step, "best_psnr": self.best_psnr if math.isfinite(self.best_psnr) else None, "spec": self.spec}
         self.ckpt.save(step, self.state, self.data.train, meta, psnr)
 
     def _log(self, step, m, progress):
@@ -319,8 +364,7 @@ class Trainer:
         self.board.log(step, {"psnr": psnr, "ssim": ssim}, prefix="val/")
         if shown:
             self.board.images(step, "val/lr_sr_hr", *zip(*shown))
-        if self.main:
-            self._export(model, psnr, step)
+        self._export(model, psnr, step)
         self.board.flush()
         return psnr
 
@@ -333,10 +377,14 @@ class Trainer:
         return self._bicubic_psnr
 
     def _export(self, model, psnr, step):
+        """models/<name>_x<s>.pth/.safetensors (the eval weights), and the _best ones when `psnr` is a new best."""
+        self._exported = step
+        if not self.main:
+            return
         os.makedirs(os.path.join(self.workdir, "models"), exist_ok=True)
         base = os.path.join(self.workdir, "models", f"{self.cfg.name}_x{self.cfg.scale}")
         targets = [base]
-        if psnr > self.best_psnr:
+        if psnr is not None and psnr > self.best_psnr:
             self.best_psnr = psnr
             targets.append(base + "_best")
         try:

@@ -4,7 +4,8 @@ The module tree mirrors the reference (spandrel `architectures/DAT/__arch/DAT.py
 traiNNer-redux's) attribute for attribute, so `archs/bridge.py` turns Flax paths into the reference state-dict keys
 (`layers.0.blocks.1.attn.channel_interaction.1.weight`, ...). Where torch has a parameter-free module inside an
 nn.Sequential (Rearrange, GELU, LeakyReLU, AdaptiveAvgPool2d, PixelShuffle) we keep a parameter-free module at the
-same index. See docs/dat.md.
+same index. See docs/dat.md. The window machinery (partition, shift masks, the attention kernel with its cuDNN
+switch, remat, the torch-numerics layers) is shared with SwinIR and HAT in `jaxsr/archs/attention.py`.
 
 Layout: the reference keeps tokens as (B, H*W, C); we keep them as (B, H, W, C) throughout, which is the same
 memory order, so LayerNorm/Linear act on the last axis exactly as in torch and convolutions need no transposes.
@@ -25,7 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxsr.archs.common import BatchNorm2d, Buffer, LeakyReLU, Sequential, conv, host_init
+from jaxsr.archs.attention import (Act, drop_path, from_windows, layer_norm, linear, precision, relative_position_index,
+                                   resi_conv, resolve_impl, run_block, shift_mask, to_windows, trace_shift_mask,
+                                   window_attention)
+from jaxsr.archs.common import BatchNorm2d, Buffer, LeakyReLU, Sequential, conv
 from jaxsr.archs.upsample import DySample, pixelshuffle, pixelshuffle_direct
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
@@ -63,53 +67,7 @@ def spec_for(variant: str, **overrides) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# small building blocks
-
-
-def _precision(dtype):
-    return jax.lax.Precision.HIGHEST if jnp.dtype(dtype) == jnp.float32 else None
-
-
-# timm trunc_normal_(std=0.02) truncates at +-2 absolute (100 std): effectively a normal
-trunc_normal_002 = host_init(lambda g, s: np.clip(g.normal(0.0, 0.02, s), -2.0, 2.0),
-                              nnx.initializers.truncated_normal(0.02, lower=-100.0, upper=100.0))
-
-def linear(din, dout, *, rngs, dtype, bias=True):
-    """nn.Linear with DAT's init (trunc_normal std 0.02, bias 0)."""
-    return nnx.Linear(din, dout, use_bias=bias, kernel_init=trunc_normal_002,
-                      bias_init=nnx.initializers.zeros_init(), dtype=dtype, param_dtype=jnp.float32,
-                      precision=_precision(dtype), rngs=rngs)
-
-
-def layer_norm(dim, *, rngs, dtype):
-    return nnx.LayerNorm(dim, epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
-
-
-class Act(nnx.Module):
-    """A parameter-free torch module (GELU, ReLU, LeakyReLU, AdaptiveAvgPool2d(1), Rearrange) kept at its index."""
-
-    def __init__(self, kind: str):
-        self.kind = kind
-
-    def __call__(self, x):
-        if self.kind == "gelu":
-            return jax.nn.gelu(x, approximate=False)
-        if self.kind == "relu":
-            return jax.nn.relu(x)
-        if self.kind == "avgpool":
-            return jnp.mean(x.astype(jnp.float32), axis=(1, 2), keepdims=True).astype(x.dtype)
-        if self.kind == "identity":
-            return x
-        raise ValueError(self.kind)
-
-
-def drop_path(rate, rngs):
-    """timm DropPath on (B, H, W, C): one Bernoulli(1-rate) per sample, kept samples scaled by 1/(1-rate)."""
-    return nnx.Dropout(rate, broadcast_dims=(1, 2, 3), deterministic=True, rngs=rngs)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# windows, shifts, masks
+# windows, shifts, masks (the machinery itself is shared with SwinIR and HAT: jaxsr/archs/attention.py)
 
 
 def shifted(rg_idx: int, b_idx: int) -> bool:
@@ -117,96 +75,11 @@ def shifted(rg_idx: int, b_idx: int) -> bool:
     return (rg_idx % 2 == 0 and b_idx > 0 and (b_idx - 2) % 4 == 0) or (rg_idx % 2 != 0 and b_idx % 4 == 0)
 
 
-def _region_ids(H, W, wh, ww, sh, sw) -> np.ndarray:
-    """Swin-style region label of every token in every window, (nW, wh*ww), for a (H, W) map rolled by (-sh, -sw)."""
-    img = np.zeros((H, W), np.int32)
-    cnt = 0
-    for hs in (slice(0, -wh), slice(-wh, -sh), slice(-sh, None)):
-        for ws in (slice(0, -ww), slice(-ww, -sw), slice(-sw, None)):
-            img[hs, ws] = cnt
-            cnt += 1
-    return img.reshape(H // wh, wh, W // ww, ww).transpose(0, 2, 1, 3).reshape(-1, wh * ww)
-
-
-def shift_mask(H, W, wh, ww, sh, sw) -> np.ndarray:
-    """The reference's `calculate_mask` for one branch: (nW, N, N) float32, -100 between regions, else 0."""
-    ids = _region_ids(H, W, wh, ww, sh, sw)
-    diff = ids[:, None, :] - ids[:, :, None]
-    return np.where(diff != 0, np.float32(-100.0), np.float32(0.0)).astype(np.float32)
-
-
 def attn_masks(img_size, split_size):
     """(attn_mask_0, attn_mask_1) exactly as the reference registers them for `img_size` (numpy float32)."""
     s0, s1 = split_size
     h0, h1 = s0 // 2, s1 // 2
     return shift_mask(img_size, img_size, s0, s1, h0, h1), shift_mask(img_size, img_size, s1, s0, h1, h0)
-
-
-def _to_windows(t, wh, ww):
-    """(..., B, H, W, c) -> (..., B, nW, wh*ww, c) with windows in row-major order, tokens row-major inside."""
-    *lead, H, W, c = t.shape
-    t = t.reshape(*lead, H // wh, wh, W // ww, ww, c)
-    n = len(lead)
-    t = jnp.moveaxis(t, n + 2, n + 1)  # (..., H/wh, W/ww, wh, ww, c)
-    return t.reshape(*lead, (H // wh) * (W // ww), wh * ww, c)
-
-
-def _from_windows(t, wh, ww, H, W):
-    """(B, nW, wh*ww, c) -> (B, H, W, c)."""
-    B, _, _, c = t.shape
-    t = t.reshape(B, H // wh, W // ww, wh, ww, c).transpose(0, 1, 3, 2, 4, 5)
-    return t.reshape(B, H, W, c)
-
-
-def _resolve_impl(impl, dtype):
-    if impl != "auto":
-        return impl
-    if jax.default_backend() == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16):
-        return "auto-cudnn"  # cuDNN, falling back to xla where cuDNN refuses the shapes at trace time
-    return "xla"
-
-
-def window_attention(q, k, v, pos_bias, mask, scale, impl="xla"):
-    """Softmax(q k^T * scale + pos_bias + mask) v per window and head.
-
-    q, k, v: (B, nW, N, h, d); pos_bias: (h, N, N); mask: (nW, N, N) or None. Returns (B, nW, N, h, d).
-    impl 'xla': explicit einsums (logits in float32), the bias broadcast over batch and windows, never tiled.
-    impl 'dpa'/'cudnn': jax.nn.dot_product_attention (cuDNN flash attention for 'cudnn'); head_dim is zero-padded
-    to a multiple of 8 (q.k and the first d output channels are unchanged). Without a mask, windows go to the batch
-    axis and the bias is (1, h, N, N); with a mask, windows go to the head axis so that the combined (nW*h, N, N)
-    bias broadcasts over the batch instead of being tiled per image.
-    """
-    B, nW, N, h, d = q.shape
-    if impl == "auto-cudnn":
-        try:
-            return window_attention(q, k, v, pos_bias, mask, scale, "cudnn")
-        except (NotImplementedError, RuntimeError, ValueError):
-            impl = "xla"
-    if impl == "xla":
-        logits = jnp.einsum("bwnhd,bwmhd->bwhnm", q * jnp.asarray(scale, q.dtype), k,
-                            preferred_element_type=jnp.float32, precision=_precision(q.dtype))
-        logits = logits + pos_bias.astype(jnp.float32)
-        if mask is not None:
-            logits = logits + mask[:, None].astype(jnp.float32)
-        p = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-        return jnp.einsum("bwhnm,bwmhd->bwnhd", p, v, precision=_precision(v.dtype))
-    if impl not in ("dpa", "cudnn"):
-        raise ValueError(f"unknown attn_impl {impl!r} (auto, xla, dpa, cudnn)")
-    dp = -(-d // 8) * 8
-    if dp != d:
-        pad = [(0, 0)] * 4 + [(0, dp - d)]
-        q, k, v = (jnp.pad(t, pad) for t in (q, k, v))
-    kw = dict(scale=float(scale), implementation="cudnn" if impl == "cudnn" else "xla")
-    if mask is None:
-        bias = pos_bias[None].astype(q.dtype)
-        out = jax.nn.dot_product_attention(*(t.reshape(B * nW, N, h, dp) for t in (q, k, v)), bias=bias, **kw)
-        out = out.reshape(B, nW, N, h, dp)
-    else:
-        bias = (pos_bias[None] + mask[:, None]).reshape(1, nW * h, N, N).astype(q.dtype)
-        qq, kk, vv = (t.transpose(0, 2, 1, 3, 4).reshape(B, N, nW * h, dp) for t in (q, k, v))
-        out = jax.nn.dot_product_attention(qq, kk, vv, bias=bias, **kw)
-        out = out.reshape(B, N, nW, h, dp).transpose(0, 2, 1, 3, 4)
-    return out[..., :d]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -244,23 +117,20 @@ class SpatialAttention(nnx.Module):
         hs, ws = self.H_sp, self.W_sp
         dy, dx = np.meshgrid(np.arange(1 - hs, hs), np.arange(1 - ws, ws), indexing="ij")
         self.rpe_biases = Buffer(jnp.asarray(np.stack([dy.ravel(), dx.ravel()], 1).astype(np.float32)))
-        cy, cx = np.meshgrid(np.arange(hs), np.arange(ws), indexing="ij")
-        cy, cx = cy.ravel(), cx.ravel()
-        rel = (cy[:, None] - cy[None, :] + hs - 1) * (2 * ws - 1) + (cx[:, None] - cx[None, :] + ws - 1)
-        self.relative_position_index = Buffer(jnp.asarray(rel.astype(np.int32)))
+        self.relative_position_index = Buffer(jnp.asarray(relative_position_index(hs, ws)))
 
     def __call__(self, qkv, mask=None):
         """qkv: (3, B, H, W, dim) with H, W multiples of the window; mask (nW, N, N) or None -> (B, H, W, dim)."""
         _, B, H, W, c = qkv.shape
         hs, ws, h = self.H_sp, self.W_sp, self.num_heads
         N = hs * ws
-        win = _to_windows(qkv, hs, ws)  # (3, B, nW, N, c)
+        win = to_windows(qkv, hs, ws)  # (3, B, nW, N, c)
         win = win.reshape(*win.shape[:-1], h, c // h)
         pos = self.pos(self.rpe_biases[...])  # (P, h)
         pos_bias = pos[self.relative_position_index[...].reshape(-1)].reshape(N, N, h).transpose(2, 0, 1)
         out = window_attention(win[0], win[1], win[2], pos_bias, mask, self.scale,
-                               _resolve_impl(self.attn_impl, self.dtype))
-        return _from_windows(out.reshape(*out.shape[:3], c), hs, ws, H, W)
+                               resolve_impl(self.attn_impl, self.dtype))
+        return from_windows(out.reshape(*out.shape[:3], c), hs, ws, H, W)
 
 
 def _interaction_modules(self, dim, rngs, dtype):
@@ -307,8 +177,7 @@ class AdaptiveSpatialAttention(nnx.Module):
             sh, sw = (h0, h1) if i == 0 else (h1, h0)
             if self.shifted:
                 part = jnp.roll(part, (-sh, -sw), axis=(2, 3))
-                ids = jnp.asarray(_region_ids(Hp, Wp, attn.H_sp, attn.W_sp, sh, sw), jnp.int32)
-                mask = jnp.where(ids[:, None, :] != ids[:, :, None], -100.0, 0.0).astype(jnp.float32)
+                mask = trace_shift_mask(Hp, Wp, attn.H_sp, attn.W_sp, sh, sw)
                 o = jnp.roll(attn(part, mask), (sh, sw), axis=(1, 2))
             else:
                 o = attn(part)
@@ -345,7 +214,7 @@ class AdaptiveChannelAttention(nnx.Module):
             a = a.astype(jnp.float32)
             return a / jnp.maximum(jnp.sqrt(jnp.sum(a * a, axis=1, keepdims=True)), 1e-12)
 
-        prec = _precision(self.dtype)
+        prec = precision(self.dtype)
         attn = jnp.einsum("bnhi,bnhj->bhij", l2n(q), l2n(k), precision=jax.lax.Precision.HIGHEST)
         attn = jax.nn.softmax(attn * self.temperature[...][None], axis=-1)
         out = jnp.einsum("bhij,bnhj->bnhi", attn.astype(v.dtype), v, precision=prec)
@@ -402,20 +271,6 @@ class DATB(nnx.Module):
         return x + self.drop_path(self.ffn(self.norm2(x)))
 
 
-def _call_block(block, x):
-    return block(x)
-
-
-def resi_conv(dim, kind, *, rngs, dtype):
-    if kind == "1conv":
-        return conv(dim, dim, 3, rngs=rngs, dtype=dtype)
-    if kind == "3conv":
-        return Sequential([conv(dim, dim // 4, 3, rngs=rngs, dtype=dtype), LeakyReLU(0.2),
-                         conv(dim // 4, dim // 4, 1, rngs=rngs, dtype=dtype), LeakyReLU(0.2),
-                         conv(dim // 4, dim, 3, rngs=rngs, dtype=dtype)])
-    raise ValueError(f"unknown resi_connection {kind!r} (1conv, 3conv)")
-
-
 class ResidualGroup(nnx.Module):
     def __init__(self, dim, num_heads, depth, *, split_size, expansion_factor, qkv_bias, drop_paths, rg_idx,
                  resi_connection, use_chk, rngs, dtype=jnp.float32, attn_impl="auto"):
@@ -429,7 +284,7 @@ class ResidualGroup(nnx.Module):
     def __call__(self, x):
         res = x
         for blk in self.blocks:
-            x = nnx.remat(_call_block)(blk, x) if self.use_chk else blk(x)
+            x = run_block(blk, x, remat=self.use_chk)
         return res + self.conv(x)
 
 

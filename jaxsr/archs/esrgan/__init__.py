@@ -3,6 +3,11 @@
 Detection and hyperparameters follow spandrel (`architectures/ESRGAN/__init__.py`): BasicSR's keys
 (`conv_first`, `body.N.rdbK`), the original ESRGAN's `model.N` keys and BSRGAN's `RRDB_trunk` keys. The scale
 comes from the number of upsampling stages and the pixel-unshuffle factor of the input channels.
+
+ESRGAN+ (`plus`: RRDB with `conv1x1` skips) is spandrel's fourth detection condition (`model.0` +
+`model.1.sub.0.RDB1.conv1x1`) and its test `.conv1x1.` in any key; it is exported in that original `model.N` layout,
+the only one in which spandrel keeps the skips (its BasicSR-key conversion drops `conv1x1`). Files in the other
+layouts with `conv1x1` keys load faithfully here as ESRGAN+.
 """
 import re
 import warnings
@@ -18,12 +23,17 @@ def detect(sd):
     new = {"conv_first.weight", "body.0.rdb1.conv1.weight", "conv_body.weight", "conv_last.weight"} <= k
     old = {"model.0.weight", "model.1.sub.0.RDB1.conv1.0.weight"} <= k
     bsrgan = {"conv_first.weight", "RRDB_trunk.0.RDB1.conv1.weight", "trunk_conv.weight", "conv_last.weight"} <= k
-    return new or old or bsrgan
+    plus = {"model.0.weight", "model.1.sub.0.RDB1.conv1x1.weight"} <= k
+    return new or old or bsrgan or plus
+
+
+def _is_plus(sd):
+    return any(".conv1x1." in k for k in sd)
 
 
 def _from_old(sd):
     """Original ESRGAN `model.N` keys: model.0 conv_first, model.1.sub.{i} blocks (+ trunk conv), then
-    [Upsample, conv, LReLU] per x2 stage, conv_hr, LReLU, conv_last."""
+    [Upsample, conv, LReLU] per x2 stage, conv_hr, LReLU, conv_last (ESRGAN+ adds RDBk.conv1x1, bias-free)."""
     length = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"model\.(\d+)\.", k)))
     num_up = (length - 5) // 3
     nb = max(int(m.group(1)) for k in sd if (m := re.match(r"model\.1\.sub\.(\d+)\.", k)))
@@ -33,6 +43,8 @@ def _from_old(sd):
     for k, v in sd.items():
         if m := re.fullmatch(r"model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.(weight|bias)", k):
             out[f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}"] = v
+        elif m := re.fullmatch(r"model\.1\.sub\.(\d+)\.RDB(\d)\.conv1x1\.weight", k):
+            out[f"body.{m[1]}.rdb{m[2]}.conv1x1.weight"] = v
         elif (m := re.fullmatch(r"model\.(.+)\.(weight|bias)", k)) and m[1] in names:
             out[f"{names[m[1]]}.{m[2]}"] = v
         else:
@@ -50,9 +62,24 @@ def _from_bsrgan(sd):
     return out
 
 
+def _to_old(sd, num_up):
+    """BasicSR keys -> the original `model.N` layout (the inverse of `_from_old`)."""
+    nb = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"body\.(\d+)\.", k)))
+    names = {"conv_first": "0", "conv_body": f"1.sub.{nb}", "conv_hr": str(3 * num_up + 2), "conv_last": str(3 * num_up + 4)}
+    names.update({f"conv_up{n}": str(3 * n) for n in range(1, num_up + 1)})
+    out = {}
+    for k, v in sd.items():
+        if m := re.fullmatch(r"body\.(\d+)\.rdb(\d)\.conv(\d)\.(weight|bias)", k):
+            out[f"model.1.sub.{m[1]}.RDB{m[2]}.conv{m[3]}.0.{m[4]}"] = v
+        elif m := re.fullmatch(r"body\.(\d+)\.rdb(\d)\.conv1x1\.weight", k):
+            out[f"model.1.sub.{m[1]}.RDB{m[2]}.conv1x1.weight"] = v
+        else:
+            mod, leaf = k.rsplit(".", 1)
+            out[f"model.{names[mod]}.{leaf}"] = v
+    return out
+
+
 def from_torch(sd):
-    if any(".conv1x1." in k for k in sd):
-        raise WeightsError("this is an ESRGAN+ model (RRDB with conv1x1 skips), which jaxsr does not support")
     if "model.0.weight" in sd:
         return _from_old(sd)
     if "RRDB_trunk.0.RDB1.conv1.weight" in sd:
@@ -78,6 +105,7 @@ def infer_spec(sd):
         "num_feat": int(sd["conv_first.weight"].shape[0]),
         "num_block": 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"body\.(\d+)\.", k))),
         "num_grow_ch": int(sd["body.0.rdb1.conv1.weight"].shape[0]),
+        **({"plus": True} if _is_plus(sd) else {}),
     }
 
 
@@ -85,6 +113,8 @@ def to_torch(model, spec):
     if spec.get("num_grow_ch", 32) != 32:
         warnings.warn(f"num_grow_ch={spec['num_grow_ch']}: spandrel/chaiNNer assume 32 for ESRGAN and will not load this "
                       "export (jaxsr, BasicSR and Real-ESRGAN's scripts will)", stacklevel=2)
+    if spec.get("plus", False):
+        return _to_old(state_dict(model), model.num_up)
     return state_dict(model)
 
 

@@ -1,0 +1,97 @@
+"""RealPLKSR: neosr's/traiNNer-redux's keys in and out (`params_ema`, as traiNNer-redux saves its EMA model).
+
+Detection and hyperparameters follow spandrel 0.4.2 (`architectures/PLKSR/__init__.py`): the PLKSR family is
+`feats.0` + a large-kernel conv + `refine` + a channel mixer in `feats.1`; RealPLKSR is the one spelt
+`channel_mixer`. dim from feats.0, n_blocks = len(feats) - 3, the scale from the last conv (3 * s^2 outputs),
+kernel_size and split_ratio (pdim / dim) from `lk.conv`, use_ea iff `attn.f.0`, layer_norm iff
+`layer_norm.bias`, DySample iff `to_img.init_pos`.
+
+What the keys cannot tell: `dropout` (training only, no weights) and `norm_groups`, which spandrel assumes to
+be 4 (GroupNorm's weights have `dim` entries whatever the groups). A file without jaxsr's stored spec is read
+with 4 groups; an export with other groups (and GroupNorm in use) warns, since spandrel would load it without
+complaint and compute with 4. Refused by name: the original PLKSR (`channe_mixer`, another module), and files
+that spandrel cannot rebuild either (other than 3 channels; a pdim that int(dim * pdim / dim) does not give back).
+"""
+import math
+import re
+import warnings
+
+from jaxsr.archs.bridge import Arch, state_dict
+from jaxsr.errors import WeightsError
+
+from .model import IN_CH, RealPLKSR, build, dysample_groups, pdim_for
+
+SPANDREL_NORM_GROUPS = 4
+_LK = ("feats.1.lk.conv.weight", "feats.1.lk.convs.0.weight", "feats.1.lk.mn_conv.weight")
+
+
+def detect(sd):
+    """spandrel's PLKSR-family condition (the original PLKSR included, which infer_spec refuses by name)."""
+    return ("feats.0.weight" in sd and any(k in sd for k in _LK) and "feats.1.refine.weight" in sd
+            and ("feats.1.channe_mixer.0.weight" in sd or "feats.1.channel_mixer.0.weight" in sd))
+
+
+def infer_spec(sd):
+    if "feats.1.channel_mixer.0.weight" not in sd:
+        raise WeightsError("this is a PLKSR model (the original, feats.N.channe_mixer), not a RealPLKSR; "
+                           "jaxsr supports RealPLKSR only")
+    w0 = sd["feats.0.weight"]
+    dim, in_ch = int(w0.shape[0]), int(w0.shape[1])
+    n_feats = 1 + max(int(m[1]) for k in sd if (m := re.match(r"feats\.(\d+)\.", k)))
+    last = sd[f"feats.{n_feats - 1}.weight"]
+    if in_ch != IN_CH or int(last.shape[0]) % IN_CH:
+        raise WeightsError(f"RealPLKSR with {in_ch} input channels and {int(last.shape[0])} output features: spandrel "
+                           "and jaxsr build it for 3-channel (RGB) images only")
+    scale = math.isqrt(int(last.shape[0]) // IN_CH)
+    lk = sd["feats.1.lk.conv.weight"]
+    pdim = int(lk.shape[0])
+    split_ratio = pdim / dim
+    if pdim_for(dim, split_ratio) != pdim:
+        raise WeightsError(f"RealPLKSR with {pdim} of {dim} large-kernel channels: split_ratio {pdim}/{dim} rebuilds "
+                           f"{pdim_for(dim, split_ratio)} in the reference (spandrel cannot load this file either)")
+    spec = {
+        "arch": "realplksr",
+        "scale": scale,
+        "dim": dim,
+        "n_blocks": n_feats - 3,
+        "kernel_size": int(lk.shape[2]),
+        "split_ratio": split_ratio,
+        "use_ea": "feats.1.attn.f.0.weight" in sd,
+        "norm_groups": SPANDREL_NORM_GROUPS,  # not in the keys: spandrel's assumption
+        "dropout": 0.0,  # training only, not in the keys
+        "upsampler": "dysample" if "to_img.init_pos" in sd else "pixelshuffle",
+        "layer_norm": "feats.1.layer_norm.bias" in sd,
+    }
+    if spec["upsampler"] == "dysample":
+        n = int(sd["to_img.init_pos"].shape[1])
+        if n != 2 * dysample_groups(scale) * scale * scale:
+            raise WeightsError(f"RealPLKSR DySample with {n} offsets at x{scale}: expected "
+                               f"{2 * dysample_groups(scale) * scale * scale} (groups {dysample_groups(scale)})")
+    return spec
+
+
+def to_torch(model, spec):
+    dim, ratio = spec.get("dim", 64), spec.get("split_ratio", 0.25)
+    pdim = pdim_for(dim, ratio)
+    if not spec.get("layer_norm", True) and spec.get("norm_groups", SPANDREL_NORM_GROUPS) != SPANDREL_NORM_GROUPS:
+        warnings.warn(f"norm_groups={spec['norm_groups']}: spandrel/chaiNNer cannot see the groups in the keys and "
+                      f"assume {SPANDREL_NORM_GROUPS}; they will load this export and compute other outputs (jaxsr "
+                      "reads the groups from the spec it stores)", stacklevel=2)
+    if pdim_for(dim, pdim / dim) != pdim:
+        warnings.warn(f"split_ratio={ratio} gives {pdim} of {dim} channels, which spandrel infers back as "
+                      f"{pdim_for(dim, pdim / dim)} and will not load this export (jaxsr will)", stacklevel=2)
+    return state_dict(model)
+
+
+ARCH = Arch(
+    name="realplksr",
+    what="a RealPLKSR model",
+    build=build,
+    detect=detect,
+    infer_spec=infer_spec,
+    to_torch=to_torch,
+    pth_wrapper="params_ema",  # traiNNer-redux saves its EMA generator so; spandrel unwraps it
+    scales=(1, 2, 3, 4),  # pixelshuffle or DySample, both any integer factor
+)
+
+__all__ = ["ARCH", "RealPLKSR", "build"]

@@ -16,7 +16,7 @@ from jaxsr.train.config import resolve
 from jaxsr.train.loop import generator_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RECIPES = ["demo", "x4", "x4_gan", "x2", "dat2_x4"]
+RECIPES = ["demo", "x4", "x4_gan", "x2", "dat2_x4", "compact_x4", "span_x4"]
 
 
 @pytest.mark.parametrize("name", RECIPES)

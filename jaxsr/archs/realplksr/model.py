@@ -101,17 +101,16 @@ class EA(nnx.Module):
 
 class PLKBlock(nnx.Module):
     def __init__(self, dim, kernel_size, split_ratio, use_ea, norm_groups, layer_norm, *, rngs, dtype):
-        f32 = jnp.float32
-        self.layer_norm = (nnx.LayerNorm(dim, epsilon=1e-6, use_fast_variance=False, dtype=dtype, param_dtype=f32, rngs=rngs)
-                           if layer_norm else Act("identity"))
+        # the reference's own channel LayerNorm: eps 1e-6 (not nn.LayerNorm's 1e-5), per pixel over channels
+        self.layer_norm = (nnx.LayerNorm(dim, epsilon=1e-6, use_fast_variance=False, dtype=dtype, param_dtype=jnp.float32,
+                                         rngs=rngs) if layer_norm else Act("identity"))
         # DCCM: conv3x3 (dim -> 2 dim), Mish, conv3x3 (2 dim -> dim)
         self.channel_mixer = Sequential([conv(dim, 2 * dim, 3, rngs=rngs, dtype=dtype), Act("mish"),
                                          conv(2 * dim, dim, 3, rngs=rngs, dtype=dtype, kernel_init=_trunc_normal)])
         self.lk = PLKConv2d(pdim_for(dim, split_ratio), kernel_size, rngs=rngs, dtype=dtype)
         self.attn = EA(dim, rngs=rngs, dtype=dtype) if use_ea else Act("identity")
         self.refine = conv(dim, dim, 1, rngs=rngs, dtype=dtype, kernel_init=_trunc_normal)
-        self.norm = (Act("identity") if layer_norm else
-                     GroupNorm(norm_groups, dim, dtype=dtype))
+        self.norm = Act("identity") if layer_norm else GroupNorm(norm_groups, dim, dtype=dtype)
 
     def __call__(self, x):
         y = self.norm(self.refine(self.attn(self.lk(self.channel_mixer(self.layer_norm(x))))))

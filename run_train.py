@@ -1,6 +1,7 @@
 """Train a super-resolution model: python run_train.py --config configs/x4.py [--config.<field>=<value> ...]
 
-Rerunning the same command on the same --workdir resumes from the latest complete checkpoint.
+Rerunning the same command on the same --workdir resumes from the latest complete checkpoint. --config also takes
+a run's frozen config.json (or a YAML file) to rerun it exactly.
 """
 import os
 import sys
@@ -14,7 +15,13 @@ _PRINT = flags.DEFINE_bool("print_config", False, "print the resolved config as 
 _COORD = flags.DEFINE_string("coordinator_address", None, "multi-process runs without a cluster manager: host:port of process 0")
 _NPROC = flags.DEFINE_integer("num_processes", None, "with --coordinator_address: the number of processes")
 _PID = flags.DEFINE_integer("process_id", None, "with --coordinator_address: this process's index")
+_RESUME = flags.DEFINE_string("resume_from", None, "continue from this checkpoint (a step of the workdir, or a checkpoint "
+                              "folder); later checkpoints and exports are moved aside, never deleted")
+_MAX_STEPS = flags.DEFINE_integer("max_steps", None, "stop at this step (sets train.stop_at; the lr schedule keeps total_steps)")
+_FAST = flags.DEFINE_bool("fast_dev_run", False, "check the whole recipe end to end in a temporary folder (two steps, "
+                          "validation on one image, checkpoint save and restore, exports), then remove it")
 flags.mark_flag_as_required("config")
+FROM_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jaxsr", "train", "config.py")
 
 
 def _quiet_closed_loops(unraisable):
@@ -34,19 +41,24 @@ def main(argv):
     from jaxsr import parallel
     from jaxsr.errors import JaxsrError
     from jaxsr.train.config import resolve
+    from jaxsr.train.loop import resolve_model
 
+    workdir = _WORKDIR.value or os.path.join("runs", os.path.splitext(os.path.basename(_config_name()))[0])
     try:
         cfg = resolve(_CONFIG.value)
+        if _MAX_STEPS.value is not None:
+            cfg.train.stop_at = _MAX_STEPS.value
+            cfg = resolve(cfg)
+        cfg = resolve_model(cfg, None if _FAST.value else workdir)
     except JaxsrError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # config_flags defers a config file that failed to load until its first use
-        print(f"error: cannot load the config {flags.FLAGS['config'].config_filename}: {_root_cause(e)}", file=sys.stderr)
+        print(f"error: cannot load the config {_config_name()}: {_root_cause(e)}", file=sys.stderr)
         return 2
     if _PRINT.value:
         print(cfg.to_json_best_effort(indent=2))
         return 0
-    workdir = _WORKDIR.value or os.path.join("runs", os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0])
 
     if cfg.model.get("use_chk"):  # remat: on CPU it saves memory only under XLA:CPU's memory schedule
         parallel.use_memory_schedule()
@@ -54,10 +66,16 @@ def main(argv):
         parallel.use_cpu_cores(cfg.train.batch_size)  # on a CPU host, data parallel over its cores
     parallel.initialize(_COORD.value, _NPROC.value, _PID.value)  # TPU pods / SLURM are detected
     from jaxsr.train.logger import record_error
-    from jaxsr.train.loop import Trainer
+    from jaxsr.train.loop import Trainer, fast_dev_run
 
     try:
-        Trainer(cfg, workdir).run()
+        if _FAST.value:
+            fast_dev_run(cfg)
+            return 0
+        trainer = Trainer(cfg, workdir, _RESUME.value)
+        trainer.run()
+        if trainer.stop_requested == "SIGINT":
+            return 130
     except JaxsrError as e:
         print(f"error: {e}", file=sys.stderr)
         record_error(e)
@@ -115,8 +133,28 @@ def _flag_error(argv, e):
     return f"{e}\nusage: python run_train.py --config configs/x4.py [--config.<field>=<value> ...] [--workdir DIR]"
 
 
+def _config_name():
+    """The config file the user gave (a JSON/YAML one is read through jaxsr.train.config.get_config)."""
+    name = flags.FLAGS["config"].config_filename
+    return name.split(":", 1)[1] if name.startswith(FROM_FILE + ":") else name
+
+
+def _from_file(argv):
+    """argv with `--config run.json` (or .yaml) turned into config_flags' `--config <loader>.py:run.json`."""
+    out = list(argv)
+    for i, a in enumerate(out):
+        value = out[i + 1] if a == "--config" and i + 1 < len(out) else a.split("=", 1)[1] if a.startswith("--config=") else None
+        if value and value.endswith((".json", ".yaml", ".yml")):
+            if a == "--config":
+                out[i + 1] = f"{FROM_FILE}:{os.path.abspath(value)}"
+            else:
+                out[i] = f"--config={FROM_FILE}:{os.path.abspath(value)}"
+    return out
+
+
 def _parse_flags(argv):
     """absl's flag parsing, with a config that does not load or a bad override turned into one line."""
+    argv = _from_file(argv)
     try:
         return flags.FLAGS(argv)
     except Exception as e:  # absl, ml_collections and the recipe itself raise many kinds

@@ -131,14 +131,15 @@ def test_warm_start_validation_equals_pytorch_and_exports_reproduce(tmp_path, sp
         assert np.abs(upscale(model, it["lr"]) - np.clip(torch_forward(desc.model, it["lr"][None])[0], 0, 1)).max() <= 1e-5
 
 
-def tensorboard_images(workdir):
-    """[(step, tag, height, width)] of the images in a run's TensorBoard event files (TFRecord framing)."""
+def tensorboard_summaries(workdir):
+    """([(step, tag, height, width)] of the images, [(step, tag)] of the histograms) in a run's TensorBoard event
+    files (TFRecord framing)."""
     import glob
     import struct
 
     from tensorboardX.proto import event_pb2
 
-    out = []
+    images, histograms = [], []
     for path in glob.glob(os.path.join(workdir, "tensorboard", "events.*")):
         data, i = open(path, "rb").read(), 0
         while i < len(data):
@@ -146,8 +147,9 @@ def tensorboard_images(workdir):
             event = event_pb2.Event()
             event.ParseFromString(data[i + 12 : i + 12 + n])
             i += 12 + n + 4
-            out += [(event.step, v.tag, v.image.height, v.image.width) for v in event.summary.value if v.HasField("image")]
-    return sorted(out)
+            images += [(event.step, v.tag, v.image.height, v.image.width) for v in event.summary.value if v.HasField("image")]
+            histograms += [(event.step, v.tag) for v in event.summary.value if v.HasField("histo") and v.histo.num > 0]
+    return sorted(images), sorted(histograms)
 
 
 def test_realesrgan_degradations_and_gan_stage_train(tmp_path):
@@ -162,7 +164,9 @@ def test_realesrgan_degradations_and_gan_stage_train(tmp_path):
     rec = logged(tmp_path / "wd")
     assert "d_loss" not in rec[2] and "d_loss" in rec[3] and np.isfinite(rec[4]["d_loss"]) and rec[4]["gan"] > 0
     # 4 rows (the first 4 samples) of LR (nearest-upscaled) | SR | HR, each 32 px: 128 x 96
-    assert tensorboard_images(tmp_path / "wd") == [(2, "train/lr_sr_hr", 128, 96), (4, "train/lr_sr_hr", 128, 96)]
+    images, histograms = tensorboard_summaries(tmp_path / "wd")
+    assert images == [(2, "train/lr_sr_hr", 128, 96), (4, "train/lr_sr_hr", 128, 96)]
+    assert histograms == [(s, f"train/{k}") for s in (2, 4) for k in ("d_fake", "d_real", "sr")]
 
 
 def test_bad_inputs_get_clear_messages(tmp_path):

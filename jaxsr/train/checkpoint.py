@@ -55,11 +55,15 @@ def _reason(e):
 
 
 class Checkpoints:
-    def __init__(self, directory, keep_best=3):
-        policy = cm.AnyPreservationPolicy([
+    def __init__(self, directory, keep_best=3, snapshot_every=0):
+        policies = [
             cm.LatestN(n=KEEP_LATEST),
             cm.BestN(get_metric_fn=lambda m: m["psnr"], reverse=False, n=keep_best, keep_checkpoints_without_metrics=False),
-        ])
+        ]
+        if snapshot_every:
+            policies.append(cm.EveryNSteps(interval_steps=snapshot_every))
+        policy = cm.AnyPreservationPolicy(policies)
+        self.snapshot_every = snapshot_every
         options = ocp.CheckpointManagerOptions(
             preservation_policy=policy, best_fn=lambda m: m["psnr"], best_mode="max", enable_async_checkpointing=True,
             cleanup_tmp_directories=True,
@@ -74,9 +78,9 @@ class Checkpoints:
         """(step, meta) of the newest checkpoint whose metadata reads, moving unreadable ones aside; None if none."""
         for step in sorted(self.manager.all_steps(), reverse=True):
             try:
-                return step, self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-            except Exception as e:  # orbax and TensorStore raise many kinds for a damaged folder
-                self.move_aside(step, e)
+                return step, self.meta(step)
+            except CheckpointError as e:
+                self.move_aside(step, e.__context__ or e)
         return None
 
     def restore(self, step, abstract_state, data_iter):
@@ -135,8 +139,31 @@ class Checkpoints:
             self._last_size = _dir_bytes(os.path.join(self.directory, str(step)))
         newest = sorted(self.manager.all_steps())[-KEEP_LATEST:]
         for s in self.manager.all_steps():
-            if s not in newest and not self.manager.metrics(s):
+            if s not in newest and not self.manager.metrics(s) and not self.is_snapshot(s):
                 self.manager.delete(s)  # a collective: every process calls it
+
+    def is_snapshot(self, step):
+        return bool(self.snapshot_every) and step % self.snapshot_every == 0
+
+    def meta(self, step):
+        """The run metadata of one checkpoint (CheckpointError naming it if it does not read)."""
+        try:
+            return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        except Exception as e:
+            raise CheckpointError(f"the checkpoint at step {step} in {self.directory} does not restore: {_reason(e)}") from None
+
+    def move_later(self, step, aside):
+        """Move every checkpoint after `step` into `aside` (never deleted): the run branches at `step`."""
+        later = [s for s in self.manager.all_steps() if s > step]
+        self.manager.wait_until_finished()
+        if jax.process_index() == 0 and later:
+            os.makedirs(aside, exist_ok=True)
+            for s in later:
+                shutil.move(os.path.join(self.directory, str(s)), os.path.join(aside, str(s)))
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"jaxsr: branched at {step}")
+        self.manager.reload()
+        return later
 
     def _failed(self, step, why):
         self.manager.reload()

@@ -28,7 +28,9 @@ def train_config():
     c.log_every = 100
     c.image_every = 0  # training LR|SR|HR grids to TensorBoard every N steps (0: off; validation shows its own)
     c.ckpt_every = 5_000
-    c.keep_best = 3  # checkpoints kept by validation PSNR, besides the latest
+    c.keep_best = 3  # checkpoints kept by validation PSNR, besides the latest two
+    c.snapshot_every = 0  # also keep the checkpoint at every multiple of N, with a weights-only export (0: none)
+    c.stop_at = 0  # end this invocation at this step; the lr schedule still runs to total_steps (0: at total_steps)
     c.max_nonfinite = 10  # stop after this many NaN/Inf steps in a row (each one is skipped)
     return c
 
@@ -62,6 +64,30 @@ def base_config():
     c.optim_d = optim.default_config(lr=1e-4, ema_decay=None)
     c.train = train_config()
     c.val = val_config()
+    return c
+
+
+def get_config(path):
+    """A run's config from a JSON (or YAML) file, such as a workdir's frozen config.json: `run_train.py --config
+    runs/x/config.json --workdir runs/y` reruns that run exactly (run_train hands such files to this function)."""
+    try:
+        with open(path) as f:
+            if path.endswith((".yaml", ".yml")):
+                import yaml
+
+                values = yaml.safe_load(f)
+            else:
+                values = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read the config {path}: {e}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path} holds no config (a mapping of sections such as model, data, optim)")
+    c = base_config()
+    unknown = sorted(set(values) - set(c))
+    if unknown:
+        raise ConfigError(f"{path}: unknown config fields {', '.join(unknown)}")
+    for key, value in values.items():  # sections are replaced whole: a model section holds its architecture's fields
+        c[key] = ml_collections.ConfigDict(value, type_safe=False) if isinstance(value, dict) else value
     return c
 
 
@@ -121,7 +147,8 @@ def _check(cfg):
             value = value[k]
         if not value > 0:
             raise ConfigError(f"{field} must be positive, got {value!r}")
-    for field in ("val.every", "train.image_every", "optim.warmup_steps", "optim.weight_decay", "optim.clip_grad_norm"):
+    for field in ("val.every", "train.image_every", "train.snapshot_every", "train.stop_at", "optim.warmup_steps",
+                  "optim.weight_decay", "optim.clip_grad_norm"):
         section, key = field.split(".")
         if cfg[section][key] < 0:
             raise ConfigError(f"{field} must be >= 0, got {cfg[section][key]!r}")

@@ -39,6 +39,15 @@ def record_error(message):
             h.emit(logging.LogRecord(log.name, logging.ERROR, __file__, 0, f"error: {message}", None, None))
 
 
+def memory_gib():
+    """{device_peak_gib (GPU/TPU), host_peak_rss_gib} for TensorBoard."""
+    stats = jax.local_devices()[0].memory_stats() or {}
+    out = {"host_peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    if "peak_bytes_in_use" in stats:
+        out["device_peak_gib"] = stats["peak_bytes_in_use"] / 2**30
+    return out
+
+
 def peak_memory_gib():
     """Peak device memory where the backend reports it (GPU/TPU), else the process's peak RSS."""
     stats = jax.local_devices()[0].memory_stats() or {}
@@ -68,17 +77,22 @@ class Progress:
 class Board:
     """TensorBoard (<workdir>/tensorboard) and <workdir>/metrics.jsonl, written by process 0 only."""
 
-    def __init__(self, workdir, enabled=True, resumed_at=None):
+    def __init__(self, workdir, enabled=True, resumed_at=None, aside=None):
         """`resumed_at`: the step a resumed run continues from; later rows and events, logged by the run that was
-        stopped, are dropped, so that each step is logged once."""
+        stopped, are dropped, so that each step is logged once. `aside`: a folder that keeps the dropped rows (a
+        branch abandons real history, which is never deleted)."""
         self.writer, self.jsonl = None, os.path.join(workdir, "metrics.jsonl")
         if enabled:
             from tensorboardX import SummaryWriter
 
             if resumed_at is not None and os.path.exists(self.jsonl):
                 with open(self.jsonl) as f:
-                    rows = [line for line in f if line.strip() and json.loads(line)["step"] <= resumed_at]
-                atomic_write(self.jsonl, lambda f: f.writelines(rows), mode="w")
+                    lines = [line for line in f if line.strip()]
+                keep = [line for line in lines if json.loads(line)["step"] <= resumed_at]
+                if aside and len(keep) < len(lines):
+                    os.makedirs(aside, exist_ok=True)
+                    atomic_write(os.path.join(aside, "metrics.jsonl"), lambda f: f.writelines(lines), mode="w")
+                atomic_write(self.jsonl, lambda f: f.writelines(keep), mode="w")
             purge = None if resumed_at is None else resumed_at + 1
             self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=purge)
 
@@ -86,6 +100,12 @@ class Board:
         if self.writer:
             for k, v in values.items():
                 self.writer.add_scalar(prefix + k, float(v), step)
+
+    def event(self, step, values):
+        """A metrics.jsonl row that is not a measurement (e.g. where a run branched)."""
+        if self.writer:
+            with open(self.jsonl, "a") as f:
+                f.write(json.dumps({"step": step, **values}) + "\n")
 
     def log(self, step, values, prefix="train/"):
         """Scalars to TensorBoard and one metrics.jsonl row: {step, loss, ...} for training, {step, val_psnr, ...}."""
@@ -107,6 +127,10 @@ class Board:
         width = max(r.shape[1] for r in rows)
         grid = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows], axis=0)
         self.writer.add_image(tag, to_u8(grid), step, dataformats="HWC")
+
+    def histogram(self, step, tag, values):
+        if self.writer:
+            self.writer.add_histogram(tag, np.asarray(values, np.float32).ravel(), step)
 
     def flush(self):
         if self.writer:

@@ -4,6 +4,8 @@ validates, checkpoints and exports. `run_train.py` is its command line."""
 import json
 import math
 import os
+import re
+import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -11,12 +13,13 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 from flax import nnx
 from jax.experimental import multihost_utils
 
 from jaxsr import archs, data, evaluate, losses, optim, parallel, weights
 from jaxsr.degrade import queue_init, training_pairs
-from jaxsr.errors import ConfigError, Diverged, WeightsError
+from jaxsr.errors import ConfigError, Diverged, JaxsrError, WeightsError
 from jaxsr.files import atomic_write, writable_dir
 from jaxsr.imageio import quantize
 from jaxsr.infer import upscale
@@ -24,7 +27,7 @@ from jaxsr.metrics import mean_over_images
 from jaxsr.train import state as state_lib
 from jaxsr.train.checkpoint import CheckpointError, Checkpoints
 from jaxsr.train.config import flatten, resolve, resume_conflicts
-from jaxsr.train.logger import Board, Progress, log, setup
+from jaxsr.train.logger import Board, Progress, log, memory_gib, setup
 from jaxsr.train.step import make_preview, make_train_step
 
 # ------------------------------------------------------------------------------------------------- builders
@@ -40,6 +43,27 @@ def compute_dtype(name):
 
 def generator_spec(cfg):
     return {**cfg.model.to_dict(), "scale": cfg.scale}
+
+
+def resolve_model(cfg, workdir):
+    """`cfg` with model.arch='auto' replaced by the spec the run will use, so that --print_config and the frozen
+    config.json show it: the workdir's config.json on a resume (init_weights is not read again), else the
+    init_weights file's hyperparameters."""
+    if cfg.model.arch != "auto":
+        return cfg
+    saved = os.path.join(workdir, "config.json") if workdir else None
+    if saved and os.path.exists(saved):
+        with open(saved) as f:
+            model = json.load(f)["model"]
+    elif cfg.init_weights:
+        if not os.path.exists(cfg.init_weights):
+            raise ConfigError(f"init_weights: no such file or folder: {cfg.init_weights}")
+        model = {k: v for k, v in weights.read(cfg.init_weights).spec.items() if k != "scale"}
+    else:
+        raise ConfigError("model.arch='auto' takes the architecture from init_weights, but init_weights is not set")
+    out = ml_collections.ConfigDict(cfg.to_dict(), type_safe=False)
+    out.model = ml_collections.ConfigDict(model, type_safe=False)
+    return out
 
 
 def build_generator(cfg, resume_spec=None):
@@ -60,12 +84,10 @@ def build_generator(cfg, resume_spec=None):
     if not os.path.exists(path):
         raise ConfigError(f"init_weights: no such file or folder: {path}")
     w = weights.read(path, arch=cfg.model.arch)
-    spec = w.spec if cfg.model.arch == "auto" else generator_spec(cfg)
-    if spec["scale"] != cfg.scale:
-        if cfg.init_strict:
-            raise ConfigError(f"init_weights is a x{spec['scale']} model but scale={cfg.scale}; set --config.scale={spec['scale']}, "
-                              f"or --config.init_strict=False to load what fits into a new x{cfg.scale} model")
-        spec = {**spec, "scale": cfg.scale}
+    spec = {**w.spec, "scale": cfg.scale} if cfg.model.arch == "auto" else generator_spec(cfg)
+    if w.spec["scale"] != cfg.scale and cfg.init_strict:
+        raise ConfigError(f"init_weights is a x{w.spec['scale']} model but scale={cfg.scale}; set --config.scale={w.spec['scale']}, "
+                          f"or --config.init_strict=False to load what fits into a new x{cfg.scale} model")
     model, report = w.build(spec, strict=cfg.init_strict, dtype=dtype, rngs=rngs)
     log.info(f"warm start from {path}: {spec['arch']} x{spec['scale']} ({report.summary()})")
     return model, spec
@@ -153,7 +175,7 @@ def build_steps(cfg, mesh, objective, tx, g_def, eval_def, d_def=None, tx_d=None
 
     g = jit(make_train_step(g_def, objective.without_gan(), tx, **common))
     gan = jit(make_train_step(g_def, objective, tx, d_def=d_def, tx_d=tx_d, **common)) if d_def is not None else None
-    preview = jax.jit(make_preview(eval_def, make_pair), out_shardings=repl)
+    preview = jax.jit(make_preview(eval_def, make_pair, d_def=d_def), out_shardings=repl)
     return Steps(g, gan, preview)
 
 
@@ -168,8 +190,9 @@ def eval_weights(cfg, state):
 
 
 class Trainer:
-    def __init__(self, cfg, workdir):
-        """`cfg` as `jaxsr.train.config.resolve` returns it."""
+    def __init__(self, cfg, workdir, resume_from=None):
+        """`cfg` as `jaxsr.train.config.resolve` returns it. `resume_from` (a step of this workdir, or a checkpoint
+        folder) branches the run there; by default it resumes from the latest checkpoint."""
         self.cfg, self.workdir = cfg, workdir
         self.main = parallel.is_main_process()
         if os.path.exists(workdir) and not os.path.isdir(workdir):
@@ -182,8 +205,10 @@ class Trainer:
         self._check_resume()
         self.mesh = parallel.make_mesh()
         self.stop_requested = False
-        self.ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), cfg.train.keep_best)
-        self.resume = self.ckpt.latest_meta()  # (step, meta) of the newest readable checkpoint, or None
+        self.ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), cfg.train.keep_best, cfg.train.snapshot_every)
+        self.branch = None  # (step, folder the later checkpoints, exports and rows moved to) when branching
+        # (step, meta) of the checkpoint to continue from: the chosen one, or the newest readable one, or None
+        self.resume = self._branch(resume_from) if resume_from is not None else self.ckpt.latest_meta()
         resume_spec = self.resume[1].get("spec") if self.resume else None
         if resume_spec is not None and cfg.init_weights:
             log.info(f"resuming from the checkpoint at step {self.resume[0]}: init_weights ({cfg.init_weights}) is not "
@@ -211,6 +236,41 @@ class Trainer:
         self._exported = None  # the step of the last export
         self._write_config()
 
+    def _branch(self, resume_from):
+        """Continue from a chosen checkpoint: later checkpoints and the exports are moved aside under the workdir
+        (never deleted). A checkpoint folder of another run is copied in first."""
+        src = str(resume_from)
+        if src.isdigit():
+            step = int(src)
+        else:
+            folder = os.path.abspath(src.rstrip("/"))
+            if not (os.path.isdir(folder) and os.path.basename(folder).isdigit()):
+                raise ConfigError(f"--resume_from {src}: give a step of this workdir or a checkpoint folder "
+                                  "(<workdir>/checkpoints/<step>)")
+            step = int(os.path.basename(folder))
+            if os.path.dirname(folder) != self.ckpt.directory:
+                if self.main:
+                    shutil.copytree(folder, os.path.join(self.ckpt.directory, str(step)), dirs_exist_ok=False)
+                self.ckpt.manager.reload()
+        if step not in self.ckpt.manager.all_steps():
+            have = ", ".join(map(str, sorted(self.ckpt.manager.all_steps()))) or "none"
+            raise ConfigError(f"--resume_from {src}: no checkpoint at step {step} in {self.ckpt.directory} (there are: {have})")
+        meta = self.ckpt.meta(step)
+        aside = os.path.join(self.workdir, "branched", f"after-{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+        later = self.ckpt.move_later(step, os.path.join(aside, "checkpoints"))
+        models = os.path.join(self.workdir, "models")
+        moved = []
+        if self.main and os.path.isdir(models):
+            for f in sorted(os.listdir(models)):
+                m = re.search(r"_step(\d+)\.", f)
+                if m is None or int(m[1]) > step:  # latest/_best exports may hold later weights; later snapshots do
+                    os.makedirs(os.path.join(aside, "models"), exist_ok=True)
+                    shutil.move(os.path.join(models, f), os.path.join(aside, "models", f))
+                    moved.append(f)
+        log.info(f"branching at step {step}: {len(later)} later checkpoint(s) and {len(moved)} export file(s) moved to {aside}")
+        self.branch = (step, aside)
+        return step, meta
+
     def _check_resume(self):
         """Refuse, before any work, a config that changed a field a resume cannot change."""
         path = os.path.join(self.workdir, "config.json")
@@ -227,6 +287,10 @@ class Trainer:
                               (f" (also changed: {', '.join(bad[1:])})" if len(bad) > 1 else ""))
         if changed:
             log.info(f"config changed since the first start (allowed): {', '.join(changed)}")
+        if "train.total_steps" in changed and (self.cfg.optim.schedule != "constant" or self.cfg.optim.warmup_steps):
+            log.info(f"note: train.total_steps went from {saved['train']['total_steps']} to {self.cfg.train.total_steps}: "
+                     f"the {self.cfg.optim.schedule} schedule's horizon moves with it, so the lr changes from here on; "
+                     "train.stop_at ends a run early without that")
 
     def _write_config(self):
         """Freeze the resolved config at the first start that got this far (a failed start writes nothing)."""
@@ -256,24 +320,30 @@ class Trainer:
     def run(self):
         cfg = self.cfg
         resumed = self._restore()
-        # a killed run logged steps past its checkpoint: they are logged again, so the old rows and events go
-        self.board = Board(self.workdir, self.main, resumed_at=resumed)
-        step = int(parallel.to_host(self.state.step))
+        # a killed run logged steps past its checkpoint: they are logged again, so the old rows and events go (a
+        # branch keeps the rows of the abandoned steps beside its moved checkpoints)
+        self.board = Board(self.workdir, self.main, resumed_at=resumed, aside=self.branch and self.branch[1])
+        if self.branch:
+            self.board.event(self.branch[0], {"branched_at": self.branch[0], "moved_to": self.branch[1]})
+        step = self._saved = int(parallel.to_host(self.state.step))
         total = cfg.train.total_steps
+        end = min(total, cfg.train.stop_at or total)
         log.info(f"{self.spec['arch']} x{cfg.scale}, {sum(x.size for x in jax.tree.leaves(self.state.params)):,} parameters, "
-                 f"{jax.device_count()} device(s), global batch {cfg.train.batch_size}; training to step {total}")
+                 f"{jax.device_count()} device(s), global batch {cfg.train.batch_size}; training to step {end}"
+                 + (f" of {total}" if end < total else ""))
         if step == 0 and (cfg.init_weights or cfg.val.at_start):
             self.validate(0)
-        # Preemption: one process sets a flag on SIGTERM; several agree on a step through JAX's coordination
-        # service (which watches SIGTERM itself), so that all of them save the same checkpoint.
+        # Preemption and Ctrl-C: one process sets a flag on SIGTERM/SIGINT (a second Ctrl-C aborts at once); several
+        # agree on a step through JAX's coordination service (which watches SIGTERM itself), so that all of them save
+        # the same checkpoint.
         multi = jax.process_count() > 1
-        previous = None if multi else signal.signal(signal.SIGTERM, self._on_sigterm)
-        progress = Progress(step, total)
+        previous = {} if multi else {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        progress = Progress(step, end)
         check_every = max(1, min(cfg.train.log_every, cfg.train.max_nonfinite))
         try:
-            while step < total and not self.stop_requested:
+            while step < end and not self.stop_requested:
                 if multi and multihost_utils.reached_preemption_sync_point(step):
-                    self.stop_requested = True
+                    self.stop_requested = "preemption"
                     break
                 batch = parallel.global_batch(self.mesh, next(self.data.train))
                 if cfg.train.image_every and (step + 1) % cfg.train.image_every == 0:
@@ -287,26 +357,44 @@ class Trainer:
                     raise Diverged(f"{int(parallel.to_host(self.state.nonfinite))} steps in a row had NaN/Inf losses or gradients (each was skipped). "
                                    "Lower the learning rate, enable optim.clip_grad_norm, or use compute_dtype='float32'; "
                                    f"the last good checkpoint is in {self.workdir}/checkpoints")
-                if cfg.val.every and (step % cfg.val.every == 0 or step == total):
+                if cfg.val.every and (step % cfg.val.every == 0 or step == end):
                     psnr = self.validate(step)
                     self._save(step, psnr)
-                elif step % cfg.train.ckpt_every == 0 or step == total:
+                elif step % cfg.train.ckpt_every == 0 or step == end or self.ckpt.is_snapshot(step):
                     self._save(step)
-            if self.stop_requested and step < total:
-                log.info(f"SIGTERM: saving a checkpoint at step {step} and exiting; rerun the same command to resume")
+            if self.stop_requested and step < end:
+                log.info(f"{self.stop_requested}: saving a checkpoint at step {step} and exiting; rerun the same command to resume")
                 self._save(step)
-            elif step >= total and self._exported != step:
+            elif step >= end and self._exported != step:
                 self._export(self.eval_model(), None, step)  # every finished run ends with its exports
-        except BaseException:
+        except BaseException as e:
+            self._save_after_error(step, e)
             self._shutdown(quiet=True)
             raise
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         self._shutdown()
         if step >= total:
             log.info(f"done: {total} steps; exports in {self.workdir}/models")
+        elif step >= end:
+            log.info(f"stopped at step {step} (train.stop_at); the lr schedule runs to total_steps={total}: rerun with a "
+                     f"later train.stop_at, or none, to continue; exports in {self.workdir}/models")
         return step
+
+    def _save_after_error(self, step, error):
+        """An unexpected error leaves a checkpoint at its step when the state is still whole (not donated to a step
+        that failed), so a rerun resumes there; known failures (a bad config, a full disk, Ctrl-C twice) do not."""
+        if isinstance(error, (JaxsrError, KeyboardInterrupt, SystemExit)) or step <= self._saved or jax.process_count() > 1:
+            return
+        if any(getattr(x, "is_deleted", lambda: False)() for x in jax.tree.leaves(self.state)):
+            return
+        try:
+            self._save(step)
+            self.ckpt.close()
+            log.info(f"unexpected error at step {step}: a checkpoint was saved there; rerun the same command to resume")
+        except Exception:  # the original error is what the user needs to see
+            pass
 
     def _shutdown(self, quiet=False):
         """Finish the last save (its failure is the run's error, unless another one is on its way) and close."""
@@ -323,24 +411,33 @@ class Trainer:
             except OSError:  # a full disk must not bury the message about it
                 pass
 
-    def _on_sigterm(self, *_):
-        self.stop_requested = True
+    def _on_signal(self, signum, _frame):
+        self.stop_requested = signal.Signals(signum).name
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C aborts at once
 
     def _save(self, step, psnr=None):
         meta = {"step": step, "best_psnr": self.best_psnr if math.isfinite(self.best_psnr) else None, "spec": self.spec}
         self.ckpt.save(step, self.state, self.data.train, meta, psnr)
+        self._saved = step
+        if self.ckpt.is_snapshot(step):  # a snapshot to roll back to gets weights-only exports named by its step
+            self._export(self.eval_model(), None, step, suffix=f"_step{step}")
 
     def _log(self, step, m, progress):
         m = {k: float(v) for k, v in parallel.to_host(m).items()}
         text, rate = progress.line(step, m)
         log.info(text)
         self.board.log(step, m)
-        self.board.scalars(step, {"it_per_s": rate})
+        self.board.scalars(step, {"it_per_s": rate, **memory_gib()})
 
     def _log_images(self, step, batch):
-        """The training pair this batch makes, and the eval weights' output on its LR, as LR|SR|HR rows."""
-        lq, sr, gt = parallel.to_host(self.steps.preview(self.state, batch, eval_weights(self.cfg, self.state)))
-        self.board.images(step, "train/lr_sr_hr", lq, sr, gt)
+        """The training pair this batch makes and the eval weights' output on its LR, as LR|SR|HR rows, with
+        histograms of the SR values and of the discriminator's logits."""
+        p = parallel.to_host(self.steps.preview(self.state, batch, eval_weights(self.cfg, self.state)))
+        self.board.images(step, "train/lr_sr_hr", p["lq"], p["sr"], p["gt"])
+        for k in ("sr", "d_fake", "d_real"):
+            if k in p:
+                self.board.histogram(step, f"train/{k}", p[k])
 
     # ------------------------------------------------------------------------------------ validation
 
@@ -376,14 +473,15 @@ class Trainer:
                 [evaluate.score({"b": evaluate.bicubic(it["lr"], s)}, it["hr"], s)["b"]["psnr"] for it in self.data.val])
         return self._bicubic_psnr
 
-    def _export(self, model, psnr, step):
-        """models/<name>_x<s>.pth/.safetensors (the eval weights), and the _best ones when `psnr` is a new best."""
-        self._exported = step
+    def _export(self, model, psnr, step, suffix=""):
+        """models/<name>_x<s><suffix>.pth/.safetensors (the eval weights), and the _best ones when `psnr` is a new best."""
+        if not suffix:
+            self._exported = step
         if not self.main:
             return
         os.makedirs(os.path.join(self.workdir, "models"), exist_ok=True)
         base = os.path.join(self.workdir, "models", f"{self.cfg.name}_x{self.cfg.scale}")
-        targets = [base]
+        targets = [base + suffix]
         if psnr is not None and psnr > self.best_psnr:
             self.best_psnr = psnr
             targets.append(base + "_best")
@@ -395,6 +493,37 @@ class Trainer:
             log.info(f"warning: export at step {step} failed, training goes on: {e}")
 
 
-def train(cfg, workdir):
+def train(cfg, workdir, resume_from=None):
     """Train (or resume) the run of `cfg` in `workdir`; returns the last step."""
-    return Trainer(resolve(cfg), workdir).run()
+    return Trainer(resolve_model(resolve(cfg), workdir), workdir, resume_from).run()
+
+
+def fast_dev_run(cfg):
+    """Check a recipe end to end before a long run, in a temporary folder that is removed afterwards: two train
+    steps, a validation on one image, a checkpoint saved and restored, and the exports loaded back."""
+    import tempfile
+
+    from jaxsr.train.logger import peak_memory_gib
+
+    tmp = tempfile.mkdtemp(prefix="jaxsr-fast-dev-run-")
+    c = ml_collections.ConfigDict(cfg.to_dict(), type_safe=False)
+    c.train.update(stop_at=2, log_every=1, image_every=0, snapshot_every=0)
+    c.val.update(every=2, at_start=False)
+    c.data.val_max_images = 1
+    try:
+        first = Trainer(c, tmp)
+        first.run()
+        rows = [json.loads(line) for line in open(os.path.join(tmp, "metrics.jsonl"))]
+        again = Trainer(c, tmp)  # a second start resumes: the checkpoint at step 2 restores
+        if again.resume is None or again.run() != 2:
+            raise ConfigError("fast dev run: the checkpoint saved at step 2 did not restore")
+        exports = sorted(os.listdir(os.path.join(tmp, "models")))
+        for f in exports:
+            weights.read(os.path.join(tmp, "models", f)).build()
+        losses_seen = ", ".join(f"{r['loss']:.4g}" for r in rows if "loss" in r)
+        psnr = next(r["val_psnr"] for r in rows if "val_psnr" in r)
+        log.info(f"fast dev run passed: 2 train steps (loss {losses_seen}), validation on 1 image (PSNR {psnr:.2f} dB), "
+                 f"a checkpoint saved and restored at step 2, exports {', '.join(exports)} loaded back; "
+                 f"peak memory {peak_memory_gib():.2f} GiB. Removed {tmp}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -95,12 +95,17 @@ def make_train_step(g_def, objective, tx, *, make_pair, schedule, ema_decay, acc
     return step
 
 
-def make_preview(eval_def, make_pair, n=4):
-    """preview(state, batch, params) -> (lq, sr, gt) of the first n samples: the training pair this batch makes
-    (from the state's key, as the step would) and what the eval-mode model with `params` makes of its LQ."""
+def make_preview(eval_def, make_pair, n=4, d_def=None):
+    """preview(state, batch, params) -> dict(lq, sr, gt) of the first n samples: the training pair this batch makes
+    (from the state's key, as the step would) and what the eval-mode model with `params` makes of its LQ; with a
+    discriminator also its logits on those SR and HR images (d_fake, d_real). Nothing in the state changes."""
 
     def preview(state, batch, params):
         _, lq, gt, _ = make_pair(jax.random.split(state.rng)[1], batch, state.queue)
-        return lq[:n], merge(eval_def, params, state.buffers)(lq[:n]), gt[:n]
+        out = dict(lq=lq[:n], sr=merge(eval_def, params, state.buffers)(lq[:n]), gt=gt[:n])
+        if d_def is not None:
+            disc = merge(d_def, state.d_params, state.d_buffers)
+            out.update(d_fake=disc(out["sr"]), d_real=disc(out["gt"]))
+        return out
 
     return preview

@@ -8,14 +8,17 @@ run the x4 network on a pixel-unshuffled input as Real-ESRGAN does (input sides 
 gains a bias-free 1x1 conv `conv1x1` from its input, added to the second conv's output, which is added again to
 the fourth's (the "residual of residual" paths); the rest is RRDBNet unchanged.
 """
+import math
+
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxsr.archs.common import conv, lrelu, pixel_unshuffle
+from jaxsr.archs.common import conv, host_init, lrelu, pixel_unshuffle
 from jaxsr.archs.upsample import nearest_conv
 
 # BasicSR initialises the dense-block convs with kaiming_normal (fan_in, gain sqrt 2) scaled by 0.1.
-_rdb_init = nnx.initializers.variance_scaling(2.0 * 0.1**2, "fan_in", "normal")
+_rdb_init = host_init(lambda g, s: g.normal(0.0, 0.1 * math.sqrt(2.0 / math.prod(s[:-1])), s),
+                      nnx.initializers.variance_scaling(2.0 * 0.1**2, "fan_in", "normal"))
 UNSHUFFLE = {1: 4, 2: 2, 4: 1, 8: 1}
 
 

@@ -1,0 +1,181 @@
+"""Forward and train-step throughput of each architecture: jaxsr against spandrel's PyTorch module on the same weights,
+each in its own process (so that peak memory is its own), one table (not a test).
+
+    python benchmarks/bench_archs.py [--archs compact,span,realplksr,esrgan_plus,swinir,hat] [--batch 8] [--lr 64]
+                                     [--steps 3] [--dtype float32|bfloat16]
+
+The standard configurations: Compact 64/16 (realesr-animevideov3), SPAN 48, RealPLKSR 64/28/17 with DySample,
+ESRGAN+ 64/23/32, SwinIR-M classical, HAT-S; all x4. The train step is an L1 loss, its gradient and an Adam update,
+in training mode (dropout, drop path). The torch module is spandrel's, loaded from jaxsr's export of the same model.
+On GPU, --dtype bfloat16 uses bf16 compute in jaxsr and autocast bf16 + channels_last in torch.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), os.path.dirname(os.path.abspath(__file__))]
+
+
+def standard_spec(name):
+    """The spec of each architecture's standard x4 configuration."""
+    from jaxsr.archs.hat import spec_for as hat_spec
+    from jaxsr.archs.swinir import spec_for as swinir_spec
+
+    return {
+        "compact": {"arch": "compact", "scale": 4, "in_ch": 3, "out_ch": 3, "num_feat": 64, "num_conv": 16, "act_type": "prelu"},
+        "span": {"arch": "span", "scale": 4, "in_ch": 3, "out_ch": 3, "feature_channels": 48, "bias": True, "norm": False,
+                 "img_range": 255.0, "rgb_mean": (0.4488, 0.4371, 0.4040)},
+        "realplksr": {"arch": "realplksr", "scale": 4, "dim": 64, "n_blocks": 28, "kernel_size": 17,
+                      "split_ratio": 0.25, "use_ea": True, "norm_groups": 4, "dropout": 0.0, "upsampler": "dysample",
+                      "layer_norm": True},
+        "esrgan_plus": {"arch": "esrgan", "scale": 4, "in_ch": 3, "out_ch": 3, "num_feat": 64, "num_block": 23, "num_grow_ch": 32,
+                        "plus": True},
+        "swinir": swinir_spec("classical_m", scale=4),
+        "hat": hat_spec("hat_s", scale=4),
+    }[name]
+
+
+def _time(fn, steps):
+    fn()  # compile / warm up
+    fn()
+    t = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    return (time.perf_counter() - t) / steps
+
+
+def bench_jax(spec, x, y, steps, dtype):
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import nnx
+
+    from jaxsr import archs
+
+    model = archs.build(spec, dtype=jnp.dtype(dtype))
+    xj, yj = jnp.asarray(x), jnp.asarray(y)
+    fwd = nnx.jit(lambda m, v: m(v))
+    t_fwd = _time(lambda: fwd(model, xj).block_until_ready(), steps)
+    model.train()
+    gd, params, rest = nnx.split(model, nnx.Param, ...)
+    tx = optax.adam(1e-4, b1=0.9, b2=0.99)
+
+    @jax.jit
+    def step(params, rest, opt, x, y):
+        def loss_fn(p):
+            m = nnx.merge(gd, p, rest, copy=True)
+            return jnp.mean(jnp.abs(m(x) - y)), nnx.state(m, nnx.Not(nnx.Param))
+
+        (loss, rest2), g = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        upd, opt = tx.update(g, opt, params)
+        return optax.apply_updates(params, upd), rest2, opt, loss
+
+    st = [params, rest, tx.init(params)]
+
+    def run():
+        st[0], st[1], st[2], loss = step(st[0], st[1], st[2], xj, yj)
+        loss.block_until_ready()
+
+    return t_fwd, _time(run, steps)
+
+
+def bench_torch(path, x, y, steps, dtype):
+    import conftest  # noqa: F401  (torchvision stub for spandrel)
+    import spandrel
+    import torch
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    m = spandrel.ModelLoader().load_from_file(path).model.to(dev)
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2)).to(dev)
+    yt = torch.from_numpy(y.transpose(0, 3, 1, 2)).to(dev)
+    if dev == "cuda":
+        m, xt, yt = (t.to(memory_format=torch.channels_last) for t in (m, xt, yt))
+    amp = dtype == "bfloat16"
+
+    def fwd():
+        with torch.no_grad(), torch.autocast(dev, dtype=torch.bfloat16, enabled=amp):
+            m.eval()(xt)
+        if dev == "cuda":
+            torch.cuda.synchronize()
+
+    t_fwd = _time(fwd, steps)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-4, betas=(0.9, 0.99))
+
+    def step():
+        m.train()
+        with torch.autocast(dev, dtype=torch.bfloat16, enabled=amp):
+            loss = (m(xt).float() - yt).abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if dev == "cuda":
+            torch.cuda.synchronize()
+
+    return t_fwd, _time(step, steps)
+
+
+def one(a):
+    """Measure one (architecture, implementation) in this process and print its RESULT line."""
+    import numpy as np
+    from common import photos
+
+    spec = standard_spec(a.arch)
+    s = spec["scale"]
+    y = photos(a.batch, a.lr * s)
+    x = y.reshape(a.batch, a.lr, s, a.lr, s, 3).mean((2, 4)).astype(np.float32)
+    if a.only == "jax":
+        t = bench_jax(spec, x, y, a.steps, a.dtype)
+    else:
+        t = bench_torch(a.export, x, y, a.steps, a.dtype)
+    print("RESULT " + json.dumps({"fwd": t[0], "train": t[1], "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--archs", default="compact,span,realplksr,esrgan_plus,swinir,hat")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=int, default=64)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--only", choices=["jax", "torch"], help=argparse.SUPPRESS)
+    p.add_argument("--arch", help=argparse.SUPPRESS)
+    p.add_argument("--export", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.only:
+        return one(a)
+    from common import table
+
+    from jaxsr import archs, weights
+
+    rows = []
+    for name in a.archs.split(","):
+        spec = standard_spec(name)
+        path = os.path.join(tempfile.mkdtemp(), f"{name}.pth")
+        weights.export(archs.build(spec), spec, path)
+        res = {}
+        for impl in ("jax", "torch"):
+            cmd = [sys.executable, __file__, "--only", impl, "--arch", name, "--export", path, "--batch", str(a.batch),
+                   "--lr", str(a.lr), "--steps", str(a.steps), "--dtype", a.dtype]
+            out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+            line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
+            if not line:
+                sys.exit(f"{name} {impl} failed:\n{out.stderr[-3000:]}")
+            res[impl] = json.loads(line[0][7:])
+        j, t = res["jax"], res["torch"]
+        rows.append([name, f"{a.batch / j['fwd']:.2f}", f"{a.batch / t['fwd']:.2f}", f"{t['fwd'] / j['fwd']:.2f}",
+                     f"{a.batch / j['train']:.2f}", f"{a.batch / t['train']:.2f}", f"{t['train'] / j['train']:.2f}",
+                     f"{j['rss']:.1f}", f"{t['rss']:.1f}"])
+        print(rows[-1], flush=True)
+    print(f"\nbatch {a.batch}, LR {a.lr}, {a.dtype}; img/s; ratio = jaxsr / torch (higher is faster); peak RSS GiB per process")
+    print(table(rows, ["arch", "fwd jaxsr", "fwd torch", "ratio", "train jaxsr", "train torch", "ratio", "RSS jaxsr",
+                       "RSS torch"]))
+
+
+if __name__ == "__main__":
+    main()

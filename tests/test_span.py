@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from conftest import photo, recipe_resumes_bitwise, torch_forward
+from conftest import photo, torch_forward
 from flax import nnx
 
 from jaxsr import archs, weights
@@ -257,16 +257,3 @@ def test_recipe_parameter_counts():
     deployed = n(span.model.Buffer) - 1 + sum(x.size for p, x in nnx.to_flat_state(nnx.state(model, nnx.Param))
                                               if not ({"sk", "conv"} & set(map(str, p))))
     assert (n(nnx.Param), deployed) == (1_840_488, 426_288)
-
-
-def test_recipe_trains_resumes_bitwise_and_exports_for_spandrel(tmp_path, spandrel):
-    """configs/span_x4.py, shrunk: three steps straight, and two then a resume to three, give the same losses bit for
-    bit (training mode: Conv3XC's branches); the export (eval_conv composed, no_norm) loads in spandrel."""
-    wd = recipe_resumes_bitwise(tmp_path, "span_x4", "--config.model.feature_channels=8")
-    path = wd / "models" / "span_x4.pth"
-    assert "no_norm" in torch.load(path, weights_only=True)["params"]
-    desc = spandrel.ModelLoader().load_from_file(str(path))
-    assert desc.architecture.id == "SPAN" and desc.scale == 4 and not desc.model.is_norm
-    model, _ = load_model(path)
-    x = photo("chelsea", 20, 24, top=60, left=200)[None]
-    assert np.abs(np.asarray(model(jnp.asarray(x))) - torch_forward(desc.model, x)).max() <= TOL

@@ -7,7 +7,6 @@ so that a product of powers stays real.
 """
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxsr.metrics import gaussian_1d, ssim_maps
 

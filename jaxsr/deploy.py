@@ -100,8 +100,8 @@ def _core(model):
 def _trace(core, in_ch, m, batch, static, arch):
     """The jaxpr of `core` at the input size: symbols b, h, w for what is dynamic (sides m*h, m*w)."""
     if static is None:
-        b, h, w = jax.export.symbolic_shape(f"b, {m}*h, {m}*w" if m > 1 else "b, h, w")
-        shape = (batch or b, in_ch, h, w)
+        b, hs, ws = jax.export.symbolic_shape(f"b, {m}*h, {m}*w" if m > 1 else "b, h, w")
+        shape = (batch or b, in_ch, hs, ws)
     else:
         (b,) = jax.export.symbolic_shape("b")
         shape = (batch or b, in_ch, -(-static[0] // m) * m, -(-static[1] // m) * m)
@@ -110,6 +110,7 @@ def _trace(core, in_ch, m, batch, static, arch):
     except Exception as e:  # what a forward raises on symbolic sizes varies: TypeError, ValueError, JAX's own
         if static is not None:
             raise
+        jax.make_jaxpr(core)(jax.ShapeDtypeStruct((1, in_ch, 16 * m, 16 * m), jnp.float32))  # a real bug raises here
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ExportError(f"{arch} cannot be exported with a dynamic height and width: its forward needs concrete "
                           f"sizes while tracing ({type(e).__name__}: {first[:200]}). Export a fixed size instead "
@@ -161,6 +162,7 @@ def build_graph(model, spec, *, precision="fp32", static=None, batch=None, opset
         ends = g.shape([g.mul(H, s), g.mul(W, s)])
         y = g.node("Slice", [y, g.const(np.zeros(2, np.int64)), ends, g.const(np.array([2, 3], np.int64))])
     g.nodes.append(onnx.helper.make_node("Identity", [y], [NAMES[1]]))
+    g.prune([NAMES[1]])
 
     b = batch or "batch"
     in_shape = [b, in_ch, *(("height", "width") if static is None else static)]
@@ -171,7 +173,7 @@ def build_graph(model, spec, *, precision="fp32", static=None, batch=None, opset
     opsets = [onnx.helper.make_opsetid("", opset)]
     proto = onnx.helper.make_model(graph, opset_imports=opsets, producer_name="jaxsr", producer_version=jaxsr.__version__,
                                    ir_version=onnx.helper.find_min_ir_version_for(opsets),
-                                   doc_string=f"{record.what}, x{s}: NCHW float32 RGB in [0, 1] -> x{s}, unclipped")
+                                   doc_string=f"{record.what}, x{s}: NCHW float32 RGB in [0, 1] -> {s} times larger, unclipped")
     meta = {"arch": record.name, "scale": str(s), "in_ch": str(in_ch), "out_ch": str(out_ch), "precision": precision,
             "size_multiple": str(m), "jaxsr_spec": json.dumps(spec), "jaxsr_version": jaxsr.__version__}
     onnx.helper.set_model_props(proto, meta)

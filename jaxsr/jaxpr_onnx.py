@@ -8,11 +8,11 @@ alone (dtype casts of the weights, position-bias tables, the masks of a static s
 export time and stored as initializers, unless that would store a tensor larger than its inputs and 64K
 elements (a mask or a broadcast), which the graph then computes.
 
-Why not jax2onnx (0.12.5-0.17.1 tried with jax 0.10.2): it replaces jnp functions and Flax modules by its own
+Why not jax2onnx (0.12.5 and 0.17.1 tried, with jax 0.10.2): it replaces jnp functions and Flax modules by its own
 primitives while tracing, and those refuse symbolic sizes (`jnp.concatenate` of symbolic shapes: "all
 non-concatenated dimensions must match"; `lax.pad` with a symbolic width: "used in a context that requires a
 constant"; `jnp.arange(h)` and DySample's clip: "'_DynamicDimSentinel' object has no attribute 'rmax'");
-0.12.5 cannot trace nnx.Conv under jax >= 0.7 (unhashable `padding`), and 0.13+ pins orbax-checkpoint<0.11.37.
+0.12.5 cannot trace nnx.Conv under jax >= 0.7 (unhashable `padding`), and 0.17.1 pins orbax-checkpoint<0.11.37.
 Lowering the plain jaxpr keeps the exported graph the computation jaxsr runs, op for op, with `onnx` alone.
 """
 from __future__ import annotations
@@ -95,6 +95,7 @@ class Graph:
         self.onnx = require_onnx()
         self.opset = opset
         self.nodes, self.initializers, self.dims = [], [], {}
+        self.producer, self.constants = {}, {}  # output name -> node, initializer name -> its array
         self._count, self._consts, self._dim_cache = 0, {}, {}
 
     def fresh(self, stem="v"):
@@ -103,7 +104,9 @@ class Graph:
 
     def node(self, op, inputs, n_out=1, **attrs):
         outs = [self.fresh(op.lower() + "_") for _ in range(n_out)]
-        self.nodes.append(self.onnx.helper.make_node(op, list(inputs), outs, **attrs))
+        node = self.onnx.helper.make_node(op, list(inputs), outs, **attrs)
+        self.nodes.append(node)
+        self.producer.update((o, node) for o in outs)
         return outs[0] if n_out == 1 else outs
 
     def const(self, value, dtype=None):
@@ -114,8 +117,34 @@ class Graph:
             name = self.fresh("c")
             t = self.onnx.numpy_helper.from_array(np.array(a, order="C"), name)  # ascontiguousarray makes 0-d 1-d
             self.initializers.append(t)
+            self.constants[name] = a
             self._consts[key] = (name, value)  # keeps `value` alive so that its id stays unique
         return self._consts[key][0]
+
+    def constant_of(self, name):
+        """The array behind a graph value that is a constant seen through Unsqueeze/Expand, or None.
+
+        Only for operands of broadcasting operators: the unexpanded array broadcasts the same way."""
+        if name in self.constants:
+            return self.constants[name]
+        node = self.producer.get(name)
+        if node is not None and node.op_type == "Expand":
+            return self.constant_of(node.input[0])
+        if node is not None and node.op_type == "Unsqueeze":
+            a, axes = self.constant_of(node.input[0]), self.constants.get(node.input[1])
+            if a is not None and axes is not None:
+                return np.expand_dims(a, tuple(int(i) for i in axes))
+        return None
+
+    def prune(self, outputs):
+        """Drop the nodes and initializers that no output depends on (left behind by fused patterns)."""
+        needed, keep = set(outputs), []
+        for node in reversed(self.nodes):
+            if any(o in needed for o in node.output):
+                keep.append(node)
+                needed.update(node.input)
+        self.nodes = keep[::-1]
+        self.initializers = [t for t in self.initializers if t.name in needed]
 
     def value(self, x, dtype=None):
         """The graph name of a value: a name already, or a constant to store (in `dtype`)."""
@@ -153,14 +182,16 @@ class Graph:
 
     def mod(self, a, b):
         """Python's a % b (ONNX Mod with fmod=0 takes the divisor's sign for integers, as Python does)."""
-        if _static(a) and _static(b):
-            return int(a) % int(b)
+        if _static(a) and _static(b) or _static(b) and b in (1, -1):
+            return int(a) % int(b) if _static(a) else 0
         return self.node("Mod", [self.dim_tensor(a), self.dim_tensor(b)], fmod=0)
 
     def floordiv(self, a, b):
         """Python's a // b: integer Div truncates, so divide the exact multiple a - a % b."""
         if _static(a) and _static(b):
             return int(a) // int(b)
+        if _static(b) and b == 1:
+            return a
         return self.node("Div", [self.dim_tensor(self.sub(a, self.mod(a, b))), self.dim_tensor(b)])
 
     def minmax(self, op, a, b):
@@ -268,11 +299,11 @@ def _equation(g, eqn, ins):
         out = eqn.primitive.bind(*ins, **eqn.params)
         outs = out if eqn.primitive.multiple_results else [out]
         return [np.asarray(o) for o in outs]
-    rule = _RULES.get(name)
     if name in _UNARY:
         return [g.node(_UNARY[name], [g.value(ins[0], eqn.invars[0].aval.dtype)])]
     if name in _BINARY:
         return [g.node(_BINARY[name], [g.value(x, v.aval.dtype) for x, v in zip(ins, eqn.invars)])]
+    rule = _RULES.get(name)
     if rule is None:
         raise ExportError(f"the JAX primitive {name!r} has no ONNX lowering in jaxsr.jaxpr_onnx")
     out = rule(g, eqn, *ins)
@@ -351,11 +382,30 @@ def _select_n(g, eqn, pred, *cases):
     if len(cases) == 1:
         return g.node("Identity", [cases[0]])
     if pred_dt == np.bool_:
-        return g.node("Where", [p, cases[1], cases[0]])
+        return _activation(g, p, cases[1], cases[0]) or g.node("Where", [p, cases[1], cases[0]])
     out = cases[0]
     for k in range(1, len(cases)):
         out = g.node("Where", [g.node("Equal", [p, g.const(np.array(k, pred_dt))]), cases[k], out])
     return out
+
+
+def _activation(g, pred, on_true, on_false):
+    """LeakyRelu or PRelu for where(x >= 0, x, a * x), which is how jax.nn.leaky_relu and PReLU modules trace, so
+    that runtimes fuse the activation into the convolution before it (onnxruntime's ConvActivationFusion)."""
+    test, scaled = g.producer.get(pred), g.producer.get(on_false)
+    if test is None or test.op_type not in ("GreaterOrEqual", "Greater") or test.input[0] != on_true:
+        return None
+    zero = g.constant_of(test.input[1])
+    if zero is None or zero.size != 1 or float(zero.reshape(())) != 0.0:
+        return None
+    if scaled is None or scaled.op_type != "Mul" or on_true not in scaled.input:
+        return None
+    slope = g.constant_of(scaled.input[1] if scaled.input[0] == on_true else scaled.input[0])
+    if slope is None or not np.issubdtype(slope.dtype, np.floating):
+        return None
+    if slope.size == 1:
+        return g.node("LeakyRelu", [on_true], alpha=float(slope.reshape(())))
+    return g.node("PRelu", [on_true, g.const(slope)])
 
 
 def _clamp(g, eqn, lo, x, hi):

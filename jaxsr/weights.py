@@ -327,6 +327,27 @@ def load_model(path, *, arch="auto", strict=True, dtype=jnp.float32):
     return model, info(w.spec, w.source, report)
 
 
+def interpolate(path_a, path_b, alpha):
+    """(model, spec): the weights (1 - alpha) * A + alpha * B of two files of one architecture and shape (ESRGAN's
+    network interpolation, e.g. a fidelity model and a GAN model trained from it). alpha 0 gives A and 1 gives B bit
+    for bit. Integer buffers (index tables, BatchNorm counters) are taken from A."""
+    a, b = read(path_a), read(path_b)
+    if a.arch is not b.arch:
+        raise WeightsError(f"cannot interpolate {a.arch.what} ({path_a}) with {b.arch.what} ({path_b}): the architectures differ")
+    model_a, _ = a.build()
+    model_b, _ = b.build()
+    ta, tb = state_dict(model_a, native=True), state_dict(model_b, native=True)
+    bad = [k for k in ta if k not in tb or ta[k].shape != tb[k].shape] + [k for k in tb if k not in ta]
+    if bad:
+        raise WeightsError(f"cannot interpolate {path_a} with {path_b}: their tensors differ at {', '.join(bad[:4])}"
+                           f"{' ...' if len(bad) > 4 else ''} (other hyperparameters); both must have the same spec")
+    alpha = float(alpha)
+    mixed = {k: ((1.0 - alpha) * v + alpha * tb[k]).astype(v.dtype) if np.issubdtype(v.dtype, np.floating) else v
+             for k, v in ta.items()}
+    load_state_dict(model_a, mixed, native=True)
+    return model_a, a.spec
+
+
 # ----------------------------------------------------------------------------------------- writing models
 
 

@@ -22,6 +22,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = {
     "esrgan": {"arch": "esrgan", "scale": 4, "in_ch": 3, "out_ch": 3, "num_feat": 8, "num_block": 1, "num_grow_ch": 8},
     "dat": spec_for("dat_light", embed_dim=16, depth=[2], num_heads=[2], split_size=[2, 4], num_feat=16, scale=2),
+    "compact": {"arch": "compact", "scale": 3, "in_ch": 3, "out_ch": 3, "num_feat": 8, "num_conv": 2, "act_type": "prelu"},
+    "span": {"arch": "span", "scale": 2, "in_ch": 3, "out_ch": 3, "feature_channels": 8, "bias": True, "norm": False,
+             "img_range": 255.0, "rgb_mean": [0.4488, 0.4371, 0.404]},
+    "realplksr": {"arch": "realplksr", "scale": 2, "dim": 8, "n_blocks": 1, "kernel_size": 5, "split_ratio": 0.25,
+                  "use_ea": True, "norm_groups": 4, "dropout": 0.0, "upsampler": "dysample", "layer_norm": False},
+    "swinir": {"arch": "swinir", "scale": 2, "embed_dim": 8, "depths": [2], "num_heads": [2], "window_size": 4,
+               "img_size": 8, "upsampler": "pixelshuffle", "start_unshuffle": 2},
+    "hat": {"arch": "hat", "scale": 2, "embed_dim": 8, "depths": [2], "num_heads": [2], "window_size": 4,
+            "compress_ratio": 2, "squeeze_factor": 4, "img_size": 8},
     "unet": {"arch": "unet", "num_in_ch": 3, "num_feat": 8, "skip_connection": True},
     "vgg": {"arch": "vgg", "num_in_ch": 3, "num_feat": 8, "input_size": 128},
 }

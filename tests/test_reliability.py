@@ -106,9 +106,10 @@ def test_evaluate_names_same_stem_images_apart_and_checks_its_output_folder(tmp_
 
 def test_a_run_without_validation_ends_with_exports_and_a_damaged_checkpoint_is_moved_aside(tmp_path, reference):
     wd = tmp_path / "wd"
-    code, out, err = train(wd)
+    code, out, err = train(wd, "--config.export.onnx=True")
     assert code == 0, err
-    assert sorted(os.listdir(wd / "models")) == ["demo_x4.pth", "demo_x4.safetensors"]  # 2: val.every=0 still exports
+    assert sorted(os.listdir(wd / "models")) == ["demo_x4.onnx", "demo_x4.pth", "demo_x4.safetensors"]  # 2: val.every=0 exports
+    assert "demo_x4.onnx: verify: onnxruntime" in out  # export.onnx: checked in onnxruntime as it is written
     code, _, err = cli("-m", "convert.to_pth", wd, tmp_path / "out.pth")
     assert code == 0, err
     assert sorted(os.listdir(wd / "checkpoints")) == ["12", "8"]  # the latest and the one before, not every save
@@ -116,7 +117,7 @@ def test_a_run_without_validation_ends_with_exports_and_a_damaged_checkpoint_is_
     for f in os.listdir(wd / "checkpoints" / "12" / "state" / "d"):
         with open(wd / "checkpoints" / "12" / "state" / "d" / f, "r+b") as fh:
             fh.truncate(10)
-    code, out, err = train(wd, "--config.train.total_steps=12")
+    code, out, err = train(wd, "--config.train.total_steps=12", "--config.export.onnx=True")
     assert code == 0, err
     said = [line for line in (out + err).splitlines() if "does not restore" in line]
     assert len(said) == 1 and "moved it to" in said[0] and "checkpoints.damaged" in said[0], out + err

@@ -117,3 +117,29 @@ def test_fast_dev_run_checks_a_real_recipe_and_leaves_nothing(tmp_path):
     assert not [d for d in set(os.listdir(tempfile.gettempdir())) - before if d.startswith("jaxsr-fast-dev-run-")]
     now_runs = set(os.listdir(os.path.join(ROOT, "runs"))) if os.path.isdir(os.path.join(ROOT, "runs")) else set()
     assert now_runs == had_runs
+
+
+def test_interpolation_of_two_exports(snapshots, tmp_path):
+    from jaxsr import weights
+
+    src, _ = snapshots
+    a, b = src / "models" / "demo_x4_step4.safetensors", src / "models" / "demo_x4_step12.pth"
+    ta, tb = weights.read_state_dict(a)[0], weights.read_state_dict(b)[0]
+    for alpha, want in ((0, ta), (1, tb), (0.5, {k: (ta[k] + tb[k]) / 2 for k in ta})):
+        out = tmp_path / f"mix{alpha}.safetensors"
+        r = subprocess.run([sys.executable, "-m", "convert.interpolate", str(a), str(b), str(out), "--alpha", str(alpha)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0 and "wrote" in r.stdout, r.stderr
+        got = weights.read_state_dict(out)[0]
+        assert got.keys() == want.keys() and all(got[k].tobytes() == want[k].astype(got[k].dtype).tobytes() for k in got), alpha
+    # another architecture, or the same one with other hyperparameters, is refused by name
+    from test_layout import SMALL, perturbed
+
+    weights.export(perturbed(SMALL["compact"]), SMALL["compact"], tmp_path / "compact.pth")
+    wider = {**SMALL["esrgan"], "num_feat": 16}
+    weights.export(perturbed(wider), wider, tmp_path / "other.pth")
+    for other, needle in ((tmp_path / "compact.pth", "the architectures differ"), (tmp_path / "other.pth", "their tensors differ")):
+        r = subprocess.run([sys.executable, "-m", "convert.interpolate", str(a), str(other), str(tmp_path / "x.pth"), "--alpha", "0.5"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert not (tmp_path / "x.pth").exists()

@@ -160,8 +160,15 @@ def shift_mask(H, W, wh, ww, sh, sw) -> np.ndarray:
 
 
 def trace_shift_mask(H, W, wh, ww, sh, sw):
-    """`shift_mask` built in the program from the (nW, N) region ids, so no (nW, N, N) constant is embedded."""
-    ids = jnp.asarray(region_ids(H, W, wh, ww, sh, sw), jnp.int32)
+    """`shift_mask` built in the program with jnp comparisons on the padded size, so no (nW, N, N) constant is
+    embedded and an exported graph keeps H and W symbolic. Per axis a token's band is 0 before the last window,
+    1 in it before the shift and 2 in the shift; the region is 3 * band_y + band_x, as `region_ids` labels it."""
+
+    def bands(n, w, s):
+        i = jnp.arange(n)
+        return (i >= n - w).astype(jnp.int32) + (i >= n - s).astype(jnp.int32)
+
+    ids = to_windows((bands(H, wh, sh)[:, None] * 3 + bands(W, ww, sw)[None, :])[..., None], wh, ww)[..., 0]
     return jnp.where(ids[:, None, :] != ids[:, :, None], -100.0, 0.0).astype(jnp.float32)
 
 
@@ -242,16 +249,14 @@ class WindowAttention(nnx.Module):
         self.qkv = linear(dim, 3 * dim, bias=qkv_bias, rngs=rngs, dtype=dtype)
         self.proj = linear(dim, dim, rngs=rngs, dtype=dtype)
 
-    def __call__(self, x, shift=0, index=None, mask=None):
-        """x (B, H, W, C); shift: Swin's cyclic shift (the mask is built for the traced size unless given)."""
+    def __call__(self, x, shift=0, index=None):
+        """x (B, H, W, C); shift: Swin's cyclic shift (its mask is built for the traced size); index: HAT's."""
         B, H, W, C = x.shape
         ws, h = self.window_size, self.num_heads
+        mask = None
         if shift:
             x = jnp.roll(x, (-shift, -shift), axis=(1, 2))
-            if mask is None:
-                mask = trace_shift_mask(H, W, ws, ws, shift, shift)
-        else:
-            mask = None
+            mask = trace_shift_mask(H, W, ws, ws, shift, shift)
         qkv = to_windows(self.qkv(x), ws, ws)  # (B, nW, N, 3C): q | k | v
         q, k, v = (t.reshape(*t.shape[:3], h, C // h) for t in jnp.split(qkv, 3, axis=-1))
         index = self.relative_position_index[...] if index is None else index

@@ -43,6 +43,14 @@ def val_config():
     return c
 
 
+def export_config():
+    """The `export` section: what models/ gets besides the .pth and .safetensors (EMA weights)."""
+    c = ml_collections.ConfigDict(type_safe=False)
+    c.onnx = False  # also models/<name>_x<scale>.onnx, checked in onnxruntime (jaxsr.deploy; needs jaxsr[onnx])
+    c.onnx_fp16 = False  # the ONNX file in float16
+    return c
+
+
 def base_config():
     c = ml_collections.ConfigDict(type_safe=False)
     c.name = "model"  # export file names: models/<name>_x<scale>.pth
@@ -64,6 +72,7 @@ def base_config():
     c.optim_d = optim.default_config(lr=1e-4, ema_decay=None)
     c.train = train_config()
     c.val = val_config()
+    c.export = export_config()
     return c
 
 
@@ -174,6 +183,12 @@ def _check(cfg):
                           "host crop it is cut from; set data.gt_size >= degrade.gt_size")
     if cfg.degrade.mode == "realesrgan" and cfg.degrade.queue_size:
         degrade.check_queue(cfg.degrade, cfg.train.batch_size)
+    if cfg.export.onnx:
+        import importlib.util
+
+        missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise ConfigError(f"export.onnx=True needs {' and '.join(missing)}: pip install 'jaxsr[onnx]'")
 
 
 def resume_conflicts(saved: dict, cfg) -> tuple:

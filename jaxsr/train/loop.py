@@ -489,6 +489,11 @@ class Trainer:
             for b in targets:
                 for ext in (".pth", ".safetensors"):
                     weights.export(model, self.spec, b + ext)
+                if self.cfg.export.onnx:
+                    from jaxsr.deploy import export_onnx
+
+                    done = export_onnx(model, self.spec, b + ".onnx", fp16=self.cfg.export.onnx_fp16)
+                    log.info(f"{os.path.basename(b)}.onnx: {done.verification.line()}")
         except WeightsError as e:
             log.info(f"warning: export at step {step} failed, training goes on: {e}")
 

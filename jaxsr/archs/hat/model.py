@@ -237,8 +237,9 @@ class HAT(nnx.Module):
             raise ValueError(f"overlap_ratio {overlap_ratio} gives an overlapping window of {ows} around {window_size}: "
                              "the difference must be even (the reference's unfold drops windows otherwise)")
         self.scale, self.in_ch, self.window_size = scale, in_ch, window_size
-        self.size_multiple = 1  # any input size: reflect-padded to the windows inside
-        self.tile_multiple = window_size  # the window grid (channel attention is global: tiling is approximate)
+        # the window grid, to which callers reflect-pad as the module would (channel attention is global: tiling
+        # is approximate)
+        self.size_multiple = self.tile_multiple = window_size
         self.img_size, self.img_range, self.ape, self.dtype = img_size, float(img_range), ape, dtype
         self.mean = RGB_MEAN if in_ch == 3 else (0.0,) * in_ch
         self.relative_position_index_SA = Buffer(jnp.asarray(relative_position_index(window_size, window_size)))

@@ -142,10 +142,10 @@ class SwinIR(nnx.Module):
             raise ValueError(f"the nearest+conv upsampler supports x2, x4 and x8, not x{up}")
         self.scale, self.in_ch = scale, in_ch
         self.start_unshuffle = start_unshuffle
-        self.window_size = window_size
-        self.size_multiple = 1  # any input size: reflect-padded to the windows inside
-        # windows are anchored at the image origin: tiles equal the whole image only on the window grid
-        self.tile_multiple = window_size * start_unshuffle
+        # windows are anchored at the image origin: tiles equal the whole image only on the window grid. Callers
+        # (jaxsr.upscale, the ONNX graph) reflect-pad inputs to it, as the module itself would, so its own padding
+        # is a no-op there and exported graphs keep their sizes symbolic
+        self.size_multiple = self.tile_multiple = window_size * start_unshuffle
         self.img_size, self.img_range, self.upsampler, self.ape = img_size, float(img_range), upsampler, ape
         self.dtype = dtype
         self.mean = RGB_MEAN if in_ch == 3 else (0.0,) * in_ch

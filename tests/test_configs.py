@@ -9,7 +9,7 @@ import jax
 import pytest
 from flax import nnx
 
-from jaxsr import archs
+from jaxsr import archs, weights
 from jaxsr.errors import WeightsError
 from jaxsr.losses import build_losses
 from jaxsr.train.config import resolve
@@ -19,8 +19,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = ["demo", "x4", "x4_gan", "x2", "dat2_x4", "compact_x4", "span_x4", "realplksr_x4", "swinir_x4", "hat_x4"]
 
 
+SPANDREL_ID = {"esrgan": "ESRGAN", "dat": "DAT", "compact": "Compact", "span": "SPAN", "realplksr": "PLKSR", "swinir": "SwinIR",
+               "hat": "HAT"}
+
+
 @pytest.mark.parametrize("name", RECIPES)
-def test_recipe_resolves_and_builds(name):
+def test_recipe_resolves_builds_and_its_export_opens_in_spandrel(tmp_path, spandrel, name):
     cfg = resolve(importlib.import_module(f"configs.{name}").get_config())  # checks the queue against the batch
     assert cfg.scale in (2, 4)
     spec = generator_spec(cfg)
@@ -32,6 +36,9 @@ def test_recipe_resolves_and_builds(name):
     assert n == expected.get(name, n) and n > 0
     if name != "x4_gan":
         build_losses(cfg.losses)
+    weights.export(model, spec, tmp_path / "m.pth")  # what the recipe's run leaves in models/
+    desc = spandrel.ModelLoader().load_from_file(str(tmp_path / "m.pth"))
+    assert (desc.architecture.id, desc.scale) == (SPANDREL_ID[spec["arch"]], cfg.scale)
 
 
 def test_gan_recipe_refuses_without_vgg_weights():

@@ -18,6 +18,7 @@ import json
 import os
 import pickle
 import re
+import struct
 import zipfile
 from dataclasses import dataclass
 
@@ -216,16 +217,116 @@ def read_state_dict(path):
 
 
 def write_pth(path, sd, wrapper=None, metadata=None):
-    """torch.save of plain contiguous tensors, optionally wrapped ({'params_ema': sd}) with metadata."""
-    try:
-        import torch
-    except ImportError:
-        raise WeightsError("writing .pth needs torch (pip install torch); .safetensors needs no torch") from None
-    tensors = collections.OrderedDict((k, torch.from_numpy(_contiguous(v).copy())) for k, v in sd.items())  # writable
-    obj = {wrapper: tensors} if wrapper else tensors
+    """torch's zip format of plain contiguous tensors, optionally wrapped ({'params_ema': sd}) with metadata, written
+    without torch (`_TorchPickle`): exports need no torch installed, and torch.load(weights_only=True) reads them."""
+    obj = collections.OrderedDict((k, _contiguous(v)) for k, v in sd.items())
+    obj = {wrapper: obj} if wrapper else obj
     if metadata and wrapper:
-        obj["metadata"] = metadata
-    atomic_write(path, lambda f: torch.save(obj, f), error=WeightsError)
+        obj["metadata"] = dict(metadata)
+    pickler = _TorchPickle()
+    data = pickler.dumps(obj)
+
+    def write(f):
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as z:
+            z.writestr("archive/data.pkl", data)
+            z.writestr("archive/byteorder", "little")
+            for i, a in enumerate(pickler.storages):
+                z.writestr(f"archive/data/{i}", a.tobytes())
+            z.writestr("archive/version", "3\n")
+
+    atomic_write(path, write, error=WeightsError)
+
+
+class _TorchPickle:
+    """The pickle torch.save writes for a nest of dicts, strings, numbers and tensors (protocol 2): each tensor is
+    `torch._utils._rebuild_tensor_v2(storage, 0, size, stride, False, OrderedDict())` with its storage a persistent
+    id ('storage', torch.<Type>Storage, key, 'cpu', numel) whose bytes go to data/<key> in the zip."""
+
+    _STORAGE = {np.dtype(v): k for k, v in _STORAGE_DTYPES.items()}
+
+    def __init__(self):
+        self.storages, self.out = [], bytearray()
+
+    def dumps(self, obj):
+        self.out += pickle.PROTO + bytes([2])
+        self._save(obj)
+        self.out += pickle.STOP
+        return bytes(self.out)
+
+    def _global(self, module, name):
+        self.out += pickle.GLOBAL + f"{module}\n{name}\n".encode()
+
+    def _str(self, s):
+        b = s.encode("utf-8")
+        self.out += pickle.BINUNICODE + len(b).to_bytes(4, "little") + b
+
+    def _int(self, n):
+        if -(2**31) <= n < 2**31:
+            self.out += pickle.BININT + int(n).to_bytes(4, "little", signed=True)
+        else:
+            b = int(n).to_bytes((int(n).bit_length() + 8) // 8, "little", signed=True)
+            self.out += pickle.LONG1 + bytes([len(b)]) + b
+
+    def _tuple(self, items):
+        self.out += pickle.MARK
+        for x in items:
+            self._save(x)
+        self.out += pickle.TUPLE
+
+    def _ordered_dict(self):
+        self._global("collections", "OrderedDict")
+        self.out += pickle.EMPTY_TUPLE + pickle.REDUCE
+
+    def _save(self, obj):
+        if isinstance(obj, np.ndarray):
+            return self._tensor(obj)
+        if isinstance(obj, dict):
+            if isinstance(obj, collections.OrderedDict):
+                self._ordered_dict()
+            else:
+                self.out += pickle.EMPTY_DICT
+            if obj:
+                self.out += pickle.MARK
+                for k, v in obj.items():
+                    self._save(k)
+                    self._save(v)
+                self.out += pickle.SETITEMS
+        elif isinstance(obj, str):
+            self._str(obj)
+        elif isinstance(obj, bool):
+            self.out += pickle.NEWTRUE if obj else pickle.NEWFALSE
+        elif isinstance(obj, (int, np.integer)):
+            self._int(int(obj))
+        elif isinstance(obj, (float, np.floating)):
+            self.out += pickle.BINFLOAT + struct.pack(">d", float(obj))
+        elif obj is None:
+            self.out += pickle.NONE
+        elif isinstance(obj, (tuple, list)):
+            self._tuple(obj)
+        else:
+            raise WeightsError(f"cannot write a {type(obj).__name__} into a .pth (tensors, numbers, strings and dicts only)")
+
+    def _tensor(self, a):
+        if a.dtype not in self._STORAGE:
+            raise WeightsError(f"cannot write a {a.dtype} tensor into a .pth")
+        key = str(len(self.storages))
+        self.storages.append(np.ascontiguousarray(a))
+        strides = [int(np.prod(a.shape[i + 1:], dtype=np.int64)) for i in range(a.ndim)]
+        self._global("torch._utils", "_rebuild_tensor_v2")
+        self.out += pickle.MARK
+        self.out += pickle.MARK
+        self._str("storage")
+        self._global("torch", self._STORAGE[a.dtype])
+        self._str(key)
+        self._str("cpu")
+        self._int(a.size)
+        self.out += pickle.TUPLE + pickle.BINPERSID
+        self._int(0)
+        self._tuple(a.shape)
+        self._tuple(strides)
+        self.out += pickle.NEWFALSE
+        self._ordered_dict()
+        self.out += pickle.TUPLE + pickle.REDUCE
 
 
 def write_safetensors(path, sd, metadata=None):

@@ -345,7 +345,7 @@ def main(argv=None):
             img, bits = load_image(src)
             check_fits(model, img.shape, a.tile if a.tile != "auto" else auto_tile_or_whole(model, img.shape, a.tile_batch))
             out = upscale(model, img, **tile_kwargs(a, progress=True))
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
             write_image(dst, out, bits=bits)
         except (ImageError, ValueError) as e:
             failed += 1

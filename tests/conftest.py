@@ -29,6 +29,35 @@ def _stub_torchvision():
 
 _stub_torchvision()
 
+try:
+    import torch  # noqa: F401
+    HAS_TORCH = True
+except ImportError:
+    HAS_TORCH = False
+NEEDS_TORCH = ("import torch", "spandrel", "torch_forward")  # what marks a test file as a PyTorch reference test
+
+
+class _SkippedFile(pytest.File):
+    """Stands for a test file that needs torch where none is installed: one skipped item, with the reason."""
+
+    def collect(self):
+        yield _Skipped.from_parent(self, name="needs torch")
+
+
+class _Skipped(pytest.Item):
+    def runtest(self):
+        pytest.skip("needs torch, which is not installed here (setup.sh installs the CPU build where one exists): "
+                    "the PyTorch reference tests need it, jaxsr does not")
+
+    def reportinfo(self):
+        return self.path, None, self.name
+
+
+def pytest_pycollect_makemodule(module_path, parent):
+    if not HAS_TORCH and module_path.name != "conftest.py" and any(m in module_path.read_text() for m in NEEDS_TORCH):
+        return _SkippedFile.from_parent(parent, path=module_path)
+    return None
+
 
 def photo(name="astronaut", h=None, w=None, top=0, left=0):
     """A real photograph from scikit-image as HxWx3 float32 in [0,1], optionally cropped."""

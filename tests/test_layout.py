@@ -118,6 +118,18 @@ def test_installed_package_has_console_scripts_and_no_convert(tmp_path):
     assert r.returncode == 0 and "wrote back.pth (esrgan x4)" in r.stdout, r.stderr
     a, b = weights.read_state_dict(out / "m.safetensors")[0], weights.read_state_dict(out / "back.pth")[0]
     assert all(a[k].tobytes() == b[k].tobytes() for k in a)
+    # the recipes by name, and the module command lines, from a folder that is not the checkout
+    r = subprocess.run([str(bin_ / "jaxsr-train"), "--config", "demo", "--config.optim.lr=1e-3", "--print_config"], cwd=out,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and '"name": "demo"' in r.stdout, r.stderr
+    from conftest import photo
+
+    from jaxsr.imageio import write_image
+
+    write_image(out / "in.png", photo("chelsea", 20, 24))
+    r = subprocess.run([str(py), "-m", "jaxsr.infer", "--weights", "native", "--input", "in.png", "--output", "o.png"],
+                       cwd=out, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and (out / "o.png").exists(), r.stderr
 
 
 @pytest.mark.parametrize("name", ["esrgan", "dat"])

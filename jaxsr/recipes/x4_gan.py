@@ -9,7 +9,7 @@ downloads: --config.losses.perceptual.vgg_weights=/path/to/vgg19-dcbb9e9d.pth
 """
 from ml_collections import config_dict
 
-from configs import x4
+from jaxsr.recipes import x4
 
 
 def get_config():

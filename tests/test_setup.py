@@ -38,8 +38,9 @@ def test_readme_setup_on_a_stock_python_then_the_first_command(tmp_path):
     assert "set-up: creating the project environment" in r.stdout and "set-up: torch:" in r.stdout
     assert os.path.exists(clone / "runs" / "first" / "models" / "demo_x4.pth")
     venv_python = clone / ".venv" / "bin" / "python"
+    (tmp_path / "elsewhere").mkdir()
     probe = subprocess.run([str(venv_python), "-c", "import jaxsr, sys; print(jaxsr.__file__)"], capture_output=True, text=True,
-                           cwd=tmp_path)
+                           cwd=tmp_path / "elsewhere")
     assert probe.stdout.startswith(str(clone))  # the clone's own environment, pointing at the clone
     # a second run finds everything in place
     again = subprocess.run(["bash", "setup.sh"], cwd=clone, env=env, capture_output=True, text=True, timeout=600)

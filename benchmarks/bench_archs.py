@@ -27,7 +27,7 @@ def standard_spec(name):
     from jaxsr.archs.hat import spec_for as hat_spec
     from jaxsr.archs.swinir import spec_for as swinir_spec
 
-    return {
+    specs = {
         "compact": {"arch": "compact", "scale": 4, "in_ch": 3, "out_ch": 3, "num_feat": 64, "num_conv": 16, "act_type": "prelu"},
         "span": {"arch": "span", "scale": 4, "in_ch": 3, "out_ch": 3, "feature_channels": 48, "bias": True, "norm": False,
                  "img_range": 255.0, "rgb_mean": (0.4488, 0.4371, 0.4040)},
@@ -36,9 +36,11 @@ def standard_spec(name):
                       "layer_norm": True},
         "esrgan_plus": {"arch": "esrgan", "scale": 4, "in_ch": 3, "out_ch": 3, "num_feat": 64, "num_block": 23, "num_grow_ch": 32,
                         "plus": True},
-        "swinir": swinir_spec("classical_m", scale=4),
-        "hat": hat_spec("hat_s", scale=4),
-    }[name]
+        "swinir": lambda: swinir_spec("swinir_m", scale=4),
+        "hat": lambda: hat_spec("hat_s", scale=4),
+    }
+    spec = specs[name]
+    return spec() if callable(spec) else spec
 
 
 def _time(fn, steps):

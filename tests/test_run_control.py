@@ -143,3 +143,20 @@ def test_interpolation_of_two_exports(snapshots, tmp_path):
                            cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert not (tmp_path / "x.pth").exists()
+
+
+def test_weights_and_biases_mirroring_is_optional(tmp_path):
+    """log.wandb=True: without the package, one line saying how to get it; with it, an offline run (no network) that
+    records the run's scalars in <workdir>/wandb."""
+    import importlib.util
+
+    args = [*TINY, "--config.train.total_steps=2", "--config.log.wandb=True", "--workdir", str(tmp_path / "wd")]
+    r = subprocess.run([sys.executable, "run_train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "WANDB_MODE": "offline"})
+    assert "Traceback" not in r.stderr, r.stderr
+    if importlib.util.find_spec("wandb") is None:
+        assert r.returncode == 2 and "log.wandb=True needs the wandb package: pip install wandb" in r.stderr
+        return
+    assert r.returncode == 0, r.stderr
+    runs = [d for d in os.listdir(tmp_path / "wd" / "wandb") if d.startswith("offline-run-")]
+    assert len(runs) == 1 and any(f.endswith(".wandb") for f in os.listdir(tmp_path / "wd" / "wandb" / runs[0]))

@@ -11,13 +11,15 @@ import ml_collections
 from ml_collections import config_dict
 
 from jaxsr import archs, data, degrade, losses, optim
+from jaxsr.degrade import augment
 from jaxsr.errors import ConfigError, WeightsError
 from jaxsr.losses import gan
 
 # Changing any of these makes a saved state unusable or the run a different experiment: refused on resume.
 INCOMPATIBLE_ON_RESUME = ("seed", "scale", "model", "compute_dtype", "gan.enabled", "gan.discriminator", "optim.name",
                           "optim.accumulate", "optim_d.name", "train.batch_size", "data.gt_size", "data.hr_dir", "data.lr_dir",
-                          "data.train_dir", "data.train_lr_dir", "data.split", "degrade.mode", "degrade.gt_size", "degrade.queue_size")
+                          "data.train_dir", "data.train_lr_dir", "data.split", "data.packed", "data.sources", "degrade.mode", "degrade.gt_size",
+                          "degrade.queue_size")
 
 
 def train_config():
@@ -51,6 +53,14 @@ def export_config():
     return c
 
 
+def log_config():
+    """The `log` section: where the logs go besides the console, train.log, metrics.jsonl and TensorBoard."""
+    c = ml_collections.ConfigDict(type_safe=False)
+    c.wandb = False  # mirror the TensorBoard logs to Weights & Biases (needs `pip install wandb`; WANDB_MODE=offline works offline)
+    c.wandb_project = "jaxsr"
+    return c
+
+
 def base_config():
     c = ml_collections.ConfigDict(type_safe=False)
     c.name = "model"  # export file names: models/<name>_x<scale>.pth
@@ -73,6 +83,7 @@ def base_config():
     c.train = train_config()
     c.val = val_config()
     c.export = export_config()
+    c.log = log_config()
     return c
 
 
@@ -177,12 +188,31 @@ def _check(cfg):
         size = cfg[section][key]
         if size and size % s:
             raise ConfigError(f"{field}={size} is not a multiple of scale={s}; use {max(s, size // s * s)}")
-    paired = cfg.data.lr_dir or cfg.data.train_lr_dir
-    if not paired and cfg.degrade.gt_size and cfg.degrade.gt_size > cfg.data.gt_size:
+    sources = cfg.data.get("sources") or ()
+    if (cfg.data.get("packed") or sources) and (cfg.data.hr_dir or cfg.data.train_dir):
+        raise ConfigError("data.packed/data.sources are the training set: unset data.hr_dir/data.train_dir (validation "
+                          "images go in data.val_dir)")
+    paired_prob = cfg.degrade.get("paired_prob", 1.0)
+    if not 0 <= paired_prob <= 1:
+        raise ConfigError(f"degrade.paired_prob must be a probability in [0, 1], got {paired_prob!r}")
+    paired = cfg.data.lr_dir or cfg.data.train_lr_dir or any(hasattr(e, "get") and e.get("lr") for e in sources)
+    if (not paired or paired_prob < 1) and cfg.degrade.gt_size and cfg.degrade.gt_size > cfg.data.gt_size:
         raise ConfigError(f"degrade.gt_size ({cfg.degrade.gt_size}) is larger than data.gt_size ({cfg.data.gt_size}), the "
                           "host crop it is cut from; set data.gt_size >= degrade.gt_size")
+    if cfg.degrade.get("augment") is not None:
+        bad = augment.check(cfg.degrade.augment)
+        if bad:
+            raise ConfigError(bad)
+        if augment.enabled(cfg.degrade.augment) and cfg.train.batch_size < 2:
+            raise ConfigError("degrade.augment mixes each sample with another of its batch: it needs train.batch_size >= 2")
     if cfg.degrade.mode == "realesrgan" and cfg.degrade.queue_size:
         degrade.check_queue(cfg.degrade, cfg.train.batch_size)
+    if cfg.log.wandb:
+        import importlib.util
+
+        if importlib.util.find_spec("wandb") is None:
+            raise ConfigError("log.wandb=True needs the wandb package: pip install wandb (WANDB_MODE=offline runs "
+                              "without a network), or set log.wandb=False")
     if cfg.export.onnx:
         import importlib.util
 

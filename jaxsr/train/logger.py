@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import resource
+import secrets
 import sys
 import time
 
@@ -77,11 +78,12 @@ class Progress:
 class Board:
     """TensorBoard (<workdir>/tensorboard) and <workdir>/metrics.jsonl, written by process 0 only."""
 
-    def __init__(self, workdir, enabled=True, resumed_at=None, aside=None):
+    def __init__(self, workdir, enabled=True, resumed_at=None, aside=None, wandb_config=None):
         """`resumed_at`: the step a resumed run continues from; later rows and events, logged by the run that was
         stopped, are dropped, so that each step is logged once. `aside`: a folder that keeps the dropped rows (a
-        branch abandons real history, which is never deleted)."""
-        self.writer, self.jsonl = None, os.path.join(workdir, "metrics.jsonl")
+        branch abandons real history, which is never deleted). `wandb_config`: the run's config, to mirror the
+        TensorBoard logs to Weights & Biases (`log.wandb`)."""
+        self.writer, self.jsonl, self.wandb = None, os.path.join(workdir, "metrics.jsonl"), None
         if enabled:
             from tensorboardX import SummaryWriter
 
@@ -94,12 +96,16 @@ class Board:
                     atomic_write(os.path.join(aside, "metrics.jsonl"), lambda f: f.writelines(lines), mode="w")
                 atomic_write(self.jsonl, lambda f: f.writelines(keep), mode="w")
             purge = None if resumed_at is None else resumed_at + 1
+            if wandb_config is not None:
+                self.wandb = _wandb_run(workdir, wandb_config)
             self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=purge)
 
     def scalars(self, step, values, prefix="train/"):
         if self.writer:
             for k, v in values.items():
                 self.writer.add_scalar(prefix + k, float(v), step)
+        if self.wandb is not None:
+            self.wandb.log({prefix + k: float(v) for k, v in values.items()}, step=step)
 
     def event(self, step, values):
         """A metrics.jsonl row that is not a measurement (e.g. where a run branched)."""
@@ -127,10 +133,18 @@ class Board:
         width = max(r.shape[1] for r in rows)
         grid = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows], axis=0)
         self.writer.add_image(tag, to_u8(grid), step, dataformats="HWC")
+        if self.wandb is not None:
+            import wandb
+
+            self.wandb.log({tag: wandb.Image(to_u8(grid))}, step=step)
 
     def histogram(self, step, tag, values):
         if self.writer:
             self.writer.add_histogram(tag, np.asarray(values, np.float32).ravel(), step)
+        if self.wandb is not None:
+            import wandb
+
+            self.wandb.log({tag: wandb.Histogram(np.asarray(values, np.float32).ravel())}, step=step)
 
     def flush(self):
         if self.writer:
@@ -139,3 +153,19 @@ class Board:
     def close(self):
         if self.writer:
             self.writer.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def _wandb_run(workdir, cfg):
+    """A Weights & Biases run that gets every scalar, image and histogram TensorBoard gets. It keeps its id in the
+    workdir, so a resume continues the same run; WANDB_MODE=offline works with no network (`wandb sync` uploads it)."""
+    import wandb
+
+    id_file = os.path.join(workdir, "wandb_run_id")
+    run_id = open(id_file).read().strip() if os.path.exists(id_file) else secrets.token_hex(4)
+    run = wandb.init(project=cfg.log.wandb_project, name=cfg.name, id=run_id, resume="allow", dir=workdir,
+                     config=cfg.to_dict())
+    if not os.path.exists(id_file):
+        atomic_write(id_file, lambda f: f.write(run_id), mode="w")
+    return run

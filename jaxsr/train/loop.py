@@ -322,7 +322,8 @@ class Trainer:
         resumed = self._restore()
         # a killed run logged steps past its checkpoint: they are logged again, so the old rows and events go (a
         # branch keeps the rows of the abandoned steps beside its moved checkpoints)
-        self.board = Board(self.workdir, self.main, resumed_at=resumed, aside=self.branch and self.branch[1])
+        self.board = Board(self.workdir, self.main, resumed_at=resumed, aside=self.branch and self.branch[1],
+                           wandb_config=cfg if cfg.log.wandb else None)
         if self.branch:
             self.board.event(self.branch[0], {"branched_at": self.branch[0], "moved_to": self.branch[1]})
         step = self._saved = int(parallel.to_host(self.state.step))

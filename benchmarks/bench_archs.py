@@ -16,10 +16,11 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), os.path.dirname(os.path.abspath(__file__))]
+
+from common import timeit  # noqa: E402
 
 
 def standard_spec(name):
@@ -44,12 +45,8 @@ def standard_spec(name):
 
 
 def _time(fn, steps):
-    fn()  # compile / warm up
-    fn()
-    t = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    return (time.perf_counter() - t) / steps
+    """Seconds per call after two warm-up calls (the first compiles): the median of `steps` calls."""
+    return timeit(fn, warmup=2, repeats=steps)
 
 
 def bench_jax(spec, x, y, steps, dtype):

@@ -146,3 +146,23 @@ class BatchNorm2d(nnx.Module):
             self.num_batches_tracked[...] = self.num_batches_tracked[...] + 1
         y = (xf - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...] + self.bias[...]
         return y.astype(self.dtype)
+
+
+def constructor_kwargs(spec, variants, defaults, default_variant, name, int_tuples):
+    """A model's keyword arguments from a spec: the bridge's (every field) or a named variant plus overrides
+    ({'variant': 'hat_l', 'scale': 2}). Lists become int tuples, out_ch must equal in_ch, unknown fields are refused."""
+    spec = dict(spec)
+    variant = spec.pop("variant", None)
+    if variant is not None and variant not in variants:
+        raise ValueError(f"unknown {name} variant {variant!r}; known: {', '.join(variants)}")
+    full = {**defaults, **variants[variant or default_variant], **spec}
+    full.pop("arch", None)
+    out_ch = full.pop("out_ch", full["in_ch"])
+    if out_ch != full["in_ch"]:
+        raise ValueError(f"{name} outputs as many channels as it takes (in_ch {full['in_ch']}), not out_ch {out_ch}")
+    for field in int_tuples:
+        full[field] = tuple(int(v) for v in full[field])
+    unknown = sorted(set(full) - set(defaults) - set(variants[default_variant]))
+    if unknown:
+        raise ValueError(f"unknown {name} spec fields: {', '.join(unknown)}")
+    return full

@@ -29,7 +29,7 @@ from flax import nnx
 from jaxsr.archs.attention import (Act, drop_path, from_windows, layer_norm, linear, precision, relative_position_index,
                                    resi_conv, resolve_impl, run_block, shift_mask, to_windows, trace_shift_mask,
                                    window_attention)
-from jaxsr.archs.common import BatchNorm2d, Buffer, LeakyReLU, Sequential, conv
+from jaxsr.archs.common import BatchNorm2d, Buffer, LeakyReLU, Sequential, constructor_kwargs, conv
 from jaxsr.archs.upsample import DySample, pixelshuffle, pixelshuffle_direct
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
@@ -361,18 +361,5 @@ class DAT(nnx.Module):
 
 def build(spec: dict, *, rngs: nnx.Rngs | None = None, dtype=jnp.float32) -> DAT:
     """Build a DAT from a spec dict: the bridge's (all fields) or a variant name plus overrides ({'variant': 'dat_2'})."""
-    spec = dict(spec)
-    variant = spec.pop("variant", None)
-    full = {**DEFAULTS, **(VARIANTS[variant] if variant else VARIANTS["dat_2"]), **spec}
-    full.pop("arch", None)
-    out_ch = full.pop("out_ch", full["in_ch"])
-    if out_ch != full["in_ch"]:
-        raise ValueError(f"DAT outputs as many channels as it takes (in_ch {full['in_ch']}), not out_ch {out_ch}")
-    full["depth"] = tuple(int(d) for d in full["depth"])
-    full["num_heads"] = tuple(int(h) for h in full["num_heads"])
-    full["split_size"] = tuple(int(s) for s in full["split_size"])
-    known = set(DEFAULTS) | set(VARIANTS["dat"])
-    unknown = sorted(set(full) - known)
-    if unknown:
-        raise ValueError(f"unknown DAT spec fields: {', '.join(unknown)}")
-    return DAT(**full, rngs=rngs if rngs is not None else nnx.Rngs(0), dtype=dtype)
+    kw = constructor_kwargs(spec, VARIANTS, DEFAULTS, "dat_2", "DAT", ("depth", "num_heads", "split_size"))
+    return DAT(**kw, rngs=rngs if rngs is not None else nnx.Rngs(0), dtype=dtype)

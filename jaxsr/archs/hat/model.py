@@ -27,7 +27,7 @@ from flax import nnx
 from jaxsr.archs.attention import (Act, Mlp, WindowAttention, drop_path, from_windows, gather_bias, layer_norm,
                                    linear, relative_position_index, resi_conv, resolve_impl, run_block, to_windows,
                                    trunc_normal_002, window_attention)
-from jaxsr.archs.common import Buffer, LeakyReLU, Sequential, conv
+from jaxsr.archs.common import Buffer, LeakyReLU, Sequential, constructor_kwargs, conv
 from jaxsr.archs.upsample import pixelshuffle
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
@@ -293,18 +293,5 @@ class HAT(nnx.Module):
 
 def build(spec: dict, *, rngs: nnx.Rngs | None = None, dtype=jnp.float32) -> HAT:
     """A HAT from a spec: the bridge's (all fields) or a variant plus overrides ({'variant': 'hat_l', ...})."""
-    spec = dict(spec)
-    variant = spec.pop("variant", None)
-    if variant is not None and variant not in VARIANTS:
-        raise ValueError(f"unknown HAT variant {variant!r}; known: {', '.join(VARIANTS)}")
-    full = {**DEFAULTS, **VARIANTS[variant or "hat_s"], **spec}
-    full.pop("arch", None)
-    out_ch = full.pop("out_ch", full["in_ch"])
-    if out_ch != full["in_ch"]:
-        raise ValueError(f"HAT outputs as many channels as it takes (in_ch {full['in_ch']}), not out_ch {out_ch}")
-    full["depths"] = tuple(int(d) for d in full["depths"])
-    full["num_heads"] = tuple(int(h) for h in full["num_heads"])
-    unknown = sorted(set(full) - set(DEFAULTS) - set(VARIANTS["hat"]))
-    if unknown:
-        raise ValueError(f"unknown HAT spec fields: {', '.join(unknown)}")
-    return HAT(**full, rngs=rngs if rngs is not None else nnx.Rngs(0), dtype=dtype)
+    kw = constructor_kwargs(spec, VARIANTS, DEFAULTS, "hat_s", "HAT", ("depths", "num_heads"))
+    return HAT(**kw, rngs=rngs if rngs is not None else nnx.Rngs(0), dtype=dtype)

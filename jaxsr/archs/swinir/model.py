@@ -25,7 +25,7 @@ from flax import nnx
 
 from jaxsr.archs.attention import (Mlp, WindowAttention, drop_path, layer_norm, resi_conv, run_block,
                                    trunc_normal_002)
-from jaxsr.archs.common import LeakyReLU, Sequential, conv, pixel_unshuffle
+from jaxsr.archs.common import LeakyReLU, Sequential, constructor_kwargs, conv, pixel_unshuffle
 from jaxsr.archs.upsample import nearest_conv, pixelshuffle, pixelshuffle_direct
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
@@ -223,18 +223,5 @@ class SwinIR(nnx.Module):
 
 def build(spec: dict, *, rngs: nnx.Rngs | None = None, dtype=jnp.float32) -> SwinIR:
     """A SwinIR from a spec: the bridge's (all fields) or a variant plus overrides ({'variant': 'swinir_s', ...})."""
-    spec = dict(spec)
-    variant = spec.pop("variant", None)
-    if variant is not None and variant not in VARIANTS:
-        raise ValueError(f"unknown SwinIR variant {variant!r}; known: {', '.join(VARIANTS)}")
-    full = {**DEFAULTS, **VARIANTS[variant or "swinir_m"], **spec}
-    full.pop("arch", None)
-    out_ch = full.pop("out_ch", full["in_ch"])
-    if out_ch != full["in_ch"]:
-        raise ValueError(f"SwinIR outputs as many channels as it takes (in_ch {full['in_ch']}), not out_ch {out_ch}")
-    full["depths"] = tuple(int(d) for d in full["depths"])
-    full["num_heads"] = tuple(int(h) for h in full["num_heads"])
-    unknown = sorted(set(full) - set(DEFAULTS) - set(VARIANTS["swinir_m"]))
-    if unknown:
-        raise ValueError(f"unknown SwinIR spec fields: {', '.join(unknown)}")
-    return SwinIR(**full, rngs=rngs if rngs is not None else nnx.Rngs(0), dtype=dtype)
+    kw = constructor_kwargs(spec, VARIANTS, DEFAULTS, "swinir_m", "SwinIR", ("depths", "num_heads"))
+    return SwinIR(**kw, rngs=rngs if rngs is not None else nnx.Rngs(0), dtype=dtype)

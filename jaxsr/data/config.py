@@ -10,7 +10,11 @@ def default_config():
       train_dir (+ val_dir, test_dir)   explicit folders, HR images read recursively;
                                         train_lr_dir/val_lr_dir/test_lr_dir: optional paired LR folders.
       hr_dir (+ lr_dir)                 one folder split automatically by `split` (train, val, test fractions).
+      packed (+ val_dir, test_dir)      a packed set (`python -m jaxsr.data.pack`) as the training set.
+      sources (+ val_dir, test_dir)     several training sets sampled with weights:
+                                        [dict(dir=... | lmdb=... | packed=..., lr=..., weight=1.0), ...]
       neither                           the built-in photographs that ship with scikit-image (logged).
+    Any folder may be a BasicSR/traiNNer LMDB (data.mdb + meta_info.txt) instead of image files.
     The split actually used is written to <workdir>/dataset_splits.json and reused on resume.
 
     Training crops: gt_size is the HR crop side (LR crop = gt_size // scale for paired data); hflip and
@@ -31,6 +35,8 @@ def default_config():
     c.train_lr_dir = config_dict.placeholder(str)
     c.val_lr_dir = config_dict.placeholder(str)
     c.test_lr_dir = config_dict.placeholder(str)
+    c.packed = config_dict.placeholder(str)
+    c.sources = ()
     c.split = (0.8, 0.1, 0.1)
     c.gt_size = 256
     c.use_hflip = True

@@ -1,7 +1,9 @@
-"""Where the images come from: folders, LR/HR pairing, the train/val/test split and the built-in photographs.
+"""Where the images come from: folders, LMDBs, packed sets, LR/HR pairing, the train/val/test split and the
+built-in photographs.
 
-Everything here works on file paths; decoding is in loader.py. The split is decided once and written to
-<workdir>/dataset_splits.json, so a resumed run (or another host) trains on exactly the same files.
+Everything here works on paths (an image inside an LMDB is `<lmdb folder>/<name>`, see lmdb.py); decoding is in
+loader.py. The split is decided once and written to <workdir>/dataset_splits.json, so a resumed run (or another
+host) trains on exactly the same images.
 """
 import json
 import logging
@@ -13,7 +15,9 @@ import numpy as np
 
 from jaxsr.errors import DataError, ImageError
 from jaxsr.files import atomic_write
-from jaxsr.imageio import EXTENSIONS, list_images, load_image
+from jaxsr.imageio import EXTENSIONS, decode_image, list_images, to_float
+
+from . import lmdb, packed
 
 log = logging.getLogger("jaxsr.data")
 
@@ -49,17 +53,25 @@ def to_rgb(img, alpha="drop"):
     raise ImageError(f"unsupported channel count {c}")
 
 
+def stored(path):
+    """(HxWxC pixels as stored, bits) of an image file or of an image inside an LMDB."""
+    inside = lmdb.split(path)
+    return lmdb.read(*inside) if inside else decode_image(path)
+
+
 def read_rgb(path, alpha="drop"):
-    """HxWx3 float32 RGB in [0,1] from any supported file (8/16-bit, gray, RGBA)."""
-    img, _ = load_image(path)
-    return to_rgb(img, alpha).astype(np.float32, copy=False)
+    """HxWx3 float32 RGB in [0,1] from any supported file or LMDB image (8/16-bit, gray, RGBA)."""
+    return to_rgb(to_float(stored(path)[0]), alpha).astype(np.float32, copy=False)
 
 
 def image_size(path):
-    """(h, w) from the file header without decoding the pixels, or None if the header is unreadable."""
+    """(h, w) from the file header (or an LMDB's meta_info.txt) without decoding the pixels, or None if unreadable."""
     try:
         from PIL import Image
 
+        inside = lmdb.split(path)
+        if inside:
+            return lmdb.size(*inside)
         with Image.open(path) as im:
             w, h = im.size
         return h, w
@@ -71,9 +83,14 @@ def image_size(path):
 
 
 def list_folder(folder, what):
-    """Image files under `folder` (recursive, sorted); DataError if the folder is missing or has none."""
+    """Image files under `folder` (recursive, sorted), or the images of an LMDB folder; DataError if the folder is
+    missing or has none."""
     if not folder or not os.path.isdir(folder):
         raise DataError(f"{what}: folder {folder!r} does not exist")
+    if lmdb.is_lmdb(folder):
+        return lmdb.list_images(folder)
+    if packed.is_packed(folder):
+        raise DataError(f"{what}: {folder} is a packed set; give it as data.packed (training only)")
     files = list_images(folder)
     if not files:
         raise DataError(f"{what}: no images ({', '.join(EXTENSIONS)}) under {folder}")
@@ -167,6 +184,65 @@ def _dataset_fields(cfg):
     """The config fields that decide the split, folders made absolute (recorded to catch a changed dataset)."""
     out = {k: (os.path.abspath(cfg.get(k)) if cfg.get(k) else None) for k in DATASET_FIELDS}
     out["split"] = [float(f) for f in cfg.split] if cfg.hr_dir else None
+    if cfg.get("packed") or cfg.get("sources"):  # recorded only when used: older split files stay valid
+        out["packed"] = os.path.abspath(cfg.packed) if cfg.get("packed") else None
+        out["sources"] = source_entries(cfg)
+    return out
+
+
+SOURCE_KINDS = ("dir", "lmdb", "packed")
+
+
+def source_entries(cfg):
+    """data.sources (or data.packed alone) as [dict(kind, path, lr, weight)], paths absolute; DataError naming the
+    entry that is not one of {dir|lmdb|packed: path, lr: path (dir and lmdb), weight: number > 0}."""
+    raw = list(cfg.get("sources") or ())
+    if cfg.get("packed"):
+        if raw:
+            raise DataError("set data.packed or data.sources, not both (a packed set is a source too: "
+                            f"data.sources=[{{'packed': {cfg.packed!r}, 'weight': 1}}, ...])")
+        raw = [dict(packed=cfg.packed)]
+    out = []
+    for i, e in enumerate(raw):
+        what = f"data.sources[{i}]"
+        e = dict(e) if hasattr(e, "keys") else None
+        kinds = [k for k in SOURCE_KINDS if e and e.get(k)]
+        if e is None or len(kinds) != 1 or set(e) - {*SOURCE_KINDS, "lr", "weight"}:
+            raise DataError(f"{what} must be a dict with one of {', '.join(SOURCE_KINDS)} (a path), optionally 'lr' "
+                            f"(paired LR of a dir or lmdb) and 'weight' (> 0), not {e if e is not None else raw[i]!r}")
+        kind = kinds[0]
+        try:
+            weight = float(e.get("weight", 1.0))
+        except (TypeError, ValueError):
+            weight = float("nan")
+        if not (math.isfinite(weight) and weight > 0):
+            raise DataError(f"{what}: weight must be a number > 0, not {e.get('weight')!r}")
+        if kind == "packed" and e.get("lr"):
+            raise DataError(f"{what}: a packed set holds its own LR (pack it with --lr); remove 'lr'")
+        out.append(dict(kind=kind, path=os.path.abspath(e[kind]), lr=os.path.abspath(e["lr"]) if e.get("lr") else None,
+                        weight=weight))
+    return out
+
+
+def _training_sources(cfg):
+    """The split record's `sources`: per source its kind, weight and images (files, LMDB images) or packed-set id."""
+    out = []
+    for i, e in enumerate(source_entries(cfg)):
+        what = f"data.sources[{i}]" if cfg.get("sources") else "data.packed"
+        if e["kind"] == "packed":
+            meta = packed.read_meta(e["path"], what)
+            out.append(dict(e, id=meta["id"], records=meta["records"], paired=bool(meta["paired"]),
+                            scale=meta["options"]["scale"]))
+            continue
+        if e["kind"] == "lmdb" and not lmdb.is_lmdb(e["path"]):
+            raise DataError(f"{what}: {e['path']} is not an LMDB folder (no data.mdb); use 'dir' for a folder of images")
+        files = list_folder(e["path"], what)
+        lr = match_pairs(files, e["path"], e["lr"], what + " lr") if e["lr"] else None
+        out.append(dict(e, train=files, train_lr=lr, paired=lr is not None))
+    paired = [s["paired"] for s in out]
+    if any(paired) and not all(paired):
+        raise DataError(f"data.sources: sources {[i for i, p in enumerate(paired) if p]} have paired LR and "
+                        f"{[i for i, p in enumerate(paired) if not p]} have none; give every source its LR, or none")
     return out
 
 
@@ -174,6 +250,25 @@ def _from_config(cfg, seed):
     """Build the split record from the config (no file involved)."""
     rec = dict(version=1, seed=int(seed), config=_dataset_fields(cfg))
     lr = {}
+    if cfg.get("packed") or cfg.get("sources"):
+        if cfg.hr_dir or cfg.lr_dir or cfg.train_dir or cfg.train_lr_dir:
+            raise DataError("data.packed/data.sources are the training set: unset data.hr_dir/lr_dir/train_dir/"
+                            "train_lr_dir, and give validation images as data.val_dir (+ val_lr_dir)")
+        rec["source"] = "sources"
+        rec["sources"] = _training_sources(cfg)
+        for name in ("val", "test"):
+            folder = cfg.get(f"{name}_dir")
+            rec[name] = list_folder(folder, f"data.{name}_dir") if folder else []
+            if cfg.get(f"{name}_lr_dir") and folder:
+                lr[name] = match_pairs(rec[name], folder, cfg.get(f"{name}_lr_dir"), f"data.{name}_lr_dir")
+        if not cfg.val_dir:
+            log.warning("data.val_dir is not set: there will be no validation images")
+        rec["train"] = []
+        for name in SPLIT_NAMES:
+            rec[f"{name}_lr"] = lr.get(name)
+        if rec["sources"][0]["paired"]:
+            rec["train_lr"] = []  # paired training (the trainer reads it so): the LR lists are the sources' own
+        return rec
     if cfg.train_dir:
         if cfg.hr_dir or cfg.lr_dir:
             raise DataError("set either data.train_dir (+ val_dir/test_dir) or data.hr_dir (+ lr_dir), not both")
@@ -214,7 +309,9 @@ def resolve_splits(cfg, workdir, seed):
     """Which file goes to train/val/test: read from <workdir>/dataset_splits.json, or decided and written there.
 
     Returns dict(train, val, test: lists of HR paths; train_lr, val_lr, test_lr: parallel LR path lists, or
-    None when unpaired; source: 'builtin' | 'hr_dir' | 'folders'). On resume the recorded split is reused
+    None when unpaired; source: 'builtin' | 'hr_dir' | 'folders' | 'sources'). With data.packed/data.sources,
+    `sources` lists the training sources (kind, weight, and their images or the packed set's id) and `train` is
+    empty (`train_lr` is [] when they are paired). On resume the recorded split is reused
     as is, never re-split, even if the folder gained files; a config naming other folders is refused
     (DataError naming the field). workdir=None: decide without writing.
     Every host computes the same split (sorted listing, seeded permutation), so any host may write it.
@@ -243,5 +340,9 @@ def resolve_splits(cfg, workdir, seed):
 
 
 def _counts(rec):
-    paired = ", paired" if rec.get("train_lr") else ""
+    paired = ", paired" if rec.get("train_lr") is not None else ""
+    if rec.get("sources"):
+        n = sum(len(s["train"]) if "train" in s else s["records"] for s in rec["sources"])
+        return (f"{len(rec['sources'])} source(s){paired}: {n} train / " +
+                " / ".join(f"{len(rec[k])} {k}" for k in ("val", "test")))
     return f"{rec['source']}{paired}: " + " / ".join(f"{len(rec[n])} {n}" for n in SPLIT_NAMES)

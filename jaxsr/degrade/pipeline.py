@@ -32,7 +32,7 @@ import ml_collections
 
 from jaxsr.errors import ConfigError
 
-from . import kernels, ops
+from . import augment, kernels, ops
 from .jpeg import jpeg
 
 
@@ -47,6 +47,8 @@ def default_config():
     c.usm_radius = 50
     c.queue_size = 192  # training-pair queue (queue_init/queue_apply), a multiple of the batch; Real-ESRGAN's 180 suits batch 12; 0 = no queue
     c.jpeg_style = "diffjpeg"  # 'diffjpeg' (Real-ESRGAN parity) | 'libjpeg' (closer to real JPEG files)
+    c.paired_prob = 1.0  # paired data: per batch, the file's LR with this probability, else this degradation of its GT
+    c.augment = augment.default_config()  # batch augmentations of the final pairs (mixup, cutmix, resizemix, cutblur)
     c.resize_modes = ["area", "bilinear", "bicubic"]
     c.kernel_range = [7, 21]  # odd kernel sizes, all zero-padded to 21
 
@@ -328,17 +330,41 @@ def training_pairs(cfg, scale):
 
     A batch with an `lq` (paired data) is used as is; otherwise `degrade` makes the LQ from the clean GT and,
     with a queue (queue_init), Real-ESRGAN's training-pair pool mixes the pairs. cfg and scale are static.
+    With paired data and cfg.paired_prob < 1, each batch uses the file's LQ with probability paired_prob and
+    `degrade` of its GT otherwise (traiNNer-redux's dataroot_lq_prob), one lax.cond in the one compiled step; the
+    file's pair is then cropped to cfg.gt_size as `degrade` crops, so both branches have one shape. Then the batch
+    augmentations of cfg.augment (augment.py), if any. Their keys are folded from `key` (1: the paired/degraded
+    choice, 2: the augmentations, 3: the paired crop), so the default path draws exactly what it always did.
     """
+    paired_prob = float(cfg.get("paired_prob", 1.0))
+    aug = cfg.get("augment")
+    usm = lambda g: _usm(g, cfg)  # noqa: E731
+
+    def mixed(key, k_deg, batch):
+        def from_file(_):
+            gt, lq = _crop(jax.random.uniform(jax.random.fold_in(key, 3), (2,)), batch["gt"], cfg.gt_size, scale, batch["lq"])
+            return lq, gt, usm(gt)
+
+        def synthetic(_):
+            out = degrade(k_deg, batch["gt"], cfg, scale)
+            return out["lq"], out["gt"], out["gt_usm"]
+
+        return jax.lax.cond(jax.random.uniform(jax.random.fold_in(key, 1)) < paired_prob, from_file, synthetic, None)
 
     def make_pair(key, batch, queue):
         k_deg, k_queue = jax.random.split(key)
-        if "lq" in batch:  # paired data: the LQ comes from disk
-            return queue, batch["lq"], batch["gt"], _usm(batch["gt"], cfg)
-        out = degrade(k_deg, batch["gt"], cfg, scale)
-        lq, gt, gt_usm = out["lq"], out["gt"], out["gt_usm"]
-        if queue is not None:
-            queue, lq, gt = queue_apply(k_queue, queue, lq, gt)
-            gt_usm = _usm(gt, cfg)
+        if "lq" in batch and paired_prob >= 1:  # paired data: the LQ comes from disk
+            lq, gt, gt_usm = batch["lq"], batch["gt"], usm(batch["gt"])
+        elif "lq" in batch:
+            lq, gt, gt_usm = mixed(key, k_deg, batch)
+        else:
+            out = degrade(k_deg, batch["gt"], cfg, scale)
+            lq, gt, gt_usm = out["lq"], out["gt"], out["gt_usm"]
+            if queue is not None:
+                queue, lq, gt = queue_apply(k_queue, queue, lq, gt)
+                gt_usm = usm(gt)
+        if aug is not None and augment.enabled(aug):
+            lq, gt, gt_usm = augment.augment(jax.random.fold_in(key, 2), lq, gt, gt_usm, aug, scale, usm)
         return queue, lq, gt, gt_usm
 
     return make_pair

@@ -54,6 +54,12 @@ def decode_image(path):
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
         raise ImageError(f"cannot read {path}: {e.strerror or e}") from None
+    return decode_bytes(data, path)
+
+
+def decode_bytes(data, path, exif=True):
+    """`decode_image` of an encoded image already in memory (uint8 array); `path` names it in messages. exif=False
+    for images jaxsr or BasicSR stored themselves (packed sets, LMDBs), which are upright and carry no EXIF."""
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if img is None:
         raise ImageError(f"cannot decode {path}: not an image, or a corrupt/truncated file")
@@ -63,7 +69,7 @@ def decode_image(path):
         img = img[..., ::-1]
     elif img.shape[2] == 4:
         img = img[..., [2, 1, 0, 3]]
-    orientation, pages = _orientation_and_pages(data, path)
+    orientation, pages = _orientation_and_pages(data, path) if exif else (1, 1)
     if orientation in _UPRIGHT:
         img = _UPRIGHT[orientation](img)
     if pages > 1:

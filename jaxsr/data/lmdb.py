@@ -12,10 +12,10 @@ import functools
 import os
 import re
 
-import cv2
 import numpy as np
 
 from jaxsr.errors import DataError, ImageError
+from jaxsr.imageio import decode_bytes
 
 META = "meta_info.txt"
 _META_LINE = re.compile(r"^(?P<name>.+?)\s+\((?P<h>\d+),\s*(?P<w>\d+)(?:,\s*(?P<c>\d+))?\)(?:\s+\S+)?\s*$")
@@ -88,23 +88,6 @@ def _env(root):
     return _envs[key]
 
 
-def decode_bytes(buf, what):
-    """An encoded image in memory -> (HxWxC pixels as stored, RGB(A) order; bits 8 or 16), as imageio.decode_image
-    reads a file (no EXIF: BasicSR's writers store none)."""
-    img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_UNCHANGED) if buf else None
-    if img is None:
-        raise ImageError(f"cannot decode {what}: not an image, or corrupt")
-    if img.ndim == 2:
-        img = img[..., None]
-    if img.shape[2] == 3:
-        img = img[..., ::-1]
-    elif img.shape[2] == 4:
-        img = img[..., [2, 1, 0, 3]]
-    if img.dtype not in (np.uint8, np.uint16):
-        raise ImageError(f"{what}: unsupported pixel type {img.dtype}")
-    return img, 8 if img.dtype == np.uint8 else 16
-
-
 def read(root, name):
     """(pixels, bits) of the image `name` (as listed in meta_info.txt) of the LMDB at `root`."""
     key = os.path.splitext(name)[0]
@@ -112,7 +95,7 @@ def read(root, name):
         buf = txn.get(key.encode())
     if buf is None:
         raise ImageError(f"{root}: no key {key!r} (listed in {META} as {name})")
-    return decode_bytes(buf, f"{root}/{name}")
+    return decode_bytes(np.frombuffer(buf, np.uint8), f"{root}/{name}", exif=False)
 
 
 def size(root, name):

@@ -19,8 +19,8 @@ import struct
 import numpy as np
 
 from jaxsr.errors import DataError, ImageError
+from jaxsr.imageio import decode_bytes
 
-from .lmdb import decode_bytes
 
 META = "pack.json"
 INDEX = "index.tsv"
@@ -75,7 +75,7 @@ def decode(record, what):
             if ENCODINGS[enc] == "raw":
                 img = np.frombuffer(body, np.uint8 if bits == 8 else np.uint16).reshape(h, w, c)
             else:
-                img, _ = decode_bytes(body, what)
+                img, _ = decode_bytes(np.frombuffer(body, np.uint8), what, exif=False)
             out.append((img, bits))
         return out
     except (ValueError, IndexError, struct.error) as e:

@@ -36,13 +36,13 @@ elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
     $PY -m pip install -q "$TORCH"
     torch_note="$TORCH (this machine has an NVIDIA GPU)"
 elif $PY -m pip install -q --retries 0 --timeout 10 "$TORCH" --index-url https://download.pytorch.org/whl/cpu >/dev/null 2>&1; then
-    torch_note="$TORCH from PyTorch's CPU index"
+    torch_note="torch $($PY -c 'import torch; print(torch.__version__, "(CPU build)" if torch.version.cuda is None else "")')"
 else
     report=$(mktemp)
     $PY -m pip install -q --dry-run --report "$report" "$TORCH" >/dev/null 2>&1 || true
     if $PY -c "import json, sys; r = json.load(open(sys.argv[1])); sys.exit(not r['install'] or any(i['metadata']['name'].startswith('nvidia') for i in r['install']))" "$report" 2>/dev/null; then
         $PY -m pip install -q "$TORCH"
-        torch_note="$TORCH (a CPU build)"
+        torch_note="torch $($PY -c 'import torch; print(torch.__version__, "(CPU build)" if torch.version.cuda is None else "")')"
     else
         torch_note="not installed: the only $TORCH pip finds for Python $($PY -c 'import sys; print(*sys.version_info[:2], sep=".")') here is a CUDA build (several GB of nvidia packages). jaxsr trains, reads and writes .pth/.safetensors and exports ONNX without it; the PyTorch reference tests skip. Where PyTorch's index is reachable: $PY -m pip install $TORCH --index-url https://download.pytorch.org/whl/cpu"
     fi

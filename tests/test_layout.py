@@ -5,6 +5,7 @@ import os
 import pkgutil
 import subprocess
 import sys
+import sysconfig
 
 import jax
 import numpy as np
@@ -95,14 +96,19 @@ def test_installed_package_has_console_scripts_and_no_convert(tmp_path):
     """`pip install .` into a fresh venv (dependencies from this Python's site-packages): no top-level convert,
     and the console scripts convert a file, run from another folder."""
     venv = tmp_path / "venv"
-    # without a pip of its own the venv builds with this Python's setuptools; nothing is downloaded
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=300)
     py, bin_ = venv / "bin" / "python", venv / "bin"
+    # the venv sees this environment's packages (setuptools to build, jax to run; nothing is downloaded) through a
+    # plain path list: unlike --system-site-packages that is this venv, not the base interpreter, and the .pth files
+    # there (this checkout's editable install) are not run, so the jaxsr it imports is the one pip installs
+    site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    here = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    with open(os.path.join(site, "parent_env.pth"), "w") as f:
+        f.write("\n".join(here) + "\n")
     r = subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps", "--no-build-isolation", ROOT],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True,
-                          text=True, check=True).stdout.strip()
     assert os.path.isdir(os.path.join(site, "jaxsr")) and not os.path.exists(os.path.join(site, "convert"))
     out = tmp_path / "elsewhere"
     out.mkdir()

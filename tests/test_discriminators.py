@@ -1,5 +1,6 @@
 """Discriminators against PyTorch modules written from the published architectures (BasicSR/Real-ESRGAN),
 with torch's own spectral_norm and BatchNorm2d, on identical weights and power-iteration state."""
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -11,10 +12,12 @@ from torch.nn.utils import spectral_norm
 
 from conftest import photo
 from jaxsr.errors import WeightsError
-from jaxsr import weights
+from jaxsr import optim, weights
 from jaxsr.archs.bridge import load_state_dict, state_dict
 from jaxsr.archs.unet import UNetDiscriminatorSN
 from jaxsr.archs.vgg import VGGStyleDiscriminator
+from jaxsr.losses.gan import feature_matching_loss
+from jaxsr.train.state import merge, split
 
 
 class TorchUNetD(nn.Module):
@@ -31,7 +34,7 @@ class TorchUNetD(nn.Module):
             setattr(self, f"conv{i}", spectral_norm(nn.Conv2d(a, b, k, s, 1, bias=False)))
         self.conv9 = nn.Conv2d(f, 1, 3, 1, 1)
 
-    def forward(self, x):
+    def forward(self, x, features=False):
         act = lambda t: F.leaky_relu(t, 0.2)  # noqa: E731
         up = lambda t: F.interpolate(t, scale_factor=2, mode="bilinear", align_corners=False)  # noqa: E731
         x0 = act(self.conv0(x))
@@ -41,7 +44,10 @@ class TorchUNetD(nn.Module):
         x4 = act(self.conv4(up(x3))) + (x2 if self.skip else 0)
         x5 = act(self.conv5(up(x4))) + (x1 if self.skip else 0)
         x6 = act(self.conv6(up(x5))) + (x0 if self.skip else 0)
-        return self.conv9(act(self.conv8(act(self.conv7(x6)))))
+        x7 = act(self.conv7(x6))
+        x8 = act(self.conv8(x7))
+        out = self.conv9(x8)
+        return (out, [x0, x1, x2, x3, x4, x5, x6, x7, x8]) if features else out
 
 
 class TorchVGGD(nn.Module):
@@ -60,14 +66,15 @@ class TorchVGGD(nn.Module):
         self.linear1 = nn.Linear(f * 8 * 4 * 4, 100)
         self.linear2 = nn.Linear(100, 1)
 
-    def forward(self, x):
+    def forward(self, x, features=False):
         act = lambda t: F.leaky_relu(t, 0.2)  # noqa: E731
-        feat = act(self.conv0_0(x))
-        feat = act(self.bn0_1(self.conv0_1(feat)))
+        feats = [act(self.conv0_0(x))]
+        feats.append(act(self.bn0_1(self.conv0_1(feats[-1]))))
         for i in range(1, 5):
-            feat = act(getattr(self, f"bn{i}_0")(getattr(self, f"conv{i}_0")(feat)))
-            feat = act(getattr(self, f"bn{i}_1")(getattr(self, f"conv{i}_1")(feat)))
-        return self.linear2(act(self.linear1(feat.flatten(1))))
+            feats.append(act(getattr(self, f"bn{i}_0")(getattr(self, f"conv{i}_0")(feats[-1]))))
+            feats.append(act(getattr(self, f"bn{i}_1")(getattr(self, f"conv{i}_1")(feats[-1]))))
+        out = self.linear2(act(self.linear1(feats[-1].flatten(1))))
+        return (out, feats) if features else out
 
 
 def _batch(size, n=2):
@@ -202,3 +209,85 @@ def test_discriminators_jit_and_bf16():
     assert y.shape == (1, 32, 32, 1) and bool(jnp.all(jnp.isfinite(y.astype(jnp.float32))))
     with pytest.raises(ValueError, match="128"):
         VGGStyleDiscriminator(3, 8, 128)(jnp.zeros((1, 64, 64, 3)))
+
+
+_features = nnx.jit(lambda m, v: m(v, features=True))
+
+
+def _torch_d(arch):
+    torch.manual_seed(4)
+    tm = TorchUNetD(3, 8) if arch == "unet" else TorchVGGD(3, 8)
+    if arch == "vgg":
+        _randomise_bn(tm)
+    ours = UNetDiscriminatorSN(3, 8) if arch == "unet" else VGGStyleDiscriminator(3, 8, 128)
+    load_state_dict(ours, _state(tm))
+    return tm, ours, _batch(32 if arch == "unet" else 128, 2)
+
+
+@pytest.mark.parametrize("arch", ["unet", "vgg"])
+def test_discriminator_features_equal_torch_activations(arch):
+    """features=True returns the logits unchanged and each block's activation as torch's module computes it (a
+    training forward: one power iteration / batch statistics, as without features)."""
+    tm, ours, x = _torch_d(arch)
+    tm.train()
+    with torch.no_grad():
+        ref_logits, ref_feats = tm(_nchw(x), features=True)
+    logits, feats = _features(ours, jnp.asarray(x))
+    assert len(feats) == (9 if arch == "unet" else 10)
+    tol = 1e-5 if arch == "unet" else 1e-4
+    got = [np.asarray(logits)] + [np.asarray(f) for f in feats]
+    nhwc = lambda t: t.numpy().transpose(0, 2, 3, 1) if t.ndim == 4 else t.numpy()  # noqa: E731
+    want = [nhwc(ref_logits)] + [nhwc(f) for f in ref_feats]
+    for i, (a, b) in enumerate(zip(got, want)):
+        assert a.shape == b.shape and np.abs(a - b).max() <= tol * np.abs(b).max(), i
+    # the default call is what it was: logits only, and state_dict keys unchanged
+    tm2, ours2, _ = _torch_d(arch)
+    assert np.abs(np.asarray(nnx_jit_call(ours2, x)) - got[0]).max() <= 1e-6 * np.abs(got[0]).max()
+    assert set(state_dict(ours)) == set(_state(tm))
+
+
+def test_feature_matching_loss_and_its_gradient_equal_victorca25():
+    """victorca25/traiNNer codes/models/losses.py: sum over layers of L1(sr_feat, hr_feat.detach()) / n_layers.
+    Training forwards on SR, then HR (one power iteration each), on both sides."""
+    tm, ours, x = _torch_d("unet")
+    tm.train()
+    rng = np.random.default_rng(0)
+    sr = np.clip(x + rng.normal(0, 0.05, x.shape), 0, 1).astype(np.float32)
+    ts = _nchw(sr).requires_grad_(True)
+    _, fs = tm(ts, features=True)
+    _, fr = tm(_nchw(x), features=True)
+    ref = sum(F.l1_loss(a, b.detach()) for a, b in zip(fs, fr)) / len(fs)
+    ref.backward()
+    graphdef, params, buffers = split(ours)
+
+    def loss(s):
+        d = merge(graphdef, params, buffers)
+        return feature_matching_loss(d(s, features=True)[1], d(jnp.asarray(x), features=True)[1])
+
+    value, g = jax.jit(jax.value_and_grad(loss))(jnp.asarray(sr))
+    assert float(value) == pytest.approx(ref.item(), rel=1e-5)
+    g_ref = ts.grad.numpy().transpose(0, 2, 3, 1)
+    assert np.abs(np.asarray(g) - g_ref).max() <= 1e-4 * np.abs(g_ref).max()
+
+
+@pytest.mark.parametrize("arch,k", [("unet", 3), ("vgg", 2)])
+def test_freezed_gives_the_first_blocks_exactly_zero_updates(arch, k):
+    _, d, x = _torch_d(arch)
+    graphdef, params, buffers = split(d)
+    grads = jax.jit(jax.grad(lambda p: jnp.mean(merge(graphdef, p, buffers)(jnp.asarray(x)))))(params)
+    cfg = optim.default_config(lr=1e-4, ema_decay=None)  # the optim_d section
+    cfg.update(clip_grad_norm=1.0, weight_decay=0.01)
+    tx = optim.build_optimizer(cfg, 10, freeze=optim.frozen_blocks(arch, k))
+    updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+    frozen = {"unet": [f"conv{i}" for i in range(k)], "vgg": ["conv0_0", "conv0_1", "bn0_1", "conv1_0", "bn1_0", "conv1_1", "bn1_1"]}[arch]
+    seen = set()
+    for path, u in jax.tree_util.tree_flatten_with_path(updates)[0]:
+        name = path[0].key
+        if name in frozen:
+            np.testing.assert_array_equal(np.asarray(u), 0.0)
+            seen.add(name)
+        else:
+            assert np.abs(np.asarray(u)).min() > 0, name  # every trainable weight moves
+    assert seen == set(frozen)
+    with pytest.raises(ValueError, match="FreezeD"):
+        optim.frozen_blocks("patchgan", 2)

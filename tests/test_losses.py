@@ -46,9 +46,11 @@ def _images():
 
 
 def _all_losses_cfg(vgg_path):
-    cfg = [{"name": n} for n in LOSSES if n != "perceptual"]
+    cfg = [{"name": n} for n in LOSSES if n not in ("perceptual", "contextual")]
     cfg.append({"name": "perceptual", "vgg_weights": vgg_path, "layer_weights": {"conv1_2": 0.1, "relu2_2": 1.0}})
+    cfg.append({"name": "contextual", "vgg_weights": vgg_path, "layer_weights": {"conv2_1": 1.0}})
     cfg.append({"name": "gan", "weight": "0.1", "gan_type": "lsgan"})
+    cfg.append({"name": "feature_matching", "weight": "0.01"})
     return cfg
 
 
@@ -56,16 +58,19 @@ def test_every_loss_is_zero_on_identical_images_with_finite_gradients(vgg_file):
     ls = build_losses(_all_losses_cfg(vgg_file[0]))
     sr, gt = _images()
     logits = jnp.ones((2, 32, 32, 1))  # lsgan: D says "real" -> generator loss 0
+    feats = lambda x: [x, x[:, ::2, ::2] * 2.0]  # noqa: E731  stands for D's features
 
     @jax.jit
     def value_and_grad(x):
-        return jax.value_and_grad(lambda s: ls(s, gt, fake_logits=logits), has_aux=True)(x)
+        loss = lambda s: ls(s, gt, fake_logits=logits, sr_ema=gt, fake_features=feats(s), real_features=feats(gt))  # noqa: E731
+        return jax.value_and_grad(loss, has_aux=True)(x)
 
     (total, logs), _ = value_and_grad(gt)
     names = [e["name"] for e in _all_losses_cfg("")]
     assert set(names) <= set(logs)
     for k, v in logs.items():
-        assert abs(float(v)) <= 1e-6, (k, float(v))  # float32 rounding: XLA may fuse the two paths differently
+        if k != "contextual":  # CX of a feature set with itself is below 1: its minimum is not 0
+            assert abs(float(v)) <= 1e-6, (k, float(v))  # float32 rounding: XLA may fuse the two paths differently
     for x in (gt, sr, sr.astype(jnp.bfloat16), gt.astype(jnp.bfloat16)):
         (total, logs), g = value_and_grad(x)
         assert total.dtype == jnp.float32 and all(v.dtype == jnp.float32 for v in logs.values())
@@ -100,6 +105,17 @@ def test_targets_keys_and_config_errors():
         build_losses([{"name": "l1"}, {"name": "l1"}])
     with pytest.raises(ValueError, match="fake_logits"):
         build_losses([{"name": "gan"}])(sr, gt)
+    with pytest.raises(ValueError, match="fake_features"):
+        build_losses([{"name": "feature_matching"}])(sr, gt)
+    with pytest.raises(ValueError, match="only one 'feature_matching'"):
+        build_losses([{"name": "feature_matching"}, {"name": "feature_matching", "key": "fm2"}])
+    fm = build_losses([{"name": "l1"}, {"name": "feature_matching", "weight": 0.5, "start": 10}])
+    assert fm.needs_d_features and not fm.without_gan().needs_d_features
+    fake, real = [sr, sr[:, ::2]], [gt, gt[:, ::2]]
+    want = 0.5 * (float(jnp.mean(jnp.abs(sr - gt))) + float(jnp.mean(jnp.abs(sr[:, ::2] - gt[:, ::2])))) / 2
+    for step, fm_value in ((9, 0.0), (10, want)):
+        _, logs = fm(sr, gt, step=step, fake_features=fake, real_features=real)
+        assert float(logs["feature_matching"]) == pytest.approx(fm_value, rel=1e-6)
 
 
 def test_perceptual_loss_refuses_without_weights(tmp_path):

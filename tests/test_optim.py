@@ -138,6 +138,46 @@ def test_optax_schedule_free_adamw_warmup_is_off_by_one():
     assert _max_rel(theirs, ref) > 1e-3
 
 
+def _sf_adan_reference(lr, warmup, wd, momentum):
+    """Schedule-free Adan from two packages: facebookresearch `schedulefree.ScheduleFreeWrapper` (decay at y) around
+    `pytorch_optimizer.Adan` (no decay of its own), warm-up lr*(k+1)/warmup on the base (LambdaLR, stepped per update).
+    The wrapper creates state['z'] before the base's first step, so Adan's lazy init (on an empty state) is run first."""
+    from pytorch_optimizer import Adan
+    from schedulefree import ScheduleFreeWrapper
+
+    def make(p):
+        base = Adan(p, lr=lr, betas=(0.98, 0.92, 0.99), weight_decay=0.0, foreach=False)
+        opt = ScheduleFreeWrapper(base, momentum=momentum, weight_decay_at_y=wd)
+        sched = torch.optim.lr_scheduler.LambdaLR(base, lambda k: min(1.0, (k + 1) / warmup) if warmup else 1.0)
+        wrapped = opt.step
+
+        def step():
+            base.init_group(base.param_groups[0], clip_global_grad_norm=base.get_global_gradient_norm())
+            wrapped()
+            sched.step()
+
+        opt.step = step
+        return opt
+
+    return make
+
+
+@pytest.mark.parametrize("warmup,wd,momentum", [(0, 0.0, 0.9), (10, 0.02, 0.95)])
+def test_adan_schedule_free_matches_schedulefree_wrapper_around_adan(warmup, wd, momentum):
+    x, y, params = _problem(1)
+    lr, steps = 1e-2, 50
+    cfg = _cfg(name="adan_schedule_free", lr=lr, betas=(0.98, 0.92, 0.99), warmup_steps=warmup, weight_decay=wd,
+               sf_momentum=momentum)
+    ours, state = _jax_run(optim.build_optimizer(cfg, steps), x, y, params, steps=steps)
+    make = _sf_adan_reference(lr, warmup, wd, momentum)
+    ref_train = _torch_run(make, x, y, params, steps=steps)
+    ref_eval = _torch_run(make, x, y, params, steps=steps, after=lambda opt: opt.eval())
+    assert _max_rel(params, ref_train) > 0.1 and _max_rel(ref_train, ref_eval) > 1e-2  # moved; y and x differ
+    assert _max_rel(ours, ref_train) <= 1e-5
+    assert _max_rel(optim.eval_params(state, ours), ref_eval) <= 1e-5
+    assert optim.is_schedule_free(cfg)
+
+
 def test_eval_params_found_under_clipping_and_accumulation():
     x, y, params = _problem(2)
     cfg = _cfg(name="schedule_free_adamw", lr=1e-2, warmup_steps=5, clip_grad_norm=10.0, accumulate=2)
@@ -214,6 +254,8 @@ def test_strings_cast_where_the_config_is_read_and_bad_values_refused():
         optim.build_optimizer(_cfg(name="schedule_free_adamw", schedule="cosine"), 10)
     with pytest.raises(ValueError, match="3 values for adan"):
         optim.build_optimizer(_cfg(name="adan"), 10)
+    with pytest.raises(ValueError, match="schedule-free"):
+        optim.build_optimizer(_cfg(name="adan_schedule_free", betas=(0.98, 0.92, 0.99), schedule="onecycle"), 10)
 
 
 def test_ema_update_is_basicsr_model_ema():

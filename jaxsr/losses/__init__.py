@@ -19,8 +19,18 @@ Losses and their options:
     color(criterion='l1', scale=4), luma(criterion='l1')
     detail(criterion='l1')                       finite-difference (edge) differences
     fft(criterion='l1')                          FFT magnitudes
+    focal_frequency(alpha=1, patch_factor=1, ave_spectrum=False, log_matrix=False, batch_matrix=False)   Jiang et al. 2021
+    multiscale(criterion='l1', scales=5, weights=None)   PPON's multiscale pixel loss (victorca25)
+    ldl(criterion='l1', ksize=7)                 LDL artifact map (Liang et al. 2022); needs sr_ema
     perceptual(vgg_weights=PATH, layer_weights={...}, criterion='l1', use_input_norm=True, range_norm=False)
+    contextual(vgg_weights=PATH, layer_weights={'conv3_2': 1, 'conv4_2': 1}, distance='cosine'|'l2', band_width=0.5,
+               b=1, calc_type='regular'|'symmetric', use_input_norm=True, max_1d_size=100)   Mechrez et al. 2018
     gan(gan_type='vanilla'|'lsgan'|'hinge', relativistic=False, r1_weight=0, r1_every=16)
+    feature_matching(criterion='l1')             D's features on SR vs HR; needs fake_features/real_features
+
+Inputs beyond (sr, gt): `ldl` compares with the EMA model's output on the same LQ (`sr_ema=`, no gradient;
+`loss_set.needs_ema`); `feature_matching` takes the discriminator's features (`fake_features=`, `real_features=`
+from `disc(x, features=True)`; `loss_set.needs_d_features`); `gan` takes its logits.
 
 Everything is computed in float32 whatever dtype the network produced.
 """
@@ -31,8 +41,10 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxsr.losses import color, frequency, gan, pixel, ssim
+from jaxsr.losses.contextual import ContextualLoss
 from jaxsr.losses.gan import GANObjective
-from jaxsr.losses.perceptual import PerceptualLoss
+from jaxsr.losses.ldl import LDLLoss
+from jaxsr.losses.perceptual import PerceptualLoss, VGGFeatureLoss
 
 LOSSES = {
     "l1": lambda: pixel.l1,
@@ -46,8 +58,13 @@ LOSSES = {
     "luma": lambda criterion="l1": lambda a, b: color.luma_loss(a, b, criterion),
     "detail": lambda criterion="l1": lambda a, b: pixel.detail_loss(a, b, criterion),
     "fft": lambda criterion="l1": lambda a, b: frequency.fft_loss(a, b, criterion),
+    "focal_frequency": lambda **o: lambda a, b: frequency.focal_frequency_loss(a, b, **o),
+    "multiscale": lambda criterion="l1", scales=5, weights=None: lambda a, b: pixel.multiscale_loss(a, b, criterion, scales, weights),
+    "ldl": LDLLoss,
     "perceptual": PerceptualLoss,
+    "contextual": ContextualLoss,
 }
+_SPECIAL = ("gan", "feature_matching")  # terms on the discriminator's outputs, not on (sr, gt)
 _TERM_FIELDS = ("name", "weight", "start", "end", "target", "key")
 
 
@@ -64,7 +81,7 @@ class LossTerm:
     start: int
     end: int | None
     target: str
-    fn: object  # (sr, gt) -> scalar or dict of scalars; perceptual also takes params
+    fn: object  # (sr, gt) -> scalar or dict of scalars; VGG feature losses also take params, ldl sr_ema
 
 
 def _entries(cfg_losses):
@@ -83,30 +100,39 @@ class LossSet:
     """The generator objective. `loss_set(sr, gt, ...)` -> (total, {key: weighted value}).
 
     Jit-able and pure given its arguments. `feature_params` (default `self.feature_params`) holds the weights of
-    the feature nets (VGG19 of the perceptual loss) so that a trainer can pass them into its jitted step as an
-    argument. `gan` is the `GANObjective` (or None) whose discriminator_loss / r1_penalty the D update uses.
+    the feature nets (VGG19 of the perceptual and contextual losses) so that a trainer can pass them into its
+    jitted step as an argument. `gan` is the `GANObjective` (or None) whose discriminator_loss / r1_penalty the D
+    update uses. `needs_ema` / `needs_d_features` say which extra inputs a call must carry.
     """
 
-    def __init__(self, terms, gan_objective=None, gan_term=None):
+    def __init__(self, terms, gan_objective=None, gan_term=None, fm_term=None):
         self.terms = tuple(terms)
         self.gan = gan_objective
         self.gan_term = gan_term
-        self.feature_params = {t.key: t.fn.params for t in self.terms if isinstance(t.fn, PerceptualLoss)}
+        self.fm_term = fm_term
+        self.feature_params = {t.key: t.fn.params for t in self.terms if isinstance(t.fn, VGGFeatureLoss)}
+        self.needs_ema = any(getattr(t.fn, "needs_ema", False) for t in self.terms)
+        self.needs_d_features = fm_term is not None
 
     def without_gan(self):
-        """The same objective with no adversarial term: what G trains on before gan.start_step."""
+        """The same objective with no term on the discriminator: what G trains on before gan.start_step."""
         return LossSet(self.terms)
 
-    def __call__(self, sr, gt, *, gt_usm=None, step=0, fake_logits=None, real_logits=None, feature_params=None):
+    def __call__(self, sr, gt, *, gt_usm=None, step=0, fake_logits=None, real_logits=None, feature_params=None, sr_ema=None,
+                 fake_features=None, real_features=None):
         feats = self.feature_params if feature_params is None else feature_params
         sr = sr.astype(jnp.float32)
         targets = {"gt": gt.astype(jnp.float32), "gt_usm": None if gt_usm is None else gt_usm.astype(jnp.float32)}
+        if self.needs_ema and sr_ema is None:
+            raise ValueError("the objective has an 'ldl' term: pass sr_ema (the EMA generator's output on the same LQ)")
         total, logs = jnp.zeros((), jnp.float32), {}
         for t in self.terms:
             ref = targets[t.target]
             if ref is None:
                 raise ValueError(f"loss {t.key!r} uses target 'gt_usm' but no gt_usm was given")
             args = (sr, ref, feats[t.key]) if t.key in feats else (sr, ref)
+            if getattr(t.fn, "needs_ema", False):
+                args += (sr_ema,)
             value, parts = self._gated(t, step, t.fn, args)
             total, logs = total + value, {**logs, t.key: value, **parts}
         if self.gan_term is not None:
@@ -114,6 +140,13 @@ class LossSet:
                 raise ValueError("the objective has a 'gan' term: pass fake_logits (D on the generator output)")
             t = self.gan_term
             value, _ = self._gated(t, step, self.gan.generator_loss, (fake_logits, real_logits))
+            total, logs = total + value, {**logs, t.key: value}
+        if self.fm_term is not None:
+            if fake_features is None or real_features is None:
+                raise ValueError("the objective has a 'feature_matching' term: pass fake_features and real_features "
+                                 "(D's features=True outputs on SR and on HR)")
+            t = self.fm_term
+            value, _ = self._gated(t, step, t.fn, (list(fake_features), list(real_features)))
             total, logs = total + value, {**logs, t.key: value}
         return total, logs
 
@@ -138,7 +171,7 @@ class LossSet:
 
 def build_losses(cfg_losses) -> LossSet:
     """LossSet from the config list (schema in the module docstring)."""
-    terms, gan_obj, gan_term, seen = [], None, None, set()
+    terms, gan_obj, gan_term, fm_term, seen = [], None, None, None, set()
     for e in _entries(cfg_losses):
         if "name" not in e:
             raise ValueError(f"loss entry {e} has no 'name'")
@@ -153,18 +186,25 @@ def build_losses(cfg_losses) -> LossSet:
             raise ValueError(f"loss {key!r}: target must be 'gt' or 'gt_usm', got {target!r}")
         common = dict(key=key, name=name, weight=float(e.get("weight", 1.0)), start=_int_or_none(e.get("start", 0)) or 0,
                       end=_int_or_none(e.get("end")), target=target)
+        if name in _SPECIAL and (gan_term if name == "gan" else fm_term) is not None:
+            raise ValueError(f"only one {name!r} loss entry is allowed")
         if name == "gan":
-            if gan_term is not None:
-                raise ValueError("only one 'gan' loss entry is allowed")
             gan_obj = GANObjective(**opts)
             gan_term = LossTerm(fn=None, **common)
             continue
+        if name == "feature_matching":
+            criterion = opts.pop("criterion", "l1")
+            if opts:
+                raise ValueError(f"loss {key!r}: feature_matching takes only 'criterion', got {sorted(opts)}")
+            fm_term = LossTerm(fn=lambda fake, real: gan.feature_matching_loss(fake, real, criterion), **common)
+            continue
         if name not in LOSSES:
-            raise ValueError(f"unknown loss {name!r}; available: {sorted(LOSSES) + ['gan']}")
-        if name == "perceptual":
+            raise ValueError(f"unknown loss {name!r}; available: {sorted(LOSSES) + list(_SPECIAL)}")
+        if name in ("perceptual", "contextual"):
             opts["config_field"] = f"losses[{key}].vgg_weights"
         terms.append(LossTerm(fn=LOSSES[name](**opts), **common))
-    return LossSet(terms, gan_obj, gan_term)
+    return LossSet(terms, gan_obj, gan_term, fm_term)
 
 
-__all__ = ["LOSSES", "LossSet", "LossTerm", "build_losses", "default_config", "GANObjective", "PerceptualLoss", "gan"]
+__all__ = ["LOSSES", "LossSet", "LossTerm", "build_losses", "default_config", "ContextualLoss", "GANObjective", "LDLLoss",
+           "PerceptualLoss", "gan"]

@@ -4,11 +4,14 @@
 relativistic average GAN: each side is judged against the mean of the other. The discriminator loss is
 real + fake (BasicSR back-propagates both); the config weight applies to the generator side only, as
 in BasicSR. R1 (gradient penalty on real images) is lazy: every `r1_every` D steps, scaled by
-`r1_every` so its average strength does not depend on the interval (StyleGAN2).
+`r1_every` so its average strength does not depend on the interval (StyleGAN2). `feature_matching_loss` compares
+D's intermediate features on SR and HR (the discriminators' `features=True` call).
 """
 import jax
 import jax.numpy as jnp
 from ml_collections import ConfigDict, config_dict
+
+from jaxsr.losses.pixel import criterion as get_criterion
 
 
 def _bce_with_logits(x, target):
@@ -74,6 +77,17 @@ class GANObjective:
         return 0.5 * self.r1_weight * self.r1_every * jnp.mean(per_image)
 
 
+def feature_matching_loss(fake_features, real_features, criterion="l1"):
+    """Mean over D's layers of criterion(D_l(sr), D_l(hr)), HR features held constant (victorca25/traiNNer's
+    `gan_featmaps` term, codes/models/losses.py: an L1 per layer, averaged). Lists as the discriminators return
+    them with features=True."""
+    if len(fake_features) != len(real_features) or not fake_features:
+        raise ValueError(f"feature matching needs as many SR as HR features, got {len(fake_features)} and {len(real_features)}")
+    crit = get_criterion(criterion)
+    total = sum(crit(f.astype(jnp.float32), jax.lax.stop_gradient(r).astype(jnp.float32)) for f, r in zip(fake_features, real_features))
+    return total / len(fake_features)
+
+
 def default_config():
     """The `gan` section of a run: whether D trains, from when, and which discriminator (a spec for jaxsr.archs)."""
     c = ConfigDict(type_safe=False)
@@ -82,4 +96,5 @@ def default_config():
     # arch 'unet' (Real-ESRGAN's U-Net SN; skip_connection) or 'vgg' (ESRGAN's VGG-style; input_size 128 or 256)
     c.discriminator = ConfigDict(dict(arch="unet", num_feat=64, skip_connection=True, input_size=128), type_safe=False)
     c.init_weights = config_dict.placeholder(str)  # a BasicSR/Real-ESRGAN net_d file
+    c.freeze_blocks = 0  # FreezeD: the first k blocks of D keep their (pretrained) weights; optim.frozen_blocks
     return c

@@ -98,29 +98,19 @@ def load_vgg19(path, layers, field="perceptual.vgg_weights"):
     return model
 
 
-class PerceptualLoss:
-    """BasicSR PerceptualLoss (style weight 0): sum_k w_k * criterion(phi_k(sr), phi_k(gt)) on
-    pre-activation (convX_Y) or post-activation features, ImageNet-normalised inputs.
+class VGGFeatureLoss:
+    """What the VGG19 feature losses share: the truncated net from the user's weights file, its weights as a pytree
+    (`params`, so a trainer passes them into its jitted step instead of baking 80 MB of constants into the
+    program), ImageNet input normalisation and the named features of SR and (gradient-stopped) GT."""
 
-    The VGG weights travel as a pytree (`params`) so a trainer can pass them into its jitted step
-    instead of baking 80 MB of constants into the program.
-    """
-
-    def __init__(self, vgg_weights=None, layer_weights=None, criterion="l1", use_input_norm=True, range_norm=False,
-                 config_field="perceptual.vgg_weights"):
-        self.layer_weights = {k: float(v) for k, v in dict(layer_weights or DEFAULT_LAYER_WEIGHTS).items()}
+    def __init__(self, vgg_weights, layer_weights, use_input_norm=True, range_norm=False, config_field="perceptual.vgg_weights"):
+        self.layer_weights = {k: float(v) for k, v in dict(layer_weights).items()}
         model = load_vgg19(vgg_weights, self.layer_weights, config_field)
         self.graphdef, self.params = nnx.split(model)
-        self.criterion_name = criterion
         self.use_input_norm = use_input_norm
         self.range_norm = range_norm
 
-    def _crit(self, a, b):
-        if self.criterion_name == "fro":
-            return jnp.sqrt(jnp.sum((a - b) ** 2))
-        return get_criterion(self.criterion_name)(a, b)
-
-    def __call__(self, sr, gt, params=None):
+    def features(self, sr, gt, params=None):
         model = nnx.merge(self.graphdef, self.params if params is None else params)
 
         def norm(x):
@@ -130,6 +120,23 @@ class PerceptualLoss:
                 x = (x - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
             return x
 
-        fx = model(norm(sr), self.layer_weights)
-        fy = model(norm(jax.lax.stop_gradient(gt)), self.layer_weights)
+        return model(norm(sr), self.layer_weights), model(norm(jax.lax.stop_gradient(gt)), self.layer_weights)
+
+
+class PerceptualLoss(VGGFeatureLoss):
+    """BasicSR PerceptualLoss (style weight 0): sum_k w_k * criterion(phi_k(sr), phi_k(gt)) on
+    pre-activation (convX_Y) or post-activation features, ImageNet-normalised inputs."""
+
+    def __init__(self, vgg_weights=None, layer_weights=None, criterion="l1", use_input_norm=True, range_norm=False,
+                 config_field="perceptual.vgg_weights"):
+        super().__init__(vgg_weights, layer_weights or DEFAULT_LAYER_WEIGHTS, use_input_norm, range_norm, config_field)
+        self.criterion_name = criterion
+
+    def _crit(self, a, b):
+        if self.criterion_name == "fro":
+            return jnp.sqrt(jnp.sum((a - b) ** 2))
+        return get_criterion(self.criterion_name)(a, b)
+
+    def __call__(self, sr, gt, params=None):
+        fx, fy = self.features(sr, gt, params)
         return sum(w * self._crit(fx[k], fy[k]) for k, w in self.layer_weights.items())

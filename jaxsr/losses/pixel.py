@@ -67,3 +67,25 @@ def detail_loss(sr, gt, criterion_name="l1"):
 
     (sy, sx), (gy, gx) = grads(sr), grads(gt)
     return crit(sy, gy) + crit(sx, gx)
+
+
+def avg_pool2(x):
+    """nn.AvgPool2d(2, stride=2) on NHWC: a trailing odd row/column is dropped, as torch floors."""
+    n, h, w, c = x.shape
+    return x[:, : h // 2 * 2, : w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+
+
+MULTISCALE_WEIGHTS = (1.0, 0.5, 0.25, 0.125, 0.125)
+
+
+def multiscale_loss(sr, gt, criterion_name="l1", scales=5, weights=None):
+    """PPON's multiscale pixel loss (victorca25/traiNNer `MultiscalePixelLoss`): sum_i w_i criterion(sr_i, gt_i),
+    sr_i and gt_i halved i times by 2x2 average pooling; weights (1, .5, .25, .125, .125)[:scales]."""
+    crit = criterion(criterion_name)
+    weights = tuple(float(w) for w in (weights or MULTISCALE_WEIGHTS[: int(scales)]))
+    total = 0.0
+    for i, w in enumerate(weights):
+        total = total + w * crit(sr, gt)
+        if i != len(weights) - 1:
+            sr, gt = avg_pool2(sr), avg_pool2(gt)
+    return total

@@ -72,7 +72,8 @@ def upsample_bilinear2x(x):
 
 
 class UNetDiscriminatorSN(nnx.Module):
-    """Real-ESRGAN's U-Net discriminator with spectral norm; returns (N, H, W, 1) logits."""
+    """Real-ESRGAN's U-Net discriminator with spectral norm; returns (N, H, W, 1) logits, and with features=True
+    (logits, [the activations of conv0..conv8, after the skip additions]) for a feature-matching loss."""
 
     def __init__(self, num_in_ch=3, num_feat=64, skip_connection=True, *, rngs=None, dtype=jnp.float32):
         rngs = rngs or nnx.Rngs(0)
@@ -85,7 +86,7 @@ class UNetDiscriminatorSN(nnx.Module):
         self.conv7, self.conv8 = sn(f, f, 3, 1, 1), sn(f, f, 3, 1, 1)
         self.conv9 = conv(f, 1, 3, rngs=rngs, dtype=dtype)
 
-    def __call__(self, x):
+    def __call__(self, x, features=False):
         x0 = lrelu(self.conv0(x))
         x1 = lrelu(self.conv1(x0))
         x2 = lrelu(self.conv2(x1))
@@ -99,9 +100,10 @@ class UNetDiscriminatorSN(nnx.Module):
         x6 = lrelu(self.conv6(upsample_bilinear2x(x5)))
         if self.skip_connection:
             x6 = x6 + x0
-        out = lrelu(self.conv7(x6))
-        out = lrelu(self.conv8(out))
-        return self.conv9(out)
+        x7 = lrelu(self.conv7(x6))
+        x8 = lrelu(self.conv8(x7))
+        logits = self.conv9(x8)
+        return (logits, [x0, x1, x2, x3, x4, x5, x6, x7, x8]) if features else logits
 
 
 def build(spec, *, rngs=None, dtype=jnp.float32):

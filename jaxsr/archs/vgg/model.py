@@ -17,7 +17,8 @@ def _conv(in_ch, out_ch, k, stride, bias, rngs, dtype):
 
 
 class VGGStyleDiscriminator(nnx.Module):
-    """BasicSR VGGStyleDiscriminator (SRGAN/ESRGAN) for 128 or 256 px inputs; returns (N, 1) logits."""
+    """BasicSR VGGStyleDiscriminator (SRGAN/ESRGAN) for 128 or 256 px inputs; returns (N, 1) logits, and with
+    features=True (logits, [the activation after each conv (+ BatchNorm) block]) for a feature-matching loss."""
 
     def __init__(self, num_in_ch=3, num_feat=64, input_size=128, *, rngs=None, dtype=jnp.float32):
         if input_size not in (128, 256):
@@ -38,16 +39,17 @@ class VGGStyleDiscriminator(nnx.Module):
         self.linear1 = nnx.Linear(8 * f * 4 * 4, 100, kernel_init=torch_default_init, rngs=rngs, param_dtype=jnp.float32, dtype=dtype, precision=_HI)
         self.linear2 = nnx.Linear(100, 1, kernel_init=torch_default_init, rngs=rngs, param_dtype=jnp.float32, dtype=dtype, precision=_HI)
 
-    def __call__(self, x):
+    def __call__(self, x, features=False):
         if x.shape[1] != self.input_size or x.shape[2] != self.input_size:
             raise ValueError(f"VGGStyleDiscriminator({self.input_size}) got a {x.shape[1]}x{x.shape[2]} input")
-        feat = lrelu(self.conv0_0(x))
-        feat = lrelu(self.bn0_1(self.conv0_1(feat)))
+        feats = [lrelu(self.conv0_0(x))]
+        feats.append(lrelu(self.bn0_1(self.conv0_1(feats[-1]))))
         for i in range(1, self.n_stages + 1):
-            feat = lrelu(getattr(self, f"bn{i}_0")(getattr(self, f"conv{i}_0")(feat)))
-            feat = lrelu(getattr(self, f"bn{i}_1")(getattr(self, f"conv{i}_1")(feat)))
-        feat = feat.transpose(0, 3, 1, 2).reshape(feat.shape[0], -1)  # torch flattens NCHW
-        return self.linear2(lrelu(self.linear1(feat)))
+            feats.append(lrelu(getattr(self, f"bn{i}_0")(getattr(self, f"conv{i}_0")(feats[-1]))))
+            feats.append(lrelu(getattr(self, f"bn{i}_1")(getattr(self, f"conv{i}_1")(feats[-1]))))
+        feat = feats[-1].transpose(0, 3, 1, 2).reshape(x.shape[0], -1)  # torch flattens NCHW
+        logits = self.linear2(lrelu(self.linear1(feat)))
+        return (logits, feats) if features else logits
 
 
 def build(spec, *, rngs=None, dtype=jnp.float32):

@@ -52,7 +52,7 @@ fi
 $PY -m pip install -q -e ".[test]"
 if $PY -c "import torch" 2>/dev/null; then
     $PY -m pip install -q -e ".[test-torch]"  # independent PyTorch references for the tests
-    $PY -m pip install -q --no-deps spandrel==0.4.2
+    $PY -m pip install -q --no-deps spandrel==0.4.2 DISTS_pytorch==0.1  # both want torchvision (CUDA wheels); tests stub it
 fi
 echo "$WANT" > "$STAMP"
 say "jaxsr $($PY -c 'import jaxsr; print(jaxsr.__version__)') (editable, from $ROOT) and its test tools in $ENV_DIR, Python $($PY -c 'import sys; print(sys.version.split()[0])')"

@@ -1,4 +1,4 @@
-"""`python -m jaxsr.evaluate`: PSNR/SSIM of one or more models on HR images, with BasicSR's definitions.
+"""`python -m jaxsr.evaluate`: PSNR/SSIM (and LPIPS/DISTS) of one or more models on HR images, with BasicSR's definitions.
 
     python -m jaxsr.evaluate --weights A.pth [--weights B_dir ...] --hr DIR [--lr DIR] --scale 4 [--out REPORT_DIR]
     python -m jaxsr.evaluate --hr WORKDIR            # its recorded test split, its latest export
@@ -10,7 +10,8 @@ the HR is cropped to LR x scale. Model outputs are clipped and rounded to 8 bit,
 Means are over images. A MATLAB-bicubic upscale of the LR is reported as the `bicubic` baseline.
 Unreadable or too-small images are listed as failed and the rest are measured.
 
-`bicubic` and `score` are the measuring code the trainer's validation uses too.
+LPIPS (`--lpips`) and DISTS (`--dists`) take user-supplied weight files (`jaxsr.lpips`, `jaxsr.dists`).
+`bicubic`, `score` and `load_perceptual` are the measuring code the trainer's validation uses too.
 """
 import argparse
 import csv
@@ -29,6 +30,8 @@ from jaxsr.infer import add_tile_args, check_tiling, tile_kwargs, upscale
 SPLITS_FILE = "dataset_splits.json"
 SSIM_WINDOW = 11  # BasicSR's SSIM needs at least this many px per side after the border crop
 BICUBIC = "bicubic"
+METRICS = ("psnr", "ssim", "lpips", "dists")
+LOWER_IS_BETTER = ("lpips", "dists")  # distances; PSNR and SSIM are similarities
 
 
 # ------------------------------------------------------------------------------------------- measuring
@@ -41,16 +44,31 @@ def bicubic(lr, scale):
     return np.clip(imresize(lr, scale), 0.0, 1.0)
 
 
-def score(outs, hr, crop_border, y_channel=True, lpips=None):
-    """{name: {psnr, ssim[, lpips]}} for each output in `outs` against `hr`, as BasicSR's test scripts measure:
-    both as 8-bit images (clipped, rounded), `crop_border` px dropped at each side, on Y or RGB."""
+def load_perceptual(lpips=None, dists=None):
+    """{name: fn(sr, hr) -> float} for the perceptual metrics whose weight files are given (each a pair of paths)."""
+    out = {}
+    if lpips:
+        from jaxsr.lpips import load_lpips
+
+        out["lpips"] = load_lpips(*lpips)
+    if dists:
+        from jaxsr.dists import load_dists
+
+        out["dists"] = load_dists(*dists)
+    return out
+
+
+def score(outs, hr, crop_border, y_channel=True, perceptual=None):
+    """{name: {psnr, ssim[, lpips, dists]}} for each output in `outs` against `hr`, as BasicSR's test scripts
+    measure: both as 8-bit images (clipped, rounded), `crop_border` px dropped at each side, on Y or RGB; the
+    perceptual metrics (`load_perceptual`) on the whole 8-bit RGB images."""
     hr8 = to_u8(hr)
     res = {}
     for name, sr in outs.items():
         sr8 = to_u8(sr)
         res[name] = {"psnr": metrics.psnr(sr8, hr8, crop_border, y_channel), "ssim": metrics.ssim(sr8, hr8, crop_border, y_channel)}
-        if lpips is not None:
-            res[name]["lpips"] = lpips(sr8.astype(np.float32) / 255.0, hr8.astype(np.float32) / 255.0)
+        for metric, fn in (perceptual or {}).items():
+            res[name][metric] = fn(sr8.astype(np.float32) / 255.0, hr8.astype(np.float32) / 255.0)
     return res
 
 
@@ -148,7 +166,7 @@ def comparison_picture(panels, max_side=1024):
 # ------------------------------------------------------------------------------------------- evaluation
 
 
-def evaluate(models, jobs, scale, crop_border=None, y_channel=True, infer_kwargs=None, out_dir=None, lpips=None,
+def evaluate(models, jobs, scale, crop_border=None, y_channel=True, infer_kwargs=None, out_dir=None, perceptual=None,
              save_images=False, log=print):
     """Measure every model on every (name, hr_path, lr_path) job; returns the report (settings, per image, means,
     failed). With out_dir: compare/<image>.png, and with save_images the measured 8-bit outputs
@@ -163,7 +181,7 @@ def evaluate(models, jobs, scale, crop_border=None, y_channel=True, infer_kwargs
             if min(hr.shape[:2]) - 2 * crop < SSIM_WINDOW:
                 raise ImageError(f"{hr_path} is {hr.shape[1]}x{hr.shape[0]}: too small for SSIM after cropping {crop} px per border")
             outs = {BICUBIC: bicubic(lr, scale), **{m: upscale(model, lr, **infer_kwargs) for m, model in models.items()}}
-            res = score(outs, hr, crop, y_channel, lpips)
+            res = score(outs, hr, crop, y_channel, perceptual)
         except (ImageError, ValueError) as e:  # DataError, shape and channel errors are ValueErrors
             failed.append({"image": name, "hr": hr_path, "error": str(e)})
             log(f"skipped {name}: {e}")
@@ -180,7 +198,7 @@ def evaluate(models, jobs, scale, crop_border=None, y_channel=True, infer_kwargs
                     path = os.path.join(out_dir, sub, name + ".png")
                     os.makedirs(os.path.dirname(path), exist_ok=True)
                     write_image(path, img.astype(np.float32) / 255.0)
-    keys = ["psnr", "ssim"] + (["lpips"] if lpips is not None else [])
+    keys = ["psnr", "ssim", *(perceptual or {})]
     means = {m: {k: metrics.mean_over_images([r["results"][m][k] for r in rows]) if rows else None for k in keys} for m in names}
     return {"settings": {"scale": scale, "crop_border": crop, "channel": "Y" if y_channel else "RGB", "lr": "given" if any(j[2] for j in jobs) else "matlab-bicubic",
                          "metric_input": "8-bit (clipped, rounded)", **{k: v for k, v in infer_kwargs.items() if k != "progress"}},
@@ -192,7 +210,8 @@ def _label(m, r):
 
 
 def _row_text(name, res, names):
-    return f"{name:<24.24}" + "".join(f"  {m}: {res[m]['psnr']:6.2f} / {res[m]['ssim']:.4f}" + (f" / {res[m]['lpips']:.4f}" if "lpips" in res[m] else "") for m in names)
+    return f"{name:<24.24}" + "".join(f"  {m}: {res[m]['psnr']:6.2f} / {res[m]['ssim']:.4f}" +
+                                      "".join(f" / {res[m][k]:.4f}" for k in LOWER_IS_BETTER if k in res[m]) for m in names)
 
 
 def write_report(report, out_dir):
@@ -232,6 +251,8 @@ def main(argv=None):
     p.add_argument("--save-images", action="store_true", help="with --out: also the measured outputs (sr/<model>/) and the LR inputs (lr/)")
     p.add_argument("--lpips", nargs=2, metavar=("BACKBONE", "LINEAR"),
                    help="also LPIPS: torchvision VGG16/AlexNet weights and the lpips package's linear-layer weights (see docs/inference.md)")
+    p.add_argument("--dists", nargs=2, metavar=("VGG16", "ALPHA_BETA"),
+                   help="also DISTS: torchvision VGG16 weights and DISTS_pytorch's weights.pt (see docs/inference.md)")
     add_tile_args(p)
     a = p.parse_args(argv)
     weights = a.weights or ([a.hr] if os.path.isfile(os.path.join(a.hr, SPLITS_FILE)) else None)
@@ -252,25 +273,22 @@ def main(argv=None):
         others = {n: m.scale for n, m in models.items() if m.scale != scale}
         if others:
             raise WeightsError(f"models of different scales cannot share one table: {others} vs x{scale}")
-        lpips = None
-        if a.lpips:
-            from jaxsr.lpips import load_lpips
-
-            lpips = load_lpips(*a.lpips)
+        perceptual = load_perceptual(a.lpips, a.dists)
         jobs = image_jobs(a.hr, a.lr, a.split)
         if a.out:
             writable_dir(a.out, ImageError)  # before any work: a report that cannot be written loses it
     except (WeightsError, DataError, ImageError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    report = evaluate(models, jobs, scale, a.crop_border, not a.rgb, tile_kwargs(a), a.out, lpips,
+    report = evaluate(models, jobs, scale, a.crop_border, not a.rgb, tile_kwargs(a), a.out, perceptual,
                       a.save_images, log=lambda s: print(s, file=sys.stderr))
     print(f"\nmean over {len(report['images'])} image(s), x{scale}, {report['settings']['channel']}, "
           f"crop {report['settings']['crop_border']}:")
     for m in report["models"]:
         v = report["mean"][m]
         if v["psnr"] is not None:
-            print(f"  {m:<24} PSNR {v['psnr']:7.3f} dB  SSIM {v['ssim']:.4f}" + (f"  LPIPS {v['lpips']:.4f}" if "lpips" in v else ""))
+            print(f"  {m:<24} PSNR {v['psnr']:7.3f} dB  SSIM {v['ssim']:.4f}" +
+                  "".join(f"  {k.upper()} {v[k]:.4f}" for k in LOWER_IS_BETTER if k in v))
     for f in report["failed"]:
         print(f"  failed {f['image']}: {f['error']}")
     if a.out:

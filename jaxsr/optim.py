@@ -19,7 +19,7 @@ Config schema (`config.optim`, and `config.optim_d` for the discriminator; `defa
     step_sizes:     step_restart: decay by gamma every step_size updates (one per segment, or one for all)
     clear_state:    step_restart / multistep_restart: reset the optimizer's moments at each restart (victorca25)
     pct_start, div_factor, final_div_factor, anneal_strategy ('cos'|'linear'), three_phase:  onecycle (torch OneCycleLR)
-    plateau_mode ('min'|'max'), plateau_factor, plateau_patience, plateau_threshold, plateau_threshold_mode
+    plateau_mode ('auto'|'min'|'max'), plateau_factor, plateau_patience, plateau_threshold, plateau_threshold_mode
                     ('rel'|'abs'), plateau_cooldown:  plateau (torch ReduceLROnPlateau on the validation metric)
     clip_grad_norm: 0 = off; else global-norm clipping
     accumulate:     k > 1 averages k micro-batches per update (optax.MultiSteps)
@@ -85,7 +85,7 @@ def default_config(lr=2e-4, ema_decay=0.999):
     c.final_div_factor = 1e4
     c.anneal_strategy = "cos"
     c.three_phase = False
-    c.plateau_mode = "max"  # the trainer feeds validation PSNR (torch's default is 'min', for losses)
+    c.plateau_mode = "auto"  # 'min' | 'max'; the trainer makes 'auto' the direction of val.best_metric
     c.plateau_factor = 0.5
     c.plateau_patience = 10
     c.plateau_threshold = 1e-4
@@ -298,6 +298,9 @@ class ReduceLROnPlateau(NamedTuple):
 def plateau_rule(cfg):
     """The section's ReduceLROnPlateau (its `init/update/lr`)."""
     mode, tmode = cfg["plateau_mode"], cfg["plateau_threshold_mode"]
+    if mode == "auto":
+        raise ValueError("optim.plateau_mode='auto' takes the direction of val.best_metric, which only a training run "
+                         "knows (jaxsr.train.config.resolve sets it): give 'min' or 'max' here")
     if mode not in ("min", "max") or tmode not in ("rel", "abs"):
         raise ValueError(f"optim.plateau_mode must be 'min'|'max' and plateau_threshold_mode 'rel'|'abs', got {mode!r}, {tmode!r}")
     return ReduceLROnPlateau(float(cfg["lr"]), mode, float(cfg["plateau_factor"]), int(cfg["plateau_patience"]),
@@ -317,6 +320,16 @@ def feed_plateau(cfg, opt_state, metric):
     rule = plateau_rule(cfg)
     return jax.tree.map(lambda x: rule.update(x, metric) if isinstance(x, PlateauState) else x, opt_state,
                         is_leaf=_is(PlateauState))
+
+
+def current_lr(cfg, total_steps, opt_state, offset=0):
+    """The lr the next update applies, read from the optimizer state: the schedule at the number of updates the state
+    has applied (micro-steps and skipped updates, NaN or float16 overflow, do not count), times any plateau reduction.
+    `offset` as in `build_optimizer`."""
+    sched = learning_rate_schedule(cfg, total_steps)
+    if is_schedule_free(cfg):
+        return sched(_find(opt_state, ScheduleFreeState)[0].step_count)  # from 1: optax and schedulefree warm up from k+1
+    return sched(_find(opt_state, DescendState)[0].count + offset) * lr_scale(cfg, opt_state)
 
 
 def lr_scale(cfg, opt_state):
@@ -548,6 +561,13 @@ def frozen_blocks(arch, k):
     return labels
 
 
+def block_count(arch, params):
+    """How many blocks `frozen_blocks` can freeze in these discriminator params."""
+    pattern = _BLOCK[arch]
+    keys = (str(getattr(p[0], "key", getattr(p[0], "name", ""))) for p, _ in jax.tree_util.tree_leaves_with_path(params))
+    return len({m.group(1) for m in map(pattern.fullmatch, keys) if m})
+
+
 def _freeze(tx, frozen):
     """tx on the trainable leaves, exactly zero updates on the frozen ones."""
     labels = lambda params: jax.tree.map(lambda f: "frozen" if f else "train", frozen(params))  # noqa: E731
@@ -562,10 +582,12 @@ def ema_update(ema_params, params, decay):
     return optax.incremental_update(params, ema_params, step_size=1.0 - decay)
 
 
-def build_optimizer(cfg, total_steps, *, loss_scaling=False, freeze=None) -> optax.GradientTransformation:
+def build_optimizer(cfg, total_steps, *, loss_scaling=False, freeze=None, offset=0) -> optax.GradientTransformation:
     """The optax transformation for an optimizer section (schema in the module docstring); for G and D alike.
 
     loss_scaling: float16 compute (`dynamic_loss_scale`, outermost). freeze: `frozen_blocks(arch, k)` for FreezeD.
+    offset: the update number the first update is read at in the schedule (and restarts): a discriminator that
+    joins at gan.start_step follows its schedule by train step, as BasicSR steps every scheduler every iteration.
     Inside out: the optimizer, clipping, FreezeD, accumulation, loss scaling.
     """
     name, lr, betas, eps, wd = cfg["name"], float(cfg["lr"]), tuple(cfg["betas"]), cfg["eps"], cfg["weight_decay"]
@@ -585,7 +607,8 @@ def build_optimizer(cfg, total_steps, *, loss_scaling=False, freeze=None) -> opt
         else:
             tx = adan_schedule_free(lr, b1=betas[0], b2=betas[1], b3=betas[2], momentum=cfg["sf_momentum"], **common)
     else:
-        sched = learning_rate_schedule(cfg, total_steps)
+        base = learning_rate_schedule(cfg, total_steps)
+        sched = (lambda count: base(count + offset)) if offset else base
         plateau = plateau_rule(cfg) if cfg["schedule"] == "plateau" else None
         if name == "adan":
             direction, step = scale_by_adan(*betas, eps), _descend(sched, wd, bool(cfg["adan_proximal"]), plateau)
@@ -595,7 +618,7 @@ def build_optimizer(cfg, total_steps, *, loss_scaling=False, freeze=None) -> opt
         if cfg["clear_state"]:
             if cfg["schedule"] not in ("step_restart", "multistep_restart"):
                 raise ValueError("optim.clear_state applies to the restarts of schedule='step_restart' or 'multistep_restart'")
-            direction = reset_at(direction, cfg["restarts"])
+            direction = reset_at(direction, [int(r) - offset for r in cfg["restarts"]])
         tx = optax.chain(direction, step)
     if cfg["clip_grad_norm"] > 0:
         tx = optax.chain(optax.clip_by_global_norm(cfg["clip_grad_norm"]), tx)

@@ -148,7 +148,7 @@ def test_optax_onecycle_differs_from_torch():
 @pytest.mark.parametrize("name", list(CASES) + ["constant", "plateau"])
 def test_every_schedule_reaches_the_optimizer_from_either_section(name, section):
     """Adam on a constant gradient steps by exactly -lr_k (up to eps): the update is the schedule."""
-    overrides = CASES[name][0] if name in CASES else dict(schedule=name, warmup_steps=2)
+    overrides = CASES[name][0] if name in CASES else dict(schedule=name, warmup_steps=2, plateau_mode="max")
     cfg = _cfg(d=section == "optim_d", name="adam", **overrides)
     assert ("ema_decay" in cfg) == (section == "optim")
     tx = optim.build_optimizer(cfg, T)

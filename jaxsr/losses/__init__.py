@@ -105,11 +105,12 @@ class LossSet:
     update uses. `needs_ema` / `needs_d_features` say which extra inputs a call must carry.
     """
 
-    def __init__(self, terms, gan_objective=None, gan_term=None, fm_term=None):
+    def __init__(self, terms, gan_objective=None, gan_term=None, fm_term=None, gan_ramp=(0, 0)):
         self.terms = tuple(terms)
         self.gan = gan_objective
         self.gan_term = gan_term
         self.fm_term = fm_term
+        self.gan_ramp = gan_ramp
         self.feature_params = {t.key: t.fn.params for t in self.terms if isinstance(t.fn, VGGFeatureLoss)}
         self.needs_ema = any(getattr(t.fn, "needs_ema", False) for t in self.terms)
         self.needs_d_features = fm_term is not None
@@ -117,6 +118,11 @@ class LossSet:
     def without_gan(self):
         """The same objective with no term on the discriminator: what G trains on before gan.start_step."""
         return LossSet(self.terms)
+
+    def with_gan_ramp(self, start, steps):
+        """The adversarial weight ramped linearly over `steps` steps from `start` (OpenSR-SRGAN's adversarial
+        warm-up): weight * min(1, (step - start + 1) / steps); steps=0 is the full weight at once."""
+        return LossSet(self.terms, self.gan, self.gan_term, self.fm_term, (int(start), int(steps)))
 
     def __call__(self, sr, gt, *, gt_usm=None, step=0, fake_logits=None, real_logits=None, feature_params=None, sr_ema=None,
                  fake_features=None, real_features=None):
@@ -140,6 +146,11 @@ class LossSet:
                 raise ValueError("the objective has a 'gan' term: pass fake_logits (D on the generator output)")
             t = self.gan_term
             value, _ = self._gated(t, step, self.gan.generator_loss, (fake_logits, real_logits))
+            start, ramp = self.gan_ramp
+            if ramp:
+                factor = jnp.clip((step - start + 1) / ramp, 0.0, 1.0).astype(jnp.float32)
+                value = value * factor
+                logs[f"{t.key}_weight"] = t.weight * factor
             total, logs = total + value, {**logs, t.key: value}
         if self.fm_term is not None:
             if fake_features is None or real_features is None:
@@ -203,6 +214,9 @@ def build_losses(cfg_losses) -> LossSet:
         if name in ("perceptual", "contextual"):
             opts["config_field"] = f"losses[{key}].vgg_weights"
         terms.append(LossTerm(fn=LOSSES[name](**opts), **common))
+    if fm_term is not None and gan_term is None:
+        raise ValueError("loss 'feature_matching' compares the discriminator's features, which only the GAN stage "
+                         "trains: add a 'gan' loss entry (and gan.enabled=True)")
     return LossSet(terms, gan_obj, gan_term, fm_term)
 
 

@@ -93,8 +93,9 @@ def default_config():
     c = ConfigDict(type_safe=False)
     c.enabled = False
     c.start_step = 0  # G-only warm-up steps before D joins
+    c.ramp_steps = 0  # the adversarial weight grows linearly to its value over this many steps from start_step (0: at once)
     # arch 'unet' (Real-ESRGAN's U-Net SN; skip_connection) or 'vgg' (ESRGAN's VGG-style; input_size 128 or 256)
     c.discriminator = ConfigDict(dict(arch="unet", num_feat=64, skip_connection=True, input_size=128), type_safe=False)
     c.init_weights = config_dict.placeholder(str)  # a BasicSR/Real-ESRGAN net_d file
-    c.freeze_blocks = 0  # FreezeD: the first k blocks of D keep their (pretrained) weights; optim.frozen_blocks
+    c.freeze_blocks = 0  # FreezeD: the first k blocks of D keep their (pretrained) weights (jaxsr.optim.frozen_blocks)
     return c

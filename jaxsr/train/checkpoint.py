@@ -6,7 +6,8 @@ resumes with any number of processes. The metadata also holds the generator's sp
 model without reading `init_weights` again.
 
 Kept: the latest two checkpoints (the one before the latest is the fallback should the latest be damaged), plus
-the best `keep_best` by validation PSNR. orbax's `max_to_keep` with a
+the best `keep_best` by the validation metric (`val.best_metric`: PSNR by default, highest first; LPIPS/DISTS lowest
+first). orbax's `max_to_keep` with a
 `best_fn` deletes the latest (seen with orbax-checkpoint 0.12.8: max_to_keep=2 over steps 100..400 at PSNR
 30/32/31/29 kept only 200 and 300, so a resume would go back in time), so preservation is a policy: LatestN(2) or BestN.
 Checkpoints saved between validations carry no metric and live only while they are among the latest two: orbax keeps
@@ -55,17 +56,19 @@ def _reason(e):
 
 
 class Checkpoints:
-    def __init__(self, directory, keep_best=3, snapshot_every=0):
+    def __init__(self, directory, keep_best=3, snapshot_every=0, metric="psnr", mode="max"):
+        """`metric` names the validation value best-k ranks by; mode 'max' keeps the highest, 'min' the lowest."""
+        self.metric = metric
         policies = [
             cm.LatestN(n=KEEP_LATEST),
-            cm.BestN(get_metric_fn=lambda m: m["psnr"], reverse=False, n=keep_best, keep_checkpoints_without_metrics=False),
+            cm.BestN(get_metric_fn=lambda m: m[metric], reverse=mode == "min", n=keep_best, keep_checkpoints_without_metrics=False),
         ]
         if snapshot_every:
             policies.append(cm.EveryNSteps(interval_steps=snapshot_every))
         policy = cm.AnyPreservationPolicy(policies)
         self.snapshot_every = snapshot_every
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=policy, best_fn=lambda m: m["psnr"], best_mode="max", enable_async_checkpointing=True,
+            preservation_policy=policy, best_fn=lambda m: m[metric], best_mode=mode, enable_async_checkpointing=True,
             cleanup_tmp_directories=True,
         )
         self.directory = os.path.abspath(directory)
@@ -111,7 +114,8 @@ class Checkpoints:
 
     # ------------------------------------------------------------------------------------------- save
 
-    def save(self, step, state, data_iter, meta, psnr=None):
+    def save(self, step, state, data_iter, meta, value=None):
+        """Save asynchronously; `value` is the validation metric of this step (None between validations)."""
         self._settle()
         need = (self._last_size or 1.5 * sum(x.nbytes for x in jax.tree.leaves(state))) * 1.1 + MARGIN
         free = shutil.disk_usage(self.directory).free
@@ -121,7 +125,7 @@ class Checkpoints:
         state = jax.tree.map(lambda x: jnp.zeros((1,), x.dtype) if x.size == 0 else x, state)  # orbax refuses empty arrays
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         try:
-            self.manager.save(step, args=args, metrics=None if psnr is None else {"psnr": float(psnr)}, force=True)
+            self.manager.save(step, args=args, metrics=None if value is None else {self.metric: float(value)}, force=True)
         except Exception as e:
             raise CheckpointError(self._failed(step, _reason(e))) from None
         self._pending = step

@@ -17,7 +17,7 @@ from jaxsr.losses import gan
 
 # Changing any of these makes a saved state unusable or the run a different experiment: refused on resume.
 INCOMPATIBLE_ON_RESUME = ("seed", "scale", "model", "compute_dtype", "gan.enabled", "gan.discriminator", "optim.name",
-                          "optim.accumulate", "optim_d.name", "train.batch_size", "data.gt_size", "data.hr_dir", "data.lr_dir",
+                          "optim.accumulate", "val.best_metric", "optim_d.name", "train.batch_size", "data.gt_size", "data.hr_dir", "data.lr_dir",
                           "data.train_dir", "data.train_lr_dir", "data.split", "data.packed", "data.sources", "degrade.mode", "degrade.gt_size",
                           "degrade.queue_size")
 
@@ -30,7 +30,7 @@ def train_config():
     c.log_every = 100
     c.image_every = 0  # training LR|SR|HR grids to TensorBoard every N steps (0: off; validation shows its own)
     c.ckpt_every = 5_000
-    c.keep_best = 3  # checkpoints kept by validation PSNR, besides the latest two
+    c.keep_best = 3  # checkpoints kept by the validation metric (val.best_metric), besides the latest two
     c.snapshot_every = 0  # also keep the checkpoint at every multiple of N, with a weights-only export (0: none)
     c.stop_at = 0  # end this invocation at this step; the lr schedule still runs to total_steps (0: at total_steps)
     c.max_nonfinite = 10  # stop after this many NaN/Inf steps in a row (each one is skipped)
@@ -38,10 +38,15 @@ def train_config():
 
 
 def val_config():
-    """The `val` section: how often to measure on the validation images (and export)."""
+    """The `val` section: how often to measure on the validation images (and export), and what picks the best."""
     c = ml_collections.ConfigDict(type_safe=False)
     c.every = 5_000
     c.at_start = False  # validate before the first step (always done for a warm start)
+    # perceptual metrics, from weight files the user supplies (nothing is downloaded; docs/inference.md says where):
+    c.lpips = ()  # (torchvision vgg16/alexnet .pth, the lpips package's v0.1 vgg.pth/alex.pth)
+    c.dists = ()  # (torchvision vgg16 .pth, DISTS_pytorch's weights.pt)
+    # what best-k checkpoints, the _best exports and a plateau schedule follow: psnr/ssim (highest), lpips/dists (lowest)
+    c.best_metric = "psnr"
     return c
 
 
@@ -207,6 +212,7 @@ def _check(cfg):
             raise ConfigError("degrade.augment mixes each sample with another of its batch: it needs train.batch_size >= 2")
     if cfg.degrade.mode == "realesrgan" and cfg.degrade.queue_size:
         degrade.check_queue(cfg.degrade, cfg.train.batch_size)
+    _check_objective(cfg)
     if cfg.log.wandb:
         import importlib.util
 
@@ -219,6 +225,32 @@ def _check(cfg):
         missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
         if missing:
             raise ConfigError(f"export.onnx=True needs {' and '.join(missing)}: pip install 'jaxsr[onnx]'")
+
+
+def _check_objective(cfg):
+    """The validation metric, the plateau schedule that follows it, and float16."""
+    from jaxsr.evaluate import LOWER_IS_BETTER, METRICS
+
+    metric = cfg.val.best_metric
+    if metric not in METRICS:
+        raise ConfigError(f"val.best_metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    for name in ("lpips", "dists"):
+        files = cfg.val[name]
+        if files and (isinstance(files, str) or len(files) != 2):
+            raise ConfigError(f"val.{name} takes two weight files (see docs/inference.md), got {files!r}")
+    if metric in LOWER_IS_BETTER and not cfg.val[metric]:
+        raise ConfigError(f"val.best_metric={metric!r} needs its weight files in val.{metric} (two paths; docs/inference.md "
+                          "says where to get them)")
+    for section in ("optim", "optim_d"):
+        o = cfg[section]
+        if o.schedule != "plateau":
+            continue
+        if not cfg.val.every:
+            raise ConfigError(f"{section}.schedule='plateau' follows the validation metric: set val.every > 0")
+        if o.plateau_mode == "auto":  # the direction of the metric it follows
+            o.plateau_mode = "min" if metric in LOWER_IS_BETTER else "max"
+    if cfg.compute_dtype == "float16" and cfg.optim.accumulate > 1:
+        raise ConfigError("compute_dtype='float16' scales G's loss per update: use optim.accumulate=1 with it")
 
 
 def resume_conflicts(saved: dict, cfg) -> tuple:

@@ -2,7 +2,6 @@
 data, state and compiled steps); `Trainer` resumes if the workdir has a checkpoint, then steps, logs,
 validates, checkpoints and exports. `run_train.py` is its command line."""
 import json
-import math
 import os
 import re
 import shutil
@@ -36,8 +35,9 @@ from jaxsr.train.step import make_preview, make_train_step
 def compute_dtype(name):
     if name == "auto":
         return jnp.dtype(jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32)
-    if name not in ("float32", "bfloat16"):
-        raise ConfigError(f"compute_dtype must be 'auto', 'float32' or 'bfloat16', got {name!r}")
+    if name not in ("float32", "bfloat16", "float16"):
+        raise ConfigError(f"compute_dtype must be 'auto', 'float32', 'bfloat16' or 'float16' (GPUs without bf16, with loss "
+                          f"scaling), got {name!r}")
     return jnp.dtype(name)
 
 
@@ -106,6 +106,13 @@ def build_discriminator(cfg, g_spec):
         if not os.path.exists(cfg.gan.init_weights):
             raise ConfigError(f"gan.init_weights: no such file: {cfg.gan.init_weights}")
         weights.read(cfg.gan.init_weights, arch=d.arch, kind="discriminator").load_into(disc)
+    k = cfg.gan.freeze_blocks
+    if k:
+        n = optim.block_count(d.arch, state_lib.split(disc)[1])
+        if not 0 < k < n:
+            raise ConfigError(f"gan.freeze_blocks={k}: the {d.arch} discriminator has {n} blocks; freeze 1 to {n - 1} of them")
+        log.info(f"FreezeD: the first {k} of {n} discriminator blocks keep their "
+                 + ("weights from gan.init_weights" if cfg.gan.init_weights else "initial (random: no gan.init_weights) weights"))
     return disc
 
 
@@ -119,14 +126,33 @@ def build_objective(cfg):
         raise ConfigError("losses has a 'gan' term but gan.enabled is False")
     if cfg.gan.enabled and objective.gan is None:
         raise ConfigError("gan.enabled is True but losses has no 'gan' term (add losses.gan=dict(name='gan', weight=0.1))")
-    return objective
+    if objective.needs_ema and not uses_ema(cfg):
+        raise ConfigError("the 'ldl' loss compares with the EMA generator's output: set optim.ema_decay > 0 (e.g. 0.999) "
+                          "with a non-schedule-free optimizer")
+    return objective.with_gan_ramp(cfg.gan.start_step, cfg.gan.ramp_steps)
+
+
+def uses_ema(cfg):
+    """Whether the run keeps an EMA of G (not under schedule-free, whose eval weights replace it)."""
+    return cfg.optim.ema_decay > 0 and not optim.is_schedule_free(cfg.optim)
+
+
+def d_offset(cfg):
+    """D joins at gan.start_step; its schedule runs by train step from 0 (BasicSR steps every scheduler each iteration)."""
+    return cfg.gan.start_step // int(cfg.optim_d.accumulate)
 
 
 def build_optimizers(cfg):
-    """(tx for G, tx for D or None)."""
+    """(tx for G, tx for D or None): each section with its own schedule; G's with dynamic loss scaling under float16,
+    D's with FreezeD's frozen blocks (gan.freeze_blocks)."""
+    fp16 = compute_dtype(cfg.compute_dtype) == jnp.float16
     try:
-        tx = optim.build_optimizer(cfg.optim, cfg.train.total_steps)
-        tx_d = optim.build_optimizer(cfg.optim_d, cfg.train.total_steps) if cfg.gan.enabled else None
+        tx = optim.build_optimizer(cfg.optim, cfg.train.total_steps, loss_scaling=fp16)
+        tx_d = None
+        if cfg.gan.enabled:
+            k = cfg.gan.freeze_blocks
+            freeze = optim.frozen_blocks(cfg.gan.discriminator.arch, k) if k else None
+            tx_d = optim.build_optimizer(cfg.optim_d, cfg.train.total_steps, freeze=freeze, offset=d_offset(cfg))
     except ValueError as e:
         raise ConfigError(str(e)) from None
     return tx, tx_d
@@ -152,8 +178,7 @@ def build_state(cfg, model, tx, disc=None, tx_d=None, paired=False):
     queue = None
     if cfg.degrade.mode == "realesrgan" and cfg.degrade.queue_size and not paired:
         queue = queue_init(cfg.degrade, cfg.train.batch_size, (cfg.degrade.gt_size,) * 2 + (3,), cfg.scale)
-    ema = cfg.optim.ema_decay > 0 and cfg.optim.name != "schedule_free_adamw"
-    return state_lib.create(model, tx, seed=cfg.seed, ema=ema, disc=disc, tx_d=tx_d, queue=queue)
+    return state_lib.create(model, tx, seed=cfg.seed, ema=uses_ema(cfg), disc=disc, tx_d=tx_d, queue=queue)
 
 
 @dataclass
@@ -167,7 +192,10 @@ def build_steps(cfg, mesh, objective, tx, g_def, eval_def, d_def=None, tx_d=None
     """The jitted steps: the state is donated and replicated, the batch sharded on the mesh's 'data' axis."""
     repl = parallel.replicated(mesh)
     make_pair = training_pairs(cfg.degrade, cfg.scale)
-    common = dict(make_pair=make_pair, schedule=optim.learning_rate_schedule(cfg.optim, cfg.train.total_steps),
+    total = cfg.train.total_steps
+    lr = lambda opt_state: optim.current_lr(cfg.optim, total, opt_state)  # noqa: E731
+    lr_d = lambda opt_state: optim.current_lr(cfg.optim_d, total, opt_state, d_offset(cfg))  # noqa: E731
+    common = dict(make_pair=make_pair, lr=lr, lr_d=lr_d, ema_def=eval_def,
                   ema_decay=cfg.optim.ema_decay, accumulate=int(cfg.optim.accumulate))
 
     def jit(step):
@@ -181,7 +209,7 @@ def build_steps(cfg, mesh, objective, tx, g_def, eval_def, d_def=None, tx_d=None
 
 def eval_weights(cfg, state):
     """What validation and exports use: schedule-free's x sequence, else the EMA, else the raw params."""
-    if cfg.optim.name == "schedule_free_adamw":
+    if optim.is_schedule_free(cfg.optim):
         return optim.eval_params(state.opt_state, state.params)
     return state.ema if state.ema is not None else state.params
 
@@ -205,7 +233,12 @@ class Trainer:
         self._check_resume()
         self.mesh = parallel.make_mesh()
         self.stop_requested = False
-        self.ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), cfg.train.keep_best, cfg.train.snapshot_every)
+        # the validation metric that picks the best checkpoints and exports (and drives a plateau schedule)
+        self.metric = cfg.val.best_metric
+        self.lower_is_better = self.metric in evaluate.LOWER_IS_BETTER
+        self.perceptual = evaluate.load_perceptual(cfg.val.lpips, cfg.val.dists)
+        self.ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), cfg.train.keep_best, cfg.train.snapshot_every,
+                                self.metric, "min" if self.lower_is_better else "max")
         self.branch = None  # (step, folder the later checkpoints, exports and rows moved to) when branching
         # (step, meta) of the checkpoint to continue from: the chosen one, or the newest readable one, or None
         self.resume = self._branch(resume_from) if resume_from is not None else self.ckpt.latest_meta()
@@ -229,9 +262,10 @@ class Trainer:
         self.state = parallel.replicate(self.mesh, state)
         self.feature_params = parallel.replicate(self.mesh, objective.feature_params)
         self.steps = build_steps(cfg, self.mesh, objective, tx, g_def, self.eval_def, d_def, tx_d)
+        self._feed_plateau = self._plateau_feeder()
 
         self.board = None  # opened by run(), once it knows where the logs continue
-        self.best_psnr = -math.inf
+        self.best = None  # the best validation value so far (of self.metric)
         self._bicubic_psnr = None
         self._exported = None  # the step of the last export
         self._write_config()
@@ -309,7 +343,7 @@ class Trainer:
                 self.ckpt.move_aside(step, e)
                 self.resume = self.ckpt.latest_meta()
                 continue
-            self.best_psnr = meta.get("best_psnr") or -math.inf
+            self.best = meta.get("best")
             log.info(f"resumed from step {step} (checkpoint in {self.workdir}/checkpoints)")
             return step
         if had:
@@ -359,8 +393,10 @@ class Trainer:
                                    "Lower the learning rate, enable optim.clip_grad_norm, or use compute_dtype='float32'; "
                                    f"the last good checkpoint is in {self.workdir}/checkpoints")
                 if cfg.val.every and (step % cfg.val.every == 0 or step == end):
-                    psnr = self.validate(step)
-                    self._save(step, psnr)
+                    value = self.validate(step)
+                    if self._feed_plateau is not None:
+                        self.state = self._feed_plateau(self.state, value)
+                    self._save(step, value)
                 elif step % cfg.train.ckpt_every == 0 or step == end or self.ckpt.is_snapshot(step):
                     self._save(step)
             if self.stop_requested and step < end:
@@ -417,9 +453,21 @@ class Trainer:
         if signum == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C aborts at once
 
-    def _save(self, step, psnr=None):
-        meta = {"step": step, "best_psnr": self.best_psnr if math.isfinite(self.best_psnr) else None, "spec": self.spec}
-        self.ckpt.save(step, self.state, self.data.train, meta, psnr)
+    def _plateau_feeder(self):
+        """(state, metric) -> state with each plateau schedule (G's, D's) told one validation value; None without one."""
+        sections = [(k, self.cfg[s]) for k, s in (("opt_state", "optim"), ("d_opt_state", "optim_d"))
+                    if self.cfg[s].schedule == "plateau" and getattr(self.state, k) is not None]
+        if not sections:
+            return None
+
+        def feed(state, value):
+            return state.replace(**{k: optim.feed_plateau(section, getattr(state, k), value) for k, section in sections})
+
+        return jax.jit(feed, donate_argnums=(0,), out_shardings=parallel.replicated(self.mesh))
+
+    def _save(self, step, value=None):
+        meta = {"step": step, "best": self.best, "spec": self.spec}
+        self.ckpt.save(step, self.state, self.data.train, meta, value)
         self._saved = step
         if self.ckpt.is_snapshot(step):  # a snapshot to roll back to gets weights-only exports named by its step
             self._export(self.eval_model(), None, step, suffix=f"_step{step}")
@@ -447,24 +495,26 @@ class Trainer:
         return nnx.merge(self.eval_def, params, parallel.to_host(self.state.buffers))
 
     def validate(self, step):
-        """PSNR/SSIM on the val images as `jaxsr.evaluate` measures them (8-bit, Y channel, crop = scale), then exports."""
+        """PSNR/SSIM (and LPIPS/DISTS where val.lpips/val.dists name their weights) on the val images as
+        `jaxsr.evaluate` measures them (8-bit, Y channel, crop = scale), then exports; returns val.best_metric."""
         model, scale = self.eval_model(), self.cfg.scale
         t = time.perf_counter()
         scores, shown = [], []
         for item in self.data.val:
             sr = upscale(model, item["lr"])
-            scores.append(evaluate.score({"sr": sr}, item["hr"], scale)["sr"])
+            scores.append(evaluate.score({"sr": sr}, item["hr"], scale, perceptual=self.perceptual)["sr"])
             if len(shown) < 4:
                 shown.append((item["lr"], quantize(sr), item["hr"]))
-        psnr, ssim = (mean_over_images([s[k] for s in scores]) for k in ("psnr", "ssim"))
-        log.info(f"validation at step {step}: PSNR {psnr:.3f} dB, SSIM {ssim:.4f} on {len(self.data.val)} image(s) "
-                 f"(bicubic: PSNR {self.bicubic_psnr():.3f} dB; {time.perf_counter() - t:.1f} s)")
-        self.board.log(step, {"psnr": psnr, "ssim": ssim}, prefix="val/")
+        values = {k: mean_over_images([s[k] for s in scores]) for k in ("psnr", "ssim", *self.perceptual)}
+        extra = "".join(f", {k.upper()} {values[k]:.4f}" for k in self.perceptual)
+        log.info(f"validation at step {step}: PSNR {values['psnr']:.3f} dB, SSIM {values['ssim']:.4f}{extra} on "
+                 f"{len(self.data.val)} image(s) (bicubic: PSNR {self.bicubic_psnr():.3f} dB; {time.perf_counter() - t:.1f} s)")
+        self.board.log(step, values, prefix="val/")
         if shown:
             self.board.images(step, "val/lr_sr_hr", *zip(*shown))
-        self._export(model, psnr, step)
+        self._export(model, values[self.metric], step)
         self.board.flush()
-        return psnr
+        return values[self.metric]
 
     def bicubic_psnr(self):
         """The baseline to beat: MATLAB-bicubic upscaling of the same LR, measured the same way (computed once)."""
@@ -474,8 +524,9 @@ class Trainer:
                 [evaluate.score({"b": evaluate.bicubic(it["lr"], s)}, it["hr"], s)["b"]["psnr"] for it in self.data.val])
         return self._bicubic_psnr
 
-    def _export(self, model, psnr, step, suffix=""):
-        """models/<name>_x<s><suffix>.pth/.safetensors (the eval weights), and the _best ones when `psnr` is a new best."""
+    def _export(self, model, value, step, suffix=""):
+        """models/<name>_x<s><suffix>.pth/.safetensors (the eval weights), and the _best ones when `value` (of
+        val.best_metric) is a new best."""
         if not suffix:
             self._exported = step
         if not self.main:
@@ -483,8 +534,8 @@ class Trainer:
         os.makedirs(os.path.join(self.workdir, "models"), exist_ok=True)
         base = os.path.join(self.workdir, "models", f"{self.cfg.name}_x{self.cfg.scale}")
         targets = [base + suffix]
-        if psnr is not None and psnr > self.best_psnr:
-            self.best_psnr = psnr
+        if value is not None and (self.best is None or (value < self.best if self.lower_is_better else value > self.best)):
+            self.best = value
             targets.append(base + "_best")
         try:
             for b in targets:

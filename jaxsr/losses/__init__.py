@@ -214,9 +214,6 @@ def build_losses(cfg_losses) -> LossSet:
         if name in ("perceptual", "contextual"):
             opts["config_field"] = f"losses[{key}].vgg_weights"
         terms.append(LossTerm(fn=LOSSES[name](**opts), **common))
-    if fm_term is not None and gan_term is None:
-        raise ValueError("loss 'feature_matching' compares the discriminator's features, which only the GAN stage "
-                         "trains: add a 'gan' loss entry (and gan.enabled=True)")
     return LossSet(terms, gan_obj, gan_term, fm_term)
 
 

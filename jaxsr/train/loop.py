@@ -126,6 +126,9 @@ def build_objective(cfg):
         raise ConfigError("losses has a 'gan' term but gan.enabled is False")
     if cfg.gan.enabled and objective.gan is None:
         raise ConfigError("gan.enabled is True but losses has no 'gan' term (add losses.gan=dict(name='gan', weight=0.1))")
+    if objective.needs_d_features and objective.gan is None:
+        raise ConfigError("loss 'feature_matching' compares the discriminator's features, which only the GAN stage "
+                          "trains: add a 'gan' loss entry and set gan.enabled=True")
     if objective.needs_ema and not uses_ema(cfg):
         raise ConfigError("the 'ldl' loss compares with the EMA generator's output: set optim.ema_decay > 0 (e.g. 0.999) "
                           "with a non-schedule-free optimizer")

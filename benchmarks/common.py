@@ -22,12 +22,13 @@ def table(rows, headers):
 
 
 def photos(n, size):
-    """n real photographs cropped to size x size (conftest.photo; tests/ must be on sys.path)."""
+    """n real photographs cropped to size x size (conftest.photo; tests/ must be on sys.path); a photograph's repeats
+    are shifted crops (chelsea, the smallest, is 300 px high: fits 256 px crops up to 2 repeats)."""
     import numpy as np
     from conftest import photo
 
     names = ("astronaut", "coffee", "chelsea", "rocket")
-    return np.stack([photo(names[i % 4], size, size, top=16 * i, left=24 * i) for i in range(n)])
+    return np.stack([photo(names[i % 4], size, size, top=16 * (i // 4), left=24 * (i // 4)) for i in range(n)])
 
 
 def config(model, batch, lr_size, degrade, gan=False, vgg=None):

@@ -2,12 +2,14 @@
 each in its own process (so that peak memory is its own), one table (not a test).
 
     python benchmarks/bench_archs.py [--archs compact,span,realplksr,esrgan_plus,swinir,hat] [--batch 8] [--lr 64]
-                                     [--steps 3] [--dtype float32|bfloat16]
+                                     [--steps 3] [--dtype float32|bfloat16] [--remat]
 
 The standard configurations: Compact 64/16 (realesr-animevideov3), SPAN 48, RealPLKSR 64/28/17 with DySample,
 ESRGAN+ 64/23/32, SwinIR-M classical, HAT-S; all x4. The train step is an L1 loss, its gradient and an Adam update,
 in training mode (dropout, drop path). The torch module is spandrel's, loaded from jaxsr's export of the same model.
-On GPU, --dtype bfloat16 uses bf16 compute in jaxsr and autocast bf16 + channels_last in torch.
+On GPU, --dtype bfloat16 uses bf16 compute in jaxsr and autocast bf16 + channels_last in torch. --remat (SwinIR,
+HAT): gradient checkpointing per block on both sides (jaxsr `use_chk` under the XLA:CPU memory schedule, as run_train
+sets it; torch `use_checkpoint`).
 """
 import argparse
 import json
@@ -23,8 +25,8 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), os.path.dirname(os.path.abspa
 from common import timeit  # noqa: E402
 
 
-def standard_spec(name):
-    """The spec of each architecture's standard x4 configuration."""
+def standard_spec(name, remat=False):
+    """The spec of each architecture's standard x4 configuration (with per-block remat for SwinIR/HAT if asked)."""
     from jaxsr.archs.hat import spec_for as hat_spec
     from jaxsr.archs.swinir import spec_for as swinir_spec
 
@@ -37,8 +39,8 @@ def standard_spec(name):
                       "layer_norm": True},
         "esrgan_plus": {"arch": "esrgan", "scale": 4, "in_ch": 3, "out_ch": 3, "num_feat": 64, "num_block": 23, "num_grow_ch": 32,
                         "plus": True},
-        "swinir": lambda: swinir_spec("swinir_m", scale=4),
-        "hat": lambda: hat_spec("hat_s", scale=4),
+        "swinir": lambda: swinir_spec("swinir_m", scale=4, use_chk=remat),
+        "hat": lambda: hat_spec("hat_s", scale=4, use_chk=remat),
     }
     spec = specs[name]
     return spec() if callable(spec) else spec
@@ -84,13 +86,16 @@ def bench_jax(spec, x, y, steps, dtype):
     return t_fwd, _time(run, steps)
 
 
-def bench_torch(path, x, y, steps, dtype):
+def bench_torch(path, x, y, steps, dtype, remat=False):
     import conftest  # noqa: F401  (torchvision stub for spandrel)
     import spandrel
     import torch
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     m = spandrel.ModelLoader().load_from_file(path).model.to(dev)
+    for mod in m.modules():  # SwinIR's and HAT's block groups check this flag in their forward
+        if remat and hasattr(mod, "use_checkpoint"):
+            mod.use_checkpoint = True
     xt = torch.from_numpy(x.transpose(0, 3, 1, 2)).to(dev)
     yt = torch.from_numpy(y.transpose(0, 3, 1, 2)).to(dev)
     if dev == "cuda":
@@ -124,14 +129,14 @@ def one(a):
     import numpy as np
     from common import photos
 
-    spec = standard_spec(a.arch)
+    spec = standard_spec(a.arch, a.remat)
     s = spec["scale"]
     y = photos(a.batch, a.lr * s)
     x = y.reshape(a.batch, a.lr, s, a.lr, s, 3).mean((2, 4)).astype(np.float32)
     if a.only == "jax":
         t = bench_jax(spec, x, y, a.steps, a.dtype)
     else:
-        t = bench_torch(a.export, x, y, a.steps, a.dtype)
+        t = bench_torch(a.export, x, y, a.steps, a.dtype, a.remat)
     print("RESULT " + json.dumps({"fwd": t[0], "train": t[1], "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
 
 
@@ -142,11 +147,16 @@ def main():
     p.add_argument("--lr", type=int, default=64)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--remat", action="store_true", help="gradient checkpointing per block, both sides (SwinIR, HAT)")
     p.add_argument("--only", choices=["jax", "torch"], help=argparse.SUPPRESS)
     p.add_argument("--arch", help=argparse.SUPPRESS)
     p.add_argument("--export", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.only:
+        if a.only == "jax" and a.remat:
+            from jaxsr import parallel
+
+            parallel.use_memory_schedule()  # as run_train does for remat models
         return one(a)
     from common import table
 
@@ -154,13 +164,13 @@ def main():
 
     rows = []
     for name in a.archs.split(","):
-        spec = standard_spec(name)
+        spec = standard_spec(name, a.remat)
         path = os.path.join(tempfile.mkdtemp(), f"{name}.pth")
         weights.export(archs.build(spec), spec, path)
         res = {}
         for impl in ("jax", "torch"):
             cmd = [sys.executable, __file__, "--only", impl, "--arch", name, "--export", path, "--batch", str(a.batch),
-                   "--lr", str(a.lr), "--steps", str(a.steps), "--dtype", a.dtype]
+                   "--lr", str(a.lr), "--steps", str(a.steps), "--dtype", a.dtype] + (["--remat"] if a.remat else [])
             out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
             line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
             if not line:
@@ -171,7 +181,7 @@ def main():
                      f"{a.batch / j['train']:.2f}", f"{a.batch / t['train']:.2f}", f"{t['train'] / j['train']:.2f}",
                      f"{j['rss']:.1f}", f"{t['rss']:.1f}"])
         print(rows[-1], flush=True)
-    print(f"\nbatch {a.batch}, LR {a.lr}, {a.dtype}; img/s; ratio = jaxsr / torch (higher is faster); peak RSS GiB per process")
+    print(f"\nbatch {a.batch}, LR {a.lr}, {a.dtype}, remat={a.remat}; img/s; ratio = jaxsr / torch (higher is faster); peak RSS GiB per process")
     print(table(rows, ["arch", "fwd jaxsr", "fwd torch", "ratio", "train jaxsr", "train torch", "ratio", "RSS jaxsr",
                        "RSS torch"]))
 

@@ -94,11 +94,10 @@ def make_train_step(g_def, objective, tx, *, make_pair, lr, ema_decay, accumulat
             ema = _select(updated, optim.ema_update(ema, new["params"], ema_decay), ema)
         metrics["skipped"] = (~ok | overflow).astype(jnp.float32)
         bad = ~ok
-        nonfinite = jnp.where(bad, state.nonfinite + 1, 0)
         if scaler is not None:
             metrics.update(overflow=overflow.astype(jnp.float32), loss_scale=scaler.scale)
             bad = bad | (overflow & (scaler.scale < 1))
-            nonfinite = jnp.where(bad, state.nonfinite + 1, jnp.where(overflow, state.nonfinite, 0))
+        nonfinite = jnp.where(bad, state.nonfinite + 1, jnp.where(overflow, state.nonfinite, 0))  # overflow: neither
         state = state.replace(step=state.step + 1, rng=rng, ema=ema, nonfinite=nonfinite, **new)
         return state, metrics
 

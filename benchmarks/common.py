@@ -57,15 +57,15 @@ def train_step(cfg, mesh):
     """The trainer's own jitted step for `cfg` from its builders: (state, step, feature_params); call as
     step(state, batch, feature_params) -> (state, metrics). The GAN step where cfg enables one."""
     from jaxsr import parallel
-    from jaxsr.train import loop
+    from jaxsr.train.kinds import sr
     from jaxsr.train.state import split
 
-    objective = loop.build_objective(cfg)
-    tx, tx_d = loop.build_optimizers(cfg)
-    model, spec = loop.build_generator(cfg)
-    disc = loop.build_discriminator(cfg, spec)
+    objective = sr.build_objective(cfg)
+    tx, tx_d = sr.build_optimizers(cfg)
+    model, spec = sr.build_generator(cfg)
+    disc = sr.build_discriminator(cfg, spec)
     model.train()
     g_def = split(model)[0]
-    steps = loop.build_steps(cfg, mesh, objective, tx, g_def, g_def, split(disc)[0] if disc else None, tx_d)
-    state = parallel.replicate(mesh, loop.build_state(cfg, model, tx, disc, tx_d))
+    steps = sr.build_steps(cfg, mesh, objective, tx, g_def, g_def, split(disc)[0] if disc else None, tx_d)
+    state = parallel.replicate(mesh, sr.build_state(cfg, model, tx, disc, tx_d))
     return state, steps.gan or steps.g, parallel.replicate(mesh, objective.feature_params)

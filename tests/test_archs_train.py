@@ -49,12 +49,12 @@ def test_gan_recipe_trains_any_generator_from_its_file_and_resumes_bitwise(tmp_p
 
     # the same trainer, in this process, branched at step 2: steps 3 and 4 again, bitwise
     from jaxsr.train.config import get_config, resolve
-    from jaxsr.train.loop import Trainer
+    from jaxsr.train.loop import start
 
     again = tmp_path / "again"
     shutil.copytree(wd, again)
     cfg = resolve(get_config(str(wd / "config.json")))
-    trainer = Trainer(cfg, str(again), resume_from=2)
+    trainer = start(cfg, str(again), resume_from=2)
     assert trainer.run() == 4
     got = rows(again)
     assert got[3] == first[3] and got[4] == first[4]
@@ -64,7 +64,7 @@ def test_gan_recipe_trains_any_generator_from_its_file_and_resumes_bitwise(tmp_p
     batch = parallel.global_batch(trainer.mesh, {"gt": gt})
     state, losses = trainer.state, []
     for _ in range(6):
-        state, m = trainer.steps.g(state, batch, trainer.feature_params)
+        state, m = trainer.kind.steps.g(state, batch, trainer.kind.feature_params)
         losses.append(float(m["loss"]))
     assert np.isfinite(losses).all() and losses[-1] < losses[0], losses
 

@@ -218,7 +218,7 @@ def test_recipe_parameter_count():
     import jax
 
     from jaxsr.train.config import resolve
-    from jaxsr.train.loop import generator_spec
+    from jaxsr.train.kinds.sr import generator_spec
 
     cfg = resolve(importlib.import_module("configs.compact_x4").get_config())
     model = nnx.eval_shape(lambda: archs.build(generator_spec(cfg)))

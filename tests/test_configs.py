@@ -13,7 +13,7 @@ from jaxsr import archs, weights
 from jaxsr.errors import WeightsError
 from jaxsr.losses import build_losses
 from jaxsr.train.config import resolve
-from jaxsr.train.loop import generator_spec
+from jaxsr.train.kinds.sr import generator_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = ["demo", "x4", "x4_gan", "x2", "dat2_x4", "compact_x4", "span_x4", "realplksr_x4", "swinir_x4", "hat_x4"]

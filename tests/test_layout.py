@@ -142,7 +142,7 @@ def test_installed_package_has_console_scripts_and_no_convert(tmp_path):
 def test_warm_start_from_a_native_folder_is_the_pth_model_without_a_torch_round_trip(tmp_path, monkeypatch, name):
     from jaxsr.cli import from_pth
     from jaxsr.train.config import base_config
-    from jaxsr.train.loop import build_generator
+    from jaxsr.train.kinds.sr import build_generator
 
     spec = SMALL[name]
     weights.export(perturbed(spec, seed=1), spec, tmp_path / "m.pth")

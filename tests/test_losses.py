@@ -110,7 +110,7 @@ def test_targets_keys_and_config_errors():
     with pytest.raises(ValueError, match="only one 'feature_matching'"):
         build_losses([{"name": "feature_matching"}, {"name": "feature_matching", "key": "fm2"}])
     fm = build_losses([{"name": "l1"}, {"name": "feature_matching", "weight": 0.5, "start": 10}])
-    assert fm.needs_d_features and not fm.without_gan().needs_d_features
+    assert "fake_features" in fm.inputs and "fake_features" not in fm.without_gan().inputs
     fake, real = [sr, sr[:, ::2]], [gt, gt[:, ::2]]
     want = 0.5 * (float(jnp.mean(jnp.abs(sr - gt))) + float(jnp.mean(jnp.abs(sr[:, ::2] - gt[:, ::2])))) / 2
     for step, fm_value in ((9, 0.0), (10, want)):

@@ -16,7 +16,8 @@ from jaxsr.errors import Diverged
 from jaxsr.recipes import demo
 from jaxsr.train import state as state_lib
 from jaxsr.train.config import resolve
-from jaxsr.train.loop import Trainer, build_discriminator, build_objective
+from jaxsr.train.kinds.sr import build_discriminator, build_objective
+from jaxsr.train.loop import start
 
 
 def tiny(**overrides):
@@ -38,7 +39,7 @@ def tiny(**overrides):
 
 
 def run(cfg, workdir):
-    trainer = Trainer(cfg, str(workdir))
+    trainer = start(cfg, str(workdir))
     trainer.run()
     return trainer
 
@@ -69,7 +70,7 @@ def test_gan_ramp_freezed_and_feature_matching_with_separate_g_and_d_schedules(t
     assert [got[s]["lr_d"] for s in (3, 4, 5, 6)] == pytest.approx([1e-4, 1e-4, 5e-5, 5e-5], rel=1e-6)
 
     # FreezeD: the first two blocks (conv0, conv1) kept their initial weights exactly; every other block trained
-    initial = state_lib.split(build_discriminator(cfg, trainer.spec))[1]
+    initial = state_lib.split(build_discriminator(cfg, trainer.kind.spec))[1]
     final = jax.device_get(trainer.state.d_params)
     for name in initial:
         same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(initial[name]), jax.tree.leaves(final[name])))
@@ -92,11 +93,11 @@ def test_freezed_and_feature_matching_are_refused_where_they_cannot_work(tmp_pat
     from jaxsr.errors import ConfigError
 
     with pytest.raises(ConfigError, match="freeze 1 to 9"):
-        Trainer(tiny(**GAN, **{"gan.freeze_blocks": 10}), str(tmp_path / "a"))
+        start(tiny(**GAN, **{"gan.freeze_blocks": 10}), str(tmp_path / "a"))
     with pytest.raises(ConfigError, match="add a 'gan' loss entry"):
-        Trainer(tiny(losses={"l1": dict(name="l1"), "fm": dict(name="feature_matching")}), str(tmp_path / "b"))
+        start(tiny(losses={"l1": dict(name="l1"), "fm": dict(name="feature_matching")}), str(tmp_path / "b"))
     with pytest.raises(ConfigError, match="optim.ema_decay > 0"):
-        Trainer(tiny(**{"losses": {"ldl": dict(name="ldl")}, "optim.ema_decay": 0.0}), str(tmp_path / "c"))
+        start(tiny(**{"losses": {"ldl": dict(name="ldl")}, "optim.ema_decay": 0.0}), str(tmp_path / "c"))
     with pytest.raises(ConfigError, match="val.every > 0"):
         tiny(**{"optim.schedule": "plateau"})
     with pytest.raises(ConfigError, match="val.lpips"):

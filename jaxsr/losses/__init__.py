@@ -28,9 +28,15 @@ Losses and their options:
     gan(gan_type='vanilla'|'lsgan'|'hinge', relativistic=False, r1_weight=0, r1_every=16)
     feature_matching(criterion='l1')             D's features on SR vs HR; needs fake_features/real_features
 
-Inputs beyond (sr, gt): `ldl` compares with the EMA model's output on the same LQ (`sr_ema=`, no gradient;
-`loss_set.needs_ema`); `feature_matching` takes the discriminator's features (`fake_features=`, `real_features=`
-from `disc(x, features=True)`; `loss_set.needs_d_features`); `gan` takes its logits.
+Each loss declares the inputs it takes (`fn.inputs`, by name; `("sr", "target")` when it declares none):
+    sr          the generator's output
+    target      the term's `target`: `gt` or `gt_usm`
+    params      the loss's own weights (VGG19 of perceptual/contextual), passed into a jitted step as an argument
+    sr_ema      the EMA generator's output on the same LQ, without gradient (`ldl`)
+    fake_logits, real_logits, fake_features, real_features: the discriminator on SR and on HR (`gan`,
+                `feature_matching`; real ones without gradient)
+`loss_set.inputs` is the union, so a training kind computes only what its objective needs. A loss that needs a new
+input declares it here and the kind that trains with it supplies it; nothing else changes.
 
 Everything is computed in float32 whatever dtype the network produced.
 """
@@ -64,8 +70,9 @@ LOSSES = {
     "perceptual": PerceptualLoss,
     "contextual": ContextualLoss,
 }
-_SPECIAL = ("gan", "feature_matching")  # terms on the discriminator's outputs, not on (sr, gt)
 _TERM_FIELDS = ("name", "weight", "start", "end", "target", "key")
+DEFAULT_INPUTS = ("sr", "target")
+ON_DISCRIMINATOR = ("fake_logits", "real_logits", "fake_features", "real_features")  # what only a GAN stage has
 
 
 def default_config():
@@ -81,7 +88,36 @@ class LossTerm:
     start: int
     end: int | None
     target: str
-    fn: object  # (sr, gt) -> scalar or dict of scalars; VGG feature losses also take params, ldl sr_ema
+    fn: object  # called with the inputs it declares, in that order; returns a scalar or a dict of scalars
+
+    @property
+    def inputs(self):
+        return tuple(getattr(self.fn, "inputs", DEFAULT_INPUTS))
+
+    @property
+    def on_discriminator(self):
+        return any(i in ON_DISCRIMINATOR for i in self.inputs)
+
+
+class _Adversarial:
+    """G's adversarial term: the GANObjective's generator loss on D's logits (relativistic: also on the real ones)."""
+
+    def __init__(self, objective):
+        self.objective = objective
+        self.inputs = ("fake_logits", "real_logits") if objective.relativistic else ("fake_logits",)
+
+    def __call__(self, fake_logits, real_logits=None):
+        return self.objective.generator_loss(fake_logits, real_logits)
+
+
+class _FeatureMatching:
+    inputs = ("fake_features", "real_features")
+
+    def __init__(self, criterion="l1"):
+        self.criterion = criterion
+
+    def __call__(self, fake_features, real_features):
+        return gan.feature_matching_loss(list(fake_features), list(real_features), self.criterion)
 
 
 def _entries(cfg_losses):
@@ -97,68 +133,53 @@ def _int_or_none(v):
 
 
 class LossSet:
-    """The generator objective. `loss_set(sr, gt, ...)` -> (total, {key: weighted value}).
+    """The generator objective. `loss_set(sr, gt, step=..., **inputs)` -> (total, {key: weighted value}).
 
-    Jit-able and pure given its arguments. `feature_params` (default `self.feature_params`) holds the weights of
-    the feature nets (VGG19 of the perceptual and contextual losses) so that a trainer can pass them into its
-    jitted step as an argument. `gan` is the `GANObjective` (or None) whose discriminator_loss / r1_penalty the D
-    update uses. `needs_ema` / `needs_d_features` say which extra inputs a call must carry.
+    Jit-able and pure given its arguments. `feature_params` ({term key: weights}) holds the loss's own weights (the
+    VGG19 of the perceptual and contextual losses) so that a trainer passes them into its jitted step as the
+    `feature_params=` input. `gan` is the `GANObjective` (or None) whose discriminator_loss / r1_penalty the D update
+    uses. `inputs` names every input some term takes (see the module docstring). Terms on the discriminator's outputs
+    come after the others, the adversarial one first.
     """
 
-    def __init__(self, terms, gan_objective=None, gan_term=None, fm_term=None, gan_ramp=(0, 0)):
-        self.terms = tuple(terms)
+    def __init__(self, terms, gan_objective=None, gan_ramp=(0, 0)):
+        terms = tuple(terms)
+        self.terms = tuple(t for t in terms if not t.on_discriminator) + tuple(
+            sorted((t for t in terms if t.on_discriminator), key=lambda t: t.name != "gan"))
         self.gan = gan_objective
-        self.gan_term = gan_term
-        self.fm_term = fm_term
         self.gan_ramp = gan_ramp
-        self.feature_params = {t.key: t.fn.params for t in self.terms if isinstance(t.fn, VGGFeatureLoss)}
-        self.needs_ema = any(getattr(t.fn, "needs_ema", False) for t in self.terms)
-        self.needs_d_features = fm_term is not None
+        self.feature_params = {t.key: t.fn.params for t in self.terms if "params" in t.inputs}
+        self.inputs = frozenset(i for t in self.terms for i in t.inputs)
 
     def without_gan(self):
         """The same objective with no term on the discriminator: what G trains on before gan.start_step."""
-        return LossSet(self.terms)
+        return LossSet([t for t in self.terms if not t.on_discriminator])
 
     def with_gan_ramp(self, start, steps):
         """The adversarial weight ramped linearly over `steps` steps from `start` (OpenSR-SRGAN's adversarial
         warm-up): weight * min(1, (step - start + 1) / steps); steps=0 is the full weight at once."""
-        return LossSet(self.terms, self.gan, self.gan_term, self.fm_term, (int(start), int(steps)))
+        return LossSet(self.terms, self.gan, (int(start), int(steps)))
 
-    def __call__(self, sr, gt, *, gt_usm=None, step=0, fake_logits=None, real_logits=None, feature_params=None, sr_ema=None,
-                 fake_features=None, real_features=None):
+    def __call__(self, sr, gt, *, step=0, gt_usm=None, feature_params=None, **inputs):
         feats = self.feature_params if feature_params is None else feature_params
-        sr = sr.astype(jnp.float32)
-        targets = {"gt": gt.astype(jnp.float32), "gt_usm": None if gt_usm is None else gt_usm.astype(jnp.float32)}
-        if self.needs_ema and sr_ema is None:
-            raise ValueError("the objective has an 'ldl' term: pass sr_ema (the EMA generator's output on the same LQ)")
+        given = {"sr": sr.astype(jnp.float32), "gt": gt.astype(jnp.float32),
+                 "gt_usm": None if gt_usm is None else gt_usm.astype(jnp.float32), **inputs}
         total, logs = jnp.zeros((), jnp.float32), {}
         for t in self.terms:
-            ref = targets[t.target]
-            if ref is None:
-                raise ValueError(f"loss {t.key!r} uses target 'gt_usm' but no gt_usm was given")
-            args = (sr, ref, feats[t.key]) if t.key in feats else (sr, ref)
-            if getattr(t.fn, "needs_ema", False):
-                args += (sr_ema,)
-            value, parts = self._gated(t, step, t.fn, args)
-            total, logs = total + value, {**logs, t.key: value, **parts}
-        if self.gan_term is not None:
-            if fake_logits is None:
-                raise ValueError("the objective has a 'gan' term: pass fake_logits (D on the generator output)")
-            t = self.gan_term
-            value, _ = self._gated(t, step, self.gan.generator_loss, (fake_logits, real_logits))
-            start, ramp = self.gan_ramp
-            if ramp:
+            args = []
+            for name in t.inputs:
+                value = feats[t.key] if name == "params" else given.get(t.target if name == "target" else name)
+                if value is None:
+                    what = "gt_usm" if name == "target" else name
+                    raise ValueError(f"loss {t.key!r} needs the input {what!r}, which was not given")
+                args.append(value)
+            value, parts = self._gated(t, step, t.fn, tuple(args))
+            if t.name == "gan" and self.gan_ramp[1]:
+                start, ramp = self.gan_ramp
                 factor = jnp.clip((step - start + 1) / ramp, 0.0, 1.0).astype(jnp.float32)
                 value = value * factor
                 logs[f"{t.key}_weight"] = t.weight * factor
-            total, logs = total + value, {**logs, t.key: value}
-        if self.fm_term is not None:
-            if fake_features is None or real_features is None:
-                raise ValueError("the objective has a 'feature_matching' term: pass fake_features and real_features "
-                                 "(D's features=True outputs on SR and on HR)")
-            t = self.fm_term
-            value, _ = self._gated(t, step, t.fn, (list(fake_features), list(real_features)))
-            total, logs = total + value, {**logs, t.key: value}
+            total, logs = total + value, {**logs, t.key: value, **parts}
         return total, logs
 
     @staticmethod
@@ -182,7 +203,7 @@ class LossSet:
 
 def build_losses(cfg_losses) -> LossSet:
     """LossSet from the config list (schema in the module docstring)."""
-    terms, gan_obj, gan_term, fm_term, seen = [], None, None, None, set()
+    terms, gan_obj, seen = [], None, set()
     for e in _entries(cfg_losses):
         if "name" not in e:
             raise ValueError(f"loss entry {e} has no 'name'")
@@ -197,24 +218,23 @@ def build_losses(cfg_losses) -> LossSet:
             raise ValueError(f"loss {key!r}: target must be 'gt' or 'gt_usm', got {target!r}")
         common = dict(key=key, name=name, weight=float(e.get("weight", 1.0)), start=_int_or_none(e.get("start", 0)) or 0,
                       end=_int_or_none(e.get("end")), target=target)
-        if name in _SPECIAL and (gan_term if name == "gan" else fm_term) is not None:
+        if name in ("gan", "feature_matching") and any(t.name == name for t in terms):
             raise ValueError(f"only one {name!r} loss entry is allowed")
         if name == "gan":
             gan_obj = GANObjective(**opts)
-            gan_term = LossTerm(fn=None, **common)
-            continue
-        if name == "feature_matching":
-            criterion = opts.pop("criterion", "l1")
-            if opts:
+            fn = _Adversarial(gan_obj)
+        elif name == "feature_matching":
+            if set(opts) - {"criterion"}:
                 raise ValueError(f"loss {key!r}: feature_matching takes only 'criterion', got {sorted(opts)}")
-            fm_term = LossTerm(fn=lambda fake, real: gan.feature_matching_loss(fake, real, criterion), **common)
-            continue
-        if name not in LOSSES:
-            raise ValueError(f"unknown loss {name!r}; available: {sorted(LOSSES) + list(_SPECIAL)}")
-        if name in ("perceptual", "contextual"):
-            opts["config_field"] = f"losses[{key}].vgg_weights"
-        terms.append(LossTerm(fn=LOSSES[name](**opts), **common))
-    return LossSet(terms, gan_obj, gan_term, fm_term)
+            fn = _FeatureMatching(**opts)
+        elif name in LOSSES:
+            if name in ("perceptual", "contextual"):
+                opts["config_field"] = f"losses[{key}].vgg_weights"
+            fn = LOSSES[name](**opts)
+        else:
+            raise ValueError(f"unknown loss {name!r}; available: {sorted(LOSSES) + ['gan', 'feature_matching']}")
+        terms.append(LossTerm(fn=fn, **common))
+    return LossSet(terms, gan_obj)
 
 
 __all__ = ["LOSSES", "LossSet", "LossTerm", "build_losses", "default_config", "ContextualLoss", "GANObjective", "LDLLoss",

@@ -7,7 +7,7 @@ safe on both sides of the branch (the "double where"), or gradients turn into 0*
 """
 import jax.numpy as jnp
 
-from jaxsr.losses.pixel import criterion as get_criterion, gaussian_blur
+from jaxsr.losses.pixel import get_criterion, gaussian_blur
 
 # Oklab (Ottosson): linear sRGB -> LMS, cube root, -> Lab.
 OKLAB_M1 = ((0.4122214708, 0.5363325363, 0.0514459929),

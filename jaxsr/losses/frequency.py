@@ -2,17 +2,17 @@
 import jax
 import jax.numpy as jnp
 
-from jaxsr.losses.pixel import criterion
+from jaxsr.losses.pixel import get_criterion
 
 
-def fft_loss(sr, gt, criterion_name="l1"):
+def fft_loss(sr, gt, criterion="l1"):
     """Criterion between |rfft2| (orthonormal) of each channel. The magnitude keeps a tiny floor inside
     the square root so its gradient stays finite where a coefficient is exactly zero."""
     def mag(x):
         f = jnp.fft.rfft2(x.astype(jnp.float32), axes=(1, 2), norm="ortho")
         return jnp.sqrt(f.real**2 + f.imag**2 + 1e-12)
 
-    return criterion(criterion_name)(mag(sr), mag(gt))
+    return get_criterion(criterion)(mag(sr), mag(gt))
 
 
 def focal_frequency_loss(sr, gt, alpha=1.0, patch_factor=1, ave_spectrum=False, log_matrix=False, batch_matrix=False):

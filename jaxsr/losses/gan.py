@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from ml_collections import ConfigDict, config_dict
 
-from jaxsr.losses.pixel import criterion as get_criterion
+from jaxsr.losses.pixel import get_criterion
 
 
 def _bce_with_logits(x, target):

@@ -10,7 +10,7 @@ criterion between weight * sr and weight * gt. The gradient flows through the we
 import jax
 import jax.numpy as jnp
 
-from jaxsr.losses.pixel import criterion as get_criterion
+from jaxsr.losses.pixel import get_criterion
 
 
 def _local_variance(r, k):
@@ -44,7 +44,7 @@ def artifact_map(gt, sr, sr_ema, ksize=7):
 class LDLLoss:
     """criterion(map * sr, map * gt) with LDL's artifact map; called as (sr, gt, sr_ema)."""
 
-    needs_ema = True
+    inputs = ("sr", "target", "sr_ema")
 
     def __init__(self, criterion="l1", ksize=7):
         self.crit = get_criterion(criterion)

@@ -15,7 +15,7 @@ from jaxsr.archs.bridge import load_state_dict
 from jaxsr.archs.common import conv
 from jaxsr.errors import WeightsError
 from jaxsr.weights import read_state_dict
-from jaxsr.losses.pixel import criterion as get_criterion
+from jaxsr.losses.pixel import get_criterion
 
 # torchvision cfg "E" (VGG19); 'M' is MaxPool2d(2, 2).
 _VGG19 = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
@@ -103,6 +103,8 @@ class VGGFeatureLoss:
     (`params`, so a trainer passes them into its jitted step instead of baking 80 MB of constants into the
     program), ImageNet input normalisation and the named features of SR and (gradient-stopped) GT."""
 
+    inputs = ("sr", "target", "params")
+
     def __init__(self, vgg_weights, layer_weights, use_input_norm=True, range_norm=False, config_field="perceptual.vgg_weights"):
         self.layer_weights = {k: float(v) for k, v in dict(layer_weights).items()}
         model = load_vgg19(vgg_weights, self.layer_weights, config_field)
@@ -130,12 +132,12 @@ class PerceptualLoss(VGGFeatureLoss):
     def __init__(self, vgg_weights=None, layer_weights=None, criterion="l1", use_input_norm=True, range_norm=False,
                  config_field="perceptual.vgg_weights"):
         super().__init__(vgg_weights, layer_weights or DEFAULT_LAYER_WEIGHTS, use_input_norm, range_norm, config_field)
-        self.criterion_name = criterion
+        self.criterion = criterion
 
     def _crit(self, a, b):
-        if self.criterion_name == "fro":
+        if self.criterion == "fro":
             return jnp.sqrt(jnp.sum((a - b) ** 2))
-        return get_criterion(self.criterion_name)(a, b)
+        return get_criterion(self.criterion)(a, b)
 
     def __call__(self, sr, gt, params=None):
         fx, fy = self.features(sr, gt, params)

@@ -33,7 +33,7 @@ _ELEMENTWISE = {
 _REDUCED = {"l1": l1, "l2": mse, "mse": mse, "charbonnier": charbonnier, "chc": chc}
 
 
-def criterion(name, reduce=True):
+def get_criterion(name, reduce=True):
     """A criterion by name: mean-reduced (l1, l2/mse, charbonnier, chc) or elementwise."""
     table = _REDUCED if reduce else _ELEMENTWISE
     if name not in table:
@@ -57,10 +57,10 @@ def gaussian_blur(x, kernel_size, sigma):
     return x
 
 
-def detail_loss(sr, gt, criterion_name="l1"):
+def detail_loss(sr, gt, criterion="l1"):
     """Local detail: the criterion on horizontal and vertical finite differences (edges), summed.
     Penalises blurred or displaced edges that a pixel loss averages away."""
-    crit = criterion(criterion_name)
+    crit = get_criterion(criterion)
 
     def grads(x):
         return x[:, 1:, :, :] - x[:, :-1, :, :], x[:, :, 1:, :] - x[:, :, :-1, :]
@@ -78,10 +78,10 @@ def avg_pool2(x):
 MULTISCALE_WEIGHTS = (1.0, 0.5, 0.25, 0.125, 0.125)
 
 
-def multiscale_loss(sr, gt, criterion_name="l1", scales=5, weights=None):
+def multiscale_loss(sr, gt, criterion="l1", scales=5, weights=None):
     """PPON's multiscale pixel loss (victorca25/traiNNer `MultiscalePixelLoss`): sum_i w_i criterion(sr_i, gt_i),
     sr_i and gt_i halved i times by 2x2 average pooling; weights (1, .5, .25, .125, .125)[:scales]."""
-    crit = criterion(criterion_name)
+    crit = get_criterion(criterion)
     weights = tuple(float(w) for w in (weights or MULTISCALE_WEIGHTS[: int(scales)]))
     total = 0.0
     for i, w in enumerate(weights):

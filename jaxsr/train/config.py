@@ -16,7 +16,7 @@ from jaxsr.errors import ConfigError, WeightsError
 from jaxsr.losses import gan
 
 # Changing any of these makes a saved state unusable or the run a different experiment: refused on resume.
-INCOMPATIBLE_ON_RESUME = ("seed", "scale", "model", "compute_dtype", "gan.enabled", "gan.discriminator", "optim.name",
+INCOMPATIBLE_ON_RESUME = ("kind", "seed", "scale", "model", "compute_dtype", "gan.enabled", "gan.discriminator", "optim.name",
                           "optim.accumulate", "val.best_metric", "optim_d.name", "train.batch_size", "data.gt_size", "data.hr_dir", "data.lr_dir",
                           "data.train_dir", "data.train_lr_dir", "data.split", "data.packed", "data.sources", "degrade.mode", "degrade.gt_size",
                           "degrade.queue_size")
@@ -68,6 +68,7 @@ def log_config():
 
 def base_config():
     c = ml_collections.ConfigDict(type_safe=False)
+    c.kind = "sr"  # the training kind (jaxsr.train.kinds.KINDS): sr = a generator, with a discriminator in the GAN stage
     c.name = "model"  # export file names: models/<name>_x<scale>.pth
     c.seed = 0
     c.scale = 4

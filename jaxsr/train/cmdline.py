@@ -1,0 +1,141 @@
+"""The training command line's plumbing, so that `jaxsr.train.main` reads like Flax's main.py: config files and overrides
+that do not parse become one line, and so do the errors of a run (exit code 2; 130 after Ctrl-C)."""
+import os
+import sys
+
+from absl import flags
+from ml_collections import config_flags
+
+FROM_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config.py")  # jaxsr.train.config.get_config
+RECIPES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
+
+
+def exit_code(train, workdir):
+    """Run `train()` (which returns an exit code) with every failure of a run reported as one line."""
+    from jaxsr.errors import JaxsrError
+    from jaxsr.train.logger import record_error
+
+    try:
+        return train()
+    except JaxsrError as e:
+        print(f"error: {e}", file=sys.stderr)
+        record_error(e)
+        return 2
+    except OSError as e:
+        ckpts = os.path.join(workdir, "checkpoints")
+        kept = "; the last complete checkpoint in it is intact" if os.path.isdir(ckpts) and os.listdir(ckpts) else ""
+        print(f"error: {e.strerror or e} ({e.filename or workdir}){kept}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130
+
+
+def resolved_config(config_flag, max_steps, workdir):
+    """The run's config (`jaxsr.train.config.resolve`, train.stop_at from --max_steps, and what the kind infers, such
+    as the architecture of init_weights), or None after printing why not."""
+    from jaxsr.errors import JaxsrError
+    from jaxsr.train import kinds
+    from jaxsr.train.config import resolve
+
+    try:
+        cfg = resolve(config_flag.value)
+        if max_steps is not None:
+            cfg.train.stop_at = max_steps
+            cfg = resolve(cfg)
+        return kinds.get(cfg.kind).resolve_config(cfg, workdir)
+    except JaxsrError as e:
+        print(f"error: {e}", file=sys.stderr)
+    except OSError as e:  # config_flags defers a config file that failed to load until its first use
+        print(f"error: cannot load the config {config_name()}: {_root_cause(e)}", file=sys.stderr)
+    return None
+
+
+def quiet_closed_loops(unraisable):
+    """After a damaged checkpoint fails to restore, TensorStore's pending reads call back into orbax's closed event
+    loop, dozens of times; those are not errors of this run (the resume falls back and says so)."""
+    if isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed":
+        return
+    sys.__unraisablehook__(unraisable)
+
+
+def _root_cause(e):
+    while e.__cause__ is not None or (e.__context__ is not None and not e.__suppress_context__):
+        e = e.__cause__ or e.__context__
+    return f"{type(e).__name__}: {e}" if isinstance(e, SyntaxError) else str(e).strip().splitlines()[-1].strip()
+
+
+def _try_flags(argv):
+    """The error that parsing `argv` alone gives (None if it parses), on flags of their own."""
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True)
+    saved, sys.argv = sys.argv, list(argv)  # config_flags finds its overrides in sys.argv
+    try:
+        fv(argv)
+    except Exception as e:
+        return e
+    finally:
+        sys.argv = saved
+    return None
+
+
+def _override_problem(override, err):
+    while err.__cause__ is not None or err.__context__ is not None:
+        err = err.__cause__ or err.__context__
+    if isinstance(err, (KeyError, AttributeError)):
+        return f"the config has no field {override.split('=')[0][len('--config.'):]}"
+    return _root_cause(err).strip('"')
+
+
+def _flag_error(argv, e):
+    """One line for a command line that does not parse: a config file that does not load, or the bad overrides."""
+    config = next((argv[i + 1] if a == "--config" and i + 1 < len(argv) else a.split("=", 1)[1]
+                   for i, a in enumerate(argv) if a == "--config" or a.startswith("--config=")), None)
+    if config and _try_flags([argv[0], "--config", config]) is not None:
+        return f"cannot load the config {config}: {_root_cause(_try_flags([argv[0], '--config', config]))}"
+    overrides = [a for a in argv[1:] if a.startswith("--config.")]
+    bad = [(a, err) for a in overrides if (err := _try_flags([argv[0], "--config", config, a])) is not None] if config else []
+    if bad:
+        return "; ".join(f"cannot apply {a}: {_override_problem(a, err)}" for a, err in bad) + \
+            ". Run with --print_config to see the fields and their types"
+    return f"{e}\nusage: python run_train.py --config configs/x4.py [--config.<field>=<value> ...] [--workdir DIR]"
+
+
+def config_name():
+    """The config file the user gave (a JSON/YAML one is read through jaxsr.train.config.get_config)."""
+    name = flags.FLAGS["config"].config_filename
+    return name.split(":", 1)[1] if name.startswith(FROM_FILE + ":") else name
+
+
+def _config_path(value):
+    """What config_flags loads for a --config value: a recipe by name (x4), a run's config.json/YAML through
+    jaxsr.train.config.get_config, or the path as given."""
+    recipe = os.path.join(RECIPES, value + ".py")
+    if not os.path.exists(value) and os.sep not in value and os.path.exists(recipe):
+        return recipe
+    if value.endswith((".json", ".yaml", ".yml")):
+        return f"{FROM_FILE}:{os.path.abspath(value)}"
+    return value
+
+
+def _from_file(argv):
+    """argv with its --config value turned into what config_flags loads (`_config_path`)."""
+    out = list(argv)
+    for i, a in enumerate(out):
+        if a == "--config" and i + 1 < len(out):
+            out[i + 1] = _config_path(out[i + 1])
+        elif a.startswith("--config="):
+            out[i] = "--config=" + _config_path(a.split("=", 1)[1])
+    return out
+
+
+def parse_flags(argv):
+    """absl's flag parsing, with a config that does not load or a bad override turned into one line."""
+    argv = _from_file(argv)
+    try:
+        return flags.FLAGS(argv)
+    except Exception as e:  # absl, ml_collections and the recipe itself raise many kinds
+        print(f"error: {_flag_error(argv, e)}", file=sys.stderr)
+        sys.exit(2)
+
+

@@ -1,0 +1,46 @@
+"""What a training kind is. The loop (`jaxsr.train.loop`) owns time: steps, run control, checkpoints, the NaN guard,
+logging, validation cadence, best-k and export names. A kind owns a way to train: its models and state, its jitted
+step(s), what validation scores, which images it logs and what it exports. `config.kind` picks one from
+`jaxsr.train.kinds.KINDS`; docs/architecture.md has the checklist for adding one.
+"""
+from typing import Any, NamedTuple, Protocol
+
+
+class Scores(NamedTuple):
+    values: dict  # metric name -> mean over the validation set (val.best_metric among them)
+    line: str  # what the console shows after "validation at step N: "
+    images: list  # (input, output, target) rows for TensorBoard
+
+
+class Kind(Protocol):
+    """Built as `Kind(cfg, workdir, mesh, meta)`, where `meta` is the run metadata of the checkpoint the run resumes
+    from (None on a fresh start). Building may read files; it moves none."""
+
+    state: Any  # the initial state, replicated on the mesh: a pytree with `step` and `nonfinite` (consecutive skipped steps)
+    data: Any  # `.train`: the resumable iterator of this host's batches (next, get_state, set_state, close); `.val`
+    meta: dict  # JSON-able facts a checkpoint keeps so that a resume rebuilds the same models (e.g. a spec)
+
+    @staticmethod
+    def resolve_config(cfg, workdir):
+        """`cfg` with what the kind infers filled in, before it is printed or frozen (workdir None: no resume)."""
+
+    def summary(self, state) -> str:
+        """The models in a few words, for the run's first console line."""
+
+    def train_step(self, state, batch, step: int):
+        """(state, metrics) after one step; `step` counts the steps completed before it."""
+
+    def deployable(self, state):
+        """What validation scores and exports write: host-side eval models."""
+
+    def validate(self, deployable) -> Scores:
+        ...
+
+    def after_validation(self, state, value):
+        """The state once told the validation metric (e.g. a plateau schedule)."""
+
+    def export(self, deployable, base: str):
+        """Write `base` + extensions (.pth, .safetensors, ...); raise WeightsError for an export that cannot be made."""
+
+    def log_images(self, state, batch, step: int, board):
+        """Training images (every train.image_every steps)."""

@@ -171,5 +171,6 @@ def test_export_warns_where_spandrel_cannot_follow(tmp_path, spandrel):
 
     spec = spec_for("dat_light", embed_dim=16, depth=[1], num_heads=[2], split_size=[4, 8], num_feat=16, scale=2,
                     upsampler="pixelshuffle")
+    assert dat.ARCH.spandrel_warnings(spec) and not dat.ARCH.spandrel_warnings({**spec, "num_feat": 64})
     with pytest.warns(UserWarning, match="num_feat=64"):
-        dat.to_torch(build(spec), spec)
+        export(build(spec), spec, tmp_path / "nf16.safetensors")

@@ -14,10 +14,6 @@ from .bridge import Arch
 ARCHS: tuple[Arch, ...] = (esrgan.ARCH, dat.ARCH, swinir.ARCH, hat.ARCH, compact.ARCH, span.ARCH, realplksr.ARCH, unet.ARCH,
                             vgg.ARCH)
 
-# Families we recognise but do not support, so a refusal can name what the file is (spandrel's detection keys).
-_KNOWN_OTHERS = [
-]
-
 
 def names(kind="generator"):
     return [a.name for a in ARCHS if a.kind == kind]
@@ -36,13 +32,9 @@ def build(spec, *, rngs=None, dtype=jnp.float32):
 
 
 def describe(sd):
-    """What an unsupported state dict looks like, for error messages."""
-    keys = set(sd)
-    for name, test in _KNOWN_OTHERS:
-        if test(keys):
-            return f"this is {name}"
-    sample = ", ".join(sorted(keys)[:6])
-    return f"its keys look like: {sample}{' ...' if len(keys) > 6 else ''}"
+    """What an unsupported state dict looks like, for error messages: its first keys."""
+    keys = sorted(sd)
+    return f"its keys look like: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}"
 
 
 def detect(sd, arch="auto", kind="generator") -> Arch:
@@ -51,7 +43,7 @@ def detect(sd, arch="auto", kind="generator") -> Arch:
     if arch not in (None, "auto"):
         wanted = get(arch)
         if found is not wanted:
-            what = found.what if found else describe(sd).removeprefix("this is ")
+            what = found.what if found else describe(sd)
             raise WeightsError(f"expected {wanted.what}, but the file is {what}")
         return wanted
     if found is None:

@@ -1,8 +1,7 @@
 """What the window-attention transformers (DAT, SwinIR, HAT) share, with PyTorch's numerics.
 
-- torch-numerics layers: Linear with timm's trunc_normal(0.02) init, LayerNorm eps 1e-5, exact GELU and the
-  other parameter-free modules an nn.Sequential holds (`Act`), timm's DropPath, the Swin/HAT `Mlp`, the
-  1conv/3conv residual convolution, and remat per block (`run_block`);
+- torch-numerics layers: Linear with timm's trunc_normal(0.02) init, LayerNorm eps 1e-5, timm's DropPath, the
+  Swin/HAT `Mlp` and `PatchEmbed`, the 1conv/3conv residual convolution, and remat per block (`run_block`);
 - windows: partition/merge in row-major window order (Swin's `window_partition`/`window_reverse`), the
   relative-position index of a window, and the shifted-window masks of Swin (arXiv 2103.14030, Sec. 3.2):
   a token may only attend to tokens of the same region of the rolled map. The masks are a pure function of
@@ -22,16 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxsr.archs.common import Buffer, LeakyReLU, Sequential, conv, host_init
-
-
-def precision(dtype):
-    return jax.lax.Precision.HIGHEST if jnp.dtype(dtype) == jnp.float32 else None
-
-
-# timm trunc_normal_(std=0.02) truncates at +-2 absolute (100 std): effectively a normal
-trunc_normal_002 = host_init(lambda g, s: np.clip(g.normal(0.0, 0.02, s), -2.0, 2.0),
-                             nnx.initializers.truncated_normal(0.02, lower=-100.0, upper=100.0))
+from jaxsr.archs.common import Act, Buffer, LeakyReLU, Sequential, conv, precision, trunc_normal_002
 
 
 def linear(din, dout, *, rngs, dtype, bias=True):
@@ -43,27 +33,6 @@ def linear(din, dout, *, rngs, dtype, bias=True):
 
 def layer_norm(dim, *, rngs, dtype):
     return nnx.LayerNorm(dim, epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
-
-
-class Act(nnx.Module):
-    """A parameter-free torch module (GELU, ReLU, Sigmoid, AdaptiveAvgPool2d(1), Identity, Rearrange) kept at its
-    nn.Sequential index."""
-
-    def __init__(self, kind: str):
-        self.kind = kind
-
-    def __call__(self, x):
-        if self.kind == "gelu":
-            return jax.nn.gelu(x, approximate=False)
-        if self.kind == "relu":
-            return jax.nn.relu(x)
-        if self.kind == "sigmoid":
-            return jax.nn.sigmoid(x)
-        if self.kind == "avgpool":
-            return jnp.mean(x.astype(jnp.float32), axis=(1, 2), keepdims=True).astype(x.dtype)
-        if self.kind == "identity":
-            return x
-        raise ValueError(self.kind)
 
 
 def drop_path(rate, rngs):
@@ -82,6 +51,19 @@ class Mlp(nnx.Module):
 
     def __call__(self, x):
         return self.fc2(self.act(self.fc1(x)))
+
+
+class PatchEmbed(nnx.Module):
+    """Swin's PatchEmbed at patch size 1, as SwinIR and HAT use it: a reshape in the reference (ours is the identity on
+    (B, H, W, C)) and, with patch_norm, a LayerNorm."""
+
+    def __init__(self, dim, patch_norm, *, rngs, dtype):
+        if patch_norm:
+            self.norm = layer_norm(dim, rngs=rngs, dtype=dtype)
+        self.patch_norm = patch_norm
+
+    def __call__(self, x):
+        return self.norm(x) if self.patch_norm else x
 
 
 def resi_conv(dim, kind, *, rngs, dtype):

@@ -6,7 +6,7 @@ leaf names renamed (kernel->weight, scale->weight, mean/var->running_mean/runnin
 transposed OIHW <-> HWIO and linear kernels (O,I) <-> (I,O). jaxsr's own (native) layout keeps the Flax
 path joined with '/' and the Flax layouts.
 """
-import math
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -48,14 +48,11 @@ def to_flax_layout(path, a):
     return _relayout(path, a, (2, 3, 1, 0))  # OIHW -> HWIO
 
 
-def scale_and_out_ch(channels, in_ch):
-    """(scale, out_ch) with scale**2 * out_ch == channels, for the conv before a PixelShuffle, as spandrel guesses it
-    (`spandrel.util.get_scale_and_output_channels`): out_ch is tried as in_ch, 3, 4 and 1, in that order."""
-    for c in (in_ch, 3, 4, 1):
-        if channels % c == 0 and math.isqrt(channels // c) ** 2 == channels // c:
-            return math.isqrt(channels // c), c
-    raise WeightsError(f"no (scale, output channels) pair gives the {channels} channels before the PixelShuffle "
-                       "(output channels must be 1, 3, 4 or the input channels)")
+def seq_len(sd, prefix):
+    """How many entries an nn.Sequential / ModuleList stored under `prefix` has: 1 + the highest index N of the
+    `prefix.N.*` keys (0 if none)."""
+    idx = {int(m.group(1)) for k in sd if (m := re.match(re.escape(prefix) + r"\.(\d+)\.", k))}
+    return max(idx) + 1 if idx else 0
 
 
 def variables(model):
@@ -134,16 +131,23 @@ def _plain_export(model, spec):
 class Arch:
     """One architecture: how to build it from its spec and how its PyTorch files look.
 
-    name:        spec["arch"], the registry key
-    what:        how messages name a file of this family ("an ESRGAN (RRDBNet) model")
-    build:       (spec, *, rngs, dtype) -> the Flax module
-    detect:      canonical torch state dict -> whether it is this family (variants infer_spec refuses included)
-    infer_spec:  state dict -> the JSON-able spec; a WeightsError naming any variant we cannot load faithfully
-    from_torch:  the file's keys renamed to our module tree's torch keys (older key layouts, dropped buffers)
-    to_torch:    (model, spec) -> what PyTorch users load: their key names and dtypes, every buffer
-    pth_wrapper: how a .pth wraps the state dict ('params_ema', 'params' or None)
-    kind:        'generator' or 'discriminator'
-    scales:      the upscaling factors a generator supports (a config asking for another is refused by name)
+    name:          spec["arch"], the registry key
+    what:          how messages name a file of this family ("an ESRGAN (RRDBNet) model")
+    build:         (spec, *, rngs, dtype) -> the Flax module
+    detect:        canonical torch state dict -> whether it is this family (variants infer_spec refuses included)
+    infer_spec:    state dict -> the JSON-able spec; a WeightsError naming any variant we cannot load faithfully
+    from_torch:    the file's keys renamed to our module tree's torch keys (older key layouts, dropped buffers)
+    to_torch:      (model, spec) -> what PyTorch users load: their key names and dtypes, every buffer
+    pth_wrapper:   how a .pth wraps the state dict ('params_ema', 'params' or None)
+    kind:          'generator' or 'discriminator'
+    scales:        the upscaling factors a generator supports (a config asking for another is refused by name)
+    defaults:      the spec fields a spec may leave out, with the values `build` gives them (the folder's DEFAULTS,
+                   plus the default variant's fields for the named-variant models)
+    spandrel_gaps: ((applies, message), ...): specs whose exports spandrel/chaiNNer cannot follow (will not load, or
+                   load and compute otherwise). `applies(spec)` and a callable `message(spec)` see the spec with
+                   `defaults` filled in; `weights.export` warns once for each that applies (`spandrel_warnings`)
+    block_of:      for a discriminator, top-level parameter name (the first path entry) -> its block number, None
+                   outside any block (what FreezeD freezes by); None where the family has no blocks to freeze
     """
 
     name: str
@@ -156,3 +160,16 @@ class Arch:
     pth_wrapper: str | None = None
     kind: str = "generator"
     scales: tuple = ()
+    defaults: dict = field(default_factory=dict, hash=False)
+    spandrel_gaps: tuple = ()
+    block_of: Callable[[str], int | None] | None = None
+
+    def full_spec(self, spec) -> dict:
+        """`spec` with the fields it leaves out taken from `defaults`."""
+        return {**self.defaults, **spec}
+
+    def spandrel_warnings(self, spec) -> list:
+        """The messages of the `spandrel_gaps` that apply to this spec, in their order."""
+        full = self.full_spec(spec)
+        return [message(full) if callable(message) else message for applies, message in self.spandrel_gaps
+                if applies(full)]

@@ -1,4 +1,4 @@
-"""Building blocks shared by all architectures, with PyTorch's numerics.
+"""Building blocks shared by all architectures, with PyTorch's numerics, and the spec helpers every `build` uses.
 
 Modules mirror torch's attribute names so that the bridge (`archs/bridge.py`) is a mechanical rename plus
 transpose. Parameters are float32; `dtype` is the compute dtype. The torch defaults that matter are listed
@@ -11,6 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+# DIV2K's RGB mean, which the references (DAT, SwinIR, HAT, SPAN) subtract from 3-channel inputs
+RGB_MEAN = (0.4488, 0.4371, 0.4040)
+
+
+def precision(dtype):
+    """Precision.HIGHEST for float32 compute (torch's fp32 matmuls), the backend's default for bf16/fp16."""
+    return jax.lax.Precision.HIGHEST if jnp.dtype(dtype) == jnp.float32 else None
 
 
 def host_init(sample, fallback):
@@ -35,6 +42,11 @@ def host_init(sample, fallback):
 # fan_in = kh*kw*in/groups for an HWIO kernel, in for an (in, out) one.
 torch_default_init = host_init(lambda g, s: g.uniform(-1.0, 1.0, s) / math.sqrt(math.prod(s[:-1])),
                                nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"))
+
+
+# timm's trunc_normal_(std=0.02) truncates at +-2 absolute (100 std): effectively a normal
+trunc_normal_002 = host_init(lambda g, s: np.clip(g.normal(0.0, 0.02, s), -2.0, 2.0),
+                             nnx.initializers.truncated_normal(0.02, lower=-100.0, upper=100.0))
 
 
 class Buffer(nnx.Variable):
@@ -115,6 +127,29 @@ class LeakyReLU(nnx.Module):
         return lrelu(x, self.slope)
 
 
+class Act(nnx.Module):
+    """A parameter-free torch module (GELU, ReLU, Mish, Sigmoid, AdaptiveAvgPool2d(1), Identity, Rearrange) kept at its
+    nn.Sequential index or attribute."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def __call__(self, x):
+        if self.kind == "gelu":
+            return jax.nn.gelu(x, approximate=False)
+        if self.kind == "relu":
+            return jax.nn.relu(x)
+        if self.kind == "mish":
+            return jax.nn.mish(x)
+        if self.kind == "sigmoid":
+            return jax.nn.sigmoid(x)
+        if self.kind == "avgpool":
+            return jnp.mean(x.astype(jnp.float32), axis=(1, 2), keepdims=True).astype(x.dtype)
+        if self.kind == "identity":
+            return x
+        raise ValueError(self.kind)
+
+
 class BatchNorm2d(nnx.Module):
     """torch.nn.BatchNorm2d (eps 1e-5, momentum 0.1) on NHWC, with torch's state and update rule.
 
@@ -148,21 +183,45 @@ class BatchNorm2d(nnx.Module):
         return y.astype(self.dtype)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# specs: each folder's model.py holds DEFAULTS (and, for the named-variant models, VARIANTS), its one definition of
+# the spec fields a spec may leave out; `build(spec, *, rngs, dtype)` fills them in with these helpers
+
+
+def spec_kwargs(spec, defaults, name, also=("scale",)):
+    """A model's keyword arguments from a spec: `defaults` under the spec's own fields, `arch` dropped; a field that is
+    neither in `defaults` nor in `also` is refused by name."""
+    full = {**defaults, **spec}
+    full.pop("arch", None)
+    unknown = sorted(set(full) - set(defaults) - set(also))
+    if unknown:
+        raise ValueError(f"unknown {name} spec fields: {', '.join(unknown)}")
+    return full
+
+
+def variant_fields(variants, variant, name):
+    """The fields of a named variant, or a ValueError that lists the known ones."""
+    if variant not in variants:
+        raise ValueError(f"unknown {name} variant {variant!r}; known: {', '.join(variants)}")
+    return variants[variant]
+
+
+def variant_spec(arch, variants, defaults, variant, name, overrides):
+    """A complete spec for a named variant: {'arch', **defaults, **the variant's fields, **overrides}."""
+    return {"arch": arch, **defaults, **variant_fields(variants, variant, name), **overrides}
+
+
 def constructor_kwargs(spec, variants, defaults, default_variant, name, int_tuples):
     """A model's keyword arguments from a spec: the bridge's (every field) or a named variant plus overrides
     ({'variant': 'hat_l', 'scale': 2}). Lists become int tuples, out_ch must equal in_ch, unknown fields are refused."""
     spec = dict(spec)
     variant = spec.pop("variant", None)
-    if variant is not None and variant not in variants:
-        raise ValueError(f"unknown {name} variant {variant!r}; known: {', '.join(variants)}")
-    full = {**defaults, **variants[variant or default_variant], **spec}
+    fields = variant_fields(variants, variant or default_variant, name)
+    full = {**defaults, **fields, **spec}
     full.pop("arch", None)
     out_ch = full.pop("out_ch", full["in_ch"])
     if out_ch != full["in_ch"]:
         raise ValueError(f"{name} outputs as many channels as it takes (in_ch {full['in_ch']}), not out_ch {out_ch}")
     for field in int_tuples:
         full[field] = tuple(int(v) for v in full[field])
-    unknown = sorted(set(full) - set(defaults) - set(variants[default_variant]))
-    if unknown:
-        raise ValueError(f"unknown {name} spec fields: {', '.join(unknown)}")
-    return full
+    return spec_kwargs(full, {**defaults, **variants[default_variant]}, name, also=())

@@ -4,6 +4,9 @@
 - `pixelshuffle`: SwinIR/DAT `Upsample`, an nn.Sequential of [conv(nf, 4nf), PixelShuffle(2)] per x2 (or one x3).
 - `pixelshuffle_direct`: SwinIR/DAT `UpsampleOneStep`, [conv(nf, out*s^2), PixelShuffle(s)].
 - `DySample`: the SR variant (lp style, dynamic scope, end conv) of arXiv 2308.15085, as spandrel and traiNNer-redux build it.
+
+And what the bridges read back from a state dict, as spandrel reads it: `pixelshuffle_scale` (the factor of a
+`pixelshuffle` stack) and `scale_and_out_ch` (the factor and output channels of the conv before a PixelShuffle).
 """
 import math
 
@@ -12,6 +15,7 @@ import numpy as np
 from flax import nnx
 
 from jaxsr.archs.common import Buffer, PixelShuffle, Sequential, conv, lrelu, upsample_nearest2x
+from jaxsr.errors import WeightsError
 
 
 def nearest_conv(x, up_convs, conv_hr, conv_last, slope=0.2):
@@ -34,6 +38,30 @@ def pixelshuffle(scale, num_feat, *, rngs, dtype=jnp.float32):
 
 def pixelshuffle_direct(scale, num_feat, out_ch, *, rngs, dtype=jnp.float32):
     return Sequential([conv(num_feat, out_ch * scale * scale, 3, rngs=rngs, dtype=dtype), PixelShuffle(scale)])
+
+
+def pixelshuffle_scale(sd, prefix="upsample", num_feat=None):
+    """(factor, num_feat) of a `pixelshuffle` stack stored under `prefix` (convs at indices 0, 2, 4, ...): each conv
+    multiplies its input channels by the square of its stage's factor. num_feat is the last conv's input width
+    (the given one where there is no stage)."""
+    scale = 1
+    for i in range(0, 10, 2):
+        w = sd.get(f"{prefix}.{i}.weight")
+        if w is None:
+            break
+        num_feat = int(w.shape[1])
+        scale *= math.isqrt(int(w.shape[0]) // num_feat)
+    return scale, num_feat
+
+
+def scale_and_out_ch(channels, in_ch):
+    """(scale, out_ch) with scale**2 * out_ch == channels, for the conv before a PixelShuffle, as spandrel guesses it
+    (`spandrel.util.get_scale_and_output_channels`): out_ch is tried as in_ch, 3, 4 and 1, in that order."""
+    for c in (in_ch, 3, 4, 1):
+        if channels % c == 0 and math.isqrt(channels // c) ** 2 == channels // c:
+            return math.isqrt(channels // c), c
+    raise WeightsError(f"no (scale, output channels) pair gives the {channels} channels before the PixelShuffle "
+                       "(output channels must be 1, 3, 4 or the input channels)")
 
 
 def dysample_init_pos(scale, groups):

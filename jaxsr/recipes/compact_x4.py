@@ -12,6 +12,7 @@ Exports are Real-ESRGAN's layout ({'params': ...}), which spandrel/chaiNNer and 
 """
 from ml_collections import ConfigDict
 
+from jaxsr.archs import compact
 from jaxsr.train.config import base_config
 
 
@@ -19,7 +20,7 @@ def get_config():
     c = base_config()
     c.name = "compact"
     c.scale = 4
-    c.model = ConfigDict(dict(arch="compact", in_ch=3, out_ch=3, num_feat=64, num_conv=16, act_type="prelu"), type_safe=False)
+    c.model = ConfigDict(dict(arch="compact", **compact.DEFAULTS), type_safe=False)  # the template's network is the default
     c.degrade.mode = "bicubic"
     c.degrade.gt_size = 384  # lq_size 96
     c.data.gt_size = 384

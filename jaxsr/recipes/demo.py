@@ -10,8 +10,9 @@ def get_config():
     c = base_config()
     c.name = "demo"
     c.scale = 4
-    # 0.45 M params instead of 16.7 M; num_grow_ch stays 32, the value spandrel/chaiNNer assume, so the export opens there
-    c.model.update(num_feat=32, num_block=1, num_grow_ch=32)
+    # 0.45 M params instead of 16.7 M; num_grow_ch keeps its default 32, the value spandrel/chaiNNer assume, so the
+    # export opens there
+    c.model.update(num_feat=32, num_block=1)
     c.degrade.mode = "bicubic"  # fidelity stage: LR = MATLAB bicubic of the GT crop
     c.degrade.gt_size = 64  # LR crops of 16 px
     c.data.gt_size = 64

@@ -16,6 +16,7 @@ Exports are traiNNer-redux's layout ({'params_ema': ...}), which spandrel/chaiNN
 """
 from ml_collections import ConfigDict
 
+from jaxsr.archs import realplksr
 from jaxsr.train.config import base_config
 
 
@@ -23,8 +24,7 @@ def get_config():
     c = base_config()
     c.name = "realplksr"
     c.scale = 4
-    c.model = ConfigDict(dict(arch="realplksr", dim=64, n_blocks=28, kernel_size=17, split_ratio=0.25, use_ea=True,
-                              norm_groups=4, dropout=0.0, upsampler="dysample", layer_norm=True), type_safe=False)
+    c.model = ConfigDict(dict(arch="realplksr", **{**realplksr.DEFAULTS, "upsampler": "dysample"}), type_safe=False)
     c.degrade.mode = "bicubic"
     c.degrade.gt_size = 192
     c.data.gt_size = 192

@@ -14,7 +14,7 @@ and exports use the re-parameterised 3x3 convs, as torch's eval mode does.
 """
 from ml_collections import ConfigDict
 
-from jaxsr.archs.span.model import RGB_MEAN
+from jaxsr.archs import span
 from jaxsr.train.config import base_config
 
 
@@ -22,8 +22,7 @@ def get_config():
     c = base_config()
     c.name = "span"
     c.scale = 4
-    c.model = ConfigDict(dict(arch="span", in_ch=3, out_ch=3, feature_channels=48, bias=True, norm=False, img_range=255.0,
-                              rgb_mean=RGB_MEAN), type_safe=False)
+    c.model = ConfigDict(dict(arch="span", **{**span.DEFAULTS, "norm": False}), type_safe=False)
     c.degrade.mode = "bicubic"
     c.degrade.gt_size = 256  # lq_size 64
     c.data.gt_size = 256

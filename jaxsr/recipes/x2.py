@@ -12,7 +12,7 @@ def get_config():
     c = base_config()
     c.name = "rrdb"
     c.scale = 2
-    c.model.update(arch="esrgan", num_feat=64, num_block=23, num_grow_ch=32)
+    # the model is the base config's RRDB (jaxsr.archs.esrgan.DEFAULTS: 64 features, 23 blocks, growth 32)
     c.degrade.mode = "bicubic"
     c.degrade.gt_size = 128  # LR 64, as the x4 recipes
     c.data.gt_size = 128

@@ -15,7 +15,7 @@ def get_config():
     c = base_config()
     c.name = "realesrnet"
     c.scale = 4
-    c.model.update(arch="esrgan", num_feat=64, num_block=23, num_grow_ch=32)
+    # the model is the base config's RRDB (jaxsr.archs.esrgan.DEFAULTS: 64 features, 23 blocks, growth 32)
     c.data.gt_size = 400
     c.degrade.mode = "realesrgan"
     c.degrade.gt_size = 256

@@ -74,8 +74,7 @@ def base_config():
     c.scale = 4
     # Generator: the spec given to jaxsr.archs.build (scale is added). arch='auto' takes the
     # architecture and hyperparameters from init_weights.
-    c.model = ml_collections.ConfigDict(dict(arch="esrgan", in_ch=3, out_ch=3, num_feat=64, num_block=23, num_grow_ch=32),
-                                        type_safe=False)
+    c.model = ml_collections.ConfigDict(dict(arch="esrgan", **archs.get("esrgan").defaults), type_safe=False)
     c.compute_dtype = "auto"  # 'auto': bfloat16 on GPU/TPU, float32 on CPU; params, losses and metrics stay float32
     c.init_weights = config_dict.placeholder(str)  # .pth/.safetensors/jaxsr export to warm-start G from
     c.init_strict = True

@@ -11,12 +11,12 @@ We recognise it (to name it) and refuse it, unless it is a jaxsr export, whose m
 one warns that spandrel/chaiNNer cannot load it.
 """
 import re
-import warnings
 
-from jaxsr.archs.bridge import Arch, scale_and_out_ch, state_dict
+from jaxsr.archs.bridge import Arch, seq_len
+from jaxsr.archs.upsample import scale_and_out_ch
 from jaxsr.errors import WeightsError
 
-from .model import ACT_TYPES, SRVGGNetCompact, build
+from .model import ACT_TYPES, DEFAULTS, SRVGGNetCompact, build
 
 _BODY = re.compile(r"body\.(\d+)\.(weight|bias)")
 
@@ -36,18 +36,13 @@ def detect(sd):
     return {"body.0.weight", "body.1.weight"} <= set(sd) or _plain_activation_layout(sd)
 
 
-def _seq_len(sd, prefix):
-    idx = {int(k[len(prefix) + 1 :].split(".", 1)[0]) for k in sd if k.startswith(prefix + ".")}
-    return max(idx) + 1 if idx else 0
-
-
 def infer_spec(sd):
     if "body.1.weight" not in sd:
         raise WeightsError(
             "this is an SRVGGNetCompact (Compact) model with a parameter-free activation (ReLU or LeakyReLU, which its "
             "keys cannot tell apart); spandrel/chaiNNer cannot load it either. jaxsr reads such a model only from its own "
             "exports, which record act_type")
-    highest = _seq_len(sd, "body") - 1
+    highest = seq_len(sd, "body") - 1
     first = sd["body.0.weight"]
     in_ch, num_feat = int(first.shape[1]), int(first.shape[0])
     num_conv = (highest - 2) // 2
@@ -60,13 +55,12 @@ def infer_spec(sd):
             "act_type": "prelu"}
 
 
-def to_torch(model, spec):
-    act = spec.get("act_type", "prelu")
-    if act != "prelu":
-        warnings.warn(f"act_type={act!r}: spandrel/chaiNNer recognise Compact files by their PReLU weights (body.1.weight) "
-                      "and will not load this export; jaxsr reads it back from the spec in the file's metadata, and "
-                      "Real-ESRGAN's scripts load it when built with the same act_type", stacklevel=2)
-    return state_dict(model)
+SPANDREL_GAPS = (
+    (lambda s: s["act_type"] != "prelu",
+     lambda s: f"act_type={s['act_type']!r}: spandrel/chaiNNer recognise Compact files by their PReLU weights "
+               "(body.1.weight) and will not load this export; jaxsr reads it back from the spec in the file's metadata, "
+               "and Real-ESRGAN's scripts load it when built with the same act_type"),
+)
 
 
 ARCH = Arch(
@@ -75,9 +69,10 @@ ARCH = Arch(
     build=build,
     detect=detect,
     infer_spec=infer_spec,
-    to_torch=to_torch,
     pth_wrapper="params",  # how Real-ESRGAN saves realesr-general-x4v3.pth / realesr-animevideov3.pth; spandrel unwraps it
     scales=(1, 2, 3, 4, 8),  # one PixelShuffle(s) of any s; traiNNer-redux's template offers 1, 2, 3, 4 and 8
+    defaults=DEFAULTS,
+    spandrel_gaps=SPANDREL_GAPS,
 )
 
-__all__ = ["ACT_TYPES", "ARCH", "SRVGGNetCompact", "build"]
+__all__ = ["ACT_TYPES", "ARCH", "DEFAULTS", "SRVGGNetCompact", "build"]

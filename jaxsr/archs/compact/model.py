@@ -10,9 +10,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxsr.archs.common import LeakyReLU, PixelShuffle, Sequential, conv
+from jaxsr.archs.common import LeakyReLU, PixelShuffle, Sequential, conv, spec_kwargs
 
 ACT_TYPES = ("prelu", "relu", "leakyrelu")
+# A spec's fields and their defaults (realesr-animevideov3's size); the scale is the run's
 DEFAULTS = dict(in_ch=3, out_ch=3, num_feat=64, num_conv=16, act_type="prelu")
 
 
@@ -65,12 +66,8 @@ class SRVGGNetCompact(nnx.Module):
 
 
 def build(spec, *, rngs=None, dtype=jnp.float32):
-    full = {**DEFAULTS, **spec}
-    full.pop("arch", None)
-    if full.get("act_type") == "lrelu":
+    full = spec_kwargs(spec, DEFAULTS, "Compact")
+    if full["act_type"] == "lrelu":
         full["act_type"] = "leakyrelu"  # traiNNer-style spelling of the reference's 'leakyrelu'
-    unknown = sorted(set(full) - set(DEFAULTS) - {"scale"})
-    if unknown:
-        raise ValueError(f"unknown Compact spec fields: {', '.join(unknown)}")
     return SRVGGNetCompact(full["in_ch"], full["out_ch"], int(full["num_feat"]), int(full["num_conv"]), int(full["scale"]),
                            full["act_type"], rngs=rngs, dtype=dtype)

@@ -10,14 +10,14 @@ was found (traiNNer-redux's `unshuffle_mod`, missing pieces).
 """
 import math
 import re
-import warnings
 
 import numpy as np
 
-from jaxsr.archs.bridge import Arch, state_dict
+from jaxsr.archs.bridge import Arch, seq_len, state_dict
+from jaxsr.archs.upsample import pixelshuffle_scale
 from jaxsr.errors import WeightsError
 
-from .model import DAT, VARIANTS, attn_masks, build, shifted, spec_for
+from .model import DAT, DEFAULT_VARIANT, DEFAULTS, VARIANTS, attn_masks, build, shifted, spec_for
 
 _B0 = "layers.0.blocks.0."
 # spandrel's detection keys (besides the conv_after_body / upsampler alternatives)
@@ -40,11 +40,6 @@ def detect(sd):
     return "before_RG.1.weight" in sd and f"{_B0}attn.qkv.weight" in sd
 
 
-def _seq_len(sd, prefix):
-    idx = {int(m.group(1)) for k in sd if (m := re.match(re.escape(prefix) + r"\.(\d+)\.", k))}
-    return max(idx) + 1 if idx else 0
-
-
 def infer_spec(sd):
     if "conv_first.1.weight" in sd and "conv_first.weight" not in sd:
         raise WeightsError(
@@ -55,8 +50,8 @@ def infer_spec(sd):
         raise WeightsError(f"incomplete or unsupported DAT variant: missing {', '.join(missing[:6])}"
                            f"{' ...' if len(missing) > 6 else ''}")
     in_ch, embed_dim = int(sd["conv_first.weight"].shape[1]), int(sd["conv_first.weight"].shape[0])
-    n_layers = _seq_len(sd, "layers")
-    depth = [_seq_len(sd, f"layers.{i}.blocks") for i in range(n_layers)]
+    n_layers = seq_len(sd, "layers")
+    depth = [seq_len(sd, f"layers.{i}.blocks") for i in range(n_layers)]
     heads = []
     for i, d in enumerate(depth):
         if d >= 2:
@@ -69,7 +64,7 @@ def infer_spec(sd):
         resi = "3conv"
     else:
         raise WeightsError("unsupported DAT variant: no conv_after_body.weight (1conv) or conv_after_body.4.weight (3conv)")
-    num_feat = 64
+    num_feat = DEFAULTS["num_feat"]  # spandrel's too: the pixelshuffledirect keys do not tell
     if "upsample.init_pos" in sd:  # jaxsr's DySample option
         upsampler = "dysample"
         n = int(sd["upsample.init_pos"].shape[1])
@@ -78,20 +73,14 @@ def infer_spec(sd):
         num_feat = int(sd["upsample.offset.weight"].shape[1])
     elif "conv_last.weight" in sd:
         upsampler = "pixelshuffle"
-        scale = 1
-        for i in range(0, 10, 2):
-            w = sd.get(f"upsample.{i}.weight")
-            if w is None:
-                break
-            num_feat = int(w.shape[1])
-            scale *= math.isqrt(int(w.shape[0]) // num_feat)
+        scale, num_feat = pixelshuffle_scale(sd, "upsample", num_feat)
     elif "upsample.0.weight" in sd:
         upsampler = "pixelshuffledirect"
         scale = int(math.sqrt(int(sd["upsample.0.weight"].shape[0]) // in_ch))
     else:
         raise WeightsError("unsupported DAT variant: no upsampler found (conv_last.* for pixelshuffle, "
                            "upsample.0.* for pixelshuffledirect)")
-    img_size = 64  # spandrel's default; a stored shift mask tells the real one
+    img_size = DEFAULTS["img_size"]  # spandrel's default too; a stored shift mask tells the real one
     masks = sorted((int(m[1]), int(m[2]), k) for k in sd if (m := _MASK.match(k)) and k.endswith("_0"))
     if masks:
         nw, n, _ = sd[masks[0][2]].shape
@@ -111,7 +100,7 @@ def infer_spec(sd):
         "upsampler": upsampler,
         "resi_connection": resi,
         "img_size": int(img_size),
-        "img_range": 1.0,
+        "img_range": DEFAULTS["img_range"],  # not in the keys
         "num_feat": num_feat,
     }
     if upsampler == "dysample":
@@ -134,7 +123,8 @@ def from_torch(sd):
 
 def masks_for(spec):
     """{key: mask} for every shifted block, as the reference registers them for spec['img_size']."""
-    m0, m1 = attn_masks(int(spec.get("img_size", 64)), spec["split_size"])
+    spec = ARCH.full_spec(spec)
+    m0, m1 = attn_masks(int(spec["img_size"]), spec["split_size"])
     out = {}
     for i, d in enumerate(spec["depth"]):
         for j in range(d):
@@ -145,10 +135,14 @@ def masks_for(spec):
 
 
 def to_torch(model, spec):
-    if spec.get("num_feat", 64) != 64 or spec.get("upsampler") == "dysample":
-        warnings.warn("spandrel/chaiNNer build DAT with num_feat=64 and no DySample upsampler and will not load this "
-                      "export (jaxsr will)", stacklevel=2)
     return {**state_dict(model), **masks_for(spec)}
+
+
+SPANDREL_GAPS = (
+    (lambda s: s["num_feat"] != DEFAULTS["num_feat"] or s["upsampler"] == "dysample",
+     f"spandrel/chaiNNer build DAT with num_feat={DEFAULTS['num_feat']} and no DySample upsampler and will not load "
+     "this export (jaxsr will)"),
+)
 
 
 ARCH = Arch(
@@ -161,6 +155,8 @@ ARCH = Arch(
     to_torch=to_torch,
     pth_wrapper="params",  # the authors' (BasicSR) and traiNNer-redux's wrapping; spandrel unwraps it
     scales=(1, 2, 3, 4, 8),  # pixelshuffle stages of x2, or one x3
+    defaults={**DEFAULTS, **VARIANTS[DEFAULT_VARIANT]},
+    spandrel_gaps=SPANDREL_GAPS,
 )
 
-__all__ = ["ARCH", "DAT", "VARIANTS", "build", "spec_for"]
+__all__ = ["ARCH", "DAT", "DEFAULTS", "VARIANTS", "build", "spec_for"]

@@ -26,13 +26,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxsr.archs.attention import (Act, drop_path, from_windows, layer_norm, linear, precision, relative_position_index,
-                                   resi_conv, resolve_impl, run_block, shift_mask, to_windows, trace_shift_mask,
-                                   window_attention)
-from jaxsr.archs.common import BatchNorm2d, Buffer, LeakyReLU, Sequential, constructor_kwargs, conv
+from jaxsr.archs.attention import (drop_path, from_windows, layer_norm, linear, relative_position_index, resi_conv,
+                                   resolve_impl, run_block, shift_mask, to_windows, trace_shift_mask, window_attention)
+from jaxsr.archs.common import (RGB_MEAN, Act, BatchNorm2d, Buffer, LeakyReLU, Sequential, constructor_kwargs, conv,
+                                precision, variant_spec)
 from jaxsr.archs.upsample import DySample, pixelshuffle, pixelshuffle_direct
-
-RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
 # Named configurations: the authors' options/Test/*.yml (zhengchen1999/DAT) and traiNNer-redux's dat_2_l. Fields not
 # given take DEFAULTS.
@@ -51,19 +49,19 @@ VARIANTS = {
                     resi_connection="1conv", upsampler="pixelshuffle"),
 }
 
+# The fields every variant shares, the reference's defaults (spandrel assumes img_size 64, img_range 1 and num_feat 64
+# where the keys do not tell)
 DEFAULTS = dict(
     scale=4, in_ch=3, img_size=64, img_range=1.0, qkv_bias=True, num_feat=64, drop_path_rate=0.1,
     use_chk=False, attn_impl="auto", dysample_groups=4,
 )
+DEFAULT_VARIANT = "dat_2"  # what a spec without the variant's fields builds
 UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "dysample")
 
 
 def spec_for(variant: str, **overrides) -> dict:
     """A complete DAT spec for a named variant ('dat', 'dat_s', 'dat_2', 'dat_light', 'dat_2_l'), with overrides."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown DAT variant {variant!r}; known: {', '.join(VARIANTS)}")
-    spec = {"arch": "dat", **DEFAULTS, **VARIANTS[variant], **overrides}
-    return spec
+    return variant_spec("dat", VARIANTS, DEFAULTS, variant, "DAT", overrides)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -361,5 +359,5 @@ class DAT(nnx.Module):
 
 def build(spec: dict, *, rngs: nnx.Rngs | None = None, dtype=jnp.float32) -> DAT:
     """Build a DAT from a spec dict: the bridge's (all fields) or a variant name plus overrides ({'variant': 'dat_2'})."""
-    kw = constructor_kwargs(spec, VARIANTS, DEFAULTS, "dat_2", "DAT", ("depth", "num_heads", "split_size"))
+    kw = constructor_kwargs(spec, VARIANTS, DEFAULTS, DEFAULT_VARIANT, "DAT", ("depth", "num_heads", "split_size"))
     return DAT(**kw, rngs=rngs if rngs is not None else nnx.Rngs(0), dtype=dtype)

@@ -10,12 +10,11 @@ the only one in which spandrel keeps the skips (its BasicSR-key conversion drops
 layouts with `conv1x1` keys load faithfully here as ESRGAN+.
 """
 import re
-import warnings
 
-from jaxsr.archs.bridge import Arch, state_dict
+from jaxsr.archs.bridge import Arch, seq_len, state_dict
 from jaxsr.errors import WeightsError
 
-from .model import RRDBNet, build
+from .model import DEFAULTS, RRDBNet, build
 
 
 def detect(sd):
@@ -34,9 +33,8 @@ def _is_plus(sd):
 def _from_old(sd):
     """Original ESRGAN `model.N` keys: model.0 conv_first, model.1.sub.{i} blocks (+ trunk conv), then
     [Upsample, conv, LReLU] per x2 stage, conv_hr, LReLU, conv_last (ESRGAN+ adds RDBk.conv1x1, bias-free)."""
-    length = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"model\.(\d+)\.", k)))
-    num_up = (length - 5) // 3
-    nb = max(int(m.group(1)) for k in sd if (m := re.match(r"model\.1\.sub\.(\d+)\.", k)))
+    num_up = (seq_len(sd, "model") - 5) // 3
+    nb = seq_len(sd, "model.1.sub") - 1  # the trunk conv after the blocks
     names = {"0": "conv_first", f"1.sub.{nb}": "conv_body", str(3 * num_up + 2): "conv_hr", str(3 * num_up + 4): "conv_last"}
     names.update({str(3 * n): f"conv_up{n}" for n in range(1, num_up + 1)})
     out = {}
@@ -64,7 +62,7 @@ def _from_bsrgan(sd):
 
 def _to_old(sd, num_up):
     """BasicSR keys -> the original `model.N` layout (the inverse of `_from_old`)."""
-    nb = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"body\.(\d+)\.", k)))
+    nb = seq_len(sd, "body")
     names = {"conv_first": "0", "conv_body": f"1.sub.{nb}", "conv_hr": str(3 * num_up + 2), "conv_last": str(3 * num_up + 4)}
     names.update({f"conv_up{n}": str(3 * n) for n in range(1, num_up + 1)})
     out = {}
@@ -103,19 +101,23 @@ def infer_spec(sd):
         "in_ch": in_nc // shuffle**2,
         "out_ch": out_nc,
         "num_feat": int(sd["conv_first.weight"].shape[0]),
-        "num_block": 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"body\.(\d+)\.", k))),
+        "num_block": seq_len(sd, "body"),
         "num_grow_ch": int(sd["body.0.rdb1.conv1.weight"].shape[0]),
         **({"plus": True} if _is_plus(sd) else {}),
     }
 
 
 def to_torch(model, spec):
-    if spec.get("num_grow_ch", 32) != 32:
-        warnings.warn(f"num_grow_ch={spec['num_grow_ch']}: spandrel/chaiNNer assume 32 for ESRGAN and will not load this "
-                      "export (jaxsr, BasicSR and Real-ESRGAN's scripts will)", stacklevel=2)
-    if spec.get("plus", False):
+    if spec.get("plus"):
         return _to_old(state_dict(model), model.num_up)
     return state_dict(model)
+
+
+SPANDREL_GAPS = (
+    (lambda s: s["num_grow_ch"] != DEFAULTS["num_grow_ch"],
+     lambda s: f"num_grow_ch={s['num_grow_ch']}: spandrel/chaiNNer assume {DEFAULTS['num_grow_ch']} for ESRGAN and will "
+               "not load this export (jaxsr, BasicSR and Real-ESRGAN's scripts will)"),
+)
 
 
 ARCH = Arch(
@@ -128,6 +130,8 @@ ARCH = Arch(
     to_torch=to_torch,
     pth_wrapper="params_ema",  # what Real-ESRGAN's inference and BasicSR read; spandrel unwraps it too
     scales=(1, 2, 4, 8),  # x4 natively, x8 with a third stage, x2/x1 through pixel-unshuffle: no x3
+    defaults=DEFAULTS,
+    spandrel_gaps=SPANDREL_GAPS,
 )
 
-__all__ = ["ARCH", "RRDBNet", "build"]
+__all__ = ["ARCH", "DEFAULTS", "RRDBNet", "build"]

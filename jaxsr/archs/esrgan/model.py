@@ -20,6 +20,9 @@ from jaxsr.archs.upsample import nearest_conv
 _rdb_init = host_init(lambda g, s: g.normal(0.0, 0.1 * math.sqrt(2.0 / math.prod(s[:-1])), s),
                       nnx.initializers.variance_scaling(2.0 * 0.1**2, "fan_in", "normal"))
 UNSHUFFLE = {1: 4, 2: 2, 4: 1, 8: 1}
+# A spec's fields and their defaults (RealESRGAN_x4plus: 64 features, 23 blocks, growth 32); the scale is the run's.
+# ESRGAN+ is the flag `plus: True`, which a plain RRDB's spec leaves out.
+DEFAULTS = dict(in_ch=3, out_ch=3, num_feat=64, num_block=23, num_grow_ch=32)
 
 
 class ResidualDenseBlock(nnx.Module):
@@ -85,7 +88,6 @@ class RRDBNet(nnx.Module):
 
 
 def build(spec, *, rngs=None, dtype=jnp.float32):
-    return RRDBNet(
-        spec["in_ch"], spec["out_ch"], spec["scale"], spec["num_feat"], spec["num_block"], spec["num_grow_ch"],
-        spec.get("plus", False), rngs=rngs, dtype=dtype
-    )
+    s = {**DEFAULTS, **spec}  # other fields are ignored
+    return RRDBNet(s["in_ch"], s["out_ch"], s["scale"], s["num_feat"], s["num_block"], s["num_grow_ch"],
+                   s.get("plus", False), rngs=rngs, dtype=dtype)

@@ -13,13 +13,12 @@ Tiling: the channel attention pools over the whole image, so a tiled run differs
 however large the overlap; tests/test_hat.py measures the gap.
 """
 import math
-import re
-import warnings
 
-from jaxsr.archs.bridge import Arch, state_dict
+from jaxsr.archs.bridge import Arch, seq_len
+from jaxsr.archs.upsample import pixelshuffle_scale
 from jaxsr.errors import WeightsError
 
-from .model import HAT, VARIANTS, build, spec_for
+from .model import DEFAULT_VARIANT, DEFAULTS, HAT, VARIANTS, build, spec_for
 
 _B0 = "layers.0.residual_group.blocks.0."
 _OCA = "layers.0.residual_group.overlap_attn."
@@ -37,11 +36,6 @@ _NICE_RATIOS = (0, 1, 0.5, 0.25, 0.75, 0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9)
 def detect(sd):
     """A HAT-family state dict (incomplete ones included: infer_spec names what is missing)."""
     return "relative_position_index_SA" in sd and f"{_B0}conv_block.cab.0.weight" in sd
-
-
-def _seq_len(sd, prefix):
-    idx = {int(m.group(1)) for k in sd if (m := re.match(re.escape(prefix) + r"\.(\d+)\.", k))}
-    return max(idx) + 1 if idx else 0
 
 
 def _overlap_ratio(ws, ows):
@@ -71,16 +65,11 @@ def infer_spec(sd):
                            f"{' ...' if len(missing) > 6 else ''}")
     in_ch, embed_dim = int(sd["conv_first.weight"].shape[1]), int(sd["conv_first.weight"].shape[0])
     num_feat = int(sd["conv_last.weight"].shape[1])
-    scale = 1
-    for i in range(0, 10, 2):
-        w = sd.get(f"upsample.{i}.weight")
-        if w is None:
-            break
-        scale *= math.isqrt(int(w.shape[0]) // int(w.shape[1]))
+    scale = pixelshuffle_scale(sd, "upsample")[0]
     window = math.isqrt(int(sd["relative_position_index_SA"].shape[0]))
     ows = math.isqrt(int(sd["relative_position_index_OCA"].shape[1]))
-    n_layers = _seq_len(sd, "layers")
-    img_size = 64  # spandrel's default: only absolute_pos_embed stores it
+    n_layers = seq_len(sd, "layers")
+    img_size = DEFAULTS["img_size"]  # spandrel's default too: only absolute_pos_embed stores it
     if "absolute_pos_embed" in sd:
         img_size = math.isqrt(int(sd["absolute_pos_embed"].shape[1]))
     return {
@@ -89,19 +78,19 @@ def infer_spec(sd):
         "in_ch": in_ch,
         "out_ch": in_ch,
         "embed_dim": embed_dim,
-        "depths": [_seq_len(sd, f"layers.{i}.residual_group.blocks") for i in range(n_layers)],
+        "depths": [seq_len(sd, f"layers.{i}.residual_group.blocks") for i in range(n_layers)],
         "num_heads": [int(sd[f"layers.{i}.residual_group.overlap_attn.relative_position_bias_table"].shape[1])
                       for i in range(n_layers)],
         "window_size": window,
         "compress_ratio": _divisor(embed_dim, int(sd[f"{_B0}conv_block.cab.0.weight"].shape[0]), "compress_ratio"),
         "squeeze_factor": _divisor(embed_dim, int(sd[f"{_B0}conv_block.cab.3.attention.1.weight"].shape[0]),
                                    "squeeze_factor"),
-        "conv_scale": 0.01,  # not in the keys (spandrel's value)
+        "conv_scale": DEFAULTS["conv_scale"],  # not in the keys (spandrel's value too)
         "overlap_ratio": _overlap_ratio(window, ows),
         "mlp_ratio": int(sd[f"{_B0}mlp.fc1.weight"].shape[0]) / embed_dim,
         "qkv_bias": f"{_B0}attn.qkv.bias" in sd,
         "img_size": img_size,
-        "img_range": 1.0,  # not in the keys (spandrel's value)
+        "img_range": DEFAULTS["img_range"],  # not in the keys (spandrel's value too)
         "num_feat": num_feat,
         "upsampler": "pixelshuffle",
         "resi_connection": "1conv" if "conv_after_body.weight" in sd else "identity",
@@ -110,12 +99,15 @@ def infer_spec(sd):
     }
 
 
-def to_torch(model, spec):
-    gaps = [f"{k}={spec[k]}" for k, v in (("conv_scale", 0.01), ("img_range", 1.0)) if float(spec.get(k, v)) != v]
-    if gaps:
-        warnings.warn(f"the weights cannot tell spandrel/chaiNNer {', '.join(gaps)}: they would run this HAT export "
-                      "with conv_scale=0.01 and img_range=1 (jaxsr reads the spec stored with it)", stacklevel=2)
-    return state_dict(model)
+def _unseen(field):
+    """(applies, message) for a field the keys cannot tell spandrel, which then runs the export with the default."""
+    return (lambda s: float(s[field]) != DEFAULTS[field],
+            lambda s: f"the weights cannot tell spandrel/chaiNNer {field}={s[field]}: they would run this HAT export "
+                      f"with conv_scale={DEFAULTS['conv_scale']:g} and img_range={DEFAULTS['img_range']:g} (jaxsr reads "
+                      "the spec stored with it)")
+
+
+SPANDREL_GAPS = (_unseen("conv_scale"), _unseen("img_range"))
 
 
 ARCH = Arch(
@@ -124,9 +116,10 @@ ARCH = Arch(
     build=build,
     detect=detect,
     infer_spec=infer_spec,
-    to_torch=to_torch,
     pth_wrapper="params_ema",  # the authors' released files (BasicSR EMA weights); spandrel unwraps it
     scales=(1, 2, 3, 4, 8),  # pixelshuffle stages of x2 (none for x1), or one x3
+    defaults={**DEFAULTS, **VARIANTS[DEFAULT_VARIANT]},
+    spandrel_gaps=SPANDREL_GAPS,
 )
 
-__all__ = ["ARCH", "HAT", "VARIANTS", "build", "spec_for"]
+__all__ = ["ARCH", "DEFAULTS", "HAT", "VARIANTS", "build", "spec_for"]

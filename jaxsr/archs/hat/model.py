@@ -24,13 +24,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxsr.archs.attention import (Act, Mlp, WindowAttention, drop_path, from_windows, gather_bias, layer_norm,
+from jaxsr.archs.attention import (Mlp, PatchEmbed, WindowAttention, drop_path, from_windows, gather_bias, layer_norm,
                                    linear, relative_position_index, resi_conv, resolve_impl, run_block, to_windows,
-                                   trunc_normal_002, window_attention)
-from jaxsr.archs.common import Buffer, LeakyReLU, Sequential, constructor_kwargs, conv
+                                   window_attention)
+from jaxsr.archs.common import (RGB_MEAN, Act, Buffer, LeakyReLU, Sequential, constructor_kwargs, conv, trunc_normal_002,
+                                variant_spec)
 from jaxsr.archs.upsample import pixelshuffle
-
-RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
 # Named configurations: the authors' options/test/HAT-S_SRx4.yml, HAT_SRx4.yml and HAT-L_SRx4_ImageNet-pretrain.yml
 # (XPixelGroup/HAT). Fields not given take DEFAULTS.
@@ -42,18 +41,19 @@ VARIANTS = {
     "hat_l": dict(embed_dim=180, depths=[6] * 12, num_heads=[6] * 12, window_size=16, compress_ratio=3,
                   squeeze_factor=30, mlp_ratio=2.0),
 }
+# The fields every variant shares, the reference's defaults (spandrel assumes img_size 64, img_range 1 and conv_scale
+# 0.01: the keys do not tell them)
 DEFAULTS = dict(
     scale=4, in_ch=3, img_size=64, img_range=1.0, conv_scale=0.01, overlap_ratio=0.5, qkv_bias=True, num_feat=64,
     upsampler="pixelshuffle", resi_connection="1conv", patch_norm=True, ape=False, drop_path_rate=0.1,
     use_chk=False, attn_impl="auto",
 )
+DEFAULT_VARIANT = "hat_s"  # what a spec without the variant's fields builds
 
 
 def spec_for(variant: str, **overrides) -> dict:
     """A complete HAT spec for a named variant ('hat_s', 'hat', 'hat_l'), with overrides."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown HAT variant {variant!r}; known: {', '.join(VARIANTS)}")
-    return {"arch": "hat", **DEFAULTS, **VARIANTS[variant], **overrides}
+    return variant_spec("hat", VARIANTS, DEFAULTS, variant, "HAT", overrides)
 
 
 def overlap_size(window_size, overlap_ratio):
@@ -202,18 +202,6 @@ class RHAG(nnx.Module):
         return self.conv(self.residual_group(x, rpi_sa, rpi_oca)) + x
 
 
-class PatchEmbed(nnx.Module):
-    """The reference's PatchEmbed at patch size 1: the identity on (B, H, W, C), and a LayerNorm with patch_norm."""
-
-    def __init__(self, dim, patch_norm, *, rngs, dtype):
-        if patch_norm:
-            self.norm = layer_norm(dim, rngs=rngs, dtype=dtype)
-        self.patch_norm = patch_norm
-
-    def __call__(self, x):
-        return self.norm(x) if self.patch_norm else x
-
-
 class HAT(nnx.Module):
     """Hybrid Attention Transformer on NHWC images in [0, 1], any size. Built in eval mode; `model.train()` for
     drop path."""
@@ -293,5 +281,5 @@ class HAT(nnx.Module):
 
 def build(spec: dict, *, rngs: nnx.Rngs | None = None, dtype=jnp.float32) -> HAT:
     """A HAT from a spec: the bridge's (all fields) or a variant plus overrides ({'variant': 'hat_l', ...})."""
-    kw = constructor_kwargs(spec, VARIANTS, DEFAULTS, "hat_s", "HAT", ("depths", "num_heads"))
+    kw = constructor_kwargs(spec, VARIANTS, DEFAULTS, DEFAULT_VARIANT, "HAT", ("depths", "num_heads"))
     return HAT(**kw, rngs=rngs if rngs is not None else nnx.Rngs(0), dtype=dtype)

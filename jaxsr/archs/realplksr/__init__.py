@@ -13,15 +13,13 @@ complaint and compute with 4. Refused by name: the original PLKSR (`channe_mixer
 that spandrel cannot rebuild either (other than 3 channels; a pdim that int(dim * pdim / dim) does not give back).
 """
 import math
-import re
-import warnings
 
-from jaxsr.archs.bridge import Arch, state_dict
+from jaxsr.archs.bridge import Arch, seq_len
 from jaxsr.errors import WeightsError
 
-from .model import IN_CH, RealPLKSR, build, dysample_groups, pdim_for
+from .model import DEFAULTS, IN_CH, RealPLKSR, build, dysample_groups, pdim_for
 
-SPANDREL_NORM_GROUPS = 4
+SPANDREL_NORM_GROUPS = DEFAULTS["norm_groups"]  # what spandrel assumes: the keys cannot tell the groups
 _LK = ("feats.1.lk.conv.weight", "feats.1.lk.convs.0.weight", "feats.1.lk.mn_conv.weight")
 
 
@@ -37,7 +35,7 @@ def infer_spec(sd):
                            "jaxsr supports RealPLKSR only")
     w0 = sd["feats.0.weight"]
     dim, in_ch = int(w0.shape[0]), int(w0.shape[1])
-    n_feats = 1 + max(int(m[1]) for k in sd if (m := re.match(r"feats\.(\d+)\.", k)))
+    n_feats = seq_len(sd, "feats")
     last = sd[f"feats.{n_feats - 1}.weight"]
     if in_ch != IN_CH or int(last.shape[0]) % IN_CH:
         raise WeightsError(f"RealPLKSR with {in_ch} input channels and {int(last.shape[0])} output features: spandrel "
@@ -58,7 +56,7 @@ def infer_spec(sd):
         "split_ratio": split_ratio,
         "use_ea": "feats.1.attn.f.0.weight" in sd,
         "norm_groups": SPANDREL_NORM_GROUPS,  # not in the keys: spandrel's assumption
-        "dropout": 0.0,  # training only, not in the keys
+        "dropout": DEFAULTS["dropout"],  # training only, not in the keys
         "upsampler": "dysample" if "to_img.init_pos" in sd else "pixelshuffle",
         "layer_norm": "feats.1.layer_norm.bias" in sd,
     }
@@ -70,17 +68,21 @@ def infer_spec(sd):
     return spec
 
 
-def to_torch(model, spec):
-    dim, ratio = spec.get("dim", 64), spec.get("split_ratio", 0.25)
-    pdim = pdim_for(dim, ratio)
-    if not spec.get("layer_norm", True) and spec.get("norm_groups", SPANDREL_NORM_GROUPS) != SPANDREL_NORM_GROUPS:
-        warnings.warn(f"norm_groups={spec['norm_groups']}: spandrel/chaiNNer cannot see the groups in the keys and "
-                      f"assume {SPANDREL_NORM_GROUPS}; they will load this export and compute other outputs (jaxsr "
-                      "reads the groups from the spec it stores)", stacklevel=2)
-    if pdim_for(dim, pdim / dim) != pdim:
-        warnings.warn(f"split_ratio={ratio} gives {pdim} of {dim} channels, which spandrel infers back as "
-                      f"{pdim_for(dim, pdim / dim)} and will not load this export (jaxsr will)", stacklevel=2)
-    return state_dict(model)
+def _inferred_pdim(s):
+    """The large-kernel channels spandrel rebuilds from an export's: int(dim * pdim / dim), which can lose one."""
+    pdim = pdim_for(s["dim"], s["split_ratio"])
+    return pdim_for(s["dim"], pdim / s["dim"])
+
+
+SPANDREL_GAPS = (
+    (lambda s: not s["layer_norm"] and s["norm_groups"] != SPANDREL_NORM_GROUPS,
+     lambda s: f"norm_groups={s['norm_groups']}: spandrel/chaiNNer cannot see the groups in the keys and assume "
+               f"{SPANDREL_NORM_GROUPS}; they will load this export and compute other outputs (jaxsr reads the groups "
+               "from the spec it stores)"),
+    (lambda s: _inferred_pdim(s) != pdim_for(s["dim"], s["split_ratio"]),
+     lambda s: f"split_ratio={s['split_ratio']} gives {pdim_for(s['dim'], s['split_ratio'])} of {s['dim']} channels, "
+               f"which spandrel infers back as {_inferred_pdim(s)} and will not load this export (jaxsr will)"),
+)
 
 
 ARCH = Arch(
@@ -89,9 +91,10 @@ ARCH = Arch(
     build=build,
     detect=detect,
     infer_spec=infer_spec,
-    to_torch=to_torch,
     pth_wrapper="params_ema",  # traiNNer-redux saves its EMA generator so; spandrel unwraps it
     scales=(1, 2, 3, 4),  # pixelshuffle or DySample, both any integer factor
+    defaults=DEFAULTS,
+    spandrel_gaps=SPANDREL_GAPS,
 )
 
-__all__ = ["ARCH", "RealPLKSR", "build"]
+__all__ = ["ARCH", "DEFAULTS", "RealPLKSR", "build"]

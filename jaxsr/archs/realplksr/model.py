@@ -14,20 +14,17 @@ from the `dropout` RNG stream), the only difference between torch's train and ev
 """
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-from jaxsr.archs.common import PixelShuffle, Sequential, conv, host_init
+from jaxsr.archs.common import Act, PixelShuffle, Sequential, conv, spec_kwargs, trunc_normal_002
 from jaxsr.archs.upsample import DySample
 
+# A spec's fields and their defaults: traiNNer-redux's `realplksr` ones (spandrel assumes norm_groups 4 too, and
+# dropout leaves no trace in the keys); the scale is the run's
 DEFAULTS = dict(dim=64, n_blocks=28, kernel_size=17, split_ratio=0.25, use_ea=True, norm_groups=4, dropout=0.0,
-                upsampler="pixelshuffle", layer_norm=True)  # traiNNer-redux's `realplksr` defaults
+                upsampler="pixelshuffle", layer_norm=True)
 UPSAMPLERS = ("pixelshuffle", "dysample")
 IN_CH = 3  # the reference (spandrel) hard-codes 3 input and output channels
-
-# torch's trunc_normal_(std=0.02) truncates at +-2 absolute (100 std): a normal in practice
-_trunc_normal = host_init(lambda g, s: np.clip(g.normal(0.0, 0.02, s), -2.0, 2.0),
-                          nnx.initializers.truncated_normal(0.02, lower=-100.0, upper=100.0))
 
 
 def pdim_for(dim, split_ratio):
@@ -38,20 +35,6 @@ def pdim_for(dim, split_ratio):
 def dysample_groups(scale):
     """The reference's DySample groups: the output channels (3) at odd scales, else 4."""
     return IN_CH if scale % 2 else 4
-
-
-class Act(nnx.Module):
-    """A parameter-free torch module (Mish, Sigmoid, Identity) kept at its nn.Sequential index or attribute."""
-
-    def __init__(self, kind):
-        self.kind = kind
-
-    def __call__(self, x):
-        if self.kind == "mish":
-            return jax.nn.mish(x)
-        if self.kind == "sigmoid":
-            return jax.nn.sigmoid(x)
-        return x
 
 
 class GroupNorm(nnx.Module):
@@ -83,7 +66,7 @@ class PLKConv2d(nnx.Module):
 
     def __init__(self, pdim, kernel_size, *, rngs, dtype):
         self.idx = pdim
-        self.conv = conv(pdim, pdim, kernel_size, rngs=rngs, dtype=dtype, kernel_init=_trunc_normal)
+        self.conv = conv(pdim, pdim, kernel_size, rngs=rngs, dtype=dtype, kernel_init=trunc_normal_002)
 
     def __call__(self, x):
         return jnp.concatenate([self.conv(x[..., : self.idx]), x[..., self.idx :]], axis=-1)
@@ -93,7 +76,7 @@ class EA(nnx.Module):
     """Element-wise attention: x * sigmoid(conv3x3(x))."""
 
     def __init__(self, dim, *, rngs, dtype):
-        self.f = Sequential([conv(dim, dim, 3, rngs=rngs, dtype=dtype, kernel_init=_trunc_normal), Act("sigmoid")])
+        self.f = Sequential([conv(dim, dim, 3, rngs=rngs, dtype=dtype, kernel_init=trunc_normal_002), Act("sigmoid")])
 
     def __call__(self, x):
         return x * self.f(x)
@@ -106,10 +89,10 @@ class PLKBlock(nnx.Module):
                                          rngs=rngs) if layer_norm else Act("identity"))
         # DCCM: conv3x3 (dim -> 2 dim), Mish, conv3x3 (2 dim -> dim)
         self.channel_mixer = Sequential([conv(dim, 2 * dim, 3, rngs=rngs, dtype=dtype), Act("mish"),
-                                         conv(2 * dim, dim, 3, rngs=rngs, dtype=dtype, kernel_init=_trunc_normal)])
+                                         conv(2 * dim, dim, 3, rngs=rngs, dtype=dtype, kernel_init=trunc_normal_002)])
         self.lk = PLKConv2d(pdim_for(dim, split_ratio), kernel_size, rngs=rngs, dtype=dtype)
         self.attn = EA(dim, rngs=rngs, dtype=dtype) if use_ea else Act("identity")
-        self.refine = conv(dim, dim, 1, rngs=rngs, dtype=dtype, kernel_init=_trunc_normal)
+        self.refine = conv(dim, dim, 1, rngs=rngs, dtype=dtype, kernel_init=trunc_normal_002)
         self.norm = Act("identity") if layer_norm else GroupNorm(norm_groups, dim, dtype=dtype)
 
     def __call__(self, x):
@@ -132,12 +115,12 @@ class RealPLKSR(nnx.Module):
         self.size_multiple = self.tile_multiple = 1  # convolutions only: any size, tiles anywhere
         out = IN_CH * scale * scale
         self.feats = Sequential(
-            [conv(IN_CH, dim, 3, rngs=rngs, dtype=dtype, kernel_init=_trunc_normal)]
+            [conv(IN_CH, dim, 3, rngs=rngs, dtype=dtype, kernel_init=trunc_normal_002)]
             + [PLKBlock(dim, kernel_size, split_ratio, use_ea, norm_groups, layer_norm, rngs=rngs, dtype=dtype)
                for _ in range(n_blocks)]
             # Dropout2d: whole channels per sample (the mask broadcasts over H and W)
             + [nnx.Dropout(dropout, broadcast_dims=(1, 2), deterministic=True, rngs=rngs)]
-            + [conv(dim, out, 3, rngs=rngs, dtype=dtype, kernel_init=_trunc_normal)])
+            + [conv(dim, out, 3, rngs=rngs, dtype=dtype, kernel_init=trunc_normal_002)])
         if upsampler == "dysample":
             self.to_img = DySample(out, IN_CH, scale, groups=dysample_groups(scale), end_convolution=scale != 1,
                                    rngs=rngs, dtype=dtype)
@@ -154,9 +137,5 @@ class RealPLKSR(nnx.Module):
 
 
 def build(spec, *, rngs=None, dtype=jnp.float32):
-    full = {**DEFAULTS, **spec}
-    full.pop("arch", None)
-    unknown = sorted(set(full) - set(DEFAULTS) - {"scale"})
-    if unknown:
-        raise ValueError(f"unknown RealPLKSR spec fields: {', '.join(unknown)}")
+    full = spec_kwargs(spec, DEFAULTS, "RealPLKSR")
     return RealPLKSR(**full, rngs=rngs if rngs is not None else nnx.Rngs(0), dtype=dtype)

@@ -13,14 +13,14 @@ saved in training mode). The export writes the file's own tensor where it alread
 rounding), which keeps round trips bit-identical, and the composition of the exported weights otherwise.
 """
 import re
-import warnings
 
 import numpy as np
 
-from jaxsr.archs.bridge import Arch, scale_and_out_ch, state_dict
+from jaxsr.archs.bridge import Arch, state_dict
+from jaxsr.archs.upsample import scale_and_out_ch
 from jaxsr.errors import WeightsError
 
-from .model import RGB_MEAN, SPAN, build, reparameterise
+from .model import DEFAULTS, SPAN, build, reparameterise
 
 _REQUIRED = ("conv_1.sk.weight", "block_1.c1_r.sk.weight", "block_1.c1_r.eval_conv.weight", "block_1.c3_r.eval_conv.weight",
              "conv_cat.weight", "conv_2.sk.weight", "conv_2.eval_conv.weight", "upsampler.0.weight")
@@ -39,8 +39,10 @@ def infer_spec(sd):
     w = sd["conv_1.sk.weight"]
     in_ch, feats = int(w.shape[1]), int(w.shape[0])
     scale, out_ch = scale_and_out_ch(int(sd["upsampler.0.weight"].shape[0]), in_ch)
-    return {"arch": "span", "scale": scale, "in_ch": in_ch, "out_ch": out_ch, "feature_channels": feats, "bias": True,
-            "norm": "no_norm" not in sd, "img_range": 255.0, "rgb_mean": list(RGB_MEAN)}
+    # bias, img_range and rgb_mean leave no trace in the keys: the defaults, which spandrel assumes too
+    return {"arch": "span", "scale": scale, "in_ch": in_ch, "out_ch": out_ch, "feature_channels": feats,
+            "bias": DEFAULTS["bias"], "norm": "no_norm" not in sd, "img_range": DEFAULTS["img_range"],
+            "rgb_mean": list(DEFAULTS["rgb_mean"])}
 
 
 def from_torch(sd):
@@ -66,12 +68,20 @@ def _is_current(stored, merged):
     return stored.shape == merged.shape and np.abs(stored - merged).max() <= 1e-4 * max(np.abs(merged).max(), 1e-12)
 
 
+def _other_normalisation(s):
+    return s["norm"] and (float(s["img_range"]) != DEFAULTS["img_range"]
+                          or tuple(map(float, s["rgb_mean"])) != tuple(DEFAULTS["rgb_mean"]))
+
+
+SPANDREL_GAPS = (
+    (_other_normalisation,
+     lambda s: f"SPAN with img_range={s['img_range']} and rgb_mean={s['rgb_mean']}: spandrel/chaiNNer always normalise "
+               f"with img_range={DEFAULTS['img_range']:g} and rgb_mean={DEFAULTS['rgb_mean']}, so they will load this "
+               "export but compute other outputs (jaxsr reads the values from the file's metadata)"),
+)
+
+
 def to_torch(model, spec):
-    if spec.get("norm", True) and (float(spec.get("img_range", 255.0)) != 255.0 or
-                                   tuple(map(float, spec.get("rgb_mean", RGB_MEAN))) != RGB_MEAN):
-        warnings.warn(f"SPAN with img_range={spec.get('img_range')} and rgb_mean={spec.get('rgb_mean')}: spandrel/chaiNNer "
-                      f"always normalise with img_range=255 and rgb_mean={RGB_MEAN}, so they will load this export but "
-                      "compute other outputs (jaxsr reads the values from the file's metadata)", stacklevel=2)
     sd = state_dict(model)
     for key in [k for k in sd if _EVAL_CONV.fullmatch(k)]:
         prefix = key[: -len(".eval_conv.weight")]
@@ -91,6 +101,8 @@ ARCH = Arch(
     to_torch=to_torch,
     pth_wrapper="params",  # traiNNer-redux's (BasicSR's) wrapping; spandrel unwraps it
     scales=(1, 2, 3, 4, 8),  # one PixelShuffle(s) of any s; traiNNer-redux's template offers 1, 2, 3, 4 and 8
+    defaults=DEFAULTS,
+    spandrel_gaps=SPANDREL_GAPS,
 )
 
-__all__ = ["ARCH", "SPAN", "build"]
+__all__ = ["ARCH", "DEFAULTS", "SPAN", "build"]

@@ -23,14 +23,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxsr.archs.common import Buffer, PixelShuffle, Sequential, conv
+from jaxsr.archs.common import RGB_MEAN, Buffer, PixelShuffle, Sequential, conv, precision, spec_kwargs
 
-RGB_MEAN = (0.4488, 0.4371, 0.4040)
+# A spec's fields and their defaults, the reference's (spandrel assumes img_range and rgb_mean are these); the scale is
+# the run's
 DEFAULTS = dict(in_ch=3, out_ch=3, feature_channels=48, bias=True, norm=True, img_range=255.0, rgb_mean=RGB_MEAN)
-
-
-def _precision(dtype):
-    return jax.lax.Precision.HIGHEST if jnp.dtype(dtype) == jnp.float32 else None
 
 
 class EvalConv(nnx.Module):
@@ -78,7 +75,7 @@ class Conv3XC(nnx.Module):
             return self.conv(x_pad) + self.sk(x)
         kernel, bias = self.merged()
         y = jax.lax.conv_general_dilated(x, kernel.astype(self.dtype), (1, 1), ((1, 1), (1, 1)),
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=_precision(self.dtype))
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision(self.dtype))
         return y + bias.astype(y.dtype)
 
 
@@ -140,10 +137,6 @@ class SPAN(nnx.Module):
 
 
 def build(spec, *, rngs=None, dtype=jnp.float32):
-    full = {**DEFAULTS, **spec}
-    full.pop("arch", None)
-    unknown = sorted(set(full) - set(DEFAULTS) - {"scale"})
-    if unknown:
-        raise ValueError(f"unknown SPAN spec fields: {', '.join(unknown)}")
+    full = spec_kwargs(spec, DEFAULTS, "SPAN")
     return SPAN(int(full["in_ch"]), int(full["out_ch"]), int(full["feature_channels"]), int(full["scale"]), bool(full["bias"]),
                 bool(full["norm"]), float(full["img_range"]), tuple(full["rgb_mean"]), rngs=rngs, dtype=dtype)

@@ -12,13 +12,13 @@ and exports that spandrel would then not load warn: `qkv_bias` (attn.qkv.bias), 
 """
 import math
 import re
-import warnings
 
 from jaxsr.archs.attention import shift_mask
-from jaxsr.archs.bridge import Arch, state_dict
+from jaxsr.archs.bridge import Arch, seq_len, state_dict
+from jaxsr.archs.upsample import pixelshuffle_scale
 from jaxsr.errors import WeightsError
 
-from .model import NUM_FEAT, VARIANTS, SwinIR, build, spec_for
+from .model import DEFAULT_VARIANT, DEFAULTS, NUM_FEAT, VARIANTS, SwinIR, build, spec_for
 
 _B0 = "layers.0.residual_group.blocks.0."
 _MASK = re.compile(r"layers\.(\d+)\.residual_group\.blocks\.(\d+)\.attn_mask$")
@@ -30,21 +30,10 @@ def detect(sd):
             and f"{_B0}mlp.fc1.bias" in sd and f"{_B0}attn.relative_position_index" in sd)
 
 
-def _seq_len(sd, prefix):
-    idx = {int(m.group(1)) for k in sd if (m := re.match(re.escape(prefix) + r"\.(\d+)\.", k))}
-    return max(idx) + 1 if idx else 0
-
-
-def _pixelshuffle_params(sd, prefix="upsample"):
-    """(factor, num_feat) of an nn.Sequential of [conv, PixelShuffle] stages, as spandrel reads them."""
-    scale, nf = 1, NUM_FEAT
-    for i in range(0, 10, 2):
-        w = sd.get(f"{prefix}.{i}.weight")
-        if w is None:
-            break
-        nf = int(w.shape[1])
-        scale *= math.isqrt(int(w.shape[0]) // nf)
-    return scale, nf
+def spandrel_img_range(window_size):
+    """The img_range spandrel gives a SwinIR file, which the keys do not tell: 255 for the JPEG models, the window-7
+    ones, else the default (1)."""
+    return 255.0 if window_size == 7 else DEFAULTS["img_range"]
 
 
 def infer_spec(sd):
@@ -74,7 +63,7 @@ def infer_spec(sd):
     if upsampler == "nearest+conv":
         up = 2 ** sum(1 for k in sd if "conv_up" in k and "bias" not in k)
     elif upsampler == "pixelshuffle":
-        up = _pixelshuffle_params(sd)[0]
+        up = pixelshuffle_scale(sd, "upsample", NUM_FEAT)[0]
     elif upsampler == "pixelshuffledirect":
         up = math.isqrt(int(sd["upsample.0.bias"].shape[0]) // num_out)
     else:
@@ -83,11 +72,11 @@ def infer_spec(sd):
         raise WeightsError(f"this SwinIR upsamples x{up} after a x{unshuffle} pixel-unshuffle: not a whole scale")
     embed_dim = int(first.shape[0])
     window = math.isqrt(int(sd[f"{_B0}attn.relative_position_index"].shape[0]))
-    n_layers = _seq_len(sd, "layers")
-    depths = [_seq_len(sd, f"layers.{i}.residual_group.blocks") for i in range(n_layers)]
+    n_layers = seq_len(sd, "layers")
+    depths = [seq_len(sd, f"layers.{i}.residual_group.blocks") for i in range(n_layers)]
     heads = [int(sd[f"layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table"].shape[1])
              for i in range(n_layers)]
-    img_size = 64  # spandrel's default; a stored shift mask tells the real one
+    img_size = DEFAULTS["img_size"]  # spandrel's default too; a stored shift mask tells the real one
     masks = sorted((int(m[1]), int(m[2]), k) for k in sd if (m := _MASK.match(k)))
     if masks:
         img_size = int(math.sqrt(int(sd[masks[0][2]].shape[0])) * window)
@@ -106,7 +95,7 @@ def infer_spec(sd):
         "mlp_ratio": float(int(sd[f"{_B0}mlp.fc1.bias"].shape[0]) / embed_dim),
         "qkv_bias": f"{_B0}attn.qkv.bias" in sd,
         "img_size": img_size,
-        "img_range": 255.0 if window == 7 else 1.0,  # spandrel: the JPEG models are the window-7 ones
+        "img_range": spandrel_img_range(window),
         "upsampler": upsampler,
         "resi_connection": "1conv" if "conv_after_body.weight" in sd else "3conv",
         "patch_norm": "patch_embed.norm.weight" in sd,
@@ -127,37 +116,37 @@ def from_torch(sd):
 
 def masks_for(spec):
     """{key: mask} for every shifted (odd) block, as the reference registers them for spec['img_size']."""
-    ws, n = int(spec["window_size"]), int(spec.get("img_size", 64))
+    spec = ARCH.full_spec(spec)
+    ws, n = int(spec["window_size"]), int(spec["img_size"])
     mask = shift_mask(n, n, ws, ws, ws // 2, ws // 2)
     return {f"layers.{i}.residual_group.blocks.{j}.attn_mask": mask
             for i, d in enumerate(spec["depths"]) for j in range(1, d, 2)}
 
 
-def _spandrel_gaps(spec):
-    gaps = []
-    if not spec.get("qkv_bias", True):
-        gaps.append("qkv_bias=False")
-    if not spec.get("patch_norm", True):
-        gaps.append("patch_norm=False")
-    if spec.get("ape", False):
-        gaps.append("ape=True")
-    if float(spec.get("img_range", 1.0)) != (255.0 if spec["window_size"] == 7 else 1.0):
-        gaps.append(f"img_range={spec['img_range']} with window_size {spec['window_size']} (spandrel uses 255 for "
-                    "window 7, else 1)")
-    if spec.get("start_unshuffle", 1) > 1 and spec.get("in_ch", 3) != 3:
-        gaps.append("start_unshuffle with in_ch != 3")
-    if spec.get("img_size", 64) != 64 and spec["depths"][0] < 2 and max(spec["depths"]) >= 2:
-        gaps.append("img_size != 64 with a depth-1 first group (spandrel reads img_size from its block 1)")
-    return gaps
+def _gap(applies, why):
+    """(applies, message) for a spec whose export spandrel cannot load as it is, for the reason `why` (spec -> str, or
+    a str)."""
+    return applies, lambda s: ("spandrel/chaiNNer will not load this SwinIR export as it is "
+                               f"({why(s) if callable(why) else why}); jaxsr will")
+
+
+# what spandrel assumes fixed or reads from elsewhere than we do
+SPANDREL_GAPS = (
+    _gap(lambda s: not s["qkv_bias"], "qkv_bias=False"),
+    _gap(lambda s: not s["patch_norm"], "patch_norm=False"),
+    _gap(lambda s: s["ape"], "ape=True"),
+    _gap(lambda s: float(s["img_range"]) != spandrel_img_range(s["window_size"]),
+         lambda s: f"img_range={s['img_range']} with window_size {s['window_size']} (spandrel uses 255 for window 7, "
+                   "else 1)"),
+    _gap(lambda s: s["start_unshuffle"] > 1 and s["in_ch"] != 3, "start_unshuffle with in_ch != 3"),
+    _gap(lambda s: s["img_size"] != DEFAULTS["img_size"] and s["depths"][0] < 2 and max(s["depths"]) >= 2,
+         f"img_size != {DEFAULTS['img_size']} with a depth-1 first group (spandrel reads img_size from its block 1)"),
+)
 
 
 def to_torch(model, spec):
-    gaps = _spandrel_gaps(spec)
-    if gaps:
-        warnings.warn(f"spandrel/chaiNNer will not load this SwinIR export as it is ({'; '.join(gaps)}); jaxsr will",
-                      stacklevel=2)
     sd = {**state_dict(model), **masks_for(spec)}
-    if spec.get("start_unshuffle", 1) > 1:  # nn.Sequential(PixelUnshuffle, Conv2d), as such files store it
+    if ARCH.full_spec(spec)["start_unshuffle"] > 1:  # nn.Sequential(PixelUnshuffle, Conv2d), as such files store it
         for leaf in ("weight", "bias"):
             sd[f"conv_first.1.{leaf}"] = sd.pop(f"conv_first.{leaf}")
     return sd
@@ -173,6 +162,8 @@ ARCH = Arch(
     to_torch=to_torch,
     pth_wrapper="params",  # the authors' classical/lightweight files (KAIR); spandrel unwraps params_ema too
     scales=(1, 2, 3, 4, 8),  # x1 without an upsampler; pixelshuffle 2^n or 3; nearest+conv 2, 4, 8
+    defaults={**DEFAULTS, **VARIANTS[DEFAULT_VARIANT]},
+    spandrel_gaps=SPANDREL_GAPS,
 )
 
-__all__ = ["ARCH", "SwinIR", "VARIANTS", "build", "spec_for"]
+__all__ = ["ARCH", "DEFAULTS", "SwinIR", "VARIANTS", "build", "spec_for"]

@@ -23,12 +23,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxsr.archs.attention import (Mlp, WindowAttention, drop_path, layer_norm, resi_conv, run_block,
-                                   trunc_normal_002)
-from jaxsr.archs.common import LeakyReLU, Sequential, constructor_kwargs, conv, pixel_unshuffle
+from jaxsr.archs.attention import Mlp, PatchEmbed, WindowAttention, drop_path, layer_norm, resi_conv, run_block
+from jaxsr.archs.common import (RGB_MEAN, LeakyReLU, Sequential, constructor_kwargs, conv, pixel_unshuffle,
+                                trunc_normal_002, variant_spec)
 from jaxsr.archs.upsample import nearest_conv, pixelshuffle, pixelshuffle_direct
 
-RGB_MEAN = (0.4488, 0.4371, 0.4040)
 UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "nearest+conv", "")
 
 # Named configurations: the authors' main_test_swinir.py (JingyunLiang/SwinIR), one per task family. img_size is
@@ -43,18 +42,19 @@ VARIANTS = {
     "swinir_l_real": dict(embed_dim=240, depths=[6] * 9, num_heads=[8] * 9, window_size=8, mlp_ratio=2.0,
                           upsampler="nearest+conv", resi_connection="3conv"),  # real-world SR, large
 }
+# The fields every variant shares, the reference's defaults (spandrel assumes img_size 64, qkv_bias, patch_norm and no
+# ape where the keys do not tell)
 DEFAULTS = dict(
     scale=4, in_ch=3, img_size=64, img_range=1.0, qkv_bias=True, patch_norm=True, ape=False, start_unshuffle=1,
     drop_path_rate=0.1, use_chk=False, attn_impl="auto",
 )
+DEFAULT_VARIANT = "swinir_m"  # what a spec without the variant's fields builds
 NUM_FEAT = 64  # the reference hard-codes the reconstruction width
 
 
 def spec_for(variant: str, **overrides) -> dict:
     """A complete SwinIR spec for a named variant ('swinir_m', 'swinir_s', 'swinir_m_real', 'swinir_l_real')."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown SwinIR variant {variant!r}; known: {', '.join(VARIANTS)}")
-    return {"arch": "swinir", **DEFAULTS, **VARIANTS[variant], **overrides}
+    return variant_spec("swinir", VARIANTS, DEFAULTS, variant, "SwinIR", overrides)
 
 
 class SwinTransformerBlock(nnx.Module):
@@ -101,18 +101,6 @@ class RSTB(nnx.Module):
 
     def __call__(self, x):
         return self.conv(self.residual_group(x)) + x
-
-
-class PatchEmbed(nnx.Module):
-    """The reference's PatchEmbed at patch size 1: a reshape (ours is the identity) and, with patch_norm, a LayerNorm."""
-
-    def __init__(self, dim, patch_norm, *, rngs, dtype):
-        if patch_norm:
-            self.norm = layer_norm(dim, rngs=rngs, dtype=dtype)
-        self.patch_norm = patch_norm
-
-    def __call__(self, x):
-        return self.norm(x) if self.patch_norm else x
 
 
 class SwinIR(nnx.Module):
@@ -223,5 +211,5 @@ class SwinIR(nnx.Module):
 
 def build(spec: dict, *, rngs: nnx.Rngs | None = None, dtype=jnp.float32) -> SwinIR:
     """A SwinIR from a spec: the bridge's (all fields) or a variant plus overrides ({'variant': 'swinir_s', ...})."""
-    kw = constructor_kwargs(spec, VARIANTS, DEFAULTS, "swinir_m", "SwinIR", ("depths", "num_heads"))
+    kw = constructor_kwargs(spec, VARIANTS, DEFAULTS, DEFAULT_VARIANT, "SwinIR", ("depths", "num_heads"))
     return SwinIR(**kw, rngs=rngs if rngs is not None else nnx.Rngs(0), dtype=dtype)

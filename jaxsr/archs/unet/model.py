@@ -14,6 +14,8 @@ from flax import nnx
 from jaxsr.archs.common import conv, lrelu, torch_default_init
 
 _HI = jax.lax.Precision.HIGHEST
+# A spec's fields and their defaults (BasicSR's); fields of other discriminators are ignored
+DEFAULTS = dict(num_in_ch=3, num_feat=64, skip_connection=True)
 
 
 def _normalize(x, eps=1e-12):
@@ -107,4 +109,5 @@ class UNetDiscriminatorSN(nnx.Module):
 
 
 def build(spec, *, rngs=None, dtype=jnp.float32):
-    return UNetDiscriminatorSN(spec["num_in_ch"], spec["num_feat"], spec["skip_connection"], rngs=rngs, dtype=dtype)
+    s = {**DEFAULTS, **spec}
+    return UNetDiscriminatorSN(s["num_in_ch"], s["num_feat"], s["skip_connection"], rngs=rngs, dtype=dtype)

@@ -9,6 +9,8 @@ from flax import nnx
 from jaxsr.archs.common import BatchNorm2d, conv, lrelu, torch_default_init
 
 _HI = jax.lax.Precision.HIGHEST
+# A spec's fields and their defaults (BasicSR's ESRGAN net_d); fields of other discriminators are ignored
+DEFAULTS = dict(num_in_ch=3, num_feat=64, input_size=128)
 
 
 def _conv(in_ch, out_ch, k, stride, bias, rngs, dtype):
@@ -53,4 +55,5 @@ class VGGStyleDiscriminator(nnx.Module):
 
 
 def build(spec, *, rngs=None, dtype=jnp.float32):
-    return VGGStyleDiscriminator(spec["num_in_ch"], spec["num_feat"], spec["input_size"], rngs=rngs, dtype=dtype)
+    s = {**DEFAULTS, **spec}
+    return VGGStyleDiscriminator(s["num_in_ch"], s["num_feat"], s["input_size"], rngs=rngs, dtype=dtype)

@@ -91,7 +91,8 @@ class Loop:
                 self._after_step(step, end, metrics, progress)
             if self.stop_requested and step < end:
                 log.info(f"{self.stop_requested}: saving a checkpoint at step {step} and exiting; rerun the same command to resume")
-                self._save(step)
+                if self._saved != step:  # the signal may have come during this step's own save
+                    self._save(step)
             elif step >= end and self._exported != step:
                 self._export(self.kind.deployable(self.state), None, step)  # every finished run ends with its exports
         except BaseException as e:

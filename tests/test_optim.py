@@ -1,4 +1,6 @@
-"""Optimizers against independent PyTorch implementations, and schedules under gradient accumulation."""
+"""Optimizers against independent PyTorch implementations, schedules under gradient accumulation, FreezeD masks."""
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -264,3 +266,36 @@ def test_ema_update_is_basicsr_model_ema():
     np.testing.assert_allclose(new["w"], 0.001, rtol=1e-6)
     jitted = jax.jit(optim.ema_update)(ema, {"w": jnp.ones(3)}, 0.9)
     np.testing.assert_allclose(jitted["w"], 0.1, rtol=1e-6)
+
+
+def _block_of(pattern):
+    """A discriminator's block_of as its architecture record gives it, from its naming regex."""
+    regex = re.compile(pattern)
+
+    def block_of(name):
+        m = regex.fullmatch(name)
+        return int(m.group(1)) if m else None
+
+    return block_of
+
+
+@pytest.mark.parametrize("pattern,names,k,frozen", [
+    (r"conv(\d+)", ["conv0", "conv1", "conv2", "conv10", "final"], 2, {"conv0", "conv1"}),
+    (r"(?:conv|bn)(\d+)_\d+", ["conv0_0", "conv0_1", "bn0_1", "conv1_0", "bn1_0", "conv2_0", "linear1"], 1,
+     {"conv0_0", "conv0_1", "bn0_1"}),
+])
+def test_freezed_masks_follow_the_architectures_block_of(pattern, names, k, frozen):
+    rng = np.random.default_rng(0)
+    params = {n: {"w": jnp.asarray(rng.normal(size=(2, 3)), jnp.float32), "b": jnp.ones(3)} for n in names}
+    block_of = _block_of(pattern)
+    labels = optim.frozen_blocks(block_of, k)(params)
+    assert {n for n in names if labels[n]["w"] and labels[n]["b"]} == frozen
+    assert optim.block_count(block_of, params) == len({block_of(n) for n in names} - {None})
+    tx = optim.build_optimizer(_cfg(clip_grad_norm=1.0, weight_decay=0.01), 10, freeze=optim.frozen_blocks(block_of, k))
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
+    updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+    for n in names:
+        for leaf in updates[n].values():
+            assert (np.abs(np.asarray(leaf)).max() == 0) == (n in frozen), n
+    with pytest.raises(ValueError, match="FreezeD"):
+        optim.frozen_blocks("unet", 2)  # the architecture's block_of, not its name

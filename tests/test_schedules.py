@@ -108,7 +108,7 @@ CASES = {  # name: (our config, the reference scheduler, what it is)
                   lambda o: torch.optim.lr_scheduler.MultiStepLR(o, [10, 25, 25, 40], 0.5)),
     "cosine": (dict(schedule="cosine", min_lr=1e-5, warmup_steps=6, warmup="cosine"),
                lambda o: _cosine_after_warmup(o, 6, 1e-5)),
-    "cosine_restart": (dict(schedule="cosine_restart", periods=(20, 15, 25), restart_weights=(1, 0.5, 0.25), min_lr=1e-6,
+    "cosine_restart": (dict(schedule="cosine_restart", periods=(20, 15, 25), period_weights=(1, 0.5, 0.25), min_lr=1e-6,
                             warmup_steps=5),
                        lambda o: BasicSRCosineAnnealingRestartLR(o, [20, 15, 25], [1, 0.5, 0.25], 1e-6)),
     "multistep_restart": (dict(schedule="multistep_restart", milestones=(8, 15, 30, 30, 45), gamma=0.5, restarts=(20, 40),
@@ -163,7 +163,9 @@ def test_every_schedule_reaches_the_optimizer_from_either_section(name, section)
 
 def test_unknown_or_inconsistent_schedule_fields_are_refused():
     for bad, match in ((dict(schedule="linear"), "optim.schedule"), (dict(schedule="constant", warmup="exp", warmup_steps=2), "optim.warmup"),
-                       (dict(schedule="cosine_restart", periods=(10, 10), restart_weights=(1,)), "restart_weights"),
+                       (dict(schedule="cosine_restart", periods=(10, 10), period_weights=(1,)), "period_weights"),
+                       (dict(schedule="cosine_restart", periods=(10, 10), restart_weights=(1, 0.5)), "period_weights"),
+                       (dict(schedule="multistep_restart", restarts=(10,), period_weights=(0.5,)), "restart_weights"),
                        (dict(schedule="step_restart", step_sizes=(5, 5), restarts=(10, 20)), "step_sizes"),
                        (dict(schedule="cosine", clear_state=True), "clear_state"),
                        (dict(schedule="plateau", plateau_mode="up"), "plateau_mode")):
@@ -234,11 +236,11 @@ def test_step_restart_clear_state_resets_adam_as_victorca25(clear):
 
 PLATEAU_CASES = [
     dict(plateau_mode="min", plateau_threshold_mode="rel", plateau_threshold=1e-2, plateau_patience=2, plateau_cooldown=1,
-         plateau_factor=0.5, min_lr=1e-4),
+         plateau_factor=0.5, plateau_min_lr=1e-4),
     dict(plateau_mode="max", plateau_threshold_mode="abs", plateau_threshold=0.035, plateau_patience=1, plateau_cooldown=2,
-         plateau_factor=0.3, min_lr=0.0),
+         plateau_factor=0.3, plateau_min_lr=0.0),
     dict(plateau_mode="max", plateau_threshold_mode="rel", plateau_threshold=1e-4, plateau_patience=3, plateau_cooldown=0,
-         plateau_factor=0.5, min_lr=1e-7),
+         plateau_factor=0.5, plateau_min_lr=1e-7),
 ]
 
 
@@ -253,7 +255,7 @@ def _metrics(mode, n=60):
 def _torch_plateau(c):
     return lambda o: torch.optim.lr_scheduler.ReduceLROnPlateau(
         o, mode=c["plateau_mode"], factor=c["plateau_factor"], patience=c["plateau_patience"], threshold=c["plateau_threshold"],
-        threshold_mode=c["plateau_threshold_mode"], cooldown=c["plateau_cooldown"], min_lr=c["min_lr"])
+        threshold_mode=c["plateau_threshold_mode"], cooldown=c["plateau_cooldown"], min_lr=c["plateau_min_lr"])
 
 
 @pytest.mark.parametrize("case", range(len(PLATEAU_CASES)))

@@ -1,6 +1,10 @@
-"""Optimizers from the config: an optax chain plus schedules, EMA, schedule-free, plateau, FreezeD and loss scaling.
+"""Optimizers from a config section: the optax chain (AdamW/Adam, Adan, schedule-free), and what wraps it for
+training: clipping, FreezeD masks, accumulation, float16 loss scaling; plus the generator's EMA.
 
-Config schema (`config.optim`, and `config.optim_d` for the discriminator; `default_config()` has every field):
+Adan and schedule-free are assembled here rather than taken from optax because optax's differ from the
+references (Adan's gradient-difference weight; schedule-free's first warm-up step): see their docstrings.
+
+Fields of an optimizer section (`config.optim`, `config.optim_d`) read here; the schedule's are in `schedules`:
     name:           'adamw' | 'adam' | 'adan' | 'schedule_free_adamw' | 'adan_schedule_free'
     lr:             peak learning rate
     betas:          (b1, b2) for adam(w) and schedule_free_adamw; (b1, b2, b3) for the two Adans, e.g. (0.98, 0.92, 0.99)
@@ -8,43 +12,17 @@ Config schema (`config.optim`, and `config.optim_d` for the discriminator; `defa
     weight_decay:   decoupled for adamw and both schedule-free optimizers (taken at y); adam adds nothing
     adan_proximal:  True: official Adan's default decay p <- (p - lr*u) / (1 + lr*wd); False: decoupled
     sf_momentum:    adan_schedule_free's interpolation between z and the average x (ScheduleFreeWrapper's momentum)
-    schedule:       'constant' | 'cosine' (to min_lr at total_steps) | 'multistep' | 'cosine_restart' |
-                    'multistep_restart' | 'step_restart' | 'onecycle' | 'plateau'
-    warmup_steps, warmup:  lr * w(k / warmup_steps) in front of any schedule, w = t ('linear') or (1 - cos(pi t)) / 2
-    min_lr:         cosine's end value, cosine_restart's eta_min, plateau's floor
-    milestones, gamma:  multistep(_restart): lr * gamma^(milestones passed); also step_restart's gamma
-    periods, restart_weights:  cosine_restart (BasicSR CosineAnnealingRestartLR): cycle lengths, peak weight of each
-    restarts, restart_weights: multistep_restart (BasicSR MultiStepRestartLR) and step_restart (victorca25
-                    StepLR_Restart): updates where the lr returns to lr * weight
-    step_sizes:     step_restart: decay by gamma every step_size updates (one per segment, or one for all)
-    clear_state:    step_restart / multistep_restart: reset the optimizer's moments at each restart (victorca25)
-    pct_start, div_factor, final_div_factor, anneal_strategy ('cos'|'linear'), three_phase:  onecycle (torch OneCycleLR)
-    plateau_mode ('auto'|'min'|'max'), plateau_factor, plateau_patience, plateau_threshold, plateau_threshold_mode
-                    ('rel'|'abs'), plateau_cooldown:  plateau (torch ReduceLROnPlateau on the validation metric)
     clip_grad_norm: 0 = off; else global-norm clipping
     accumulate:     k > 1 averages k micro-batches per update (optax.MultiSteps)
     weight_lr_power: schedule-free's weighting of the averaged iterate
     loss_scale_init, loss_scale_interval, loss_scale_growth, loss_scale_backoff:  float16 dynamic loss scaling
     ema_decay:      (generator only) see `ema_update`; 0 disables
 
-Schedules count real optimizer updates (0-based): under accumulation the trainer's step s is update s // k. Each
-section builds its own schedule, so G (`optim`) and D (`optim_d`) may differ. Schedule-free optimizers take only
-warm-up + constant; validation and export use `eval_params`. Numbers written as strings ("2e-4") are cast where
-the run's config is read (`jaxsr.train.config.resolve`).
-
-Wiring a trainer needs, besides `build_optimizer(cfg, total_steps, loss_scaling=..., freeze=...)`:
-- plateau: the rule's state (`PlateauState`) lives in the optimizer state, so it is checkpointed with it. After
-  each validation: `opt_state = feed_plateau(cfg, opt_state, metric)`. The lr actually used (and to log) is
-  `learning_rate_schedule(cfg, total)(update) * lr_scale(cfg, opt_state)`.
-- float16: `build_optimizer(..., loss_scaling=True)`; differentiate `scale_loss(opt_state, loss)`; the transform
-  unscales, skips a non-finite update and adapts the scale by itself. Keep the new opt_state even on an overflow
-  (that is where the smaller scale is): `loss_scale_state(opt_state).overflowed` tells an overflow apart from a
-  diverging loss, `consecutive_overflows` counts them.
-- FreezeD: `build_optimizer(cfg_d, total, freeze=frozen_blocks(arch, k))`.
-- schedule-free: `is_schedule_free(cfg)`; validate and export `eval_params(opt_state, params)`.
+Schedule-free optimizers take only warm-up + constant; validate and export `eval_params(opt_state, params)`.
+float16: `build_optimizer(..., loss_scaling=True)`, differentiate `scale_loss(opt_state, loss)` and keep the new
+opt_state even on an overflow (`loss_scale_state(opt_state).overflowed`). FreezeD: `freeze=frozen_blocks(block_of, k)`.
+Numbers written as strings ("2e-4") are cast where the run's config is read (`jaxsr.train.config.resolve`).
 """
-import re
-from collections import Counter
 from typing import Any, NamedTuple
 
 import jax
@@ -54,9 +32,10 @@ import numpy as np
 import optax
 from optax.contrib import ScheduleFreeState, schedule_free, schedule_free_eval_params
 
+from jaxsr.optim.schedules import DescendState, _find, default_fields, learning_rate_schedule, plateau_rule, with_warmup
+
 NAMES = ("adamw", "adam", "adan", "schedule_free_adamw", "adan_schedule_free")
 SCHEDULE_FREE = ("schedule_free_adamw", "adan_schedule_free")
-SCHEDULES = ("constant", "cosine", "multistep", "cosine_restart", "multistep_restart", "step_restart", "onecycle", "plateau")
 
 
 def default_config(lr=2e-4, ema_decay=0.999):
@@ -69,28 +48,8 @@ def default_config(lr=2e-4, ema_decay=0.999):
     c.weight_decay = 0.0
     c.adan_proximal = True
     c.sf_momentum = 0.9  # schedulefree.ScheduleFreeWrapper's default
-    c.schedule = "constant"
-    c.warmup_steps = 0
-    c.warmup = "linear"
-    c.min_lr = 1e-7
-    c.milestones = ()
-    c.gamma = 0.5
-    c.periods = ()
-    c.restarts = ()
-    c.restart_weights = ()
-    c.step_sizes = ()
-    c.clear_state = False
-    c.pct_start = 0.3  # onecycle: torch OneCycleLR's defaults
-    c.div_factor = 25.0
-    c.final_div_factor = 1e4
-    c.anneal_strategy = "cos"
-    c.three_phase = False
-    c.plateau_mode = "auto"  # 'min' | 'max'; the trainer makes 'auto' the direction of val.best_metric
-    c.plateau_factor = 0.5
-    c.plateau_patience = 10
-    c.plateau_threshold = 1e-4
-    c.plateau_threshold_mode = "rel"
-    c.plateau_cooldown = 0
+    for field, value in default_fields().items():
+        c[field] = value
     c.clip_grad_norm = 0.0
     c.accumulate = 1
     c.weight_lr_power = 2.0
@@ -108,242 +67,7 @@ def is_schedule_free(cfg):
     return cfg["name"] in SCHEDULE_FREE
 
 
-# ---------------------------------------------------------------- schedules
-
-
-def _floats(values):
-    return [float(v) for v in values]
-
-
-def _weights(cfg, n):
-    w = _floats(cfg["restart_weights"]) or [1.0] * n
-    if len(w) != n:
-        raise ValueError(f"optim.restart_weights needs {n} values (one per restart/period), got {len(w)}")
-    return w
-
-
-def _warmup(main, steps, shape):
-    """main(k) * w(k / steps) for k < steps; w = t (linear) or (1 - cos(pi t)) / 2 (cosine)."""
-    if shape not in ("linear", "cosine"):
-        raise ValueError(f"optim.warmup must be 'linear' or 'cosine', got {shape!r}")
-    if not steps:
-        return main
-
-    def sched(count):
-        t = jnp.minimum(jnp.asarray(count, jnp.float32) / steps, 1.0)
-        w = t if shape == "linear" else 0.5 * (1.0 - jnp.cos(jnp.pi * t))
-        return main(count) * jnp.where(count >= steps, 1.0, w)
-
-    return sched
-
-
-def _cosine_restart(lr, periods, weights, eta_min):
-    """BasicSR CosineAnnealingRestartLR: in cycle i, k in (c_{i-1}, c_i] (c = cumulative periods),
-    eta_min + w_i (lr - eta_min) (1 + cos(pi (k - c_{i-1}) / p_i)) / 2; held at the last value after the end."""
-    cum = np.cumsum(periods)
-    starts = jnp.asarray(np.concatenate([[0], cum[:-1]]), jnp.float32)
-    cum_j, p, w = jnp.asarray(cum), jnp.asarray(periods, jnp.float32), jnp.asarray(weights, jnp.float32)
-
-    def sched(count):
-        k = jnp.minimum(count, int(cum[-1]))
-        i = jnp.searchsorted(cum_j, k, side="left")
-        return eta_min + w[i] * 0.5 * (lr - eta_min) * (1 + jnp.cos(jnp.pi * (k - starts[i]) / p[i]))
-
-    return sched
-
-
-def _multistep_restart(lr, milestones, gamma, restarts, weights):
-    """BasicSR MultiStepRestartLR: lr * w_r * gamma^(milestones m, counted with multiplicity, with r < m <= k),
-    r the latest restart <= k (weight 1 and milestones from 0 on before the first)."""
-    ms = jnp.asarray(sorted(int(m) for m in milestones) or [-1], jnp.int32)
-    rs = jnp.asarray([-1] + [int(r) for r in restarts], jnp.int32)
-    ws = jnp.asarray([1.0] + weights, jnp.float32)
-
-    def sched(count):
-        i = jnp.sum(rs <= count) - 1  # the latest restart (index 0: none yet)
-        passed = jnp.sum((ms > rs[i]) & (ms <= count))
-        return lr * ws[i] * gamma ** passed.astype(jnp.float32)
-
-    return sched
-
-
-def _step_restart(lr, step_sizes, gamma, restarts, weights):
-    """victorca25 StepLR_Restart: from restart j at r_j, lr * w_j * gamma^((k - r_j) // step_sizes[j + 1]);
-    before the first restart, weight 1 and step_sizes[0]."""
-    n = len(restarts) + 1
-    sizes = step_sizes * n if len(step_sizes) == 1 else step_sizes
-    if len(sizes) != n or min(sizes, default=0) <= 0:
-        raise ValueError(f"optim.step_sizes needs 1 or {n} positive values (one per segment), got {step_sizes}")
-    rs = jnp.asarray([0] + [int(r) for r in restarts], jnp.int32)
-    ws = jnp.asarray([1.0] + weights, jnp.float32)
-    ss = jnp.asarray(sizes, jnp.int32)
-
-    def sched(count):
-        j = jnp.sum(rs <= count) - 1
-        return lr * ws[j] * gamma ** ((count - rs[j]) // ss[j]).astype(jnp.float32)
-
-    return sched
-
-
-def _onecycle(lr, total, pct_start, div_factor, final_div_factor, anneal, three_phase):
-    """torch OneCycleLR (without momentum cycling): phases end at pct*T - 1 (and 2 pct*T - 2), then T - 1.
-
-    optax.cosine_onecycle_schedule puts the phase ends at pct*T and T instead (tests/test_optim.py shows the gap)."""
-    if anneal not in ("cos", "linear"):
-        raise ValueError(f"optim.anneal_strategy must be 'cos' or 'linear', got {anneal!r}")
-    initial = lr / div_factor
-    final = initial / final_div_factor
-    if three_phase:
-        phases = [(pct_start * total - 1, initial, lr), (2 * pct_start * total - 2, lr, initial), (total - 1, initial, final)]
-    else:
-        phases = [(pct_start * total - 1, initial, lr), (total - 1, lr, final)]
-
-    def interp(start, end, pct):
-        if anneal == "cos":
-            return end + (start - end) / 2 * (1 + jnp.cos(jnp.pi * pct))
-        return (end - start) * pct + start
-
-    def sched(count):
-        k = jnp.minimum(jnp.asarray(count, jnp.float32), total - 1)
-        begins = [0.0] + [end for end, _, _ in phases[:-1]]
-        out = None
-        for (end, a, b), begin in reversed(list(zip(phases, begins))):  # the first phase with k <= end, else the last
-            value = interp(a, b, (k - begin) / (end - begin))
-            out = value if out is None else jnp.where(k <= end, value, out)
-        return out
-
-    return sched
-
-
-def learning_rate_schedule(cfg, total_steps):
-    """lr as a function of the number of completed optimizer updates (0-based), before any plateau reduction."""
-    lr, warmup, kind = float(cfg["lr"]), int(cfg["warmup_steps"]), cfg["schedule"]
-    gamma = float(cfg["gamma"])
-    if kind == "constant" or kind == "plateau":
-        main = optax.constant_schedule(lr)
-    elif kind == "cosine":
-        if total_steps <= warmup:
-            raise ValueError(f"optim.schedule='cosine' needs total_steps ({total_steps}) > optim.warmup_steps ({warmup})")
-        decay = optax.cosine_decay_schedule(lr, total_steps - warmup, alpha=float(cfg["min_lr"]) / lr)
-        main = lambda count: decay(jnp.maximum(count - warmup, 0))  # noqa: E731
-    elif kind == "multistep":
-        counts = Counter(int(m) for m in cfg["milestones"])
-        main = optax.piecewise_constant_schedule(lr, {m: gamma**c for m, c in counts.items()})
-    elif kind == "cosine_restart":
-        periods = [int(p) for p in cfg["periods"]] or [total_steps]
-        main = _cosine_restart(lr, periods, _weights(cfg, len(periods)), float(cfg["min_lr"]))
-    elif kind == "multistep_restart":
-        restarts = [int(r) for r in cfg["restarts"]]
-        main = _multistep_restart(lr, cfg["milestones"], gamma, restarts, _weights(cfg, len(restarts)))
-    elif kind == "step_restart":
-        restarts = [int(r) for r in cfg["restarts"]]
-        main = _step_restart(lr, [int(s) for s in cfg["step_sizes"]], gamma, restarts, _weights(cfg, len(restarts)))
-    elif kind == "onecycle":
-        main = _onecycle(lr, total_steps, float(cfg["pct_start"]), float(cfg["div_factor"]), float(cfg["final_div_factor"]),
-                         cfg["anneal_strategy"], bool(cfg["three_phase"]))
-    else:
-        raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {kind!r}")
-    return _warmup(main, warmup, cfg["warmup"])
-
-
-# ---------------------------------------------------------------- ReduceLROnPlateau
-
-
-class PlateauState(NamedTuple):
-    lr: jax.Array  # the lr the rule has reached (optim.lr until the first reduction)
-    best: jax.Array
-    num_bad: jax.Array  # validations without improvement
-    cooldown: jax.Array  # validations left before bad ones count again
-
-
-class ReduceLROnPlateau(NamedTuple):
-    """torch.optim.lr_scheduler.ReduceLROnPlateau as a pure rule on `PlateauState` (one `update` per validation)."""
-
-    lr0: float
-    mode: str = "min"
-    factor: float = 0.1
-    patience: int = 10
-    threshold: float = 1e-4
-    threshold_mode: str = "rel"
-    cooldown: int = 0
-    min_lr: float = 0.0
-    eps: float = 1e-8
-
-    def init(self):
-        best = jnp.inf if self.mode == "min" else -jnp.inf
-        return PlateauState(jnp.float32(self.lr0), jnp.float32(best), jnp.int32(0), jnp.int32(0))
-
-    def _better(self, a, best):
-        if self.mode == "min":
-            return a < (best * (1 - self.threshold) if self.threshold_mode == "rel" else best - self.threshold)
-        return a > (best * (1 + self.threshold) if self.threshold_mode == "rel" else best + self.threshold)
-
-    def update(self, state, metric):
-        a = jnp.asarray(metric, jnp.float32)
-        better = self._better(a, state.best)
-        best = jnp.where(better, a, state.best)
-        num_bad = jnp.where(better, 0, state.num_bad + 1)
-        cooling = state.cooldown > 0
-        cooldown = jnp.where(cooling, state.cooldown - 1, state.cooldown)
-        num_bad = jnp.where(cooling, 0, num_bad)
-        reduce = num_bad > self.patience
-        new_lr = jnp.maximum(state.lr * self.factor, self.min_lr)
-        lr = jnp.where(reduce & (state.lr - new_lr > self.eps), new_lr, state.lr)
-        return PlateauState(lr, best, jnp.where(reduce, 0, num_bad), jnp.where(reduce, self.cooldown, cooldown).astype(jnp.int32))
-
-    def lr(self, state):
-        return state.lr
-
-
-def plateau_rule(cfg):
-    """The section's ReduceLROnPlateau (its `init/update/lr`)."""
-    mode, tmode = cfg["plateau_mode"], cfg["plateau_threshold_mode"]
-    if mode == "auto":
-        raise ValueError("optim.plateau_mode='auto' takes the direction of val.best_metric, which only a training run "
-                         "knows (jaxsr.train.config.resolve sets it): give 'min' or 'max' here")
-    if mode not in ("min", "max") or tmode not in ("rel", "abs"):
-        raise ValueError(f"optim.plateau_mode must be 'min'|'max' and plateau_threshold_mode 'rel'|'abs', got {mode!r}, {tmode!r}")
-    return ReduceLROnPlateau(float(cfg["lr"]), mode, float(cfg["plateau_factor"]), int(cfg["plateau_patience"]),
-                             float(cfg["plateau_threshold"]), tmode, int(cfg["plateau_cooldown"]), float(cfg["min_lr"]))
-
-
-def _is(kind):
-    return lambda x: isinstance(x, kind)
-
-
-def _find(opt_state, kind):
-    return [x for x in jax.tree.leaves(opt_state, is_leaf=_is(kind)) if isinstance(x, kind)]
-
-
-def feed_plateau(cfg, opt_state, metric):
-    """The optimizer state after one validation with value `metric` (unchanged without a plateau schedule)."""
-    rule = plateau_rule(cfg)
-    return jax.tree.map(lambda x: rule.update(x, metric) if isinstance(x, PlateauState) else x, opt_state,
-                        is_leaf=_is(PlateauState))
-
-
-def current_lr(cfg, total_steps, opt_state, offset=0):
-    """The lr the next update applies, read from the optimizer state: the schedule at the number of updates the state
-    has applied (micro-steps and skipped updates, NaN or float16 overflow, do not count), times any plateau reduction.
-    `offset` as in `build_optimizer`."""
-    sched = learning_rate_schedule(cfg, total_steps)
-    if is_schedule_free(cfg):
-        return sched(_find(opt_state, ScheduleFreeState)[0].step_count)  # from 1: optax and schedulefree warm up from k+1
-    return sched(_find(opt_state, DescendState)[0].count + offset) * lr_scale(cfg, opt_state)
-
-
-def lr_scale(cfg, opt_state):
-    """The plateau's multiplier on the schedule (1 without one): what to log as lr is schedule(update) * this."""
-    found = _find(opt_state, PlateauState)
-    return found[0].lr / float(cfg["lr"]) if found else jnp.float32(1.0)
-
-
 # ---------------------------------------------------------------- the update step and Adan
-
-
-class DescendState(NamedTuple):
-    count: jax.Array
-    plateau: Any  # PlateauState, or optax.EmptyState() without a plateau schedule
 
 
 def _descend(learning_rate, weight_decay=0.0, proximal=False, plateau=None):
@@ -440,7 +164,7 @@ def reset_at(inner, steps):
 def _schedule_free(direction, learning_rate, warmup_steps, warmup, weight_decay, b1, weight_lr_power):
     """optax.contrib.schedule_free around `direction`, decay at y, and one 1-based warm-up for both the z-step and
     the averaging weights, as facebookresearch `schedulefree` uses (optax's own shortcut runs its first z-step at lr 0)."""
-    sched = _warmup(optax.constant_schedule(float(learning_rate)), int(warmup_steps), warmup)
+    sched = with_warmup(optax.constant_schedule(float(learning_rate)), int(warmup_steps), warmup)
     base = optax.chain(
         direction,
         optax.add_decayed_weights(weight_decay),
@@ -541,31 +265,38 @@ def scale_loss(opt_state, loss):
 # ---------------------------------------------------------------- FreezeD
 
 
-_BLOCK = {"unet": re.compile(r"conv(\d+)"), "vgg": re.compile(r"(?:conv|bn)(\d+)_\d+")}
+def _top_name(path):
+    """A parameter's first path entry: the discriminator's attribute (module) it belongs to."""
+    return str(getattr(path[0], "key", getattr(path[0], "name", "")))
 
 
-def frozen_blocks(arch, k):
+def _check_block_of(block_of):
+    if not callable(block_of):
+        raise ValueError(f"FreezeD needs the discriminator's block_of(name) -> block number or None (its Arch.block_of), "
+                         f"got {block_of!r}")
+
+
+def frozen_blocks(block_of, k):
     """params -> bool tree: True for the first k blocks of a discriminator (FreezeD, Mo et al. 2020, arXiv
-    2002.10964), named as the modules name them: U-Net conv0..conv{k-1}; VGG conv{i}_*, bn{i}_* for i < k."""
-    if arch not in _BLOCK:
-        raise ValueError(f"FreezeD knows the discriminators {sorted(_BLOCK)}, got {arch!r}")
-    pattern = _BLOCK[arch]
+    2002.10964). `block_of(name) -> int | None` maps a top-level parameter/module name (e.g. 'conv3', 'bn2_1') to its
+    block number, None outside any block; the architecture knows its own naming (`Arch.block_of`)."""
+    _check_block_of(block_of)
 
     def labels(params):
         def frozen(path, _):
-            m = pattern.fullmatch(str(getattr(path[0], "key", getattr(path[0], "name", ""))))
-            return bool(m) and int(m.group(1)) < k
+            block = block_of(_top_name(path))
+            return block is not None and block < k
 
         return jax.tree_util.tree_map_with_path(frozen, params)
 
     return labels
 
 
-def block_count(arch, params):
+def block_count(block_of, params):
     """How many blocks `frozen_blocks` can freeze in these discriminator params."""
-    pattern = _BLOCK[arch]
-    keys = (str(getattr(p[0], "key", getattr(p[0], "name", ""))) for p, _ in jax.tree_util.tree_leaves_with_path(params))
-    return len({m.group(1) for m in map(pattern.fullmatch, keys) if m})
+    _check_block_of(block_of)
+    names = {_top_name(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)}
+    return len({b for b in map(block_of, names) if b is not None})
 
 
 def _freeze(tx, frozen):
@@ -583,9 +314,10 @@ def ema_update(ema_params, params, decay):
 
 
 def build_optimizer(cfg, total_steps, *, loss_scaling=False, freeze=None, offset=0) -> optax.GradientTransformation:
-    """The optax transformation for an optimizer section (schema in the module docstring); for G and D alike.
+    """The optax transformation for an optimizer section (fields in this module's and `schedules`' docstrings); for
+    G and D alike.
 
-    loss_scaling: float16 compute (`dynamic_loss_scale`, outermost). freeze: `frozen_blocks(arch, k)` for FreezeD.
+    loss_scaling: float16 compute (`dynamic_loss_scale`, outermost). freeze: `frozen_blocks(block_of, k)` for FreezeD.
     offset: the update number the first update is read at in the schedule (and restarts): a discriminator that
     joins at gan.start_step follows its schedule by train step, as BasicSR steps every scheduler every iteration.
     Inside out: the optimizer, clipping, FreezeD, accumulation, loss scaling.

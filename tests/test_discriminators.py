@@ -12,7 +12,7 @@ from torch.nn.utils import spectral_norm
 
 from conftest import photo
 from jaxsr.errors import WeightsError
-from jaxsr import optim, weights
+from jaxsr import archs, optim, weights
 from jaxsr.archs.bridge import load_state_dict, state_dict
 from jaxsr.archs.unet import UNetDiscriminatorSN
 from jaxsr.archs.vgg import VGGStyleDiscriminator
@@ -277,7 +277,7 @@ def test_freezed_gives_the_first_blocks_exactly_zero_updates(arch, k):
     grads = jax.jit(jax.grad(lambda p: jnp.mean(merge(graphdef, p, buffers)(jnp.asarray(x)))))(params)
     cfg = optim.default_config(lr=1e-4, ema_decay=None)  # the optim_d section
     cfg.update(clip_grad_norm=1.0, weight_decay=0.01)
-    tx = optim.build_optimizer(cfg, 10, freeze=optim.frozen_blocks(arch, k))
+    tx = optim.build_optimizer(cfg, 10, freeze=optim.frozen_blocks(archs.get(arch).block_of, k))
     updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
     frozen = {"unet": [f"conv{i}" for i in range(k)], "vgg": ["conv0_0", "conv0_1", "bn0_1", "conv1_0", "bn1_0", "conv1_1", "bn1_1"]}[arch]
     seen = set()
@@ -290,4 +290,4 @@ def test_freezed_gives_the_first_blocks_exactly_zero_updates(arch, k):
             assert np.abs(np.asarray(u)).min() > 0, name  # every trainable weight moves
     assert seen == set(frozen)
     with pytest.raises(ValueError, match="FreezeD"):
-        optim.frozen_blocks("patchgan", 2)
+        optim.frozen_blocks(archs.get("esrgan").block_of, 2)  # a network without blocks FreezeD knows

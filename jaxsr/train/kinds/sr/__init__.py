@@ -101,7 +101,7 @@ def build_discriminator(cfg, g_spec):
         weights.read(cfg.gan.init_weights, arch=d.arch, kind="discriminator").load_into(disc)
     k = cfg.gan.freeze_blocks
     if k:
-        n = optim.block_count(d.arch, state_lib.split(disc)[1])
+        n = optim.block_count(archs.get(d.arch).block_of, state_lib.split(disc)[1])
         if not 0 < k < n:
             raise ConfigError(f"gan.freeze_blocks={k}: the {d.arch} discriminator has {n} blocks; freeze 1 to {n - 1} of them")
         log.info(f"FreezeD: the first {k} of {n} discriminator blocks keep their "
@@ -147,7 +147,7 @@ def build_optimizers(cfg):
         tx_d = None
         if cfg.gan.enabled:
             k = cfg.gan.freeze_blocks
-            freeze = optim.frozen_blocks(cfg.gan.discriminator.arch, k) if k else None
+            freeze = optim.frozen_blocks(archs.get(cfg.gan.discriminator.arch).block_of, k) if k else None
             tx_d = optim.build_optimizer(cfg.optim_d, cfg.train.total_steps, freeze=freeze, offset=d_offset(cfg))
     except ValueError as e:
         raise ConfigError(str(e)) from None

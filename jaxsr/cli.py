@@ -45,6 +45,11 @@ def to_pth(argv=None, prog="jaxsr-to-pth"):
     if not a.out.endswith((".pth", ".safetensors")):
         print("error: the output must end in .pth or .safetensors", file=sys.stderr)
         return 2
+    src, out = os.path.realpath(a.src), os.path.realpath(a.out)
+    if out == src or (os.path.isdir(src) and os.path.exists(out) and os.path.commonpath([src, out]) == src):
+        print(f"error: {a.out} is {'the source' if out == src else 'a file of the source folder'} {a.src}: writing it "
+              "would replace what is read or was exported there; give a new output path", file=sys.stderr)
+        return 2
     try:
         w = weights.read(a.src)
         model, _ = w.build()

@@ -37,7 +37,10 @@ TORCH_EXTENSIONS = (".pth", ".pt", ".ckpt", ".bin", ".state")  # .state: read on
 # ----------------------------------------------------------------------------------------- reading torch files
 
 # Where canonical state dicts hide, in the order spandrel looks (`spandrel/__helpers/canonicalize.py`).
-WRAPPER_KEYS = ("model_state_dict", "state_dict", "params_ema", "params-ema", "params", "model", "net")
+# How trainers wrap a network's state dict, the EMA weights first (BasicSR/Real-ESRGAN, neosr and traiNNer `params_ema`,
+# StyleGAN-style `g_ema`, training scripts' `net_g`/`netG`/`generator`/`model`); a discriminator's only after them
+WRAPPER_KEYS = ("model_state_dict", "state_dict", "params_ema", "params-ema", "g_ema", "net_g_ema", "params", "net_g",
+                "netG", "generator", "model", "net", "G", "net_d", "netD", "discriminator")
 PREFIXES = ("module.", "netG.")
 
 
@@ -71,8 +74,18 @@ def read_file(path):
     return obj, meta
 
 
+def _count_tensors(obj):
+    if isinstance(obj, np.ndarray):
+        return 1
+    if isinstance(obj, dict):
+        return sum(_count_tensors(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_count_tensors(v) for v in obj)
+    return 0
+
+
 def canonical_state_dict(obj):
-    """Unwrap params_ema/params/state_dict/model/net and strip module./netG. prefixes (as spandrel does)."""
+    """Unwrap the trainers' wrappings (WRAPPER_KEYS) and strip module./netG. prefixes (as spandrel does)."""
     sd = obj
     for _ in range(3):
         if not isinstance(sd, dict):
@@ -87,7 +100,9 @@ def canonical_state_dict(obj):
         raise WeightsError("the file holds no state dict (no tensors found)")
     tensors = {k: v for k, v in sd.items() if isinstance(v, np.ndarray)}
     if not tensors:
-        raise WeightsError(f"the file holds no tensors; top-level keys: {', '.join(map(str, list(sd)[:8]))}")
+        held = [f"{k} ({_count_tensors(v)} tensors)" if _count_tensors(v) else str(k) for k in list(sd)[:8] for v in [sd[k]]]
+        raise WeightsError(f"the file holds no network weights under a name jaxsr knows ({', '.join(WRAPPER_KEYS[:12])}...); "
+                           f"it holds: {', '.join(held)}. Save the network's state_dict on its own")
     for prefix in PREFIXES:
         if all(k.startswith(prefix) for k in tensors):
             tensors = {k[len(prefix) :]: v for k, v in tensors.items()}

@@ -74,6 +74,7 @@ def _psnr(a, b):
 
 class Denoiser:
     resolve_config = staticmethod(lambda cfg, workdir: cfg)
+    carryable = ()
 
     def __init__(self, cfg, workdir, mesh, meta=None):
         self.graphdef, params = nnx.split(Net(nnx.Rngs(cfg.seed)))
@@ -107,6 +108,9 @@ class Denoiser:
 
     def train_step(self, state, batch, step):
         return self._step(state, batch)
+
+    def resumed(self, state, carry, saved_config):
+        return state
 
     def deployable(self, state):
         return nnx.merge(self.graphdef, parallel.to_host(state.params))

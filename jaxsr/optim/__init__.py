@@ -37,6 +37,7 @@ from jaxsr.optim.schedules import (
     learning_rate_schedule,
     lr_scale,
     plateau_rule,
+    rescale_plateau,
     with_warmup,
 )
 
@@ -44,6 +45,6 @@ __all__ = [
     "NAMES", "SCHEDULE_FREE", "SCHEDULES", "DescendState", "LossScaleState", "PlateauState", "ReduceLROnPlateau",
     "ResetState", "ScaleByAdanState", "adan", "adan_schedule_free", "block_count", "build_optimizer", "current_lr",
     "default_config", "dynamic_loss_scale", "ema_update", "eval_params", "feed_plateau", "frozen_blocks",
-    "is_schedule_free", "learning_rate_schedule", "loss_scale_state", "lr_scale", "plateau_rule", "reset_at",
+    "is_schedule_free", "learning_rate_schedule", "loss_scale_state", "lr_scale", "plateau_rule", "rescale_plateau", "reset_at",
     "scale_by_adan", "scale_loss", "schedule_free_adamw", "with_warmup",
 ]

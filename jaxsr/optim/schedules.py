@@ -341,6 +341,13 @@ def feed_plateau(cfg, opt_state, metric):
                         is_leaf=_is(PlateauState))
 
 
+def rescale_plateau(opt_state, factor):
+    """The optimizer state with the plateau rule's lr times `factor`: a new optim.lr on resume that keeps the reductions
+    made so far (the rule's lr is absolute)."""
+    return jax.tree.map(lambda x: x._replace(lr=x.lr * factor) if isinstance(x, PlateauState) else x, opt_state,
+                        is_leaf=_is(PlateauState))
+
+
 def current_lr(cfg, total_steps, opt_state, offset=0):
     """The lr the next update applies, read from the optimizer state: the schedule at the number of updates the state
     has applied (micro-steps and skipped updates, NaN or float16 overflow, do not count), times any plateau reduction.

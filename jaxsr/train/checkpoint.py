@@ -25,8 +25,11 @@ import logging
 import os
 import shutil
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as cm
@@ -36,6 +39,75 @@ from jaxsr.errors import JaxsrError
 log = logging.getLogger("jaxsr")
 MARGIN = 256 * 2**10  # bytes beyond the estimate that a save leaves free (orbax's metadata, the log)
 KEEP_LATEST = 2
+
+
+class Carry(NamedTuple):
+    """How a checkpoint's state maps onto a state of another shape (a config changed on resume)."""
+
+    mapping: dict  # path in the new state -> path in the checkpoint
+    fresh: list  # paths of the new state the checkpoint has nothing for (they keep their new initial values)
+    dropped: list  # paths of the checkpoint the new state has no place for
+
+
+def _key(k):
+    return str(next((getattr(k, a) for a in ("key", "name", "idx") if hasattr(k, a)), k))
+
+
+def leaf_paths(tree):
+    """{'opt_state/0/mu/conv/kernel/value': leaf}: the tree's leaves by path, as orbax names them on disk."""
+    return {"/".join(_key(k) for k in path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def typed_nodes(tree):
+    """{path prefix: class name} of the tree's NamedTuples (optax's states), which say what a leaf is wherever a
+    transformation added to the chain moves it."""
+    found = {}
+
+    def walk(node, prefix):
+        if isinstance(node, tuple) and hasattr(node, "_fields"):
+            found[prefix] = type(node).__name__
+        children = jax.tree_util.tree_flatten_with_path(node, is_leaf=lambda x: x is not node)[0]
+        if children and children[0][1] is node:
+            return
+        for path, child in children:
+            walk(child, prefix + "".join(_key(k) + "/" for k in path))
+
+    walk(tree, "")
+    return found
+
+
+def _role(path, types):
+    """A leaf's role: its top-level field, the innermost NamedTuple above it and the path below that one."""
+    parts = path.split("/")
+    for i in range(len(parts) - 1, 0, -1):
+        prefix = "/".join(parts[:i]) + "/"
+        if prefix in types:
+            return parts[0], types[prefix], "/".join(parts[i:])
+    return parts[0], "", path
+
+
+def carry_plan(saved, saved_types, state):
+    """None when the checkpoint's tree (`saved`: path -> shape/dtype metadata) is the state's; else the `Carry` of its
+    leaves onto `state`: by role where the checkpoint recorded its NamedTuples (`saved_types`), by path where not."""
+    new = leaf_paths(state)
+
+    def fits(meta, leaf):
+        return tuple(meta.shape) == (tuple(leaf.shape) if leaf.size else (1,)) and np.dtype(meta.dtype) == leaf.dtype
+
+    if set(saved) == set(new) and all(fits(saved[p], new[p]) for p in new):
+        return None
+    new_types = typed_nodes(state)
+    role = (lambda p, types: p) if saved_types is None else _role
+    by_role = {}
+    for p in saved:
+        by_role.setdefault(role(p, saved_types), []).append(p)
+    mapping = {}
+    for p, leaf in new.items():
+        found = by_role.get(role(p, new_types), [])
+        if len(found) == 1 and fits(saved[found[0]], leaf):
+            mapping[p] = found[0]
+    used = set(mapping.values())
+    return Carry(mapping, [p for p in new if p not in mapping], [p for p in saved if p not in used])
 
 
 class CheckpointError(JaxsrError):
@@ -72,7 +144,8 @@ class Checkpoints:
             cleanup_tmp_directories=True,
         )
         self.directory = os.path.abspath(directory)
-        self.manager = ocp.CheckpointManager(self.directory, options=options)
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers={
+            "state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
         self._last_size = None  # bytes on disk of the last checkpoint this run wrote
 
     # ------------------------------------------------------------------------------------------- resume
@@ -86,14 +159,33 @@ class Checkpoints:
                 self.move_aside(step, e.__context__ or e)
         return None
 
-    def restore(self, step, abstract_state, data_iter):
-        """(state, meta); `abstract_state` gives the structure, dtypes and shardings, `data_iter` is set in place."""
-        target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape if x.size else (1,), x.dtype, sharding=x.sharding), abstract_state)
+    def saved_tree(self, step):
+        """{path: metadata with shape and dtype} of the state a checkpoint holds (CheckpointError if it does not read)."""
+        try:
+            return leaf_paths(self.manager.item_metadata(step)["state"])
+        except Exception as e:
+            raise CheckpointError(f"the checkpoint at step {step} in {self.directory} does not restore: {_reason(e)}") from None
+
+    def restore(self, step, state, data_iter, carry=None):
+        """(state, meta); `state` gives the structure, dtypes and shardings (and, with a `Carry`, the values of what the
+        checkpoint does not hold); `data_iter` is set in place."""
+        if carry is None:
+            target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape if x.size else (1,), x.dtype, sharding=x.sharding), state)
+        else:  # the checkpoint's own tree, on the state's (replicated) sharding
+            sharding = jax.tree.leaves(state)[0].sharding
+            target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sharding),
+                                  self.manager.item_metadata(step)["state"])
         args = ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
         out = self.manager.restore(step, args=args)
         data_iter.set_state(out["meta"]["data_iterator"])
+        restored = out["state"]
+        if carry is not None:
+            saved = leaf_paths(restored)
+            leaves, treedef = jax.tree_util.tree_flatten(state)
+            restored = treedef.unflatten([saved[carry.mapping[p]] if p in carry.mapping else leaf
+                                          for p, leaf in zip(leaf_paths(state), leaves)])
         state = jax.tree.map(lambda r, a: jax.device_put(jnp.zeros(a.shape, a.dtype), a.sharding) if a.size == 0 else r,
-                             out["state"], abstract_state)
+                             restored, state)
         return state, out["meta"]
 
     def move_aside(self, step, error):
@@ -117,11 +209,14 @@ class Checkpoints:
     def save(self, step, state, data_iter, meta, value=None):
         """Save asynchronously; `value` is the validation metric of this step (None between validations)."""
         self._settle()
-        need = (self._last_size or 1.5 * sum(x.nbytes for x in jax.tree.leaves(state))) * 1.1 + MARGIN
+        # the last checkpoint's size on disk; before the first, the arrays' bytes (orbax writes them uncompressed) and
+        # about 1 KiB of metadata each
+        leaves = jax.tree.leaves(state)
+        need = (self._last_size or sum(x.nbytes for x in leaves) + 1024 * len(leaves)) + MARGIN
         free = shutil.disk_usage(self.directory).free
         if free < need:
             raise CheckpointError(self._failed(step, f"it needs about {_mib(need)} and {_mib(free)} are free"))
-        meta = {**meta, "data_iterator": json.loads(data_iter.get_state())}
+        meta = {**meta, "data_iterator": json.loads(data_iter.get_state()), "state_types": typed_nodes(state)}
         state = jax.tree.map(lambda x: jnp.zeros((1,), x.dtype) if x.size == 0 else x, state)  # orbax refuses empty arrays
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         try:

@@ -5,6 +5,7 @@ defaults come from its owner (`jaxsr.data`, `jaxsr.degrade`, `jaxsr.losses`, `ja
 and this module for `train` and `val`), so each knob is defined once. Sections accept numbers written as
 strings ("2e-4", as YAML-minded users write them); `resolve` casts them to the default's type once.
 """
+import difflib
 import json
 
 import ml_collections
@@ -92,6 +93,10 @@ def base_config():
     return c
 
 
+# Sections whose fields are not fixed: the architecture's hyperparameters, named loss entries, the discriminator's spec.
+FREE_FORM = ("model", "losses", "gan.discriminator")
+
+
 def get_config(path):
     """A run's config from a JSON (or YAML) file, such as a workdir's frozen config.json: `run_train.py --config
     runs/x/config.json --workdir runs/y` reruns that run exactly (run_train hands such files to this function)."""
@@ -108,12 +113,28 @@ def get_config(path):
     if not isinstance(values, dict):
         raise ConfigError(f"{path} holds no config (a mapping of sections such as model, data, optim)")
     c = base_config()
-    unknown = sorted(set(values) - set(c))
-    if unknown:
-        raise ConfigError(f"{path}: unknown config fields {', '.join(unknown)}")
-    for key, value in values.items():  # sections are replaced whole: a model section holds its architecture's fields
-        c[key] = ml_collections.ConfigDict(value, type_safe=False) if isinstance(value, dict) else value
+    try:
+        _overlay(c, values)
+    except WeightsError as e:  # an unknown model.arch
+        raise ConfigError(f"{path}: model.arch: {e}") from None
     return c
+
+
+def _overlay(node, values, prefix=""):
+    """`values` laid over the defaults in `node`: a section given in part keeps its other defaults; a free-form one
+    (FREE_FORM) is replaced whole, and a model section naming another architecture starts from that one's defaults.
+    Unknown fields stay, for `resolve` to name."""
+    for key, value in values.items():
+        field = prefix + key
+        if field == "model" and isinstance(value, dict):
+            arch = value.get("arch", node.model.arch)
+            base = node.model.to_dict() if arch == node.model.arch else \
+                {"arch": arch, **({} if arch == "auto" else archs.get(arch).defaults)}
+            node.model = ml_collections.ConfigDict({**base, **value}, type_safe=False)
+        elif isinstance(value, dict) and field not in FREE_FORM and isinstance(node.get(key), ml_collections.ConfigDict):
+            _overlay(node[key], value, field + ".")
+        else:
+            node[key] = ml_collections.ConfigDict(value, type_safe=False) if isinstance(value, dict) else value
 
 
 def flatten(cfg, prefix=""):
@@ -150,6 +171,7 @@ def resolve(cfg):
     otherwise fail later. Returns a new (unlocked) ConfigDict; raises ConfigError naming the field."""
     out = ml_collections.ConfigDict(cfg.to_dict(), type_safe=False)
     defaults = flatten(base_config())
+    _check_fields(out, defaults)
     for field, value in flatten(out).items():
         if field in defaults:
             new = _cast(field, value, defaults[field])
@@ -161,6 +183,27 @@ def resolve(cfg):
                 node[leaf] = new
     _check(out)
     return out
+
+
+def _check_fields(cfg, defaults):
+    """Refuse a field no section has (a misspelt `c.train.total_step = 4` would otherwise train to the default)."""
+    model = cfg.get("model", {}).get("arch", "auto")
+    known_model = None
+    if model != "auto":
+        try:
+            known_model = {"arch", "scale", *archs.get(model).defaults}
+        except WeightsError:
+            known_model = None  # _check names the architecture
+    for field in flatten(cfg):
+        section = next((f for f in FREE_FORM if field.startswith(f + ".")), None)
+        if section == "model" and known_model is not None and field[len("model."):] not in known_model:
+            close = difflib.get_close_matches(field[len("model."):], sorted(known_model), n=1)
+            raise ConfigError(f"{field}: {model} has no such hyperparameter" + (f" (did you mean model.{close[0]}?)" if close
+                              else f"; it has {', '.join(sorted(known_model - {'arch'}))}"))
+        if section is None and field not in defaults:
+            close = difflib.get_close_matches(field, defaults, n=1)
+            raise ConfigError(f"unknown config field {field}" + (f" (did you mean {close[0]}?)" if close else "") +
+                              "; run with --print_config to see every field")
 
 
 def _check(cfg):

@@ -19,6 +19,7 @@ class Kind(Protocol):
     state: Any  # the initial state, replicated on the mesh: a pytree with `step` and `nonfinite` (consecutive skipped steps)
     data: Any  # `.train`: the resumable iterator of this host's batches (next, get_state, set_state, close); `.val`
     meta: dict  # JSON-able facts a checkpoint keeps so that a resume rebuilds the same models (e.g. a spec)
+    carryable: tuple  # top-level state fields a changed config may reshape on resume (e.g. optimizer states, the EMA)
 
     @staticmethod
     def resolve_config(cfg, workdir):
@@ -29,6 +30,11 @@ class Kind(Protocol):
 
     def train_step(self, state, batch, step: int):
         """(state, metrics) after one step; `step` counts the steps completed before it."""
+
+    def resumed(self, state, carry, saved_config):
+        """The restored state made right for this config: `carry` (a `jaxsr.train.checkpoint.Carry`, or None when the
+        checkpoint's tree is this config's) lists the leaves that started afresh; `saved_config` is the config the
+        checkpoint was saved under (a dict; None if unknown)."""
 
     def deployable(self, state):
         """What validation scores and exports write: host-side eval models."""

@@ -17,7 +17,8 @@ from jaxsr import evaluate, parallel, weights
 from jaxsr.errors import ConfigError, Diverged, JaxsrError, WeightsError
 from jaxsr.train import kinds
 from jaxsr.train import workdir as workdir_lib
-from jaxsr.train.checkpoint import CheckpointError, Checkpoints
+from jaxsr.train.checkpoint import CheckpointError, Checkpoints, carry_plan
+from jaxsr.train.config import resume_conflicts
 from jaxsr.train.logger import Board, Progress, log, memory_gib, peak_memory_gib
 
 
@@ -30,23 +31,58 @@ def start(cfg, workdir, resume_from=None, kind=None):
     workdir_lib.prepare(workdir, main)
     if cfg.train.batch_size % jax.device_count():
         raise ConfigError(f"train.batch_size ({cfg.train.batch_size}) must be a multiple of the device count ({jax.device_count()})")
-    workdir_lib.check_resume(cfg, workdir)
-    mesh = parallel.make_mesh()
-    ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), cfg.train.keep_best, cfg.train.snapshot_every,
-                       cfg.val.best_metric, "min" if cfg.val.best_metric in evaluate.LOWER_IS_BETTER else "max")
-    resume = workdir_lib.resume_point(ckpt, resume_from, main) if resume_from is not None else ckpt.latest_meta()
-    built = (kind or kinds.get(cfg.kind))(cfg, workdir, mesh, resume[1] if resume else None)
-    aside = workdir_lib.branch(workdir, ckpt, resume[0], main) if resume_from is not None else None
-    workdir_lib.freeze_config(cfg, workdir, main)
-    return Loop(cfg, workdir, mesh, built, ckpt, resume, aside)
+    lock = workdir_lib.Lock(workdir)
+    if main:
+        lock.acquire()
+    try:
+        workdir_lib.check_resume(cfg, workdir)
+        mesh = parallel.make_mesh()
+        ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), cfg.train.keep_best, cfg.train.snapshot_every,
+                           cfg.val.best_metric, "min" if cfg.val.best_metric in evaluate.LOWER_IS_BETTER else "max")
+        resume = workdir_lib.resume_point(ckpt, resume_from, main) if resume_from is not None else ckpt.latest_meta()
+        built = (kind or kinds.get(cfg.kind))(cfg, workdir, mesh, resume[1] if resume else None)
+        carry = plan_resume(cfg, workdir, ckpt, resume, built) if resume else None
+        aside = workdir_lib.branch(workdir, ckpt, resume[0], main) if resume_from is not None else None
+        workdir_lib.freeze_config(cfg, workdir, main)
+    except BaseException:
+        lock.release()
+        raise
+    return Loop(cfg, workdir, mesh, built, ckpt, resume, aside, lock, carry)
+
+
+def plan_resume(cfg, workdir, ckpt, resume, kind):
+    """How the checkpoint to resume from restores under this config, decided from its state, before any file moves:
+    None (the same tree), a `Carry` onto the kind's state (a changed clip, EMA or plateau), or a one-line refusal that
+    names the config fields changed since the checkpoint was saved. A checkpoint whose tree does not read is left to
+    the restore, which moves it aside as damaged."""
+    step, meta = resume
+    try:
+        saved = ckpt.saved_tree(step)
+    except CheckpointError:
+        return None
+    carry = carry_plan(saved, meta.get("state_types"), kind.state)
+    if carry is None:
+        return None
+    loose = sorted({p.split("/")[0] for p in carry.fresh + carry.dropped} - set(kind.carryable))
+    if loose or "state_types" not in meta:
+        before = meta.get("config") or workdir_lib.saved_config(workdir) or {}
+        changed = resume_conflicts(before, cfg)[1] if before else []
+        what = (f"its {', '.join(loose)} would start afresh" if loose else
+                "it was saved by an older jaxsr, which did not record how to carry its optimizer state over")
+        raise ConfigError(f"the checkpoint at step {step} does not continue under this config ({what}); changed since it "
+                          f"was saved: {', '.join(changed) or 'nothing in the config'}. Set "
+                          f"{'them' if len(changed) > 1 else 'it'} back to resume, or use a new --workdir; nothing was moved")
+    return carry
 
 
 class Loop:
-    def __init__(self, cfg, workdir, mesh, kind, ckpt, resume, branched_to=None):
+    def __init__(self, cfg, workdir, mesh, kind, ckpt, resume, branched_to=None, lock=None, carry=None):
         """`resume`: (step, meta) of the checkpoint to continue from, or None; `branched_to`: where a branch moved the
-        later checkpoints, exports and rows."""
+        later checkpoints, exports and rows; `lock`: the workdir's trainer lock, released at the end; `carry`: how the
+        checkpoint's state maps onto this config's (`plan_resume`)."""
         self.cfg, self.workdir, self.mesh, self.kind, self.ckpt = cfg, workdir, mesh, kind, ckpt
-        self.resume, self.branched_to = resume, branched_to
+        self.resume, self.branched_to, self.lock = resume, branched_to, lock or workdir_lib.Lock(workdir)
+        self.carry = carry
         self.main = parallel.is_main_process()
         self.state = kind.state
         self.lower_is_better = cfg.val.best_metric in evaluate.LOWER_IS_BETTER
@@ -58,6 +94,12 @@ class Loop:
 
     def run(self):
         """Train to train.stop_at (or total_steps); returns the last step."""
+        try:
+            return self._run()
+        finally:
+            self.lock.release()
+
+    def _run(self):
         cfg, total = self.cfg, self.cfg.train.total_steps
         resumed = self._restore()
         # a killed run logged steps past its checkpoint: they are logged again, so the old rows and events go (a
@@ -68,6 +110,8 @@ class Loop:
             self.board.event(resumed, {"branched_at": resumed, "moved_to": self.branched_to})
         step = self._saved = int(parallel.to_host(self.state.step))
         end = min(total, cfg.train.stop_at or total)
+        if step >= end:
+            return self._nothing_to_train(step, end)
         log.info(f"{self.kind.summary(self.state)}, {jax.device_count()} device(s), global batch {cfg.train.batch_size}; "
                  f"training to step {end}" + (f" of {total}" if end < total else ""))
         if step == 0 and (cfg.init_weights or cfg.val.at_start):
@@ -110,6 +154,22 @@ class Loop:
                      f"later train.stop_at, or none, to continue; exports in {self.workdir}/models")
         return step
 
+    def _nothing_to_train(self, step, end):
+        """A rerun of a run that already reached its end: say so, and export only what is missing or older."""
+        base = os.path.join(self.workdir, "models", f"{self.cfg.name}_x{self.cfg.scale}.")
+        folder = os.path.dirname(base)
+        exports = [os.path.join(folder, f) for f in os.listdir(folder) if f.startswith(os.path.basename(base))] \
+            if os.path.isdir(folder) else []
+        checkpoint = os.path.join(self.ckpt.directory, str(step))
+        if not exports or min(map(os.path.getmtime, exports)) < os.path.getmtime(checkpoint):
+            self._export(self.kind.deployable(self.state), None, step)
+        limit = f"train.stop_at={self.cfg.train.stop_at}" if end < self.cfg.train.total_steps else \
+            f"train.total_steps={self.cfg.train.total_steps}"
+        log.info(f"nothing to train: the checkpoint is at step {step} and this run ends at step {end} ({limit}); set "
+                 f"{limit.split('=')[0]} above {step} to train on. Exports in {self.workdir}/models")
+        self._shutdown()
+        return step
+
     def _after_step(self, step, end, metrics, progress):
         """Log, guard against NaN/Inf, validate and checkpoint on their cadences."""
         cfg = self.cfg
@@ -133,13 +193,19 @@ class Loop:
         while self.resume is not None:
             step, _ = self.resume
             try:
-                self.state, meta = self.ckpt.restore(step, self.state, self.kind.data.train)
-            except Exception as e:  # a damaged folder fails in orbax, TensorStore or the pytree structure
+                state, meta = self.ckpt.restore(step, self.state, self.kind.data.train, self.carry)
+            except Exception as e:  # a damaged folder fails in orbax or TensorStore
                 self.ckpt.move_aside(step, e)
                 self.resume = self.ckpt.latest_meta()
+                self.carry = self.resume and plan_resume(self.cfg, self.workdir, self.ckpt, self.resume, self.kind)
                 continue
+            self.state = self.kind.resumed(state, self.carry, meta.get("config") or workdir_lib.saved_config(self.workdir))
             self.best = meta.get("best")
             log.info(f"resumed from step {step} (checkpoint in {self.workdir}/checkpoints)")
+            if self.carry is not None:
+                log.info(f"the changed config reshaped the training state: {len(self.carry.mapping)} tensors carried over"
+                         + "".join(f", {len(v)} {k} ({_fields(v)})" for k, v in (("started afresh", self.carry.fresh),
+                                                                               ("dropped", self.carry.dropped)) if v))
             return step
         if had:
             raise ConfigError(f"no checkpoint in {self.workdir}/checkpoints restores (each was moved to "
@@ -147,8 +213,10 @@ class Loop:
         return None
 
     def _save(self, step, value=None):
-        self.ckpt.save(step, self.state, self.kind.data.train, {"step": step, "best": self.best, **self.kind.meta}, value)
+        meta = {"step": step, "best": self.best, "config": json.loads(self.cfg.to_json_best_effort()), **self.kind.meta}
+        self.ckpt.save(step, self.state, self.kind.data.train, meta, value)
         self._saved = step
+        self.lock.touch()
         if self.ckpt.is_snapshot(step):  # a snapshot to roll back to gets weights-only exports named by its step
             self._export(self.kind.deployable(self.state), None, step, suffix=f"_step{step}")
 
@@ -190,6 +258,7 @@ class Loop:
         metrics = {k: float(v) for k, v in parallel.to_host(metrics).items()}
         text, rate = progress.line(step, metrics)
         log.info(text)
+        self.lock.touch()
         self.board.log(step, metrics)
         self.board.scalars(step, {"it_per_s": rate, **memory_gib()})
 
@@ -225,6 +294,12 @@ class Loop:
                 self.kind.export(deployable, b)
         except WeightsError as e:
             log.info(f"warning: export at step {step} failed, training goes on: {e}")
+
+
+def _fields(paths):
+    """The state fields and NamedTuple-free prefixes of some leaf paths, in a few words."""
+    heads = sorted({"/".join(p.split("/")[:2]) for p in paths})
+    return ", ".join(heads[:4]) + (" ..." if len(heads) > 4 else "")
 
 
 def fast_dev_run(cfg):

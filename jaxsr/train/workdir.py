@@ -5,7 +5,13 @@ import json
 import os
 import re
 import shutil
+import socket
 import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxsr import optim
 from jaxsr.errors import ConfigError
 from jaxsr.files import atomic_write, writable_dir
 from jaxsr.train.config import flatten, resume_conflicts
@@ -20,14 +26,98 @@ def prepare(workdir, main):
     setup(workdir, main)
 
 
-def check_resume(cfg, workdir):
-    """Refuse, before any work, a config that changed a field a resume cannot change; say which others changed."""
+LOCK = "trainer.lock"
+STALE_AFTER_S = 15 * 60  # a lock from another host whose trainer has not touched it for this long is taken over
+
+
+class Lock:
+    """<workdir>/trainer.lock: which process trains in this workdir (process 0 of a multi-host run holds it). A second
+    trainer is refused at start; a lock whose process is gone (this host), or that nobody touched for STALE_AFTER_S
+    (another host; `touch` runs at every log line and save), is taken over with a line."""
+
+    def __init__(self, workdir):
+        self.path, self.held = os.path.join(workdir, LOCK), False
+
+    def acquire(self):
+        mine = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                holder, stale = self._holder()
+                if not stale:
+                    raise ConfigError(f"another trainer is using this workdir: {holder}. Wait for it to end or stop it, or "
+                                      "use another --workdir") from None
+                try:  # only one of several starting trainers moves the stale lock away
+                    os.rename(self.path, f"{self.path}.stale-{os.getpid()}")
+                except FileNotFoundError:
+                    continue
+                os.remove(f"{self.path}.stale-{os.getpid()}")
+                log.info(f"taking over the workdir lock of a trainer that is gone ({holder})")
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(mine, f)
+            self.held = True
+            return
+        raise ConfigError(f"could not take the workdir lock {self.path}: other trainers are starting in this workdir")
+
+    def _holder(self):
+        """(who holds the lock, in words; whether it is stale)."""
+        try:
+            with open(self.path) as f:
+                h = json.load(f)
+            age = time.time() - os.path.getmtime(self.path)
+        except (OSError, ValueError):  # being written right now, or left half-written by a kill
+            try:
+                age = time.time() - os.path.getmtime(self.path)
+            except OSError:
+                return "a trainer that just ended", True
+            return "a trainer that is starting", age > 10
+        who = f"process {h['pid']} on {h['host']}, since {h['since']}"
+        if h["host"] != socket.gethostname():
+            return who + f", last active {age:.0f} s ago", age > STALE_AFTER_S
+        if h["pid"] == os.getpid():  # an earlier run of this process that was never run to its end
+            return who, True
+        try:
+            os.kill(h["pid"], 0)
+        except ProcessLookupError:
+            return who, True
+        except PermissionError:  # alive, another user's
+            pass
+        return who, False
+
+    def touch(self):
+        if self.held:
+            try:
+                os.utime(self.path)
+            except OSError:
+                pass
+
+    def release(self):
+        if self.held:
+            self.held = False
+            try:
+                os.remove(self.path)
+            except OSError:
+                pass
+
+
+def saved_config(workdir):
+    """The config frozen at the workdir's first start (None before it)."""
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
-        return
+        return None
     with open(path) as f:
         saved = json.load(f)
     saved.setdefault("kind", "sr")  # workdirs from before training kinds
+    return saved
+
+
+def check_resume(cfg, workdir):
+    """Refuse, before any work, a config that changed a field a resume cannot change; say which others changed."""
+    saved = saved_config(workdir)
+    if saved is None:
+        return
     bad, changed = resume_conflicts(saved, cfg)
     if bad:
         before, now = flatten(saved), flatten(json.loads(cfg.to_json_best_effort()))
@@ -37,10 +127,25 @@ def check_resume(cfg, workdir):
                           (f" (also changed: {', '.join(bad[1:])})" if len(bad) > 1 else ""))
     if changed:
         log.info(f"config changed since the first start (allowed): {', '.join(changed)}")
-    if "train.total_steps" in changed and (cfg.optim.schedule != "constant" or cfg.optim.warmup_steps):
-        log.info(f"note: train.total_steps went from {saved['train']['total_steps']} to {cfg.train.total_steps}: "
-                 f"the {cfg.optim.schedule} schedule's horizon moves with it, so the lr changes from here on; "
-                 "train.stop_at ends a run early without that")
+    before = saved["train"]["total_steps"]
+    if "train.total_steps" in changed:
+        moved = [s for s in ("optim", "optim_d") if (s == "optim" or cfg.gan.enabled) and
+                 _horizon_moves(cfg[s], before, cfg.train.total_steps)]
+        if moved:
+            log.info(f"note: train.total_steps went from {before} to {cfg.train.total_steps}: the "
+                     f"{' and '.join(f'{s}.schedule={cfg[s].schedule!r}' for s in moved)} runs to total_steps, so the lr "
+                     "changes with it; train.stop_at ends a run early without that")
+
+
+def _horizon_moves(section, old_total, new_total):
+    """Whether the section's lr schedule differs between the two horizons at some update up to the later one."""
+    last = max(old_total, new_total)
+    counts = jnp.arange(0, last + 1, max(1, last // 4096))
+    try:
+        a, b = (jax.vmap(optim.learning_rate_schedule(section, t))(counts) for t in (old_total, new_total))
+    except ValueError:  # no schedule for the old horizon (e.g. cosine shorter than its warm-up)
+        return True
+    return not np.allclose(a, b, rtol=1e-6, atol=0)
 
 
 def resume_point(ckpt, resume_from, main):

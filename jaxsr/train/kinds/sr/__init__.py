@@ -162,10 +162,20 @@ class Data:
 
 
 def build_data(cfg, workdir):
+    """The splits, the training iterator, and the validation images that SSIM can measure (as `jaxsr.evaluate`, which
+    leaves out images smaller than its window once `scale` px per border are cropped)."""
     splits = data.resolve_splits(cfg.data, workdir, cfg.seed)
     per_host = data.host_batch_size(cfg.train.batch_size)
     it = data.train_iterator(cfg.data, splits, cfg.scale, cfg.seed, per_host, jax.process_index(), jax.process_count())
-    return Data(splits, it, data.val_items(cfg.data, splits, cfg.scale, "val"))
+    val = []
+    for item in data.val_items(cfg.data, splits, cfg.scale, "val"):
+        h, w = item["hr"].shape[:2]
+        if min(h, w) - 2 * cfg.scale >= evaluate.SSIM_WINDOW:
+            val.append(item)
+        else:
+            log.info(f"validation: {item['name']} is {w}x{h}, too small for SSIM after cropping {cfg.scale} px per border "
+                     f"(it needs {evaluate.SSIM_WINDOW + 2 * cfg.scale} px); left out of validation")
+    return Data(splits, it, val)
 
 
 def build_state(cfg, model, tx, disc=None, tx_d=None, paired=False):
@@ -230,6 +240,7 @@ class SR:
     """Generator (+ discriminator) training; see `jaxsr.train.kind.Kind` for what the loop asks of it."""
 
     resolve_config = staticmethod(resolve_model)
+    carryable = ("opt_state", "d_opt_state", "ema")  # clip, plateau, FreezeD, EMA on/off reshape these, not the models
 
     def __init__(self, cfg, workdir, mesh, meta=None):
         self.cfg = cfg
@@ -242,6 +253,9 @@ class SR:
         model, self.spec = build_generator(cfg, resume_spec)
         disc = build_discriminator(cfg, self.spec)
         self.data = build_data(cfg, workdir)
+        if not self.data.val and (cfg.val.every or cfg.val.at_start or cfg.init_weights):
+            raise ConfigError("no validation image to measure: give data.val_dir images larger than "
+                              f"{evaluate.SSIM_WINDOW + 2 * cfg.scale} px a side, or set val.every=0 and val.at_start=False")
         self.meta = {"spec": self.spec}
 
         model.train()  # drop path, batch statistics (DAT); models are built in eval mode
@@ -263,6 +277,22 @@ class SR:
     def train_step(self, state, batch, step):
         fn = self.steps.gan if (self.steps.gan and step >= self.cfg.gan.start_step) else self.steps.g
         return fn(state, batch, self.feature_params)
+
+    def resumed(self, state, carry, saved_config):
+        """An EMA that starts on resume starts from the resumed weights; a new optim.lr under a plateau schedule keeps the
+        reductions the plateau made (and applies them to the new lr)."""
+        if carry is not None and state.ema is not None and any(p.startswith("ema/") for p in carry.fresh):
+            state = state.replace(ema=jax.tree.map(jnp.copy, state.params))
+            log.info("the EMA starts from the resumed weights (the checkpoint has none: optim.ema_decay was 0)")
+        for section, key in (("optim", "opt_state"), ("optim_d", "d_opt_state")):
+            before = (saved_config or {}).get(section, {})
+            new = float(self.cfg[section].lr)
+            if (self.cfg[section].schedule == before.get("schedule") == "plateau" and getattr(state, key) is not None
+                    and float(before.get("lr", new)) != new):
+                state = state.replace(**{key: optim.rescale_plateau(getattr(state, key), new / float(before["lr"]))})
+                log.info(f"{section}.lr went from {before['lr']} to {new}: the plateau schedule keeps the reductions it made "
+                         "and applies them to the new lr")
+        return state
 
     def deployable(self, state):
         params = parallel.to_host(eval_weights(self.cfg, state))

@@ -1,6 +1,7 @@
 """SRVGGNetCompact (Compact) against spandrel's module (the same code as Real-ESRGAN's `srvgg_arch.py`) on identical
-weights, Real-ESRGAN's own file layout (realesr-general-x4v3, realesr-animevideov3), exports that spandrel loads, the
-activations spandrel cannot see, refusals by name, bf16, tiling, and the recipe through run_train.py."""
+weights, Real-ESRGAN's own file layout (realesr-general-x4v3, realesr-animevideov3), the activations spandrel cannot
+see, refusals by name, bf16, tiling, and the recipe through run_train.py. (Exports that spandrel and Real-ESRGAN's
+module load: tests/test_parity.py.)"""
 import json
 import os
 import subprocess
@@ -85,33 +86,6 @@ def test_realesrgan_release_layouts_load(tmp_path, name, num_conv):
     again, info2 = load_model(tmp_path / "native")
     assert info2["hyperparameters"] == expected
     assert np.array_equal(np.asarray(again(jnp.asarray(x))), np.asarray(model(jnp.asarray(x))))
-
-
-@pytest.mark.parametrize("scale", [1, 2, 3, 4, 8])
-def test_export_loads_in_spandrel_and_realesrgan(tmp_path, spandrel, scale):
-    from spandrel.architectures.Compact import Compact
-
-    net = spandrel_compact(scale, seed=2)
-    model, report = weights.Weights(compact.ARCH, compact.infer_spec(numpy_sd(net)), numpy_sd(net), False, "").build()
-    spec = compact.infer_spec(numpy_sd(net))
-    x = photo("chelsea", 21, 26, top=60, left=200)[None]
-    ours = np.asarray(model(jnp.asarray(x)))
-    for ext in (".pth", ".safetensors"):
-        path = tmp_path / f"m{ext}"
-        export(model, spec, path)
-        desc = spandrel.ModelLoader().load_from_file(str(path))
-        assert desc.architecture.id == "Compact"
-        assert (desc.scale, desc.input_channels, desc.output_channels) == (scale, 3, 3)
-        assert set(desc.tags) == {"16nf", "4nc"} and desc.purpose == ("Restoration" if scale == 1 else "SR")
-        diff = np.abs(ours - torch_forward(desc.model, x)).max()
-        assert diff <= TOL, diff
-    # Real-ESRGAN's inference: params_ema if present, else params, strict load into SRVGGNetCompact
-    saved = torch.load(tmp_path / "m.pth", weights_only=True)
-    assert "params" in saved and "params_ema" not in saved
-    assert all(type(t) is torch.Tensor and t.is_contiguous() for t in saved["params"].values())
-    rnet = Compact(num_in_ch=3, num_out_ch=3, num_feat=16, num_conv=4, upscale=scale, act_type="prelu")
-    rnet.load_state_dict(saved["params"], strict=True)
-    assert np.abs(ours - torch_forward(rnet, x)).max() <= TOL
 
 
 @pytest.mark.parametrize("ext", [".pth", ".safetensors"])

@@ -1,5 +1,6 @@
 """ESRGAN+ (RRDB with conv1x1 skips, `plus=True`) against spandrel's ESRGAN(plus=True) on identical perturbed
-weights, and its bridge: detection and inference as spandrel's, exports in the original `model.N` layout.
+weights, and its bridge: detection and inference as spandrel's, exports in the original `model.N` layout (that spandrel
+loads them as ESRGAN+: tests/test_parity.py).
 
 Tolerance: max abs diff <= 1e-5 (fp32, [0,1] photos).
 """
@@ -13,7 +14,7 @@ from test_rrdb import new_to_bsrgan_keys, numpy_sd, old_to_new_keys
 
 from jaxsr import archs, weights
 from jaxsr.archs import esrgan
-from jaxsr.archs.bridge import load_state_dict, state_dict, to_torch_layout, torch_key
+from jaxsr.archs.bridge import load_state_dict, to_torch_layout, torch_key
 from jaxsr.weights import export, load_model
 
 TOL = 1e-5
@@ -70,25 +71,6 @@ def test_forward_matches_spandrel(tmp_path, spandrel, layout, scale):
     skips = float(np.abs(torch_forward(net, x) - ref).max())
     print(f"{layout} x{scale}: max|diff| {diff:.2e} (|out| <= {np.abs(ref).max():.2f}; the skips move it {skips:.2f})")
     assert diff <= TOL and skips > 1e-2
-
-
-@pytest.mark.parametrize("scale,tags", [(4, {"ESRGAN+", "8nf", "1nb"}), (2, {"ESRGAN+", "8nf", "1nb", "unshuffle"}),
-                                        (8, {"ESRGAN+", "8nf", "1nb"})])
-def test_export_loads_in_spandrel_as_esrgan_plus(tmp_path, spandrel, scale, tags):
-    spec = {"arch": "esrgan", "scale": scale, "in_ch": 3, "out_ch": 3, "num_feat": 8, "num_block": 1, "num_grow_ch": 32, "plus": True}
-    model = archs.build(spec, rngs=nnx.Rngs(scale))
-    assert esrgan.infer_spec(state_dict(model)) == spec
-    x = crop()[:, :20, :24]
-    ours = np.asarray(forward(model, jnp.asarray(x)))
-    for ext in (".pth", ".safetensors"):
-        export(model, spec, tmp_path / f"m{ext}")
-        desc = spandrel.ModelLoader().load_from_file(str(tmp_path / f"m{ext}"))
-        assert desc.architecture.id == "ESRGAN" and desc.scale == scale and set(desc.tags) == tags, desc.tags
-        diff = float(np.abs(torch_forward(desc.model, x) - ours).max())
-        print(f"{ext} x{scale}: spandrel tags {desc.tags}, max|diff| {diff:.2e}")
-        assert diff <= TOL
-    saved = weights.read_state_dict(tmp_path / "m.pth")[0]
-    assert "model.1.sub.0.RDB1.conv1x1.weight" in saved and not any(k.startswith("body.") for k in saved)
 
 
 @pytest.mark.parametrize("ext", [".pth", ".safetensors"])

@@ -1,6 +1,6 @@
 """HAT: forward parity with spandrel's PyTorch HAT on the same perturbed weights (fp32, real-photo crops whose size is
-no multiple of the window), the bridge (spec inference as spandrel's, exports spandrel loads, bit-identical round
-trips, refusals), the named variants, train mode, remat, the cuDNN lowering, bf16, and the tiling gap that HAT's
+no multiple of the window), the bridge (spec inference as spandrel's, bit-identical round trips, refusals; exports
+spandrel loads: tests/test_parity.py), the named variants, train mode, remat, the cuDNN lowering, bf16, and the tiling gap that HAT's
 global channel attention leaves.
 
 Tolerance: max abs diff <= 1e-4 in fp32 (the issue's bound).
@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import photo, torch_forward
+from conftest import photo
 from test_swinir import (TOL, check_train_mode, compare, compiled_memory, crop_photo, forward, jax_from_torch,
                          lower_for_cuda, perturb, psnr, round_trip)
 
@@ -115,31 +115,6 @@ def test_infer_spec_follows_spandrel(spandrel):
                              ("patch_norm", "patch_norm"), ("ape", "ape"), ("in_ch", "in_chans")):
             want = list(hp[theirs]) if isinstance(hp[theirs], (list, tuple)) else hp[theirs]
             assert spec[ours] == want, (case, ours, spec[ours], want)
-
-
-@pytest.mark.parametrize("case,tags", [("x4", ["small", "s64w8", "64nf", "24dim", "1conv"]),
-                                       ("x3", ["medium", "s64w4"])])  # img_size is not in HAT's keys
-def test_export_loads_in_spandrel(tmp_path, spandrel, case, tags):
-    from test_layout import perturbed
-
-    from jaxsr.archs.hat import spec_for
-    from jaxsr.weights import export
-
-    cfg = dict(CASES[case])
-    scale = cfg.pop("upscale")
-    spec = spec_for("hat_s", **cfg, scale=scale)
-    m = perturbed(spec, 7)
-    x = crop_photo()
-    ours = np.asarray(forward(m, jnp.asarray(x)))
-    for ext in (".pth", ".safetensors"):
-        path = tmp_path / f"{case}{ext}"
-        export(m, spec, path)
-        desc = spandrel.ModelLoader().load_from_file(str(path))
-        assert desc.architecture.id == "HAT" and desc.scale == scale, (desc.architecture.id, desc.scale)
-        assert set(tags) <= set(desc.tags), desc.tags
-        d = float(np.abs(torch_forward(desc.model, x) - ours).max())
-        print(f"{case}{ext}: spandrel tags {desc.tags}, max|diff| {d:.2e}")
-        assert d <= TOL
 
 
 def test_pth_round_trip_bit_identical(tmp_path):

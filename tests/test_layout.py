@@ -6,11 +6,11 @@ import pkgutil
 import subprocess
 import sys
 import sysconfig
+import warnings
 
-import jax
-import numpy as np
 import pytest
 from flax import nnx
+from parity import perturbed, plain
 
 import jaxsr
 from jaxsr import archs, weights
@@ -37,22 +37,58 @@ SMALL = {
 }
 
 
-def perturbed(spec, seed=0):
-    """The model with every exported variable moved off its initial value (integer buffers stay as they are)."""
-    model = archs.build(spec, rngs=nnx.Rngs(seed))
-    rng = np.random.default_rng(seed)
-    for _, var in bridge.variables(model):
-        v = np.asarray(var[...])
-        if np.issubdtype(v.dtype, np.floating):
-            var[...] = jax.numpy.asarray(v + rng.normal(0, 0.01, v.shape).astype(v.dtype))
-    return model
-
-
 def test_every_registered_architecture_has_a_small_spec_and_a_complete_record():
     assert sorted(SMALL) == sorted(a.name for a in archs.ARCHS), "add a small spec for each new architecture to SMALL"
     for a in archs.ARCHS:
         assert a.kind in ("generator", "discriminator") and a.what
         assert archs.get(a.name) is a
+        assert a.defaults and all(callable(applies) and (callable(m) or isinstance(m, str)) for applies, m in a.spandrel_gaps)
+        assert (a.block_of is not None) == (a.kind == "discriminator")
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_the_model_class_defaults_are_the_folders(name):
+    """A folder's DEFAULTS (Arch.defaults) is its one definition of the defaults: the model class's keyword defaults
+    (its Python API) agree with it, and a spec that leaves every default out builds what one that spells them does."""
+    import inspect
+
+    from jaxsr.archs import compact, dat, esrgan, hat, realplksr, span, swinir, unet, vgg
+
+    cls = {"esrgan": esrgan.RRDBNet, "dat": dat.DAT, "swinir": swinir.SwinIR, "hat": hat.HAT,
+           "compact": compact.SRVGGNetCompact, "span": span.SPAN, "realplksr": realplksr.RealPLKSR,
+           "unet": unet.UNetDiscriminatorSN, "vgg": vgg.VGGStyleDiscriminator}[name]
+    record = archs.get(name)
+    params = inspect.signature(cls).parameters
+    for field, value in record.defaults.items():
+        if field in params:
+            assert plain(params[field].default) == plain(value), field
+    small = SMALL[name]
+    given = {k: v for k, v in small.items() if k not in record.defaults or record.defaults[k] != v}
+    a = bridge.state_dict(archs.build(small, rngs=nnx.Rngs(0)), native=True)
+    b = bridge.state_dict(archs.build(given, rngs=nnx.Rngs(0)), native=True)
+    assert a.keys() == b.keys() and all(a[k].tobytes() == b[k].tobytes() for k in a)
+
+
+def test_base_config_model_is_the_esrgan_defaults():
+    from jaxsr.train.config import base_config
+
+    assert base_config().model.to_dict() == {"arch": "esrgan", **archs.get("esrgan").defaults}
+
+
+@pytest.mark.parametrize("name", ["unet", "vgg"])
+def test_block_of_names_the_discriminator_blocks(name):
+    """Arch.block_of maps every top-level parameter name to its FreezeD block: U-Net conv0..conv9, VGG stage N's
+    conv/bn; VGG's linear head is in none."""
+    model = archs.build(SMALL[name], rngs=nnx.Rngs(0))
+    tops = {str(path[0]) for path, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    blocks = {t: archs.get(name).block_of(t) for t in sorted(tops)}
+    if name == "unet":
+        assert blocks == {f"conv{i}": i for i in range(10)}
+    else:
+        assert {t for t, b in blocks.items() if b is None} == {"linear1", "linear2"}
+        assert blocks["conv0_0"] == blocks["conv0_1"] == blocks["bn0_1"] == 0
+        assert {b for b in blocks.values() if b is not None} == set(range(5))  # 128 px: stages 0..4
+        assert all(b == int(t[len("conv"):].split("_")[0]) for t, b in blocks.items() if t.startswith("conv"))
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
@@ -62,7 +98,10 @@ def test_every_architecture_builds_from_its_record_and_round_trips_bit_identical
     record = archs.get(name)
     model = perturbed(spec)
     first = tmp_path / f"first{ext}"
-    weights.export(model, spec, first)  # what PyTorch users get
+    with warnings.catch_warnings(record=True) as caught:  # what spandrel cannot follow, warned once per gap, here only
+        warnings.simplefilter("always")
+        weights.export(model, spec, first)  # what PyTorch users get
+    assert [str(w.message) for w in caught if "spandrel" in str(w.message)] == record.spandrel_warnings(spec)
     w = weights.read(first, kind=record.kind)  # the one path from a file to a model
     assert w.arch is record
     again, report = w.build()

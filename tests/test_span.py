@@ -1,6 +1,7 @@
 """SPAN against spandrel's module (what traiNNer-redux trains) on identical weights, in eval mode (torch's
 re-parameterised Conv3XC) and in training mode under jit (its two branches, gradients included); the `no_norm` buffer
-and img_range/rgb_mean; exports that spandrel loads; eval_conv tensors; refusals by name; bf16; tiling; the recipe."""
+and img_range/rgb_mean; eval_conv tensors; refusals by name; bf16; tiling; the recipe. (Exports that spandrel loads, their
+eval_conv as torch composes it: tests/test_parity.py.)"""
 import os
 import subprocess
 import sys
@@ -115,31 +116,6 @@ def test_train_mode_under_jit_matches_torch_training_mode(norm):
 
     model.eval()  # back to the re-parameterised convs: the same function up to float rounding, garbage eval_conv or not
     assert np.abs(np.asarray(model(jnp.asarray(x))) - ref_out).max() <= TOL
-
-
-@pytest.mark.parametrize("scale,norm", [(1, False), (2, True), (3, False), (4, True), (8, False)])
-def test_export_loads_in_spandrel(tmp_path, spandrel, scale, norm):
-    net = spandrel_span(scale, norm=norm, seed=2)
-    model = from_sd(numpy_sd(net))
-    spec = span.infer_spec(numpy_sd(net))
-    x = photo("chelsea", 21, 26, top=60, left=200)[None]
-    ours = np.asarray(model(jnp.asarray(x)))
-    for ext in (".pth", ".safetensors"):
-        path = tmp_path / f"m{ext}"
-        export(model, spec, path)
-        desc = spandrel.ModelLoader().load_from_file(str(path))
-        assert desc.architecture.id == "SPAN"
-        assert (desc.scale, desc.input_channels, desc.output_channels) == (scale, 3, 3)
-        assert desc.tags == ["8nf"] and desc.purpose == ("Restoration" if scale == 1 else "SR")
-        assert desc.model.is_norm == norm
-        diff = np.abs(ours - torch_forward(desc.model, x)).max()
-        assert diff <= TOL, diff
-    saved = torch.load(tmp_path / "m.pth", weights_only=True)["params"]
-    assert ("no_norm" in saved) == (not norm) and all(t.is_contiguous() for t in saved.values())
-    # the exported eval_conv is the composition torch makes at its eval forward (desc.model has just run one)
-    after = desc.model.state_dict()
-    for key in [k for k in saved if "eval_conv" in k]:
-        assert np.abs(saved[key].numpy() - after[key].numpy()).max() <= 1e-6 * max(1.0, np.abs(after[key].numpy()).max()), key
 
 
 @pytest.mark.parametrize("ext", [".pth", ".safetensors"])

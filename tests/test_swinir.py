@@ -1,6 +1,6 @@
 """SwinIR: forward parity with spandrel's PyTorch SwinIR on the same perturbed weights (fp32, real-photo crops whose
-size is no multiple of the window), the bridge (spec inference as spandrel's, exports spandrel loads, bit-identical
-round trips, refusals by name), train mode, remat, the cuDNN lowering, bf16 and tiling.
+size is no multiple of the window), the bridge (spec inference as spandrel's, bit-identical round trips, refusals by
+name; exports spandrel loads: tests/test_parity.py), train mode, remat, the cuDNN lowering, bf16 and tiling.
 
 Tolerance: max abs diff <= 1e-4 in fp32 (the issue's bound).
 """
@@ -183,39 +183,6 @@ def test_infer_spec_follows_spandrel(spandrel):
                              ("ape", "ape")):
             want = list(hp[theirs]) if isinstance(hp[theirs], (list, tuple)) else hp[theirs]
             assert spec[ours] == want, (case, ours, spec[ours], want)
-
-
-def _our_model(spec, seed=7):
-    """Our own init with every float variable perturbed (as tests/test_layout.py does)."""
-    from test_layout import perturbed
-
-    return perturbed(spec, seed)
-
-
-@pytest.mark.parametrize("case,tags", [("lightweight_x4", ["small", "s32w8", "64nf", "24dim", "1conv", "1unshuf"]),
-                                       ("classical_x2_3conv", ["s48w8", "3conv"]),
-                                       ("unshuffle_x2", ["2unshuf", "s32w8"]),
-                                       ("jpeg_gray_x1", ["s28w7"])])
-def test_export_loads_in_spandrel(tmp_path, spandrel, case, tags):
-    from jaxsr.archs.swinir import spec_for
-    from jaxsr.weights import export
-
-    cfg = dict(CASES[case])
-    up, s = cfg.pop("upscale"), cfg.get("start_unshuffle", 1)
-    spec = spec_for("swinir_m", **{("in_ch" if k == "in_chans" else k): v for k, v in cfg.items()}, scale=up // s)
-    m = _our_model(spec)
-    x = crop_photo(spec["in_ch"])
-    ours = np.asarray(forward(m, jnp.asarray(x)))
-    for ext in (".pth", ".safetensors"):
-        path = tmp_path / f"{case}{ext}"
-        export(m, spec, path)
-        desc = spandrel.ModelLoader().load_from_file(str(path))
-        assert desc.architecture.id == "SwinIR" and desc.scale == up // s, (desc.architecture.id, desc.scale)
-        assert set(tags) <= set(desc.tags), desc.tags
-        ref = torch_forward(desc.model, x)[:, : ours.shape[1], : ours.shape[2]]
-        d = float(np.abs(ref - ours).max())
-        print(f"{case}{ext}: spandrel tags {desc.tags}, max|diff| {d:.2e}")
-        assert d <= TOL
 
 
 def _torch_sd(path):

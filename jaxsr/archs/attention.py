@@ -1,7 +1,8 @@
 """What the window-attention transformers (DAT, SwinIR, HAT) share, with PyTorch's numerics.
 
 - torch-numerics layers: Linear with timm's trunc_normal(0.02) init, LayerNorm eps 1e-5, timm's DropPath, the
-  Swin/HAT `Mlp` and `PatchEmbed`, the 1conv/3conv residual convolution, and remat per block (`run_block`);
+  Swin/HAT `Mlp`, `PatchEmbed` and absolute position embedding, the 1conv/3conv residual convolution, and remat per
+  block (`run_block`);
 - windows: partition/merge in row-major window order (Swin's `window_partition`/`window_reverse`), the
   relative-position index of a window, and the shifted-window masks of Swin (arXiv 2103.14030, Sec. 3.2):
   a token may only attend to tokens of the same region of the rolled map. The masks are a pure function of
@@ -64,6 +65,15 @@ class PatchEmbed(nnx.Module):
 
     def __call__(self, x):
         return self.norm(x) if self.patch_norm else x
+
+
+def add_absolute_pos_embed(x, table, img_size):
+    """x (B, H, W, C) plus Swin's learned absolute position embedding (`ape`, a (1, img_size**2, C) table), which
+    fits an img_size x img_size map only."""
+    B, H, W, C = x.shape
+    if (H, W) != (img_size, img_size):
+        raise ValueError(f"ape=True: the (padded) feature map must be img_size x img_size ({img_size}), got {H}x{W}")
+    return x + table.reshape(1, H, W, C).astype(x.dtype)
 
 
 def resi_conv(dim, kind, *, rngs, dtype):

@@ -24,9 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxsr.archs.attention import (Mlp, PatchEmbed, WindowAttention, drop_path, from_windows, gather_bias, layer_norm,
-                                   linear, relative_position_index, resi_conv, resolve_impl, run_block, to_windows,
-                                   window_attention)
+from jaxsr.archs.attention import (Mlp, PatchEmbed, WindowAttention, add_absolute_pos_embed, drop_path, from_windows,
+                                   gather_bias, layer_norm, linear, relative_position_index, resi_conv, resolve_impl,
+                                   run_block, to_windows, window_attention)
 from jaxsr.archs.common import (RGB_MEAN, Act, Buffer, LeakyReLU, Sequential, constructor_kwargs, conv, trunc_normal_002,
                                 variant_spec)
 from jaxsr.archs.upsample import pixelshuffle
@@ -254,11 +254,7 @@ class HAT(nnx.Module):
     def forward_features(self, x):
         x = self.patch_embed(x)
         if self.ape:
-            B, H, W, C = x.shape
-            if (H, W) != (self.img_size, self.img_size):
-                raise ValueError(f"ape=True: the (padded) feature map must be img_size x img_size "
-                                 f"({self.img_size}), got {H}x{W}")
-            x = x + self.absolute_pos_embed[...].reshape(1, H, W, C).astype(x.dtype)
+            x = add_absolute_pos_embed(x, self.absolute_pos_embed[...], self.img_size)
         rpi_sa, rpi_oca = self.relative_position_index_SA[...], self.relative_position_index_OCA[...]
         for layer in self.layers:
             x = layer(x, rpi_sa, rpi_oca)

@@ -23,7 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxsr.archs.attention import Mlp, PatchEmbed, WindowAttention, drop_path, layer_norm, resi_conv, run_block
+from jaxsr.archs.attention import (Mlp, PatchEmbed, WindowAttention, add_absolute_pos_embed, drop_path, layer_norm,
+                                   resi_conv, run_block)
 from jaxsr.archs.common import (RGB_MEAN, LeakyReLU, Sequential, constructor_kwargs, conv, pixel_unshuffle,
                                 trunc_normal_002, variant_spec)
 from jaxsr.archs.upsample import nearest_conv, pixelshuffle, pixelshuffle_direct
@@ -172,11 +173,7 @@ class SwinIR(nnx.Module):
     def forward_features(self, x):
         x = self.patch_embed(x)
         if self.ape:
-            B, H, W, C = x.shape
-            if (H, W) != (self.img_size, self.img_size):
-                raise ValueError(f"ape=True: the (padded) feature map must be img_size x img_size "
-                                 f"({self.img_size}), got {H}x{W}")
-            x = x + self.absolute_pos_embed[...].reshape(1, H, W, C).astype(x.dtype)
+            x = add_absolute_pos_embed(x, self.absolute_pos_embed[...], self.img_size)
         for layer in self.layers:
             x = layer(x)
         return self.norm(x)

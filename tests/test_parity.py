@@ -1,0 +1,177 @@
+"""Every architecture against spandrel's PyTorch module, one row per configuration (tests/parity.py says what each row
+checks): our perturbed model and spandrel's, loaded from our .pth and .safetensors exports, give the same output on a
+real-photo crop; the reference class built from the row's arguments strict-loads our .pth and agrees too; spandrel
+reports the architecture, scale and tags; and the reference's own file loads back through jaxsr. Adding an
+architecture's parity test is adding rows here.
+
+Tolerances (max abs difference, fp32, [0, 1] photographs): 1e-5 for the convolutional models, 1e-4 for the window
+transformers (the issue's bound for DAT, SwinIR and HAT).
+"""
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from parity import Row, check
+from test_dat import REDUCED as DAT
+from test_hat import CASES as HAT
+from test_swinir import CASES as SWINIR
+
+from jaxsr.archs.hat import spec_for as hat_spec
+from jaxsr.archs.swinir import spec_for as swinir_spec
+
+SR = 1e-5  # convolutional models
+TRANSFORMER = 1e-4  # window transformers
+
+# ------------------------------------------------------------------------------------------------------- ESRGAN
+
+ESRGAN_CROP = dict(name="chelsea", h=32, w=36, top=60, left=200)  # multiples of 4: spandrel reflect-pads x1/x2 inputs
+PLUS_CROP = dict(name="astronaut", h=20, w=24, top=100, left=150)
+SHUFFLE = {4: None, 8: None, 2: 2, 1: 4}  # our scale -> spandrel's shuffle_factor (x2/x1 run x4 on unshuffled input)
+
+
+def esrgan(scale, *, plus=False):
+    shuffle = SHUFFLE[scale]
+    nf, nb = (8, 1) if plus else (16, 2)
+    spec = {"arch": "esrgan", "scale": scale, "in_ch": 3, "out_ch": 3, "num_feat": nf, "num_block": nb, "num_grow_ch": 32,
+            **({"plus": True} if plus else {})}
+    kwargs = dict(in_nc=3 * (shuffle or 1) ** 2, out_nc=3, num_filters=nf, num_blocks=nb, scale=4 if shuffle else scale,
+                  shuffle_factor=shuffle, **({"plus": True} if plus else {}))
+    tags = {"ESRGAN+", "8nf", "1nb"} if plus else set()
+    if shuffle:
+        tags.add("unshuffle")
+    return Row(f"esrgan{'_plus' if plus else ''}_x{scale}", spec, ("ESRGAN.ESRGAN", kwargs), "ESRGAN",
+               PLUS_CROP if plus else ESRGAN_CROP, SR, frozenset(tags), exact_tags=plus, seed=scale if plus else 3,
+               reference_keys_differ=not plus)  # spandrel's class keeps the original `model.N` keys; ESRGAN+ exports them
+
+
+# ------------------------------------------------------------------------------------------------------- Compact
+
+
+def _prelu_slopes_off_025(model):
+    """The PReLU slopes moved by +-0.1 around torch's 0.25, as far as the other weights are moved off theirs."""
+    rng = np.random.default_rng(1)
+    for layer in model.body:
+        if hasattr(layer, "weight"):
+            w = np.asarray(layer.weight[...])
+            layer.weight[...] = jnp.asarray(w + rng.normal(0, 0.1, w.shape), jnp.float32)
+
+
+def compact(scale):
+    spec = {"arch": "compact", "scale": scale, "in_ch": 3, "out_ch": 3, "num_feat": 16, "num_conv": 4, "act_type": "prelu"}
+    kwargs = dict(num_in_ch=3, num_out_ch=3, num_feat=16, num_conv=4, upscale=scale, act_type="prelu")
+    return Row(f"compact_x{scale}", spec, ("Compact.Compact", kwargs), "Compact",
+               dict(name="chelsea", h=21, w=26, top=60, left=200), SR, frozenset({"16nf", "4nc"}), exact_tags=True,
+               seed=2, prepare=_prelu_slopes_off_025)
+
+
+# ------------------------------------------------------------------------------------------------------- SPAN
+
+
+def _upsampler_for_255(model):
+    """With norm the input is scaled by 255: the upsampler's weights scaled down as much keep the output near [0, 1],
+    as a trained norm model's are."""
+    conv = model.upsampler[0]
+    conv.kernel[...] = conv.kernel[...] / 255
+
+
+def _span_check(norm):
+    def check(saved, theirs):
+        """spandrel runs the norm we export, and our eval_conv is the composition torch makes at its eval forward."""
+        assert theirs.is_norm == norm and ("no_norm" in saved) == (not norm)
+        after = theirs.state_dict()
+        keys = [k for k in saved if "eval_conv" in k]
+        assert keys
+        for key in keys:
+            a, b = saved[key].numpy(), after[key].numpy()
+            assert np.abs(a - b).max() <= 1e-6 * max(1.0, np.abs(b).max()), key
+
+    return check
+
+
+def span(scale, norm):
+    spec = {"arch": "span", "scale": scale, "in_ch": 3, "out_ch": 3, "feature_channels": 8, "bias": True, "norm": norm,
+            "img_range": 255.0, "rgb_mean": [0.4488, 0.4371, 0.404]}
+    kwargs = dict(num_in_ch=3, num_out_ch=3, feature_channels=8, upscale=scale, norm=norm)
+    return Row(f"span_x{scale}{'_norm' if norm else ''}", spec, ("SPAN.SPAN", kwargs), "SPAN",
+               dict(name="chelsea", h=21, w=26, top=60, left=200), SR, frozenset({"8nf"}), exact_tags=True, seed=2,
+               spread=0.02, prepare=_upsampler_for_255 if norm else None, check=_span_check(norm))
+
+
+# ------------------------------------------------------------------------------------------------------- RealPLKSR
+
+
+def realplksr(scale, upsampler, layer_norm):
+    spec = {"arch": "realplksr", "scale": scale, "dim": 16, "n_blocks": 2, "kernel_size": 7, "split_ratio": 0.25,
+            "use_ea": True, "norm_groups": 4, "dropout": 0.0, "upsampler": upsampler, "layer_norm": layer_norm}
+    kwargs = dict(upscaling_factor=scale, dysample=upsampler == "dysample", use_ea=True, layer_norm=layer_norm, dim=16,
+                  n_blocks=2, kernel_size=7, split_ratio=0.25)
+    tags = {"Real", "16dim", "2nb", "7ks"} | ({"DySample"} if upsampler == "dysample" else set()) | (
+        {"LayerNorm"} if layer_norm else set())
+    return Row(f"realplksr_x{scale}_{upsampler}{'_ln' if layer_norm else ''}", spec, ("PLKSR.RealPLKSR", kwargs), "PLKSR",
+               dict(name="astronaut", h=27, w=35, top=100, left=150), SR, frozenset(tags), exact_tags=True, seed=scale,
+               spread=0.05)
+
+
+# ------------------------------------------------------------------------------------------------------- window transformers
+
+TRANSFORMER_CROP = dict(name="astronaut", h=27, w=30, top=100, left=150)  # no multiple of 7, 8 or 16 (window x unshuffle)
+
+
+def _conv_first_after_unshuffle(sd):
+    """spandrel's SwinIR module names the conv after its PixelUnshuffle conv_first; files hold it as conv_first.1."""
+    return {(f"conv_first.1.{k.split('.')[-1]}" if k.startswith("conv_first.") else k): v for k, v in sd.items()}
+
+
+def swinir(case, tags):
+    cfg = dict(SWINIR[case])
+    up, unshuffle = cfg.pop("upscale"), cfg.get("start_unshuffle", 1)
+    spec = swinir_spec("swinir_m", **{("in_ch" if k == "in_chans" else k): v for k, v in cfg.items()}, scale=up // unshuffle)
+    shuffled = unshuffle > 1  # then torch also returns the padded size
+    return Row(f"swinir_{case}", spec, ("SwinIR.SwinIR", SWINIR[case]), "SwinIR", TRANSFORMER_CROP, TRANSFORMER,
+               frozenset(tags), seed=7, reference_keys_differ=shuffled,
+               file_keys=_conv_first_after_unshuffle if shuffled else None, crop_torch=shuffled)
+
+
+def hat(case, tags):
+    cfg = dict(HAT[case])
+    scale = cfg.pop("upscale")
+    return Row(f"hat_{case}", hat_spec("hat_s", **cfg, scale=scale), ("HAT.HAT", HAT[case]), "HAT", TRANSFORMER_CROP,
+               TRANSFORMER, frozenset(tags), seed=7, unseen=("img_size",))  # HAT's keys do not store img_size
+
+
+def _random_bn_statistics(model):
+    rng = np.random.default_rng(0)
+    for path, var in nnx.to_flat_state(nnx.state(model, nnx.BatchStat)):
+        shape = var[...].shape
+        var[...] = jnp.asarray(rng.uniform(0.5, 1.5, shape) if path[-1] == "var" else rng.normal(0, 0.1, shape), jnp.float32)
+
+
+def dat(variant, tag):
+    cfg = dict(DAT[variant])
+    scale = cfg.pop("upscale")
+    s0, s1 = cfg["split_size"]
+    return Row(f"dat_{variant}", {"arch": "dat", "scale": scale, **cfg}, ("DAT.DAT", DAT[variant]), "DAT",
+               dict(name="astronaut", h=40, w=48, top=100, left=190), TRANSFORMER, frozenset({tag, f"s64|{s0}x{s1}"}),
+               seed=7, perturb_buffers=False, prepare=_random_bn_statistics)  # rpe_biases: coordinates
+
+
+ROWS = [
+    *(esrgan(s) for s in (4, 2, 1, 8)),
+    *(esrgan(s, plus=True) for s in (4, 2, 8)),
+    *(compact(s) for s in (1, 2, 3, 4, 8)),
+    *(span(s, norm) for s, norm in ((1, False), (2, True), (3, False), (4, True), (8, False))),
+    realplksr(3, "dysample", False), realplksr(4, "pixelshuffle", True), realplksr(1, "dysample", True),
+    swinir("lightweight_x4", {"small", "s32w8", "64nf", "24dim", "1conv", "1unshuf"}),
+    swinir("classical_x2_3conv", {"s48w8", "3conv"}),
+    swinir("unshuffle_x2", {"2unshuf", "s32w8"}),
+    swinir("jpeg_gray_x1", {"s28w7"}),
+    hat("x4", {"small", "s64w8", "64nf", "24dim", "1conv"}),
+    hat("x3", {"medium", "s64w4"}),
+    dat("dat_light", "light"), dat("dat_s", "small"), dat("dat_2_l", "medium"),
+]
+assert len({r.id for r in ROWS}) == len(ROWS)
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda r: r.id)
+def test_parity_with_spandrel(tmp_path, row):
+    check(row, tmp_path)

@@ -10,6 +10,13 @@ FROM_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config.py"
 RECIPES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
 
 
+def warning_line(message, category, filename, lineno, file=None, line=None):
+    """A warning (e.g. an export spandrel cannot open) as one console line, not Python's file:line and source line."""
+    from jaxsr.train.logger import log
+
+    log.info(f"warning: {message}")
+
+
 def exit_code(train, workdir):
     """Run `train()` (which returns an exit code) with every failure of a run reported as one line."""
     from jaxsr.errors import JaxsrError

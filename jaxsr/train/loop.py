@@ -89,7 +89,6 @@ class Loop:
         self.stop_requested = False
         self.board = None  # opened by run(), once it knows where the logs continue
         self.best = None  # the best validation value so far (of val.best_metric)
-        self._exported = None  # the step of the last export
         self._saved = None  # the step of the last checkpoint
 
     def run(self):
@@ -137,8 +136,6 @@ class Loop:
                 log.info(f"{self.stop_requested}: saving a checkpoint at step {step} and exiting; rerun the same command to resume")
                 if self._saved != step:  # the signal may have come during this step's own save
                     self._save(step)
-            elif step >= end and self._exported != step:
-                self._export(self.kind.deployable(self.state), None, step)  # every finished run ends with its exports
         except BaseException as e:
             self._save_after_error(step, e)
             self._shutdown(quiet=True)
@@ -155,13 +152,10 @@ class Loop:
         return step
 
     def _nothing_to_train(self, step, end):
-        """A rerun of a run that already reached its end: say so, and export only what is missing or older."""
-        base = os.path.join(self.workdir, "models", f"{self.cfg.name}_x{self.cfg.scale}.")
-        folder = os.path.dirname(base)
-        exports = [os.path.join(folder, f) for f in os.listdir(folder) if f.startswith(os.path.basename(base))] \
-            if os.path.isdir(folder) else []
-        checkpoint = os.path.join(self.ckpt.directory, str(step))
-        if not exports or min(map(os.path.getmtime, exports)) < os.path.getmtime(checkpoint):
+        """A rerun of a run that already reached its end: say so, and keep its exports (written before its last
+        checkpoint; made now only where there are none)."""
+        models, base = os.path.join(self.workdir, "models"), f"{self.cfg.name}_x{self.cfg.scale}."
+        if not (os.path.isdir(models) and any(f.startswith(base) for f in os.listdir(models))):
             self._export(self.kind.deployable(self.state), None, step)
         limit = f"train.stop_at={self.cfg.train.stop_at}" if end < self.cfg.train.total_steps else \
             f"train.total_steps={self.cfg.train.total_steps}"
@@ -185,6 +179,8 @@ class Loop:
             self.state = self.kind.after_validation(self.state, value)
             self._save(step, value)
         elif step % cfg.train.ckpt_every == 0 or step == end or self.ckpt.is_snapshot(step):
+            if step == end:  # every finished run ends with its exports, written before its last checkpoint
+                self._export(self.kind.deployable(self.state), None, step)
             self._save(step)
 
     def _restore(self):
@@ -279,8 +275,6 @@ class Loop:
     def _export(self, deployable, value, step, suffix=""):
         """models/<name>_x<s><suffix>.* (the kind's eval weights), and the _best ones when `value` (of val.best_metric)
         is a new best. A failed export is reported and training goes on."""
-        if not suffix:
-            self._exported = step
         if not self.main:
             return
         os.makedirs(os.path.join(self.workdir, "models"), exist_ok=True)

@@ -6,6 +6,7 @@ a run's frozen config.json (or a YAML file) to rerun it exactly.
 """
 import os
 import sys
+import warnings
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -30,6 +31,7 @@ def main(argv):
     # keep JAX's backend probing and orbax's thread tracebacks out of the console: failures reach it as one line
     logging.set_verbosity(logging.FATAL)
     sys.unraisablehook = cmdline.quiet_closed_loops
+    warnings.showwarning = cmdline.warning_line
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {argv[1:]}; overrides look like --config.optim.lr=1e-4")
     workdir = _WORKDIR.value or os.path.join("runs", os.path.splitext(os.path.basename(cmdline.config_name()))[0])

@@ -132,7 +132,7 @@ def check_resume(cfg, workdir):
         moved = [s for s in ("optim", "optim_d") if (s == "optim" or cfg.gan.enabled) and
                  _horizon_moves(cfg[s], before, cfg.train.total_steps)]
         if moved:
-            log.info(f"note: train.total_steps went from {before} to {cfg.train.total_steps}: the "
+            log.info(f"note: train.total_steps went from {before} to {cfg.train.total_steps}: "
                      f"{' and '.join(f'{s}.schedule={cfg[s].schedule!r}' for s in moved)} runs to total_steps, so the lr "
                      "changes with it; train.stop_at ends a run early without that")
 

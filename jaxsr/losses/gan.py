@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 from ml_collections import ConfigDict, config_dict
 
+from jaxsr import archs
 from jaxsr.losses.pixel import get_criterion
 
 
@@ -95,7 +96,9 @@ def default_config():
     c.start_step = 0  # G-only warm-up steps before D joins
     c.ramp_steps = 0  # the adversarial weight grows linearly to its value over this many steps from start_step (0: at once)
     # arch 'unet' (Real-ESRGAN's U-Net SN; skip_connection) or 'vgg' (ESRGAN's VGG-style; input_size 128 or 256)
-    c.discriminator = ConfigDict(dict(arch="unet", num_feat=64, skip_connection=True, input_size=128), type_safe=False)
+    unet, vgg = archs.get("unet").defaults, archs.get("vgg").defaults  # vgg's input_size is kept for a switch of arch
+    c.discriminator = ConfigDict(dict(arch="unet", num_feat=unet["num_feat"], skip_connection=unet["skip_connection"],
+                                      input_size=vgg["input_size"]), type_safe=False)
     c.init_weights = config_dict.placeholder(str)  # a BasicSR/Real-ESRGAN net_d file
     c.freeze_blocks = 0  # FreezeD: the first k blocks of D keep their (pretrained) weights (jaxsr.optim.frozen_blocks)
     return c

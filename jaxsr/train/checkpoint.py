@@ -86,13 +86,30 @@ def _role(path, types):
     return parts[0], "", path
 
 
+def _is_key(leaf):
+    return jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+
+
+def _stored(leaf):
+    """The shape and dtype orbax stores a leaf as: a typed PRNG key as its uint32 data, an empty array as (1,)."""
+    if _is_key(leaf):
+        return jax.eval_shape(jax.random.key_data, leaf)
+    return jax.ShapeDtypeStruct(tuple(leaf.shape) if leaf.size else (1,), leaf.dtype)
+
+
+def _carried(saved, leaf):
+    """A checkpoint's array in the new state's place: PRNG key data wrapped back into a key."""
+    return jax.random.wrap_key_data(saved, impl=jax.random.key_impl(leaf)) if _is_key(leaf) else saved
+
+
 def carry_plan(saved, saved_types, state):
     """None when the checkpoint's tree (`saved`: path -> shape/dtype metadata) is the state's; else the `Carry` of its
     leaves onto `state`: by role where the checkpoint recorded its NamedTuples (`saved_types`), by path where not."""
     new = leaf_paths(state)
 
     def fits(meta, leaf):
-        return tuple(meta.shape) == (tuple(leaf.shape) if leaf.size else (1,)) and np.dtype(meta.dtype) == leaf.dtype
+        stored = _stored(leaf)
+        return tuple(meta.shape) == stored.shape and np.dtype(meta.dtype) == stored.dtype
 
     if set(saved) == set(new) and all(fits(saved[p], new[p]) for p in new):
         return None
@@ -182,7 +199,7 @@ class Checkpoints:
         if carry is not None:
             saved = leaf_paths(restored)
             leaves, treedef = jax.tree_util.tree_flatten(state)
-            restored = treedef.unflatten([saved[carry.mapping[p]] if p in carry.mapping else leaf
+            restored = treedef.unflatten([_carried(saved[carry.mapping[p]], leaf) if p in carry.mapping else leaf
                                           for p, leaf in zip(leaf_paths(state), leaves)])
         state = jax.tree.map(lambda r, a: jax.device_put(jnp.zeros(a.shape, a.dtype), a.sharding) if a.size == 0 else r,
                              restored, state)

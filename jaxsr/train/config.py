@@ -113,24 +113,18 @@ def get_config(path):
     if not isinstance(values, dict):
         raise ConfigError(f"{path} holds no config (a mapping of sections such as model, data, optim)")
     c = base_config()
-    try:
-        _overlay(c, values)
-    except WeightsError as e:  # an unknown model.arch
-        raise ConfigError(f"{path}: model.arch: {e}") from None
+    _overlay(c, values)
     return c
 
 
 def _overlay(node, values, prefix=""):
     """`values` laid over the defaults in `node`: a section given in part keeps its other defaults; a free-form one
-    (FREE_FORM) is replaced whole, and a model section naming another architecture starts from that one's defaults.
-    Unknown fields stay, for `resolve` to name."""
+    (FREE_FORM) is replaced whole, except a model section of the default architecture, which keeps its other
+    hyperparameters (another architecture's `build` fills in its own). Unknown fields stay, for `resolve` to name."""
     for key, value in values.items():
         field = prefix + key
-        if field == "model" and isinstance(value, dict):
-            arch = value.get("arch", node.model.arch)
-            base = node.model.to_dict() if arch == node.model.arch else \
-                {"arch": arch, **({} if arch == "auto" else archs.get(arch).defaults)}
-            node.model = ml_collections.ConfigDict({**base, **value}, type_safe=False)
+        if field == "model" and isinstance(value, dict) and value.get("arch", node.model.arch) == node.model.arch:
+            node.model = ml_collections.ConfigDict({**node.model.to_dict(), **value}, type_safe=False)
         elif isinstance(value, dict) and field not in FREE_FORM and isinstance(node.get(key), ml_collections.ConfigDict):
             _overlay(node[key], value, field + ".")
         else:
@@ -296,10 +290,21 @@ def _check_objective(cfg):
         raise ConfigError("compute_dtype='float16' scales G's loss per update: use optim.accumulate=1 with it")
 
 
+def _full_model(values):
+    """A config dict whose model section has its architecture's defaults filled in, so that a spec that leaves a field
+    at its default compares equal to one that writes it out."""
+    model = values.get("model") or {}
+    try:
+        record = archs.get(model.get("arch"))
+    except WeightsError:
+        return values
+    return {**values, "model": record.full_spec(model)}
+
+
 def resume_conflicts(saved: dict, cfg) -> tuple:
     """(fields that differ from the frozen config.json and must not change on resume, the other changed fields)."""
-    now = flatten(json.loads(cfg.to_json_best_effort()))
-    before = flatten(saved)
+    now = flatten(_full_model(json.loads(cfg.to_json_best_effort())))
+    before = flatten(_full_model(saved))
     diffs = [k for k in sorted(set(now) | set(before)) if now.get(k) != before.get(k)]
     bad = [k for k in diffs if any(k == f or k.startswith(f + ".") for f in INCOMPATIBLE_ON_RESUME)]
     return bad, [k for k in diffs if k not in bad]

@@ -70,7 +70,7 @@ def test_train_mode_forward_and_grads_match_torch():
             continue
         worst = max(worst, float(np.abs(g[name] - ref).max() / (np.abs(ref).max() + 1e-8)))
     print(f"train-mode grads: worst relative max diff {worst:.2e} over {len(g)} tensors")
-    assert worst < 1e-4
+    assert worst < 2e-4  # 1.01-1.03e-4 on some CPUs (float32 accumulation order), with the code of before and after the trainer split
     stats = _flat(new_rest)
     tsd = tm.state_dict()
     for k, v in tsd.items():

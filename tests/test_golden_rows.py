@@ -1,9 +1,11 @@
 """No number changes: the rows that run_train.py writes to metrics.jsonl for the demo recipe (12 steps with 4 of warm-up, logged every
-step, validated at 0, 6 and 12; bicubic, Real-ESRGAN degradations, and a GAN stage from step 4) equal the rows
+step, validated at 0, 6 and 12 on 96 px crops; bicubic, Real-ESRGAN degradations, and a GAN stage from step 4) equal the rows
 recorded before the trainer was split into one loop and its training kinds (tests/golden/rows.json; relative 1e-5).
 
 Record them again (only on purpose, after a change that is meant to change numbers):
     python tests/test_golden_rows.py --record
+They were recorded with the trainer of commit 82458a6, from a worktree of it (`git worktree add /tmp/old 82458a6`,
+this file copied into its tests/, then the command above run there with PYTHONPATH=/tmp/old).
 """
 import json
 import os
@@ -16,6 +18,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLDEN = os.path.join(ROOT, "tests", "golden", "rows.json")
 DEMO = ["--config", "configs/demo.py", "--config.train.total_steps=12", "--config.train.log_every=1", "--config.val.every=6",
+        "--config.data.val_max_size=96",
         "--config.optim.warmup_steps=4"]
 RUNS = {
     "bicubic": DEMO,

@@ -252,20 +252,17 @@ def test_a_validation_image_smaller_than_the_ssim_window_is_left_out(tmp_path):
 
 
 def test_a_save_that_fits_is_not_refused(tmp_path):
-    """The saver sees exactly the room the old estimate (1.65 x the arrays' bytes + 256 KiB) wanted, less one byte: a
-    checkpoint of the arrays' bytes and their metadata fits in it."""
-    from jaxsr.recipes import demo
-    from jaxsr.train.config import resolve
-    from jaxsr.train.kinds import sr
+    """The saver sees the room the old estimate wanted (1.65 x the state's bytes + 256 KiB; the state is about four
+    copies of the weights: params, EMA, Adam's two moments), less one byte: a checkpoint of the arrays' bytes and their
+    metadata fits in it."""
+    import jax
+    from flax import nnx
 
-    c = demo.get_config()
-    c.model.update(num_feat=8, num_block=1, num_grow_ch=8)
-    c.train.batch_size = 4
-    c.data.gt_size = c.degrade.gt_size = 32
-    c = resolve(c)
-    model, _ = sr.build_generator(c)
-    nbytes = sum(x.nbytes for x in __import__("jax").tree.leaves(sr.build_state(c, model, sr.build_optimizers(c)[0])))
-    free = int(1.5 * nbytes * 1.1 + 256 * 1024) - 1
+    from jaxsr import archs
+
+    model = archs.build({"arch": "esrgan", "scale": 4, "in_ch": 3, "out_ch": 3, "num_feat": 8, "num_block": 1, "num_grow_ch": 8})
+    weights_bytes = sum(x.nbytes for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    free = int(1.5 * 4 * weights_bytes * 1.1 + 256 * 1024) - 1
     wd = tmp_path / "wd"
     script = ("import runpy, shutil, sys\nreal = shutil.disk_usage\n"
               f"shutil.disk_usage = lambda p: real(p)._replace(free={free})\n"

@@ -1,6 +1,10 @@
 """Shared test fixtures: real photographs and the PyTorch reference (spandrel) behind a torchvision stub."""
 import enum
+import os
+import signal
+import subprocess
 import sys
+import time
 import types
 
 import numpy as np
@@ -87,3 +91,25 @@ def torch_forward(module, img_nhwc):
     with torch.no_grad():
         y = module.eval()(x)
     return y.numpy().transpose(0, 2, 3, 1)
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli(*args, timeout=600):
+    """(exit code, stdout, stderr) of `python ARGS...` run in the checkout, asserting that nothing printed a traceback."""
+    r = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert "Traceback" not in r.stderr + r.stdout, r.stderr
+    return r.returncode, r.stdout, r.stderr
+
+
+def interrupt(cmd, workdir, cwd=ROOT):
+    """Start a training command, press Ctrl-C once it has logged a step and waited a second; (exit code, out, err)."""
+    p = subprocess.Popen([sys.executable, *map(str, cmd)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not os.path.exists(os.path.join(workdir, "metrics.jsonl")):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=300)
+    return p.returncode, out, err

@@ -2,12 +2,11 @@
 and metric, written without touching the loop) gets resume, snapshots, branching and SIGINT handling from it."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
+from conftest import interrupt
 from toy_kind import Denoiser, config
 
 from jaxsr.train import loop
@@ -45,15 +44,8 @@ def test_a_second_kind_resumes_keeps_snapshots_and_branches_bitwise(tmp_path):
 
 def test_a_second_kind_saves_on_sigint_and_resumes_there(tmp_path):
     wd = tmp_path / "wd"
-    p = subprocess.Popen([sys.executable, os.path.join(HERE, "toy_kind.py"), str(wd), "total_steps=100000"], cwd=HERE,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and not (wd / "metrics.jsonl").exists():
-        time.sleep(0.2)
-    time.sleep(1.0)
-    p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=300)
-    assert p.returncode == 130 and "Traceback" not in err, err
+    code, out, err = interrupt([os.path.join(HERE, "toy_kind.py"), wd, "total_steps=100000"], wd, cwd=HERE)
+    assert code == 130 and "Traceback" not in err, err
     saved = [line for line in out.splitlines() if line.startswith("SIGINT: saving a checkpoint at step")]
     step = int(saved[0].split("at step ")[1].split()[0])
     assert max(int(d) for d in os.listdir(wd / "checkpoints")) == step

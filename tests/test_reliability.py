@@ -3,13 +3,12 @@ real command lines (docs/reliability.md lists the promises these tests back)."""
 import json
 import os
 import subprocess
-import sys
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import photo
+from conftest import cli, photo
 from PIL import Image, ImageOps
 
 from jaxsr import weights
@@ -23,12 +22,6 @@ TINY = [  # the tiny RRDB run of test_train.py: a step takes well under a second
     "--config.train.total_steps=12", "--config.train.log_every=1", "--config.train.ckpt_every=4", "--config.val.every=0",
     "--config.val.at_start=False", "--config.optim.warmup_steps=2", "--config.data.val_max_size=96",
 ]
-
-
-def cli(*args, timeout=600):
-    r = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    assert "Traceback" not in r.stderr + r.stdout, r.stderr
-    return r.returncode, r.stdout, r.stderr
 
 
 def train(workdir, *extra):

@@ -3,14 +3,12 @@ trying run_train.py and the converters as careless and unlucky users would, each
 (docs/reliability.md lists the promises). Every test here failed on the trainer before these fixes."""
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
-from conftest import photo
+from conftest import cli, photo
 
 from jaxsr import weights
 from jaxsr.imageio import write_image
@@ -23,12 +21,6 @@ TINY = [  # a tiny RRDB on 32 px crops of the built-in photographs (validation, 
     "--config.val.at_start=False", "--config.optim.warmup_steps=2", "--config.data.val_max_size=48",
     "--config.data.val_max_images=1",
 ]
-
-
-def cli(*args, timeout=600):
-    r = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    assert "Traceback" not in r.stderr + r.stdout, r.stderr
-    return r.returncode, r.stdout, r.stderr
 
 
 def train(workdir, *extra):

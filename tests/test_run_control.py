@@ -2,13 +2,13 @@
 changing the schedule, Ctrl-C, dry runs, and configs that reproduce a run."""
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 import pytest
+
+from conftest import interrupt
 
 from jaxsr import load_model
 
@@ -86,16 +86,8 @@ def test_print_config_shows_the_architecture_taken_from_init_weights(snapshots):
 
 def test_ctrl_c_saves_where_it_stopped_and_the_rerun_resumes_there(tmp_path):
     wd = tmp_path / "wd"
-    args = [*TINY, "--config.train.total_steps=2000", "--workdir", wd]
-    p = subprocess.Popen([sys.executable, "run_train.py", *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and not (wd / "metrics.jsonl").exists():
-        time.sleep(0.2)
-    time.sleep(1.0)
-    p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=300)
-    assert p.returncode == 130 and "Traceback" not in err, err
+    code, out, err = interrupt(["run_train.py", *TINY, "--config.train.total_steps=2000", "--workdir", wd], wd)
+    assert code == 130 and "Traceback" not in err, err
     saved = [line for line in out.splitlines() if line.startswith("SIGINT: saving a checkpoint at step")]
     assert saved, out
     step = int(saved[0].split("at step ")[1].split()[0])

@@ -50,7 +50,7 @@ from jaxsr.losses import color, frequency, gan, pixel, ssim
 from jaxsr.losses.contextual import ContextualLoss
 from jaxsr.losses.gan import GANObjective
 from jaxsr.losses.ldl import LDLLoss
-from jaxsr.losses.perceptual import PerceptualLoss, VGGFeatureLoss
+from jaxsr.losses.perceptual import PerceptualLoss
 
 LOSSES = {
     "l1": lambda: pixel.l1,

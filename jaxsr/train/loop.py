@@ -17,8 +17,7 @@ from jaxsr import evaluate, parallel, weights
 from jaxsr.errors import ConfigError, Diverged, JaxsrError, WeightsError
 from jaxsr.train import kinds
 from jaxsr.train import workdir as workdir_lib
-from jaxsr.train.checkpoint import CheckpointError, Checkpoints, carry_plan
-from jaxsr.train.config import resume_conflicts
+from jaxsr.train.checkpoint import CheckpointError, Checkpoints
 from jaxsr.train.logger import Board, Progress, log, memory_gib, peak_memory_gib
 
 
@@ -41,38 +40,13 @@ def start(cfg, workdir, resume_from=None, kind=None):
                            cfg.val.best_metric, "min" if cfg.val.best_metric in evaluate.LOWER_IS_BETTER else "max")
         resume = workdir_lib.resume_point(ckpt, resume_from, main) if resume_from is not None else ckpt.latest_meta()
         built = (kind or kinds.get(cfg.kind))(cfg, workdir, mesh, resume[1] if resume else None)
-        carry = plan_resume(cfg, workdir, ckpt, resume, built) if resume else None
+        carry = workdir_lib.plan_resume(cfg, workdir, ckpt, resume, built) if resume else None
         aside = workdir_lib.branch(workdir, ckpt, resume[0], main) if resume_from is not None else None
         workdir_lib.freeze_config(cfg, workdir, main)
     except BaseException:
         lock.release()
         raise
     return Loop(cfg, workdir, mesh, built, ckpt, resume, aside, lock, carry)
-
-
-def plan_resume(cfg, workdir, ckpt, resume, kind):
-    """How the checkpoint to resume from restores under this config, decided from its state, before any file moves:
-    None (the same tree), a `Carry` onto the kind's state (a changed clip, EMA or plateau), or a one-line refusal that
-    names the config fields changed since the checkpoint was saved. A checkpoint whose tree does not read is left to
-    the restore, which moves it aside as damaged."""
-    step, meta = resume
-    try:
-        saved = ckpt.saved_tree(step)
-    except CheckpointError:
-        return None
-    carry = carry_plan(saved, meta.get("state_types"), kind.state)
-    if carry is None:
-        return None
-    loose = sorted({p.split("/")[0] for p in carry.fresh + carry.dropped} - set(kind.carryable))
-    if loose or "state_types" not in meta:
-        before = meta.get("config") or workdir_lib.saved_config(workdir) or {}
-        changed = resume_conflicts(before, cfg)[1] if before else []
-        what = (f"its {', '.join(loose)} would start afresh" if loose else
-                "it was saved by an older jaxsr, which did not record how to carry its optimizer state over")
-        raise ConfigError(f"the checkpoint at step {step} does not continue under this config ({what}); changed since it "
-                          f"was saved: {', '.join(changed) or 'nothing in the config'}. Set "
-                          f"{'them' if len(changed) > 1 else 'it'} back to resume, or use a new --workdir; nothing was moved")
-    return carry
 
 
 class Loop:
@@ -193,7 +167,7 @@ class Loop:
             except Exception as e:  # a damaged folder fails in orbax or TensorStore
                 self.ckpt.move_aside(step, e)
                 self.resume = self.ckpt.latest_meta()
-                self.carry = self.resume and plan_resume(self.cfg, self.workdir, self.ckpt, self.resume, self.kind)
+                self.carry = self.resume and workdir_lib.plan_resume(self.cfg, self.workdir, self.ckpt, self.resume, self.kind)
                 continue
             self.state = self.kind.resumed(state, self.carry, meta.get("config") or workdir_lib.saved_config(self.workdir))
             self.best = meta.get("best")

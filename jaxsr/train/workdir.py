@@ -1,6 +1,6 @@
 """What the loop does to a workdir before training, each a function it calls (building a run moves no file):
-check that it can be used, refuse a resume whose config cannot continue, branch at a chosen checkpoint, and freeze
-the resolved config at the first start."""
+check that it can be used and lock it, refuse a resume whose config cannot continue (by field, then by the
+checkpoint's state), branch at a chosen checkpoint, and freeze the resolved config at the first start."""
 import json
 import os
 import re
@@ -14,6 +14,7 @@ import numpy as np
 from jaxsr import optim
 from jaxsr.errors import ConfigError
 from jaxsr.files import atomic_write, writable_dir
+from jaxsr.train.checkpoint import CheckpointError, carry_plan
 from jaxsr.train.config import flatten, resume_conflicts
 from jaxsr.train.logger import log, setup
 
@@ -146,6 +147,31 @@ def _horizon_moves(section, old_total, new_total):
     except ValueError:  # no schedule for the old horizon (e.g. cosine shorter than its warm-up)
         return True
     return not np.allclose(a, b, rtol=1e-6, atol=0)
+
+
+def plan_resume(cfg, workdir, ckpt, resume, kind):
+    """How the checkpoint to resume from restores under this config, decided from its state, before any file moves:
+    None (the same tree), a `Carry` onto the kind's state (a changed clip, EMA or plateau), or a one-line refusal that
+    names the config fields changed since the checkpoint was saved. A checkpoint whose tree does not read is left to
+    the restore, which moves it aside as damaged."""
+    step, meta = resume
+    try:
+        saved = ckpt.saved_tree(step)
+    except CheckpointError:
+        return None
+    carry = carry_plan(saved, meta.get("state_types"), kind.state)
+    if carry is None:
+        return None
+    loose = sorted({p.split("/")[0] for p in carry.fresh + carry.dropped} - set(kind.carryable))
+    if loose or "state_types" not in meta:
+        before = meta.get("config") or saved_config(workdir) or {}
+        changed = resume_conflicts(before, cfg)[1] if before else []
+        what = (f"its {', '.join(loose)} would start afresh" if loose else
+                "it was saved by an older jaxsr, which did not record how to carry its optimizer state over")
+        raise ConfigError(f"the checkpoint at step {step} does not continue under this config ({what}); changed since it "
+                          f"was saved: {', '.join(changed) or 'nothing in the config'}. Set "
+                          f"{'them' if len(changed) > 1 else 'it'} back to resume, or use a new --workdir; nothing was moved")
+    return carry
 
 
 def resume_point(ckpt, resume_from, main):

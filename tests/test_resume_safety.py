@@ -180,6 +180,23 @@ def test_a_lock_whose_trainer_is_gone_is_taken_over(tmp_path):
     assert f"taking over the workdir lock of a trainer that is gone (process {gone.pid}" in out
 
 
+def test_a_lock_from_another_host_is_taken_over_only_after_it_went_quiet(tmp_path):
+    from jaxsr.errors import ConfigError
+    from jaxsr.train.workdir import LOCK, STALE_AFTER_S, Lock
+
+    path = tmp_path / LOCK
+    path.write_text(json.dumps({"pid": 1, "host": "another-host", "since": "2026-01-01 00:00:00"}))
+    with pytest.raises(ConfigError, match="another trainer is using this workdir: process 1 on another-host"):
+        Lock(str(tmp_path)).acquire()
+    old = time.time() - STALE_AFTER_S - 60
+    os.utime(path, (old, old))
+    lock = Lock(str(tmp_path))
+    lock.acquire()
+    assert json.loads(path.read_text())["pid"] == os.getpid()
+    lock.release()
+    assert not path.exists()
+
+
 # ------------------------------------------------------------------------ 3: a signal during a periodic save
 
 

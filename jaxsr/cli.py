@@ -7,7 +7,7 @@ import os
 import sys
 
 from jaxsr import archs, weights
-from jaxsr.errors import WeightsError
+from jaxsr.errors import WeightsError, warnings_as_lines
 
 
 def from_pth(argv=None, prog="jaxsr-from-pth"):
@@ -19,6 +19,7 @@ def from_pth(argv=None, prog="jaxsr-from-pth"):
     p.add_argument("--arch", default="auto", help="auto (default) or one of: " + ", ".join(archs.names()))
     p.add_argument("--non-strict", action="store_true", help="load what matches and report missing/unexpected tensors")
     a = p.parse_args(argv)
+    warnings_as_lines()
     try:
         w = weights.read(a.model, arch=a.arch)
         model, report = w.build(strict=not a.non_strict)
@@ -42,6 +43,7 @@ def to_pth(argv=None, prog="jaxsr-to-pth"):
     p.add_argument("src", help="a from_pth folder, a jaxsr export (.pth/.safetensors) or a training workdir")
     p.add_argument("out", help="OUT.pth or OUT.safetensors")
     a = p.parse_args(argv)
+    warnings_as_lines()
     if not a.out.endswith((".pth", ".safetensors")):
         print("error: the output must end in .pth or .safetensors", file=sys.stderr)
         return 2
@@ -85,6 +87,7 @@ def to_onnx(argv=None, prog="jaxsr-to-onnx"):
     p.add_argument("--opset", type=int, metavar="N", help="ONNX opset, 17 to 23 (default 17; 22 with --bf16)")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check on a photograph")
     a = p.parse_args(argv)
+    warnings_as_lines()
     if not a.out.endswith(".onnx"):
         print("error: the output must end in .onnx", file=sys.stderr)
         return 2
@@ -119,6 +122,7 @@ def interpolate(argv=None, prog="jaxsr-interpolate"):
     p.add_argument("out", help="OUT.pth, OUT.safetensors or a folder for jaxsr's own format")
     p.add_argument("--alpha", type=float, required=True, help="weight of B, e.g. 0.3 (0 = A, 1 = B)")
     a = p.parse_args(argv)
+    warnings_as_lines()
     if not 0.0 <= a.alpha <= 1.0:
         print(f"error: --alpha must lie in [0, 1], got {a.alpha}", file=sys.stderr)
         return 2

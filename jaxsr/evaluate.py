@@ -22,7 +22,7 @@ import sys
 import numpy as np
 
 from jaxsr import metrics
-from jaxsr.errors import DataError, ImageError, WeightsError
+from jaxsr.errors import DataError, ImageError, WeightsError, warnings_as_lines
 from jaxsr.files import distinct_stems, unique_names, writable_dir
 from jaxsr.imageio import load_image, to_u8, write_image
 from jaxsr.infer import add_tile_args, check_tiling, tile_kwargs, upscale
@@ -255,6 +255,7 @@ def main(argv=None):
                    help="also DISTS: torchvision VGG16 weights and DISTS_pytorch's weights.pt (see docs/inference.md)")
     add_tile_args(p)
     a = p.parse_args(argv)
+    warnings_as_lines()
     weights = a.weights or ([a.hr] if os.path.isfile(os.path.join(a.hr, SPLITS_FILE)) else None)
     if not weights:
         p.error("--weights is required unless --hr names a workdir")

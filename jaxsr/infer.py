@@ -15,7 +15,7 @@ import jax.extend.core as jax_core
 import numpy as np
 from flax import nnx
 
-from jaxsr.errors import ImageError, WeightsError
+from jaxsr.errors import ImageError, WeightsError, warnings_as_lines
 from jaxsr.files import distinct_stems, writable_dir
 from jaxsr.imageio import EXTENSIONS, list_images, load_image, pad_to, write_image
 
@@ -329,6 +329,7 @@ def main(argv=None):
     p.add_argument("--output", required=True, help="output file or folder; PNG at the input's bit depth")
     add_tile_args(p)
     a = p.parse_args(argv)
+    warnings_as_lines()
     try:
         import jax.numpy as jnp
 

@@ -103,13 +103,14 @@ def cli(*args, timeout=600):
     return r.returncode, r.stdout, r.stderr
 
 
-def interrupt(cmd, workdir, cwd=ROOT):
-    """Start a training command, press Ctrl-C once it has logged a step and waited a second; (exit code, out, err)."""
+def interrupt(cmd, workdir, cwd=ROOT, sig=signal.SIGINT):
+    """Start a training command, press Ctrl-C (or send `sig`) once it has logged a step and waited a second; (exit
+    code, out, err)."""
     p = subprocess.Popen([sys.executable, *map(str, cmd)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and not os.path.exists(os.path.join(workdir, "metrics.jsonl")):
         time.sleep(0.2)
     time.sleep(1.0)
-    p.send_signal(signal.SIGINT)
+    p.send_signal(sig)
     out, err = p.communicate(timeout=300)
     return p.returncode, out, err

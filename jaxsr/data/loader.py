@@ -268,7 +268,7 @@ class TrainIterator:
         self.start_prefetch()
         batch = next(self._it)
         self.step += 1
-        return batch
+        return {k: _in_process(v) for k, v in batch.items()} if self.num_workers > 0 else batch
 
     def start_prefetch(self):
         """Start the threads/workers now rather than at the first next() (grain's restore calls this)."""
@@ -296,6 +296,15 @@ class TrainIterator:
             self.close()
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
+
+
+def _in_process(array):
+    """A copy in this process's memory of an array that grain's workers handed over in a shared-memory segment.
+
+    Such a segment is unlinked only when its array is freed; the one the loop still holds when Python exits is
+    freed too late, and Python's resource_tracker then warns of a leaked shared_memory object (and the segment
+    stays in /dev/shm until it cleans up). The copy costs one memcpy of the batch per step."""
+    return np.array(array) if isinstance(array, grain.multiprocessing.SharedMemoryArray) else array
 
 
 def absl_flags_ready():

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from jaxsr.errors import DataError, ImageError, JaxsrError
+from jaxsr.errors import DataError, ImageError, JaxsrError, warnings_as_lines
 from jaxsr.files import atomic_write
 from jaxsr.imageio import decode_image
 
@@ -243,6 +243,7 @@ def main(argv=None):
     p.add_argument("--encoding", default="raw", choices=ENCODINGS, help="raw: fastest reads; png: about half the disk")
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="decoding processes (0: none)")
     a = p.parse_args(argv)
+    warnings_as_lines()
     logging.basicConfig(level=logging.INFO, format="%(levelname).1s %(message)s", force=True)
     try:
         t = time.perf_counter()

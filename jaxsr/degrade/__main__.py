@@ -13,7 +13,7 @@ import sys
 import jax
 import numpy as np
 
-from jaxsr.errors import ImageError
+from jaxsr.errors import ImageError, warnings_as_lines
 from jaxsr.imageio import list_images, pad_to, read_image, write_image
 
 from .pipeline import degrade
@@ -55,6 +55,7 @@ def main(argv=None):
     ap.add_argument("--crop", type=int, default=None,
                     help="HR crop size fed to the pipeline (default: 400 for realesrgan, as Real-ESRGAN, else gt_size)")
     args = ap.parse_args(argv)
+    warnings_as_lines()
 
     try:
         conf = load_config(args.config)
@@ -66,6 +67,9 @@ def main(argv=None):
         sys.exit(f"error: no images found in {args.input}")
     crop = args.crop or (max(400, cfg.gt_size) if cfg.mode == "realesrgan" else cfg.gt_size or 256)
     crop -= crop % scale
+    if cfg.gt_size and crop < cfg.gt_size:
+        sys.exit(f"error: --crop {args.crop} is smaller than the config's degrade.gt_size {cfg.gt_size}, the crop the "
+                 f"pipeline cuts from it; use --crop {cfg.gt_size} or more")
     rng = np.random.default_rng(args.seed)
     images = []
     for path in files:  # an unreadable file is reported and the others are used, as training does

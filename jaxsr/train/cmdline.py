@@ -10,13 +10,6 @@ FROM_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config.py"
 RECIPES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
 
 
-def warning_line(message, category, filename, lineno, file=None, line=None):
-    """A warning (e.g. an export spandrel cannot open) as one console line, not Python's file:line and source line."""
-    from jaxsr.train.logger import log
-
-    log.info(f"warning: {message}")
-
-
 def exit_code(train, workdir):
     """Run `train()` (which returns an exit code) with every failure of a run reported as one line."""
     from jaxsr.errors import JaxsrError
@@ -52,9 +45,9 @@ def resolved_config(config_flag, max_steps, workdir):
             cfg = resolve(cfg)
         return kinds.get(cfg.kind).resolve_config(cfg, workdir)
     except JaxsrError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_where(config_name(), getattr(e, 'field', None))}{e}", file=sys.stderr)
     except OSError as e:  # config_flags defers a config file that failed to load until its first use
-        print(f"error: cannot load the config {config_name()}: {_root_cause(e)}", file=sys.stderr)
+        print(f"error: {_load_problem(config_name(), e)}", file=sys.stderr)
     return None
 
 
@@ -67,8 +60,7 @@ def quiet_closed_loops(unraisable):
 
 
 def _root_cause(e):
-    while e.__cause__ is not None or (e.__context__ is not None and not e.__suppress_context__):
-        e = e.__cause__ or e.__context__
+    e = _innermost(e)
     return f"{type(e).__name__}: {e}" if isinstance(e, SyntaxError) else str(e).strip().splitlines()[-1].strip()
 
 
@@ -86,9 +78,49 @@ def _try_flags(argv):
     return None
 
 
-def _override_problem(override, err):
-    while err.__cause__ is not None or err.__context__ is not None:
+def _innermost(err):
+    while err.__cause__ is not None or (err.__context__ is not None and not err.__suppress_context__):
         err = err.__cause__ or err.__context__
+    return err
+
+
+def _where(path, field):
+    """'<file>, line N: ' for a field set in a JSON/YAML config file (and not on the command line), else ''."""
+    if not field or not path.endswith((".json", ".yaml", ".yml")) or \
+            any(a.startswith(f"--config.{field}=") for a in sys.argv):
+        return ""
+    import yaml  # JSON is YAML here: the composer keeps each key's line
+
+    try:
+        with open(path) as f:
+            node = yaml.compose(f)
+    except (OSError, ValueError, yaml.YAMLError):
+        return ""
+    for key in field.split("."):
+        found = next(((k, v) for k, v in node.value if k.value == key), None) if isinstance(node, yaml.MappingNode) \
+            else None
+        if found is None:
+            return ""  # the field comes from the defaults or a recipe, not from this file
+        line, node = found[0].start_mark.line + 1, found[1]
+    return f"{path}, line {line}: "
+
+
+def _load_problem(config, err):
+    """One line for a config file that does not load; our own loader's message already names the file."""
+    from jaxsr.errors import JaxsrError
+
+    if isinstance(ours := _innermost(err), JaxsrError):
+        return str(ours)
+    return f"cannot load the config {_user_path(config)}: {_root_cause(err)}"
+
+
+def _user_path(value):
+    """The config file as the user named it, not the loader (FROM_FILE) it goes through."""
+    return value.split(":", 1)[1] if value.startswith(FROM_FILE + ":") else value
+
+
+def _override_problem(override, err):
+    err = _innermost(err)
     if isinstance(err, (KeyError, AttributeError)):
         return f"the config has no field {override.split('=')[0][len('--config.'):]}"
     return _root_cause(err).strip('"')
@@ -98,8 +130,9 @@ def _flag_error(argv, e):
     """One line for a command line that does not parse: a config file that does not load, or the bad overrides."""
     config = next((argv[i + 1] if a == "--config" and i + 1 < len(argv) else a.split("=", 1)[1]
                    for i, a in enumerate(argv) if a == "--config" or a.startswith("--config=")), None)
-    if config and _try_flags([argv[0], "--config", config]) is not None:
-        return f"cannot load the config {config}: {_root_cause(_try_flags([argv[0], '--config', config]))}"
+    err = _try_flags([argv[0], "--config", config]) if config else None
+    if err is not None:
+        return _load_problem(config, err)
     overrides = [a for a in argv[1:] if a.startswith("--config.")]
     bad = [(a, err) for a in overrides if (err := _try_flags([argv[0], "--config", config, a])) is not None] if config else []
     if bad:
@@ -110,8 +143,7 @@ def _flag_error(argv, e):
 
 def config_name():
     """The config file the user gave (a JSON/YAML one is read through jaxsr.train.config.get_config)."""
-    name = flags.FLAGS["config"].config_filename
-    return name.split(":", 1)[1] if name.startswith(FROM_FILE + ":") else name
+    return _user_path(flags.FLAGS["config"].config_filename)
 
 
 def _config_path(value):

@@ -100,16 +100,21 @@ FREE_FORM = ("model", "losses", "gan.discriminator")
 def get_config(path):
     """A run's config from a JSON (or YAML) file, such as a workdir's frozen config.json: `run_train.py --config
     runs/x/config.json --workdir runs/y` reruns that run exactly (run_train hands such files to this function)."""
+    import yaml
+
     try:
         with open(path) as f:
-            if path.endswith((".yaml", ".yml")):
-                import yaml
-
-                values = yaml.safe_load(f)
-            else:
-                values = json.load(f)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot read the config {path}: {e}") from None
+            values = yaml.safe_load(f) if path.endswith((".yaml", ".yml")) else json.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read the config {path}: {e.strerror or e}") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}, line {e.lineno}, column {e.colno}: {e.msg} (not valid JSON)") from None
+    except yaml.MarkedYAMLError as e:
+        where = f", line {e.problem_mark.line + 1}, column {e.problem_mark.column + 1}" if e.problem_mark else ""
+        context = f" ({e.context})" if e.context else ""
+        raise ConfigError(f"{path}{where}: {e.problem}{context} (not valid YAML)") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not a readable JSON or YAML file: {e}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path} holds no config (a mapping of sections such as model, data, optim)")
     c = base_config()
@@ -152,10 +157,10 @@ def _cast(field, value, default):
     try:
         number = float(value)
     except ValueError:
-        raise ConfigError(f"{field} must be a number, got {value!r}") from None
+        raise ConfigError(f"{field} must be a number, got {value!r}", field) from None
     if isinstance(default, int):
         if not number.is_integer():
-            raise ConfigError(f"{field} must be a whole number, got {value!r}")
+            raise ConfigError(f"{field} must be a whole number, got {value!r}", field)
         return int(number)
     return number
 
@@ -193,11 +198,11 @@ def _check_fields(cfg, defaults):
         if section == "model" and known_model is not None and field[len("model."):] not in known_model:
             close = difflib.get_close_matches(field[len("model."):], sorted(known_model), n=1)
             raise ConfigError(f"{field}: {model} has no such hyperparameter" + (f" (did you mean model.{close[0]}?)" if close
-                              else f"; it has {', '.join(sorted(known_model - {'arch'}))}"))
+                              else f"; it has {', '.join(sorted(known_model - {'arch'}))}"), field)
         if section is None and field not in defaults:
             close = difflib.get_close_matches(field, defaults, n=1)
             raise ConfigError(f"unknown config field {field}" + (f" (did you mean {close[0]}?)" if close else "") +
-                              "; run with --print_config to see every field")
+                              "; run with --print_config to see every field", field)
 
 
 def _check(cfg):
@@ -208,12 +213,12 @@ def _check(cfg):
         for k in field.split("."):
             value = value[k]
         if not value > 0:
-            raise ConfigError(f"{field} must be positive, got {value!r}")
+            raise ConfigError(f"{field} must be positive, got {value!r}", field)
     for field in ("val.every", "train.image_every", "train.snapshot_every", "train.stop_at", "optim.warmup_steps",
                   "optim.weight_decay", "optim.clip_grad_norm"):
         section, key = field.split(".")
         if cfg[section][key] < 0:
-            raise ConfigError(f"{field} must be >= 0, got {cfg[section][key]!r}")
+            raise ConfigError(f"{field} must be >= 0, got {cfg[section][key]!r}", field)
     s = cfg.scale
     if cfg.model.arch != "auto":
         try:
@@ -221,22 +226,22 @@ def _check(cfg):
         except WeightsError:
             record = None
         if record is None or record.kind != "generator":
-            raise ConfigError(f"model.arch must be 'auto' or one of {', '.join(archs.names())}, got {cfg.model.arch!r}")
+            raise ConfigError(f"model.arch must be 'auto' or one of {', '.join(archs.names())}, got {cfg.model.arch!r}", "model.arch")
         if s not in record.scales:
             raise ConfigError(f"scale={s}: {record.what} supports scale {', '.join(map(str, record.scales))}; set --config.scale "
-                              "to one of them, or choose another model.arch")
+                              "to one of them, or choose another model.arch", "scale")
     for field in ("data.gt_size", "degrade.gt_size"):
         section, key = field.split(".")
         size = cfg[section][key]
         if size and size % s:
-            raise ConfigError(f"{field}={size} is not a multiple of scale={s}; use {max(s, size // s * s)}")
+            raise ConfigError(f"{field}={size} is not a multiple of scale={s}; use {max(s, size // s * s)}", field)
     sources = cfg.data.get("sources") or ()
     if (cfg.data.get("packed") or sources) and (cfg.data.hr_dir or cfg.data.train_dir):
         raise ConfigError("data.packed/data.sources are the training set: unset data.hr_dir/data.train_dir (validation "
                           "images go in data.val_dir)")
     paired_prob = cfg.degrade.get("paired_prob", 1.0)
     if not 0 <= paired_prob <= 1:
-        raise ConfigError(f"degrade.paired_prob must be a probability in [0, 1], got {paired_prob!r}")
+        raise ConfigError(f"degrade.paired_prob must be a probability in [0, 1], got {paired_prob!r}", "degrade.paired_prob")
     paired = cfg.data.lr_dir or cfg.data.train_lr_dir or any(hasattr(e, "get") and e.get("lr") for e in sources)
     if (not paired or paired_prob < 1) and cfg.degrade.gt_size and cfg.degrade.gt_size > cfg.data.gt_size:
         raise ConfigError(f"degrade.gt_size ({cfg.degrade.gt_size}) is larger than data.gt_size ({cfg.data.gt_size}), the "
@@ -270,11 +275,11 @@ def _check_objective(cfg):
 
     metric = cfg.val.best_metric
     if metric not in METRICS:
-        raise ConfigError(f"val.best_metric must be one of {', '.join(METRICS)}, got {metric!r}")
+        raise ConfigError(f"val.best_metric must be one of {', '.join(METRICS)}, got {metric!r}", "val.best_metric")
     for name in ("lpips", "dists"):
         files = cfg.val[name]
         if files and (isinstance(files, str) or len(files) != 2):
-            raise ConfigError(f"val.{name} takes two weight files (see docs/inference.md), got {files!r}")
+            raise ConfigError(f"val.{name} takes two weight files (see docs/inference.md), got {files!r}", f"val.{name}")
     if metric in LOWER_IS_BETTER and not cfg.val[metric]:
         raise ConfigError(f"val.best_metric={metric!r} needs its weight files in val.{metric} (two paths; docs/inference.md "
                           "says where to get them)")

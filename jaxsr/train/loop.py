@@ -145,7 +145,7 @@ class Loop:
             self._log(step, metrics, progress)
         check_every = max(1, min(cfg.train.log_every, cfg.train.max_nonfinite))
         if step % check_every == 0 and (bad := int(parallel.to_host(self.state.nonfinite))) >= cfg.train.max_nonfinite:
-            raise Diverged(f"{bad} steps in a row had NaN/Inf losses or gradients (each was skipped). Lower the learning "
+            raise Diverged(f"{bad} step{'s' * (bad != 1)} in a row had NaN/Inf losses or gradients (each was skipped). Lower the learning "
                            "rate, enable optim.clip_grad_norm, or use compute_dtype='float32'; the last good checkpoint "
                            f"is in {self.workdir}/checkpoints")
         if cfg.val.every and (step % cfg.val.every == 0 or step == end):

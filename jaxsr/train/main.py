@@ -6,11 +6,11 @@ a run's frozen config.json (or a YAML file) to rerun it exactly.
 """
 import os
 import sys
-import warnings
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from jaxsr.errors import warnings_as_lines
 from jaxsr.train import cmdline
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "a recipe in configs/ (a Python file with get_config())", lock_config=True)
@@ -27,11 +27,18 @@ _FAST = flags.DEFINE_bool("fast_dev_run", False, "check the whole recipe end to 
 flags.mark_flag_as_required("config")
 
 
+def _log_line(text):
+    """A warning goes to the console and to train.log, as every line of a run does."""
+    from jaxsr.train.logger import log
+
+    log.info(text)
+
+
 def main(argv):
     # keep JAX's backend probing and orbax's thread tracebacks out of the console: failures reach it as one line
     logging.set_verbosity(logging.FATAL)
     sys.unraisablehook = cmdline.quiet_closed_loops
-    warnings.showwarning = cmdline.warning_line
+    warnings_as_lines(_log_line)
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {argv[1:]}; overrides look like --config.optim.lr=1e-4")
     workdir = _WORKDIR.value or os.path.join("runs", os.path.splitext(os.path.basename(cmdline.config_name()))[0])

@@ -234,7 +234,7 @@ def run_onnx(data, x, threads=None):
     try:
         import onnxruntime as ort
     except ImportError:
-        raise ExportError("verifying needs onnxruntime: pip install 'jaxsr[onnx]' (or skip it: --no-verify)") from None
+        raise ExportError("verifying needs onnxruntime: pip install onnxruntime (or skip it: --no-verify)") from None
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads

@@ -37,7 +37,7 @@ def require_onnx():
     try:
         import onnx
     except ImportError:
-        raise ExportError("ONNX export needs the onnx package: pip install 'jaxsr[onnx]'") from None
+        raise ExportError("ONNX export needs the onnx package: pip install onnx") from None
     return onnx
 
 

@@ -16,8 +16,48 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 
+PLATFORMS = ("cpu", "gpu", "tpu")
+_chosen = None  # the first N local devices where --devices asked for them (choose), else None: every device
+
+
+def mesh_devices():
+    """The devices a run trains on: every device of every process, or the ones `choose` picked."""
+    return _chosen or jax.devices()
+
+
 def make_mesh():
-    return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    devices = mesh_devices()
+    return jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
+
+
+def choose(platform=None, count=None):
+    """run_train's --platform (cpu, gpu or tpu: the JAX platform, as JAX_PLATFORMS) and --devices N (the first N
+    local devices; on a CPU host, N XLA:CPU devices). Call before jax starts a backend, in place of use_cpu_cores
+    when N is given. Raises ConfigError naming the flag where the choice cannot be had."""
+    global _chosen
+    from jaxsr.errors import ConfigError
+
+    if platform is not None:
+        if platform not in PLATFORMS:
+            raise ConfigError(f"--platform must be one of {', '.join(PLATFORMS)}, got {platform!r}")
+        jax.config.update("jax_platforms", platform)
+    if count is not None:
+        if count < 1:
+            raise ConfigError(f"--devices must be at least 1, got {count}")
+        if platform in (None, "cpu") and not _backends_started():
+            jax.config.update("jax_num_cpu_devices", count)  # used only where the CPU is the platform
+    try:
+        local = jax.local_devices()
+    except RuntimeError as e:
+        raise ConfigError(f"--platform {platform}: JAX cannot start it here ({str(e).splitlines()[0].split(' (set ')[0]}); "
+                          "install the JAX build for it (JAX's installation guide), or leave --platform out") from None
+    if count is not None:
+        if jax.process_count() > 1:
+            raise ConfigError("--devices is for a single-process run; a multi-process run trains on every device")
+        if count > len(local):
+            raise ConfigError(f"--devices {count}: this host has {len(local)} {local[0].platform} device(s)")
+        _chosen = local[:count]
+    return mesh_devices()
 
 
 def replicated(mesh):

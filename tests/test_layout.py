@@ -3,9 +3,11 @@ through the one load path, imports that run one way (jaxsr never imports convert
 top-level `convert`, and warm starts from jaxsr's own folder without a torch-format round trip."""
 import os
 import pkgutil
+import re
 import subprocess
 import sys
 import sysconfig
+import tomllib
 import warnings
 
 import pytest
@@ -131,6 +133,46 @@ def test_jaxsr_never_imports_convert():
     assert int(r.stdout) >= len(names) > 30
 
 
+# optional tools the docs and messages name that are not dependencies of ours: lpips and DISTS_pytorch hold the
+# perceptual metrics' weight files, wandb mirrors the logs, spandrel/torchvision are the PyTorch side of the tests
+OPTIONAL = {"lpips", "dists-pytorch", "wandb", "spandrel", "torchvision"}
+_NOT_A_NAME = re.compile(r"^(-|\.|\$|\{|/)|/|\.whl$")
+
+
+def _install_names(text):
+    """The distributions that each `pip install ...` in `text` asks for (not options, paths, '.', or variables)."""
+    for args in re.findall(r"pip install ([^`'\"\n)(;]*(?:'[^'\n]*'[^`\"\n)(;]*)*)", text):
+        skip = False
+        for token in args.split():
+            token = token.strip("'\"")
+            if token.startswith(("#", "|", "&", ">", "2>")):
+                break  # a comment, or the shell command goes on
+            if skip or not token:
+                skip = False
+                continue
+            if token in ("--index-url", "--target", "--python", "-r", "--report", "-c", "--retries", "--timeout"):
+                skip = True
+            elif not _NOT_A_NAME.search(token):
+                yield re.split(r"[\[<>=!~]", token)[0].lower().replace("_", "-")
+
+
+def test_install_advice_names_this_project_or_a_real_dependency():
+    """`jaxsr` on the Python package index is another project: every package the repository tells a user to
+    pip-install is this project's distribution, one of its dependencies, or an optional tool it documents."""
+    project = tomllib.load(open(os.path.join(ROOT, "pyproject.toml"), "rb"))["project"]
+    deps = project["dependencies"] + sum(project["optional-dependencies"].values(), [])
+    known = {project["name"], *OPTIONAL} | {re.split(r"[\[<>=!~ ;]", d)[0].lower().replace("_", "-") for d in deps}
+    assert project["name"] != "jaxsr" and "jaxsr" not in known
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    asked = {}
+    for name in files:
+        if name.endswith((".py", ".md", ".sh", ".toml", ".txt", ".cfg")) or "/.ci/" in f"/{name}":
+            for dist in _install_names(open(os.path.join(ROOT, name), errors="replace").read()):
+                asked.setdefault(dist, name)
+    assert {"onnx", "onnxruntime", "wandb", "lpips"} <= set(asked), asked  # the parser sees the advice that exists
+    assert not {d: where for d, where in asked.items() if d not in known}
+
+
 def test_installed_package_has_console_scripts_and_no_convert(tmp_path):
     """`pip install .` into a fresh venv (dependencies from this Python's site-packages): no top-level convert,
     and the console scripts convert a file, run from another folder."""
@@ -149,6 +191,7 @@ def test_installed_package_has_console_scripts_and_no_convert(tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert os.path.isdir(os.path.join(site, "jaxsr")) and not os.path.exists(os.path.join(site, "convert"))
+    assert [n.split("-")[0] for n in os.listdir(site) if n.endswith(".dist-info")] == ["jaxsr_train"]  # our name
     out = tmp_path / "elsewhere"
     out.mkdir()
     probe = subprocess.run([str(py), "-c", "import jaxsr; print(jaxsr.__file__)\ntry:\n import convert\nexcept ImportError:\n print('no convert')"],

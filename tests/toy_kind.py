@@ -74,6 +74,7 @@ def _psnr(a, b):
 
 class Denoiser:
     resolve_config = staticmethod(lambda cfg, workdir: cfg)
+    check = staticmethod(lambda cfg: None)
     carryable = ()
 
     def __init__(self, cfg, workdir, mesh, meta=None):

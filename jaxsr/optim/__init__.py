@@ -5,6 +5,8 @@ it in an optimizer state); `optimizers` builds the optax chain that applies it (
 loss scaling, EMA). Each module's docstring documents the config fields it reads; `default_config()` has them all.
 """
 from jaxsr.optim.optimizers import (
+    ADAM_BETAS,
+    ADAN_BETAS,
     NAMES,
     SCHEDULE_FREE,
     LossScaleState,
@@ -22,6 +24,7 @@ from jaxsr.optim.optimizers import (
     is_schedule_free,
     loss_scale_state,
     reset_at,
+    betas_for,
     scale_by_adan,
     scale_loss,
     schedule_free_adamw,
@@ -42,7 +45,7 @@ from jaxsr.optim.schedules import (
 )
 
 __all__ = [
-    "NAMES", "SCHEDULE_FREE", "SCHEDULES", "DescendState", "LossScaleState", "PlateauState", "ReduceLROnPlateau",
+    "ADAM_BETAS", "ADAN_BETAS", "betas_for", "NAMES", "SCHEDULE_FREE", "SCHEDULES", "DescendState", "LossScaleState", "PlateauState", "ReduceLROnPlateau",
     "ResetState", "ScaleByAdanState", "adan", "adan_schedule_free", "block_count", "build_optimizer", "current_lr",
     "default_config", "dynamic_loss_scale", "ema_update", "eval_params", "feed_plateau", "frozen_blocks",
     "is_schedule_free", "learning_rate_schedule", "loss_scale_state", "lr_scale", "plateau_rule", "rescale_plateau", "reset_at",

@@ -35,6 +35,8 @@ from optax.contrib import ScheduleFreeState, schedule_free, schedule_free_eval_p
 from jaxsr.optim.schedules import DescendState, _find, default_fields, learning_rate_schedule, plateau_rule, with_warmup
 
 NAMES = ("adamw", "adam", "adan", "schedule_free_adamw", "adan_schedule_free")
+ADAM_BETAS = (0.9, 0.99)  # BasicSR/Real-ESRGAN's Adam betas
+ADAN_BETAS = (0.98, 0.92, 0.99)  # the Adan paper's and its official code's
 SCHEDULE_FREE = ("schedule_free_adamw", "adan_schedule_free")
 
 
@@ -43,7 +45,7 @@ def default_config(lr=2e-4, ema_decay=0.999):
     c = ml_collections.ConfigDict(type_safe=False)  # numbers may be given as strings, cast by train.config.resolve
     c.name = "adamw"
     c.lr = lr
-    c.betas = (0.9, 0.99)  # BasicSR/Real-ESRGAN's Adam betas
+    c.betas = ADAM_BETAS  # an Adan left with these takes ADAN_BETAS (betas_for)
     c.eps = 1e-8
     c.weight_decay = 0.0
     c.adan_proximal = True
@@ -313,6 +315,12 @@ def ema_update(ema_params, params, decay):
     return optax.incremental_update(params, ema_params, step_size=1.0 - decay)
 
 
+def betas_for(cfg):
+    """The section's betas; Adan's own where an Adan was chosen and the betas left at the (two-value) Adam default."""
+    betas = tuple(cfg["betas"])
+    return ADAN_BETAS if "adan" in cfg["name"] and betas == ADAM_BETAS else betas
+
+
 def build_optimizer(cfg, total_steps, *, loss_scaling=False, freeze=None, offset=0) -> optax.GradientTransformation:
     """The optax transformation for an optimizer section (fields in this module's and `schedules`' docstrings); for
     G and D alike.
@@ -322,12 +330,12 @@ def build_optimizer(cfg, total_steps, *, loss_scaling=False, freeze=None, offset
     joins at gan.start_step follows its schedule by train step, as BasicSR steps every scheduler every iteration.
     Inside out: the optimizer, clipping, FreezeD, accumulation, loss scaling.
     """
-    name, lr, betas, eps, wd = cfg["name"], float(cfg["lr"]), tuple(cfg["betas"]), cfg["eps"], cfg["weight_decay"]
+    name, lr, betas, eps, wd = cfg["name"], float(cfg["lr"]), betas_for(cfg), cfg["eps"], cfg["weight_decay"]
     if name not in NAMES:
         raise ValueError(f"optim.name must be one of {NAMES}, got {name!r}")
     want = 3 if "adan" in name else 2
     if len(betas) != want:
-        example = "(0.98, 0.92, 0.99)" if want == 3 else "(0.9, 0.99)"
+        example = ADAN_BETAS if want == 3 else ADAM_BETAS
         raise ValueError(f"optim.betas must have {want} values for {name}, e.g. {example}; got {betas}")
     if name in SCHEDULE_FREE:
         if cfg["schedule"] != "constant":

@@ -31,9 +31,10 @@ def exit_code(train, workdir):
         return 130
 
 
-def resolved_config(config_flag, max_steps, workdir):
+def resolved_config(config_flag, max_steps, workdir, check=False):
     """The run's config (`jaxsr.train.config.resolve`, train.stop_at from --max_steps, and what the kind infers, such
-    as the architecture of init_weights), or None after printing why not."""
+    as the architecture of init_weights), or None after printing why not. `check`: also what building the kind would
+    refuse (`Kind.check`), for --print_config."""
     from jaxsr.errors import JaxsrError
     from jaxsr.train import kinds
     from jaxsr.train.config import resolve
@@ -43,7 +44,11 @@ def resolved_config(config_flag, max_steps, workdir):
         if max_steps is not None:
             cfg.train.stop_at = max_steps
             cfg = resolve(cfg)
-        return kinds.get(cfg.kind).resolve_config(cfg, workdir)
+        kind = kinds.get(cfg.kind)
+        cfg = kind.resolve_config(cfg, workdir)
+        if check:
+            kind.check(cfg)
+        return cfg
     except JaxsrError as e:
         print(f"error: {_where(config_name(), getattr(e, 'field', None))}{e}", file=sys.stderr)
     except OSError as e:  # config_flags defers a config file that failed to load until its first use

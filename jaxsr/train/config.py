@@ -54,7 +54,7 @@ def val_config():
 def export_config():
     """The `export` section: what models/ gets besides the .pth and .safetensors (EMA weights)."""
     c = ml_collections.ConfigDict(type_safe=False)
-    c.onnx = False  # also models/<name>_x<scale>.onnx, checked in onnxruntime (jaxsr.deploy; needs jaxsr[onnx])
+    c.onnx = False  # also models/<name>_x<scale>.onnx, checked in onnxruntime (jaxsr.deploy; needs onnx and onnxruntime)
     c.onnx_fp16 = False  # the ONNX file in float16
     return c
 
@@ -62,6 +62,7 @@ def export_config():
 def log_config():
     """The `log` section: where the logs go besides the console, train.log, metrics.jsonl and TensorBoard."""
     c = ml_collections.ConfigDict(type_safe=False)
+    c.tensorboard = True  # False: no <workdir>/tensorboard (metrics.jsonl and train.log are always written)
     c.wandb = False  # mirror the TensorBoard logs to Weights & Biases (needs `pip install wandb`; WANDB_MODE=offline works offline)
     c.wandb_project = "jaxsr"
     return c
@@ -180,6 +181,8 @@ def resolve(cfg):
                 for p in parents:
                     node = node[p]
                 node[leaf] = new
+    for section in ("optim", "optim_d"):  # shown by --print_config and frozen in config.json as the run uses them
+        out[section].betas = optim.betas_for(out[section])
     _check(out)
     return out
 
@@ -266,7 +269,7 @@ def _check(cfg):
 
         missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
         if missing:
-            raise ConfigError(f"export.onnx=True needs {' and '.join(missing)}: pip install 'jaxsr[onnx]'")
+            raise ConfigError(f"export.onnx=True needs {' and '.join(missing)}: pip install {' '.join(missing)}")
 
 
 def _check_objective(cfg):

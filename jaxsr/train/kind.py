@@ -25,6 +25,11 @@ class Kind(Protocol):
     def resolve_config(cfg, workdir):
         """`cfg` with what the kind infers filled in, before it is printed or frozen (workdir None: no resume)."""
 
+    @staticmethod
+    def check(cfg):
+        """Raise ConfigError for what building the kind would refuse. --print_config calls it (a run meets the same
+        errors when it builds the kind); it may start a JAX backend, so a run does not call it before choosing one."""
+
     def summary(self, state) -> str:
         """The models in a few words, for the run's first console line."""
 

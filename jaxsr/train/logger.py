@@ -76,17 +76,17 @@ class Progress:
 
 
 class Board:
-    """TensorBoard (<workdir>/tensorboard) and <workdir>/metrics.jsonl, written by process 0 only."""
+    """<workdir>/metrics.jsonl and TensorBoard (<workdir>/tensorboard, unless `tensorboard` is False), written by
+    process 0 only (`enabled`)."""
 
-    def __init__(self, workdir, enabled=True, resumed_at=None, aside=None, wandb_config=None):
+    def __init__(self, workdir, enabled=True, resumed_at=None, aside=None, wandb_config=None, tensorboard=True):
         """`resumed_at`: the step a resumed run continues from; later rows and events, logged by the run that was
         stopped, are dropped, so that each step is logged once. `aside`: a folder that keeps the dropped rows (a
         branch abandons real history, which is never deleted). `wandb_config`: the run's config, to mirror the
         TensorBoard logs to Weights & Biases (`log.wandb`)."""
         self.writer, self.jsonl, self.wandb = None, os.path.join(workdir, "metrics.jsonl"), None
+        self.enabled = enabled
         if enabled:
-            from tensorboardX import SummaryWriter
-
             if resumed_at is not None and os.path.exists(self.jsonl):
                 with open(self.jsonl) as f:
                     lines = [line for line in f if line.strip()]
@@ -98,7 +98,10 @@ class Board:
             purge = None if resumed_at is None else resumed_at + 1
             if wandb_config is not None:
                 self.wandb = _wandb_run(workdir, wandb_config)
-            self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=purge)
+            if tensorboard:
+                from tensorboardX import SummaryWriter
+
+                self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=purge)
 
     def scalars(self, step, values, prefix="train/"):
         if self.writer:
@@ -109,21 +112,21 @@ class Board:
 
     def event(self, step, values):
         """A metrics.jsonl row that is not a measurement (e.g. where a run branched)."""
-        if self.writer:
+        if self.enabled:
             with open(self.jsonl, "a") as f:
                 f.write(json.dumps({"step": step, **values}) + "\n")
 
     def log(self, step, values, prefix="train/"):
         """Scalars to TensorBoard and one metrics.jsonl row: {step, loss, ...} for training, {step, val_psnr, ...}."""
         self.scalars(step, values, prefix)
-        if self.writer:
+        if self.enabled:
             key = "" if prefix == "train/" else prefix.replace("/", "_")
             with open(self.jsonl, "a") as f:
                 f.write(json.dumps({"step": step, **{key + k: float(v) for k, v in values.items()}}) + "\n")
 
     def images(self, step, tag, lr, sr, hr):
         """One row per image: LR (nearest-upscaled) | SR | HR, as HWC uint8."""
-        if not self.writer:
+        if not self.writer and self.wandb is None:
             return
         rows = []
         for a, b, c in zip(lr, sr, hr):
@@ -132,7 +135,8 @@ class Board:
             rows.append(np.concatenate([up, b, c[: b.shape[0], : b.shape[1]]], axis=1))
         width = max(r.shape[1] for r in rows)
         grid = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows], axis=0)
-        self.writer.add_image(tag, to_u8(grid), step, dataformats="HWC")
+        if self.writer:
+            self.writer.add_image(tag, to_u8(grid), step, dataformats="HWC")
         if self.wandb is not None:
             import wandb
 

@@ -28,8 +28,9 @@ def start(cfg, workdir, resume_from=None, kind=None):
     any file moves."""
     main = parallel.is_main_process()
     workdir_lib.prepare(workdir, main)
-    if cfg.train.batch_size % jax.device_count():
-        raise ConfigError(f"train.batch_size ({cfg.train.batch_size}) must be a multiple of the device count ({jax.device_count()})")
+    devices = len(parallel.mesh_devices())
+    if cfg.train.batch_size % devices:
+        raise ConfigError(f"train.batch_size ({cfg.train.batch_size}) must be a multiple of the device count ({devices})")
     lock = workdir_lib.Lock(workdir)
     if main:
         lock.acquire()
@@ -78,14 +79,14 @@ class Loop:
         # a killed run logged steps past its checkpoint: they are logged again, so the old rows and events go (a
         # branch keeps the rows of the abandoned steps beside its moved checkpoints)
         self.board = Board(self.workdir, self.main, resumed_at=resumed, aside=self.branched_to,
-                           wandb_config=cfg if cfg.log.wandb else None)
+                           wandb_config=cfg if cfg.log.wandb else None, tensorboard=cfg.log.tensorboard)
         if self.branched_to:
             self.board.event(resumed, {"branched_at": resumed, "moved_to": self.branched_to})
         step = self._saved = int(parallel.to_host(self.state.step))
         end = min(total, cfg.train.stop_at or total)
         if step >= end:
             return self._nothing_to_train(step, end)
-        log.info(f"{self.kind.summary(self.state)}, {jax.device_count()} device(s), global batch {cfg.train.batch_size}; "
+        log.info(f"{self.kind.summary(self.state)}, {len(self.mesh.devices.flat)} device(s), global batch {cfg.train.batch_size}; "
                  f"training to step {end}" + (f" of {total}" if end < total else ""))
         if step == 0 and (cfg.init_weights or cfg.val.at_start):
             self.validate(0)

@@ -22,6 +22,9 @@ _PID = flags.DEFINE_integer("process_id", None, "with --coordinator_address: thi
 _RESUME = flags.DEFINE_string("resume_from", None, "continue from this checkpoint (a step of the workdir, or a checkpoint "
                               "folder); later checkpoints and exports are moved aside, never deleted")
 _MAX_STEPS = flags.DEFINE_integer("max_steps", None, "stop at this step (sets train.stop_at; the lr schedule keeps total_steps)")
+_PLATFORM = flags.DEFINE_string("platform", None, "cpu, gpu or tpu: train on this JAX platform (default: the best one here)")
+_DEVICES = flags.DEFINE_integer("devices", None, "train on the first N local devices (default: all; on a CPU host, one per "
+                                "core up to a divisor of the batch)")
 _FAST = flags.DEFINE_bool("fast_dev_run", False, "check the whole recipe end to end in a temporary folder (two steps, "
                           "validation on one image, checkpoint save and restore, exports), then remove it")
 flags.mark_flag_as_required("config")
@@ -42,7 +45,7 @@ def main(argv):
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {argv[1:]}; overrides look like --config.optim.lr=1e-4")
     workdir = _WORKDIR.value or os.path.join("runs", os.path.splitext(os.path.basename(cmdline.config_name()))[0])
-    cfg = cmdline.resolved_config(_CONFIG, _MAX_STEPS.value, None if _FAST.value else workdir)
+    cfg = cmdline.resolved_config(_CONFIG, _MAX_STEPS.value, None if _FAST.value else workdir, check=_PRINT.value)
     if cfg is None:
         return 2
     if _PRINT.value:
@@ -53,12 +56,13 @@ def main(argv):
 
     if cfg.model.get("use_chk"):  # remat: on CPU it saves memory only under XLA:CPU's memory schedule
         parallel.use_memory_schedule()
-    if not (_COORD.value or parallel.cluster_detected()):
+    if not (_COORD.value or parallel.cluster_detected() or _DEVICES.value):
         parallel.use_cpu_cores(cfg.train.batch_size)  # on a CPU host, data parallel over its cores
     parallel.initialize(_COORD.value, _NPROC.value, _PID.value)  # TPU pods / SLURM are detected
     from jaxsr.train import loop
 
     def train():
+        parallel.choose(_PLATFORM.value, _DEVICES.value)
         if _FAST.value:
             loop.fast_dev_run(cfg)
             return 0

@@ -240,6 +240,10 @@ class SR:
     """Generator (+ discriminator) training; see `jaxsr.train.kind.Kind` for what the loop asks of it."""
 
     resolve_config = staticmethod(resolve_model)
+
+    @staticmethod
+    def check(cfg):
+        build_optimizers(cfg)  # what the optimizer and schedule settings refuse
     carryable = ("opt_state", "d_opt_state", "ema")  # clip, plateau, FreezeD, EMA on/off reshape these, not the models
 
     def __init__(self, cfg, workdir, mesh, meta=None):

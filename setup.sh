@@ -49,6 +49,12 @@ else
     rm -f "$report"
 fi
 
+# this project installs as jaxsr-train; a distribution named jaxsr (an earlier set-up of this checkout, or the unrelated
+# package of that name on the package index) would claim the same import name
+if $PY -m pip show jaxsr >/dev/null 2>&1; then
+    $PY -m pip uninstall -y -q jaxsr
+    say "removed the distribution 'jaxsr' from $ENV_DIR: this project installs as jaxsr-train (import name jaxsr)"
+fi
 $PY -m pip install -q -e ".[test]"
 if $PY -c "import torch" 2>/dev/null; then
     $PY -m pip install -q -e ".[test-torch]"  # independent PyTorch references for the tests

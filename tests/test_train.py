@@ -179,7 +179,7 @@ def test_bad_inputs_get_clear_messages(tmp_path):
     cases.append(([f"--config.init_weights={tmp_path / 'missing.pth'}"], "init_weights: no such file"))
     cases.append((["--config.degrade.mode=realesrgan", "--config.degrade.queue_size=6"],
                    "degrade.queue_size (6) must be a multiple of train.batch_size (4); set it to 4"))
-    cases.append((["--config.optim.name=adan"], "optim.betas must have 3 values for adan"))
+    cases.append((["--config.optim.name=adan", "--config.optim.betas=(0.9,0.99,0.9,0.9)"], "optim.betas must have 3 values for adan"))
     cases.append((["--config.scale=3", "--config.data.gt_size=33", "--config.degrade.gt_size=33"],
                    "scale=3: an ESRGAN (RRDBNet) model supports scale 1, 2, 4, 8"))
     cases.append((["--config.data.gt_size=30"], "data.gt_size=30 is not a multiple of scale=4; use 28"))

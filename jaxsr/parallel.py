@@ -57,7 +57,6 @@ def choose(platform=None, count=None):
         if count > len(local):
             raise ConfigError(f"--devices {count}: this host has {len(local)} {local[0].platform} device(s)")
         _chosen = local[:count]
-    return mesh_devices()
 
 
 def replicated(mesh):

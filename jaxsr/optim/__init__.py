@@ -14,6 +14,7 @@ from jaxsr.optim.optimizers import (
     ScaleByAdanState,
     adan,
     adan_schedule_free,
+    betas_for,
     block_count,
     build_optimizer,
     default_config,
@@ -24,7 +25,6 @@ from jaxsr.optim.optimizers import (
     is_schedule_free,
     loss_scale_state,
     reset_at,
-    betas_for,
     scale_by_adan,
     scale_loss,
     schedule_free_adamw,
@@ -45,8 +45,8 @@ from jaxsr.optim.schedules import (
 )
 
 __all__ = [
-    "ADAM_BETAS", "ADAN_BETAS", "betas_for", "NAMES", "SCHEDULE_FREE", "SCHEDULES", "DescendState", "LossScaleState", "PlateauState", "ReduceLROnPlateau",
-    "ResetState", "ScaleByAdanState", "adan", "adan_schedule_free", "block_count", "build_optimizer", "current_lr",
+    "ADAM_BETAS", "ADAN_BETAS", "NAMES", "SCHEDULE_FREE", "SCHEDULES", "DescendState", "LossScaleState", "PlateauState",
+    "ReduceLROnPlateau", "ResetState", "ScaleByAdanState", "adan", "adan_schedule_free", "betas_for", "block_count", "build_optimizer", "current_lr",
     "default_config", "dynamic_loss_scale", "ema_update", "eval_params", "feed_plateau", "frozen_blocks",
     "is_schedule_free", "learning_rate_schedule", "loss_scale_state", "lr_scale", "plateau_rule", "rescale_plateau", "reset_at",
     "scale_by_adan", "scale_loss", "schedule_free_adamw", "with_warmup",

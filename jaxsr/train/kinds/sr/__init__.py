@@ -239,12 +239,12 @@ def plateau_feeder(cfg, state, mesh):
 class SR:
     """Generator (+ discriminator) training; see `jaxsr.train.kind.Kind` for what the loop asks of it."""
 
+    carryable = ("opt_state", "d_opt_state", "ema")  # clip, plateau, FreezeD, EMA on/off reshape these, not the models
     resolve_config = staticmethod(resolve_model)
 
     @staticmethod
     def check(cfg):
         build_optimizers(cfg)  # what the optimizer and schedule settings refuse
-    carryable = ("opt_state", "d_opt_state", "ema")  # clip, plateau, FreezeD, EMA on/off reshape these, not the models
 
     def __init__(self, cfg, workdir, mesh, meta=None):
         self.cfg = cfg

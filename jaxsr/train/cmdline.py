@@ -7,7 +7,6 @@ from absl import flags
 from ml_collections import config_flags
 
 FROM_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config.py")  # jaxsr.train.config.get_config
-RECIPES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
 
 
 def exit_code(train, workdir):
@@ -91,8 +90,7 @@ def _innermost(err):
 
 def _where(path, field):
     """'<file>, line N: ' for a field set in a JSON/YAML config file (and not on the command line), else ''."""
-    if not field or not path.endswith((".json", ".yaml", ".yml")) or \
-            any(a.startswith(f"--config.{field}=") for a in sys.argv):
+    if not field or not path.endswith((".json", ".yaml", ".yml")) or given(field):
         return ""
     import yaml  # JSON is YAML here: the composer keeps each key's line
 
@@ -110,12 +108,17 @@ def _where(path, field):
     return f"{path}, line {line}: "
 
 
+def given(field):
+    """Whether this command line sets --config.<field>."""
+    return any(a == f"--config.{field}" or a.startswith(f"--config.{field}=") for a in sys.argv)
+
+
 def _load_problem(config, err):
     """One line for a config file that does not load; our own loader's message already names the file."""
     from jaxsr.errors import JaxsrError
 
     if isinstance(ours := _innermost(err), JaxsrError):
-        return str(ours)
+        return _where(_user_path(config), getattr(ours, "field", None)) + str(ours)
     return f"cannot load the config {_user_path(config)}: {_root_cause(err)}"
 
 
@@ -133,8 +136,7 @@ def _override_problem(override, err):
 
 def _flag_error(argv, e):
     """One line for a command line that does not parse: a config file that does not load, or the bad overrides."""
-    config = next((argv[i + 1] if a == "--config" and i + 1 < len(argv) else a.split("=", 1)[1]
-                   for i, a in enumerate(argv) if a == "--config" or a.startswith("--config=")), None)
+    config = _flag_value(argv, "config")
     err = _try_flags([argv[0], "--config", config]) if config else None
     if err is not None:
         return _load_problem(config, err)
@@ -154,6 +156,8 @@ def config_name():
 def _config_path(value):
     """What config_flags loads for a --config value: a recipe by name (x4), a run's config.json/YAML through
     jaxsr.train.config.get_config, or the path as given."""
+    from jaxsr.train.config import RECIPES
+
     recipe = os.path.join(RECIPES, value + ".py")
     if not os.path.exists(value) and os.sep not in value and os.path.exists(recipe):
         return recipe
@@ -173,13 +177,31 @@ def _from_file(argv):
     return out
 
 
+def _flag_value(argv, name):
+    return next((argv[i + 1] if a == f"--{name}" and i + 1 < len(argv) else a.split("=", 1)[1]
+                 for i, a in enumerate(argv) if a == f"--{name}" or a.startswith(f"--{name}=")), None)
+
+
+def _workdir_config(argv):
+    """argv with `--config <workdir>/config.json` where it names no config: a workdir reruns as its last start
+    configured it (with this command line's overrides on top)."""
+    if _flag_value(argv, "config") is not None:
+        return argv
+    workdir = _flag_value(argv, "workdir")
+    if workdir is None:
+        sys.exit("error: give --config (a recipe such as x4, or a .py, .yaml or .json config), or the --workdir of a run "
+                 "to continue it as configured")
+    saved = os.path.join(workdir, "config.json")
+    if not os.path.isfile(saved):
+        sys.exit(f"error: --workdir {workdir} holds no run (no config.json): give --config to start one there")
+    return [argv[0], "--config", saved, *argv[1:]]
+
+
 def parse_flags(argv):
     """absl's flag parsing, with a config that does not load or a bad override turned into one line."""
-    argv = _from_file(argv)
+    argv = _from_file(_workdir_config(argv))
     try:
         return flags.FLAGS(argv)
     except Exception as e:  # absl, ml_collections and the recipe itself raise many kinds
         print(f"error: {_flag_error(argv, e)}", file=sys.stderr)
         sys.exit(2)
-
-

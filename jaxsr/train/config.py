@@ -7,6 +7,7 @@ strings ("2e-4", as YAML-minded users write them); `resolve` casts them to the d
 """
 import difflib
 import json
+import os
 
 import ml_collections
 from ml_collections import config_dict
@@ -98,9 +99,20 @@ def base_config():
 FREE_FORM = ("model", "losses", "gan.discriminator")
 
 
-def get_config(path):
-    """A run's config from a JSON (or YAML) file, such as a workdir's frozen config.json: `run_train.py --config
-    runs/x/config.json --workdir runs/y` reruns that run exactly (run_train hands such files to this function)."""
+def get_config(path, _within=()):
+    """A run's config from a JSON (or YAML) file: an overlay of any subset of fields on `base` (a recipe by name, such as
+    x4, or a path to a .py/.json/.yaml config, relative to this file; default: the base config), or a workdir's
+    config.json, which holds every field: `run_train.py --config runs/x/config.json --workdir runs/y` reruns that run
+    exactly (run_train hands such files to this function). A config.json's `history` (what changed at each start) is
+    not part of the config."""
+    values = _read(path)
+    values.pop("history", None)
+    c = _base(values.pop("base", None), path, _within + (os.path.abspath(path),))
+    _overlay(c, values)
+    return c
+
+
+def _read(path):
     import yaml
 
     try:
@@ -118,9 +130,45 @@ def get_config(path):
         raise ConfigError(f"{path} is not a readable JSON or YAML file: {e}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path} holds no config (a mapping of sections such as model, data, optim)")
-    c = base_config()
-    _overlay(c, values)
-    return c
+    return values
+
+
+RECIPES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
+
+
+def recipe_names():
+    return sorted(f[:-3] for f in os.listdir(RECIPES) if f.endswith(".py") and not f.startswith("_"))
+
+
+def _base(base, path, within):
+    """The config an overlay file starts from: its `base` recipe (by name) or config file (by path)."""
+    if base is None:
+        return base_config()
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"base must be a recipe name or a config file path, got {base!r}", "base")
+    recipe = os.path.join(RECIPES, base + ".py")
+    here = os.path.join(os.path.dirname(os.path.abspath(path)), base)
+    found = next((p for p in (here, recipe if os.sep not in base else None) if p and os.path.isfile(p)), None)
+    if found is None:
+        close = difflib.get_close_matches(base, recipe_names(), n=1)
+        raise ConfigError(f"base: no recipe named {base!r} and no file {here}" + (f" (did you mean {close[0]}?)" if close else "") +
+                          f"; recipes: {', '.join(recipe_names())}, or give a path to a .py, .json or .yaml config", "base")
+    if os.path.abspath(found) in within:
+        raise ConfigError(f"base: {base} is already being read (the bases form a loop)", "base")
+    if found.endswith((".json", ".yaml", ".yml")):
+        return get_config(found, within)
+    if not found.endswith(".py"):
+        raise ConfigError(f"base: {found} is not a .py, .json or .yaml config", "base")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"jaxsr_base_{len(within)}", found)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+        c = module.get_config()
+    except Exception as e:
+        raise ConfigError(f"base: the recipe {found} does not load: {type(e).__name__}: {e}", "base") from None
+    return ml_collections.ConfigDict(c.to_dict(), type_safe=False)
 
 
 def _overlay(node, values, prefix=""):
@@ -149,11 +197,27 @@ def flatten(cfg, prefix=""):
 
 
 def _cast(field, value, default):
-    """`value` as the type of `default` where it is a number given as a string (also inside tuples)."""
-    if isinstance(default, (tuple, list)) and isinstance(value, (tuple, list)):
+    """`value` as the type of `default`: a number given as a string (also inside lists) cast, another type refused."""
+    if default is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{field} must be true or false, got {value!r}", field)
+        return value
+    if isinstance(default, (tuple, list)):
+        if not isinstance(value, (tuple, list)):
+            raise ConfigError(f"{field} must be a list, got {value!r}", field)
         num = next((d for d in default if isinstance(d, (int, float)) and not isinstance(d, bool)), None)
         return type(value)(_cast(field, v, num) for v in value) if num is not None else value
-    if not isinstance(value, str) or isinstance(default, bool) or not isinstance(default, (int, float)):
+    if isinstance(default, str):
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{field} must be a string, got {value!r}", field)
+        return value
+    if not isinstance(default, (int, float)):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{field} must be a number, got {value!r}", field)
+    if not isinstance(value, str):
         return value
     try:
         number = float(value)
@@ -174,7 +238,8 @@ def resolve(cfg):
     _check_fields(out, defaults)
     for field, value in flatten(out).items():
         if field in defaults:
-            new = _cast(field, value, defaults[field])
+            free = any(field.startswith(f + ".") for f in FREE_FORM)  # another architecture's field may share a name
+            new = _cast(field, value, defaults[field]) if not free or isinstance(value, str) else value
             if new is not value:
                 *parents, leaf = field.split(".")
                 node = out

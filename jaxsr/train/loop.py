@@ -35,7 +35,7 @@ def start(cfg, workdir, resume_from=None, kind=None):
     if main:
         lock.acquire()
     try:
-        workdir_lib.check_resume(cfg, workdir)
+        changed = workdir_lib.check_resume(cfg, workdir)
         mesh = parallel.make_mesh()
         ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), cfg.train.keep_best, cfg.train.snapshot_every,
                            cfg.val.best_metric, "min" if cfg.val.best_metric in evaluate.LOWER_IS_BETTER else "max")
@@ -43,7 +43,7 @@ def start(cfg, workdir, resume_from=None, kind=None):
         built = (kind or kinds.get(cfg.kind))(cfg, workdir, mesh, resume[1] if resume else None)
         carry = workdir_lib.plan_resume(cfg, workdir, ckpt, resume, built) if resume else None
         aside = workdir_lib.branch(workdir, ckpt, resume[0], main) if resume_from is not None else None
-        workdir_lib.freeze_config(cfg, workdir, main)
+        workdir_lib.write_config(cfg, workdir, main, resume[0] if resume else 0, changed)
     except BaseException:
         lock.release()
         raise

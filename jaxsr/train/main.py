@@ -1,8 +1,9 @@
 """The training command line: `python run_train.py --config configs/x4.py [--config.<field>=<value> ...]` from a
 checkout, `jaxsr-train --config x4 ...` from an installed jaxsr (a recipe by name or path).
 
-Rerunning the same command on the same --workdir resumes from the latest complete checkpoint. --config also takes
-a run's frozen config.json (or a YAML file) to rerun it exactly.
+Rerunning the same command on the same --workdir resumes from the latest complete checkpoint, and so does
+`--workdir DIR` alone (its config.json holds the config of its last start). --config also takes a run's config.json
+to rerun it elsewhere, or a YAML/JSON overlay of any fields on a `base:` recipe.
 """
 import os
 import sys
@@ -13,7 +14,8 @@ from ml_collections import config_flags
 from jaxsr.errors import warnings_as_lines
 from jaxsr.train import cmdline
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "a recipe in configs/ (a Python file with get_config())", lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "a recipe (a name such as x4, or a Python file with get_config()), "
+                                          "a YAML/JSON overlay, or a run's config.json (default: the --workdir's)", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "run folder (default: runs/<config name>)")
 _PRINT = flags.DEFINE_bool("print_config", False, "print the resolved config as JSON and exit")
 _COORD = flags.DEFINE_string("coordinator_address", None, "multi-process runs without a cluster manager: host:port of process 0")
@@ -27,7 +29,6 @@ _DEVICES = flags.DEFINE_integer("devices", None, "train on the first N local dev
                                 "core up to a divisor of the batch)")
 _FAST = flags.DEFINE_bool("fast_dev_run", False, "check the whole recipe end to end in a temporary folder (two steps, "
                           "validation on one image, checkpoint save and restore, exports), then remove it")
-flags.mark_flag_as_required("config")
 
 
 def _log_line(text):
@@ -44,6 +45,9 @@ def main(argv):
     warnings_as_lines(_log_line)
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {argv[1:]}; overrides look like --config.optim.lr=1e-4")
+    if _RESUME.value is not None and cmdline.given("init_weights"):
+        sys.exit("error: --config.init_weights starts a run from weights, --resume_from continues one from its checkpoint: "
+                 "give one of them (a warm start goes in a new --workdir)")
     workdir = _WORKDIR.value or os.path.join("runs", os.path.splitext(os.path.basename(cmdline.config_name()))[0])
     cfg = cmdline.resolved_config(_CONFIG, _MAX_STEPS.value, None if _FAST.value else workdir, check=_PRINT.value)
     if cfg is None:

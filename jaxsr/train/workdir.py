@@ -1,6 +1,6 @@
 """What the loop does to a workdir before training, each a function it calls (building a run moves no file):
 check that it can be used and lock it, refuse a resume whose config cannot continue (by field, then by the
-checkpoint's state), branch at a chosen checkpoint, and freeze the resolved config at the first start."""
+checkpoint's state), branch at a chosen checkpoint, and write the config of this start."""
 import json
 import os
 import re
@@ -104,38 +104,47 @@ class Lock:
 
 
 def saved_config(workdir):
-    """The config frozen at the workdir's first start (None before it)."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
+    """The config of the workdir's last start (None before the first), without its history."""
+    saved = _config_file(workdir)
+    if saved is None:
         return None
-    with open(path) as f:
-        saved = json.load(f)
+    saved.pop("history", None)
     saved.setdefault("kind", "sr")  # workdirs from before training kinds
     return saved
 
 
+def _config_file(workdir):
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 def check_resume(cfg, workdir):
-    """Refuse, before any work, a config that changed a field a resume cannot change; say which others changed."""
+    """Refuse, before any work, a config that changed a field a resume cannot change; say which others changed.
+    Returns {field: [before, now]} for those (empty on the first start)."""
     saved = saved_config(workdir)
     if saved is None:
-        return
+        return {}
     bad, changed = resume_conflicts(saved, cfg)
+    before, now = flatten(saved), flatten(json.loads(cfg.to_json_best_effort()))
     if bad:
-        before, now = flatten(saved), flatten(json.loads(cfg.to_json_best_effort()))
         field = bad[0]
         raise ConfigError(f"this workdir was started with {field}={before.get(field)!r}, now {field}={now.get(field)!r}; "
                           f"that cannot change on resume. Use a new --workdir, or set it back" +
                           (f" (also changed: {', '.join(bad[1:])})" if len(bad) > 1 else ""))
     if changed:
-        log.info(f"config changed since the first start (allowed): {', '.join(changed)}")
-    before = saved["train"]["total_steps"]
+        log.info(f"config changed since the last start (allowed): {', '.join(changed)}")
+    total = saved["train"]["total_steps"]
     if "train.total_steps" in changed:
         moved = [s for s in ("optim", "optim_d") if (s == "optim" or cfg.gan.enabled) and
-                 _horizon_moves(cfg[s], before, cfg.train.total_steps)]
+                 _horizon_moves(cfg[s], total, cfg.train.total_steps)]
         if moved:
-            log.info(f"note: train.total_steps went from {before} to {cfg.train.total_steps}: "
+            log.info(f"note: train.total_steps went from {total} to {cfg.train.total_steps}: "
                      f"{' and '.join(f'{s}.schedule={cfg[s].schedule!r}' for s in moved)} runs to total_steps, so the lr "
                      "changes with it; train.stop_at ends a run early without that")
+    return {k: [before.get(k), now.get(k)] for k in changed}
 
 
 def _horizon_moves(section, old_total, new_total):
@@ -214,8 +223,16 @@ def branch(workdir, ckpt, step, main):
     return aside
 
 
-def freeze_config(cfg, workdir, main):
-    """Freeze the resolved config at the first start that got this far (a failed start writes nothing)."""
-    path = os.path.join(workdir, "config.json")
-    if main and not os.path.exists(path):
-        atomic_write(path, lambda f: f.write(cfg.to_json_best_effort(indent=2)), mode="w")
+def write_config(cfg, workdir, main, step, changed):
+    """<workdir>/config.json: the config of this start (what a rerun of the workdir without --config uses) and its
+    `history`, one entry per start that got this far: when, at which step, and the fields it changed. A failed start
+    writes nothing."""
+    if not main:
+        return
+    history = (_config_file(workdir) or {}).get("history", [])
+    if history and not changed:  # a plain resume adds nothing to say
+        entry = None
+    else:
+        entry = {"at": time.strftime("%Y-%m-%d %H:%M:%S"), "step": step, "changed": changed}
+    values = {**json.loads(cfg.to_json_best_effort()), "history": history + ([entry] if entry else [])}
+    atomic_write(os.path.join(workdir, "config.json"), lambda f: f.write(json.dumps(values, indent=2)), mode="w")

@@ -89,6 +89,12 @@ CORPUS = [  # (file name, content, the parser's reason, its line)
     ("field.yaml", "optim:\n  lr: 1e-4\n  lrr: 2e-4\n", "unknown config field optim.lrr (did you mean optim.lr?)", 3),
     ("type.yaml", "train:\n  batch_size: many\n", "train.batch_size must be a number, got 'many'", 2),
     ("type.json", '{\n "optim": {\n  "lr": "fast"\n }\n}', "optim.lr must be a number, got 'fast'", 3),
+    ("bool.yaml", "name: x\nlog:\n  tensorboard: 1\n", "log.tensorboard must be true or false, got 1", 3),
+    ("list.json", '{"train": {"total_steps": [4]}}', "train.total_steps must be a number, got [4]", 1),
+    ("base.yaml", "# tiny\nbase: x44\n", "base: no recipe named 'x44' and no file", 2),
+    ("loop.yaml", "base: loop.yaml\n", "base: loop.yaml is already being read (the bases form a loop)", 1),
+    ("basefield.yaml", "base: demo\ntrain:\n  total_step: 4\n", "unknown config field train.total_step (did you mean "
+     "train.total_steps?)", 3),
 ]
 
 

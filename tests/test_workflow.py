@@ -52,3 +52,112 @@ def test_platform_cpu_on_one_device_without_tensorboard(tmp_path):
                             (["--devices", "3"], "train.batch_size (4) must be a multiple of the device count (3)")):
         code, out, err = cli(*TINY, *flags_, "--workdir", tmp_path / "refused")
         assert code == 2 and err.splitlines() == [f"error: {err.split('error: ', 1)[1].strip()}"] and message in err, err
+
+
+YAML = """# the TINY run, as a YAML overlay on the demo recipe: only what changes
+base: demo
+name: overlay
+model: {num_feat: 8, num_block: 1}
+data: {gt_size: 32, val_max_size: 96}
+degrade: {gt_size: 32}
+train:
+  batch_size: 4
+  total_steps: 4
+  log_every: 1
+val: {every: 0, at_start: false}
+optim:
+  warmup_steps: 1
+"""
+
+
+def test_overlays_train_and_a_workdir_reruns_itself_with_its_history(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(YAML)
+    wd = tmp_path / "wd"
+    code, out, err = cli("run_train.py", "--config", tmp_path / "tiny.yaml", "--config.optim.lr=1e-3", "--max_steps", "2",
+                         "--workdir", wd)
+    assert code == 0 and "stopped at step 2" in out, err
+    code, out, err = cli("run_train.py", "--workdir", wd, "--max_steps", "4")  # no --config: the workdir's
+    assert code == 0 and "resumed from step 2" in out and "config changed since the last start (allowed): train.stop_at" \
+        in out, out + err
+    rows = [json.loads(line) for line in open(wd / "metrics.jsonl")]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and max(r["lr"] for r in rows) == pytest.approx(1e-3)  # the override stayed
+    saved = json.load(open(wd / "config.json"))
+    assert saved["name"] == "overlay" and saved["optim"]["lr"] == 1e-3 and saved["model"]["num_feat"] == 8
+    assert [(h["step"], h["changed"]) for h in saved["history"]] == [(0, {}), (2, {"train.stop_at": [2, 4]})]
+    code, out, err = cli("run_train.py", "--workdir", wd)  # as its last start was configured: nothing left to train
+    assert code == 0 and "nothing to train: the checkpoint is at step 4" in out, out + err
+    assert len(json.load(open(wd / "config.json"))["history"]) == 2  # a plain resume changes nothing
+
+    # a JSON overlay whose base is the YAML file (a path relative to it), on the command line with an override
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "more.json").write_text(json.dumps({"base": "../tiny.yaml", "name": "json", "train": {"total_steps": 2}}))
+    code, out, err = cli("run_train.py", "--config", tmp_path / "sub" / "more.json", "--workdir", tmp_path / "j")
+    assert code == 0 and "done: 2 steps" in out, out + err
+    assert os.path.exists(tmp_path / "j" / "models" / "json_x4.safetensors")
+
+
+def test_init_weights_with_resume_from_is_one_line_and_no_workdir_no_config_is_refused(tmp_path):
+    code, out, err = cli(*TINY, "--config.init_weights=m.pth", "--resume_from", "2", "--workdir", tmp_path / "wd")
+    assert code != 0 and not out and err.strip().splitlines() == [
+        "error: --config.init_weights starts a run from weights, --resume_from continues one from its checkpoint: give "
+        "one of them (a warm start goes in a new --workdir)"], err
+    code, out, err = cli("run_train.py", "--workdir", tmp_path / "empty")
+    assert code != 0 and err.strip() == f"error: --workdir {tmp_path / 'empty'} holds no run (no config.json): give " \
+        "--config to start one there", err
+    assert not os.path.exists(tmp_path / "wd") and not os.path.exists(tmp_path / "empty")
+
+
+REFUSED = [  # (override, the start-time refusal): each also refused by --print_config, before any work
+    ("losses.l1.name=l3", "unknown loss 'l3'"),
+    ("losses.l1.name=perceptual", "the perceptual loss needs VGG19 weights"),
+    ("losses.l1.name=gan", "losses has a 'gan' term but gan.enabled is False"),
+    ("losses.l1.target=gtx", "loss 'l1': target must be 'gt' or 'gt_usm', got 'gtx'"),
+    ("gan.enabled=True", "gan.enabled is True but losses has no 'gan' term"),
+    ("degrade.mode=foo", "degrade.mode must be one of realesrgan, bicubic, mono, got 'foo'"),
+    ("data.hr_dir=/nonexistent", "data.hr_dir: folder '/nonexistent' does not exist"),
+    ("data.alpha=foo", "data.alpha must be 'drop' or 'composite', not 'foo'"),
+    ("data.num_workers=-1", "data.num_workers must be >= 0, got -1"),
+    ("val.lpips=('a.pth','b.pth')", "LPIPS weights file 'a.pth' not found"),
+    ("compute_dtype=fp8", "compute_dtype must be 'auto', 'float32', 'bfloat16' or 'float16'"),
+    ("optim.warmup=square", "optim.warmup must be 'linear' or 'cosine'"),
+]
+
+
+def test_every_start_refusal_of_the_corpus_is_a_print_config_refusal(tmp_path):
+    """In process, as run_train does it: the config (`cmdline.resolved_config`'s steps), then `--print_config`'s check,
+    or the start of the run."""
+    import importlib
+
+    from jaxsr.errors import JaxsrError
+    from jaxsr.train import kinds, loop
+    from jaxsr.train.config import resolve
+
+    base = importlib.import_module("configs.demo").get_config()
+    for a in TINY[3:]:
+        field, value = a[len("--config."):].split("=")
+        node = base
+        *parents, leaf = field.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = type(node[leaf])(value) if not isinstance(node[leaf], bool) else value == "True"
+
+    def configured(override):
+        cfg = resolve(base)
+        field, value = override.split("=", 1)
+        *parents, leaf = field.split(".")
+        node = cfg
+        for p in parents:
+            node = node[p]
+        node[leaf] = {"True": True, "-1": -1}.get(value, eval(value) if value.startswith("(") else value)
+        cfg = resolve(cfg)
+        return kinds.get(cfg.kind).resolve_config(cfg, None), kinds.get(cfg.kind)
+
+    for override, message in REFUSED:
+        for way in ("print_config", "start"):
+            wd = tmp_path / f"{override.split('=')[0]}-{way}"
+            with pytest.raises(JaxsrError) as e:
+                cfg, kind = configured(override)
+                kind.check(cfg) if way == "print_config" else loop.start(cfg, str(wd))
+            assert message in str(e.value), (override, way, str(e.value))
+            made = [str(p.relative_to(wd)) for p in wd.rglob("*")] if wd.exists() else []
+            assert made == [] if way == "print_config" else set(made) <= {"train.log", "checkpoints"}, made

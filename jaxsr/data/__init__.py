@@ -11,9 +11,9 @@ wherever a folder goes (lmdb.py); several weighted sources as data.sources (load
 from .config import default_config
 from .loader import (ImageSource, PackedSource, TrainIterator, WeightedChoice, absl_flags_ready, bicubic_lr,
                      host_batch_size, iter_val_items, train_dataset, train_iterator, val_items)
-from .sources import DataError, read_rgb, resolve_splits, to_rgb
+from .sources import DataError, check_folders, check_options, read_rgb, resolve_splits, to_rgb
 from .transforms import RandomCrop
 
-__all__ = ["DataError", "ImageSource", "PackedSource", "RandomCrop", "TrainIterator", "absl_flags_ready", "bicubic_lr",
+__all__ = ["DataError", "check_folders", "check_options", "ImageSource", "PackedSource", "RandomCrop", "TrainIterator", "absl_flags_ready", "bicubic_lr",
            "default_config", "host_batch_size", "iter_val_items", "read_rgb", "resolve_splits",
            "to_rgb", "train_dataset", "train_iterator", "val_items", "WeightedChoice"]

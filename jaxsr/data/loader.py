@@ -19,7 +19,7 @@ from jaxsr.files import unique_names
 from jaxsr.imageio import pad_to, quantize
 
 from .packed import PackedSet
-from .sources import check_pair_size, check_pairs, read_rgb, stored
+from .sources import check_options, check_pair_size, check_pairs, read_rgb, stored
 from .transforms import RandomCrop
 
 log = logging.getLogger("jaxsr.data")
@@ -30,13 +30,6 @@ def _warn_once(path, reason, action="using the next usable file in its place"):
     if path not in _warned:
         _warned.add(path)
         log.warning("data: skipping %s (%s); %s", path, reason, action)
-
-
-def _check_options(cfg):
-    if cfg.small_images not in ("pad", "skip"):
-        raise DataError(f"data.small_images must be 'pad' or 'skip', not {cfg.small_images!r}")
-    if cfg.alpha not in ("drop", "composite"):
-        raise DataError(f"data.alpha must be 'drop' or 'composite', not {cfg.alpha!r}")
 
 
 class ImageSource:
@@ -210,7 +203,7 @@ def train_dataset(cfg, splits, scale, seed, per_host_batch, process_index=None, 
     b = per_host_batch, B = b*n. So the global batch, and the training, do not depend on the host count.
     process_index/count default to jax.process_index()/process_count().
     """
-    _check_options(cfg)
+    check_options(cfg)
     p, n = _process(process_index, process_count)
     scale, gt_size = int(scale), int(cfg.gt_size)
     if splits.get("train_lr") is not None and gt_size % scale:
@@ -358,7 +351,7 @@ def val_items(cfg, splits, scale, which="val"):
 
 def iter_val_items(cfg, splits, scale, which="val"):
     """val_items one image at a time, for sets too large to hold in memory (e.g. 100 2K images: 3 GB)."""
-    _check_options(cfg)
+    check_options(cfg)
     scale = int(scale)
     hr_files, lr_files = splits[which], splits.get(f"{which}_lr")
     if cfg.val_max_images:

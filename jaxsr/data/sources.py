@@ -246,6 +246,19 @@ def _training_sources(cfg):
     return out
 
 
+def check_options(cfg):
+    if cfg.small_images not in ("pad", "skip"):
+        raise DataError(f"data.small_images must be 'pad' or 'skip', not {cfg.small_images!r}")
+    if cfg.alpha not in ("drop", "composite"):
+        raise DataError(f"data.alpha must be 'drop' or 'composite', not {cfg.alpha!r}")
+
+
+def check_folders(cfg, seed):
+    """What `resolve_splits` refuses in this config (missing or empty folders, broken pairing), deciding and writing
+    nothing: for --print_config."""
+    _from_config(cfg, seed)
+
+
 def _from_config(cfg, seed):
     """Build the split record from the config (no file involved)."""
     rec = dict(version=1, seed=int(seed), config=_dataset_fields(cfg))

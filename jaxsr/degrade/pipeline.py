@@ -36,10 +36,13 @@ from . import augment, kernels, ops
 from .jpeg import jpeg
 
 
+MODES = ("realesrgan", "bicubic", "mono")
+
+
 def default_config():
     """Every knob of the degradations; defaults are Real-ESRGAN's train_realesrgan_x4plus.yml."""
     c = ml_collections.ConfigDict()
-    c.mode = "realesrgan"  # 'realesrgan' | 'bicubic' | 'mono'
+    c.mode = "realesrgan"  # one of MODES
     c.gt_size = 256  # GT crop taken after degrading (0: no crop); LQ crop is gt_size // scale
     c.gt_usm = True  # degrade the USM-sharpened GT, as Real-ESRGAN (and RealESRNet with gt_usm) do
     c.usm_weight = 0.5

@@ -282,7 +282,7 @@ def _check(cfg):
             value = value[k]
         if not value > 0:
             raise ConfigError(f"{field} must be positive, got {value!r}", field)
-    for field in ("val.every", "train.image_every", "train.snapshot_every", "train.stop_at", "optim.warmup_steps",
+    for field in ("data.num_workers", "val.every", "train.image_every", "train.snapshot_every", "train.stop_at", "optim.warmup_steps",
                   "optim.weight_decay", "optim.clip_grad_norm"):
         section, key = field.split(".")
         if cfg[section][key] < 0:
@@ -303,6 +303,9 @@ def _check(cfg):
         size = cfg[section][key]
         if size and size % s:
             raise ConfigError(f"{field}={size} is not a multiple of scale={s}; use {max(s, size // s * s)}", field)
+    if cfg.degrade.mode not in degrade.MODES:
+        raise ConfigError(f"degrade.mode must be one of {', '.join(degrade.MODES)}, got {cfg.degrade.mode!r}", "degrade.mode")
+    data.check_options(cfg.data)
     sources = cfg.data.get("sources") or ()
     if (cfg.data.get("packed") or sources) and (cfg.data.hr_dir or cfg.data.train_dir):
         raise ConfigError("data.packed/data.sources are the training set: unset data.hr_dir/data.train_dir (validation "

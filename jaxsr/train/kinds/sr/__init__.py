@@ -86,14 +86,19 @@ def build_generator(cfg, resume_spec=None):
     return model, spec
 
 
+def check_discriminator(cfg):
+    d = cfg.gan.discriminator
+    if cfg.gan.enabled and d.arch not in archs.names("discriminator"):
+        raise ConfigError(f"gan.discriminator.arch must be one of {', '.join(archs.names('discriminator'))}, got {d.arch!r}")
+
+
 def build_discriminator(cfg, g_spec):
     """The discriminator of the GAN stage (None without one), from `gan.discriminator`, warm-started from
     `gan.init_weights` (a BasicSR/Real-ESRGAN net_d file) where given."""
     if not cfg.gan.enabled:
         return None
+    check_discriminator(cfg)
     d = cfg.gan.discriminator
-    if d.arch not in archs.names("discriminator"):
-        raise ConfigError(f"gan.discriminator.arch must be one of {', '.join(archs.names('discriminator'))}, got {d.arch!r}")
     disc = archs.build({**d.to_dict(), "num_in_ch": g_spec.get("out_ch", 3)}, rngs=nnx.Rngs(cfg.seed + 1))
     if cfg.gan.init_weights:
         if not os.path.exists(cfg.gan.init_weights):
@@ -244,7 +249,13 @@ class SR:
 
     @staticmethod
     def check(cfg):
-        build_optimizers(cfg)  # what the optimizer and schedule settings refuse
+        """What building the kind refuses, without building it (--print_config): the losses and their weight files,
+        the optimizers and schedules, the discriminator's name, the perceptual metrics' files, the data folders."""
+        build_objective(cfg)
+        build_optimizers(cfg)
+        check_discriminator(cfg)
+        evaluate.load_perceptual(cfg.val.lpips, cfg.val.dists)
+        data.check_folders(cfg.data, cfg.seed)
 
     def __init__(self, cfg, workdir, mesh, meta=None):
         self.cfg = cfg
@@ -254,6 +265,7 @@ class SR:
                      "applied, the checkpoint holds the weights")
         objective = build_objective(cfg)
         tx, tx_d = build_optimizers(cfg)
+        self.perceptual = evaluate.load_perceptual(cfg.val.lpips, cfg.val.dists)
         model, self.spec = build_generator(cfg, resume_spec)
         disc = build_discriminator(cfg, self.spec)
         self.data = build_data(cfg, workdir)
@@ -272,7 +284,6 @@ class SR:
         self.feature_params = parallel.replicate(mesh, objective.feature_params)
         self.steps = build_steps(cfg, mesh, objective, tx, g_def, self.eval_def, d_def, tx_d)
         self._feed_plateau = plateau_feeder(cfg, state, mesh)
-        self.perceptual = evaluate.load_perceptual(cfg.val.lpips, cfg.val.dists)
         self._bicubic_psnr = None
 
     def summary(self, state):

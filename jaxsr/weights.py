@@ -32,6 +32,7 @@ from jaxsr.files import atomic_write
 
 SPEC_FILE, NATIVE_WEIGHTS = "spec.json", "weights.safetensors"
 SPEC_META_KEY = "jaxsr_spec"  # .safetensors (and wrapped .pth) exports carry the spec in their metadata under this key
+INFO_META_KEY = "jaxsr_info"  # and a deploy mirror its step and validation metrics under this one
 TORCH_EXTENSIONS = (".pth", ".pt", ".ckpt", ".bin", ".state")  # .state: read only to name it as a training state
 
 # ----------------------------------------------------------------------------------------- reading torch files
@@ -264,14 +265,15 @@ def save_native(out_dir, model, spec):
     atomic_write(os.path.join(out_dir, SPEC_FILE), lambda f: json.dump(spec, f, indent=2), mode="w", error=WeightsError)
 
 
-def export(model, spec, path):
+def export(model, spec, path, info=None):
     """Write what PyTorch users load: .pth (wrapped as the family's trainers do) or .safetensors (flat). Warns for
-    each way spandrel/chaiNNer cannot follow this spec (the record's `spandrel_gaps`)."""
+    each way spandrel/chaiNNer cannot follow this spec (the record's `spandrel_gaps`). `info`: more JSON-able facts
+    for the metadata (a deploy mirror's step and metrics), under INFO_META_KEY."""
     record = archs.get(spec["arch"])
     for message in record.spandrel_warnings(spec):
         warnings.warn(message, stacklevel=2)
     sd = record.to_torch(model, spec)
-    meta = {SPEC_META_KEY: json.dumps(spec)}
+    meta = {SPEC_META_KEY: json.dumps(spec), **({INFO_META_KEY: json.dumps(info)} if info else {})}
     if os.fspath(path).endswith(".safetensors"):
         write_safetensors(path, sd, meta)
     else:

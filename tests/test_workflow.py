@@ -161,3 +161,48 @@ def test_every_start_refusal_of_the_corpus_is_a_print_config_refusal(tmp_path):
             assert message in str(e.value), (override, way, str(e.value))
             made = [str(p.relative_to(wd)) for p in wd.rglob("*")] if wd.exists() else []
             assert made == [] if way == "print_config" else set(made) <= {"train.log", "checkpoints"}, made
+
+
+def test_deploy_mirrors_follow_the_checkpoints_and_warm_start_infer_convert_and_open_in_spandrel(tmp_path, spandrel):
+    import re
+
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+
+    from conftest import photo
+    from jaxsr.imageio import write_image
+
+    wd = tmp_path / "wd"
+    code, out, err = cli(*TINY, "--config.train.total_steps=6", "--config.train.ckpt_every=1", "--config.val.every=3",
+                         "--config.train.keep_best=2", "--workdir", wd)
+    assert code == 0, err
+    kept = sorted(int(s) for s in os.listdir(wd / "checkpoints"))
+    mirrors = sorted(os.listdir(wd / "deploy"))
+    assert mirrors == [f"demo_x4_step{s}.safetensors" for s in kept] and 6 in kept and len(kept) == 3, (kept, mirrors)
+    last = str(wd / "deploy" / "demo_x4_step6.safetensors")
+    info = json.loads(safe_open(last, "np").metadata()["jaxsr_info"])
+    val = {r["step"]: r["val_psnr"] for r in map(json.loads, open(wd / "metrics.jsonl")) if "val_psnr" in r}
+    assert info["step"] == 6 and info["metrics"]["psnr"] == val[6]
+    export = load_file(wd / "models" / "demo_x4.safetensors")  # the run's last export: its EMA weights at step 6
+    assert all((v == export[k]).all() for k, v in load_file(last).items()) and export.keys() == load_file(last).keys()
+    desc = spandrel.ModelLoader().load_from_file(last)
+    assert (desc.architecture.id, desc.scale) == ("ESRGAN", 4)
+
+    # a new run warm-starts from it: its step-0 validation is the mirror's score
+    code, out, err = cli(*TINY, f"--config.init_weights={last}", "--workdir", tmp_path / "warm")
+    assert code == 0, err
+    assert float(re.search(r"validation at step 0: PSNR ([\d.]+) dB", out)[1]) == pytest.approx(val[6], abs=1e-3), out
+    write_image(tmp_path / "in.png", photo("chelsea", 40, 48))
+    code, out, err = cli("-m", "jaxsr.infer", "--weights", last, "--input", tmp_path / "in.png", "--output", tmp_path / "sr")
+    assert code == 0 and os.listdir(tmp_path / "sr"), err
+    code, out, err = cli("-m", "convert.to_pth", last, tmp_path / "m.pth")
+    assert code == 0 and spandrel.ModelLoader().load_from_file(str(tmp_path / "m.pth")).scale == 4, err
+
+    # a branch moves the later checkpoints' mirrors aside with them
+    code, out, err = cli(*TINY, "--config.train.total_steps=6", "--config.train.ckpt_every=1", "--config.val.every=3",
+                         "--config.train.keep_best=2", "--workdir", wd, "--resume_from", str(kept[-2]), "--max_steps",
+                         str(kept[-2]))
+    assert code == 0, err
+    assert sorted(os.listdir(wd / "deploy")) == [m for m in mirrors if int(m[len("demo_x4_step"):-12]) <= kept[-2]]
+    (aside,) = os.listdir(wd / "branched")
+    assert os.listdir(wd / "branched" / aside / "deploy") == ["demo_x4_step6.safetensors"]

@@ -129,6 +129,10 @@ class Denoiser:
         save_file({"/".join(map(str, k)): np.asarray(v[...]) for k, v in nnx.to_flat_state(nnx.state(model))},
                   base + ".safetensors")
 
+    def mirror(self, model, base, info):
+        self.export(model, base)
+        return base + ".safetensors"
+
     def log_images(self, state, batch, step, board):
         gt = np.asarray(parallel.to_host(batch["gt"]))[:2]
         board.images(step, "train/noisy_out_clean", gt, gt, gt)

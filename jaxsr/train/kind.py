@@ -53,5 +53,9 @@ class Kind(Protocol):
     def export(self, deployable, base: str):
         """Write `base` + extensions (.pth, .safetensors, ...); raise WeightsError for an export that cannot be made."""
 
+    def mirror(self, deployable, base: str, info: dict) -> str:
+        """Write the checkpoint's deploy mirror, one weights file (`base` + its extension) that `init_weights` and
+        `jaxsr.weights.load_model` take, with `info` (step, metrics) in its metadata; return its path."""
+
     def log_images(self, state, batch, step: int, board):
         """Training images (every train.image_every steps)."""

@@ -65,6 +65,7 @@ class Loop:
         self.board = None  # opened by run(), once it knows where the logs continue
         self.best = None  # the best validation value so far (of val.best_metric)
         self._saved = None  # the step of the last checkpoint
+        self._scores, self._scores_step = {}, None  # the last validation's values, and its step (for the deploy mirror)
 
     def run(self):
         """Train to train.stop_at (or total_steps); returns the last step."""
@@ -188,8 +189,34 @@ class Loop:
         self.ckpt.save(step, self.state, self.kind.data.train, meta, value)
         self._saved = step
         self.lock.touch()
+        self._mirror(step)
         if self.ckpt.is_snapshot(step):  # a snapshot to roll back to gets weights-only exports named by its step
             self._export(self.kind.deployable(self.state), None, step, suffix=f"_step{step}")
+
+    def _mirror(self, step):
+        """deploy/<name>_x<s>_step<N>.*: the eval weights of the checkpoint just saved, with its step and validation
+        scores, and no optimizer state (what init_weights, load_model, jaxsr.infer and the converters take). A mirror
+        lives as long as its checkpoint: those of checkpoints the rotation removed go at the next save and at the end."""
+        deployable = self.kind.deployable(self.state)
+        if not self.main:
+            return
+        os.makedirs(os.path.join(self.workdir, workdir_lib.DEPLOY), exist_ok=True)
+        info = {"step": step, "metrics": self._scores if self._scores_step == step else {}}
+        try:
+            self.kind.mirror(deployable, os.path.join(self.workdir, workdir_lib.DEPLOY, f"{self.cfg.name}_x{self.cfg.scale}_step{step}"), info)
+        except WeightsError as e:
+            log.info(f"warning: the deploy mirror of step {step} failed, training goes on: {e}")
+        self._prune_mirrors(keep=step)
+
+    def _prune_mirrors(self, keep=None):
+        folder = os.path.join(self.workdir, workdir_lib.DEPLOY)
+        if not self.main or not os.path.isdir(folder):
+            return
+        kept = set(self.ckpt.manager.all_steps()) | {keep}
+        for f in os.listdir(folder):
+            m = workdir_lib.STEP_IN_NAME.search(f)
+            if m and int(m[1]) not in kept:
+                os.remove(os.path.join(folder, f))
 
     def _save_after_error(self, step, error):
         """An unexpected error leaves a checkpoint at its step when the state is still whole (not donated to a step
@@ -209,6 +236,7 @@ class Loop:
         """Finish the last save (its failure is the run's error, unless another one is on its way) and close."""
         try:
             self.ckpt.close()
+            self._prune_mirrors()
         except CheckpointError:
             if not quiet:
                 raise
@@ -243,6 +271,7 @@ class Loop:
         if scores.images:
             self.board.images(step, "val/lr_sr_hr", *zip(*scores.images))
         value = scores.values[self.cfg.val.best_metric]
+        self._scores, self._scores_step = {k: float(v) for k, v in scores.values.items()}, step
         self._export(deployable, value, step)
         self.board.flush()
         return value

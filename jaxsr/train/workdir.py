@@ -205,21 +205,26 @@ def resume_point(ckpt, resume_from, main):
     return step, ckpt.meta(step)
 
 
+DEPLOY = "deploy"  # <workdir>/deploy: a weights-only mirror of each kept checkpoint
+STEP_IN_NAME = re.compile(r"_step(\d+)\.")  # snapshot exports and deploy mirrors: <name>_x<s>_step<N>.<ext>
+
+
 def branch(workdir, ckpt, step, main):
-    """The run continues from the checkpoint at `step`: later checkpoints and the exports that may hold later weights
-    move aside under the workdir (never deleted). Returns that folder."""
+    """The run continues from the checkpoint at `step`: later checkpoints, their deploy mirrors and the exports that may
+    hold later weights move aside under the workdir (never deleted). Returns that folder."""
     aside = os.path.join(workdir, "branched", f"after-{step}-{time.strftime('%Y%m%d-%H%M%S')}")
     later = ckpt.move_later(step, os.path.join(aside, "checkpoints"))
-    models = os.path.join(workdir, "models")
     moved = []
-    if main and os.path.isdir(models):
-        for f in sorted(os.listdir(models)):
-            m = re.search(r"_step(\d+)\.", f)
-            if m is None or int(m[1]) > step:  # latest/_best exports may hold later weights; later snapshots do
-                os.makedirs(os.path.join(aside, "models"), exist_ok=True)
-                shutil.move(os.path.join(models, f), os.path.join(aside, "models", f))
+    for folder in ("models", DEPLOY):
+        if not (main and os.path.isdir(os.path.join(workdir, folder))):
+            continue
+        for f in sorted(os.listdir(os.path.join(workdir, folder))):
+            m = STEP_IN_NAME.search(f)
+            if (m is None and folder == "models") or (m and int(m[1]) > step):  # latest/_best exports may hold later weights
+                os.makedirs(os.path.join(aside, folder), exist_ok=True)
+                shutil.move(os.path.join(workdir, folder, f), os.path.join(aside, folder, f))
                 moved.append(f)
-    log.info(f"branching at step {step}: {len(later)} later checkpoint(s) and {len(moved)} export file(s) moved to {aside}")
+    log.info(f"branching at step {step}: {len(later)} later checkpoint(s) and {len(moved)} export and mirror file(s) moved to {aside}")
     return aside
 
 

@@ -349,6 +349,10 @@ class SR:
             done = export_onnx(model, self.spec, base + ".onnx", fp16=self.cfg.export.onnx_fp16)
             log.info(f"{os.path.basename(base)}.onnx: {done.verification.line()}")
 
+    def mirror(self, model, base, info):
+        weights.export(model, self.spec, base + ".safetensors", info)
+        return base + ".safetensors"
+
     def log_images(self, state, batch, step, board):
         """The training pair this batch makes and the eval weights' output on its LR, as LR|SR|HR rows, with
         histograms of the SR values and of the discriminator's logits."""

@@ -370,3 +370,25 @@ def test_workers_under_absl_app_run_and_orbax_checkpoint(tmp_path):
     r = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=240, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'RESUMED {"step": 5}' in r.stdout
+
+
+@pytest.mark.parametrize("limit,kept", [(2, 2), (0.5, 3), (0.01, 1), (0, 6)])
+def test_limit_train_files_keeps_the_first_records_of_the_training_split(tmp_path, limit, kept):
+    imgs = tiles(6, 40)
+    cfg = cfg_for(train_dir=write_folder(str(tmp_path / "tr"), imgs), limit_train_files=float(limit), use_hflip=False,
+                  use_rot=False)
+    sp = resolve_splits(cfg, None, seed=0)
+    seen = set()
+    for batch in take(train_iterator(cfg, sp, 2, seed=0, per_host_batch=4), 12):
+        for gt in batch["gt"]:  # which file each crop was cut from
+            seen |= {i for i, img in enumerate(imgs) if any(np.allclose(gt, img[t:t + 32, l:l + 32], atol=0.5 / 255)
+                                                              for t in range(9) for l in range(9))}
+    assert seen == set(range(kept))
+
+
+def test_limit_train_files_refuses_what_is_neither_a_count_nor_a_fraction():
+    from jaxsr.data import check_options
+
+    for bad in (-1.0, 2.5):
+        with pytest.raises(DataError, match="data.limit_train_files must be a count"):
+            check_options(cfg_for(limit_train_files=bad))

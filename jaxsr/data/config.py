@@ -23,6 +23,8 @@ def default_config():
     alpha: 'drop' (keep the stored RGB, like cv2.IMREAD_COLOR in BasicSR) or 'composite' (over white).
     num_workers: grain worker processes (0 = in-process threads only); read_threads: threads per
     process; prefetch: batches buffered per process.
+    limit_train_files: train on only the first N records of each training source (a count >= 1), or on that fraction
+    of them (0 < f < 1), for quick debugging runs; 0 = all. Validation and test are not limited.
     val_max_images / val_max_size: cap validation to the first N images / a centre crop of at most
     this many HR pixels per side (0 = no cap), to keep validation fast.
     """
@@ -46,6 +48,7 @@ def default_config():
     c.num_workers = 4
     c.read_threads = 2
     c.prefetch = 4
+    c.limit_train_files = 0.0
     c.val_max_images = 0
     c.val_max_size = 0
     return c

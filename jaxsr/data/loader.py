@@ -7,6 +7,7 @@ The iterator's get_state/set_state give an exact resume.
 """
 import json
 import logging
+import math
 import os
 import sys
 import threading
@@ -195,6 +196,16 @@ def _process(process_index, process_count):
     return int(process_index), int(process_count)
 
 
+def _limited(source, limit):
+    """The grain dataset of a source's first `limit` records (a count), or of that fraction of them; all for 0."""
+    ds, n = grain.MapDataset.source(source), len(source)
+    if not limit:
+        return ds
+    keep = min(n, int(limit) if limit >= 1 else max(1, math.ceil(limit * n)))
+    log.info("data: data.limit_train_files=%s: training on the first %d of %d records", limit, keep, n)
+    return ds[:keep]
+
+
 def train_dataset(cfg, splits, scale, seed, per_host_batch, process_index=None, process_count=None):
     """The batched, infinite grain.MapDataset of this host (random access: `ds[step]` is batch `step`).
 
@@ -208,11 +219,12 @@ def train_dataset(cfg, splits, scale, seed, per_host_batch, process_index=None, 
     scale, gt_size = int(scale), int(cfg.gt_size)
     if splits.get("train_lr") is not None and gt_size % scale:
         raise DataError(f"data.gt_size={gt_size} must be a multiple of the scale {scale} for paired data")
-    sources = _sources(splits, scale, gt_size, cfg.small_images)
+    sources = [(w, _limited(src, cfg.get("limit_train_files", 0))) for w, src in _sources(splits, scale, gt_size,
+                                                                                             cfg.small_images)]
     if len(sources) == 1:
-        ds = grain.MapDataset.source(sources[0][1]).seed(int(seed)).shuffle().repeat(None)
+        ds = sources[0][1].seed(int(seed)).shuffle().repeat(None)
     else:  # each source its own seeded epochs; which source each sample comes from: WeightedChoice
-        parts = [grain.MapDataset.source(src).seed(int(np.random.SeedSequence([int(seed), i]).generate_state(1)[0]))
+        parts = [src.seed(int(np.random.SeedSequence([int(seed), i]).generate_state(1)[0]))
                  .shuffle().repeat(None) for i, (_, src) in enumerate(sources)]
         choice = WeightedChoice([w for w, _ in sources], seed)
         ds = grain.MapDataset.select_from_datasets(parts, choice).seed(int(seed))

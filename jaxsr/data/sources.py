@@ -247,6 +247,10 @@ def _training_sources(cfg):
 
 
 def check_options(cfg):
+    limit = cfg.get("limit_train_files", 0)
+    if limit < 0 or (limit >= 1 and limit != int(limit)):
+        raise DataError(f"data.limit_train_files must be a count (1, 2, ...) or a fraction (0 < f < 1) of the training "
+                        f"files, or 0 for all; got {limit!r}")
     if cfg.small_images not in ("pad", "skip"):
         raise DataError(f"data.small_images must be 'pad' or 'skip', not {cfg.small_images!r}")
     if cfg.alpha not in ("drop", "composite"):

@@ -210,6 +210,11 @@ def test_installed_package_has_console_scripts_and_no_convert(tmp_path):
     r = subprocess.run([str(bin_ / "jaxsr-train"), "--config", "demo", "--config.optim.lr=1e-3", "--print_config"], cwd=out,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and '"name": "demo"' in r.stdout, r.stderr
+    (out / "o.yaml").write_text("base: demo\nname: mine\n")  # an overlay on an installed recipe
+    r = subprocess.run([str(bin_ / "jaxsr-train"), "--config", "o.yaml", "--print_config"], cwd=out, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0 and '"name": "mine"' in r.stdout, r.stderr
+    assert os.path.exists(os.path.join(site, "jaxsr", "recipes", "example.yaml"))  # the commented example ships
     from conftest import photo
 
     from jaxsr.imageio import write_image

@@ -144,3 +144,25 @@ def test_standard_dat_tiled_within_1e4_with_enough_overlap():
     ref = upscale(model, img)
     for seam in ("crop", "blend"):
         assert np.abs(upscale(model, img, tile=96, overlap=48, seam=seam, tile_batch=4) - ref).max() <= 1e-4, seam
+
+
+# Each architecture added after the first eight tiles through one table: test_layout's SMALL spec (perturbed), a
+# real-photo crop (h, w) that is no multiple of what the model pads to, and (tile, overlap, seam) runs that must equal
+# the whole-image output within 1e-5 because overlap/2 (crop) or overlap/4 (blend) covers the receptive field, then
+# one run with too little overlap that must not (the test is not vacuous).
+TILED = {  # name: ((h, w), [(tile, overlap, seam), ...], (tile, overlap) that must differ)
+}
+
+
+@pytest.mark.parametrize("name", sorted(TILED))
+def test_tiled_equals_untiled_with_enough_overlap(name):
+    from test_layout import SMALL, perturbed
+
+    (h, w), runs, short = TILED[name]
+    model = perturbed(SMALL[name])
+    img = photo("astronaut", h, w, top=60, left=90)
+    ref = upscale(model, img)
+    for tile, overlap, seam in runs:
+        out = upscale(model, img, tile=tile, overlap=overlap, seam=seam, tile_batch=4)
+        assert np.abs(out - ref).max() <= 1e-5, (tile, overlap, seam)
+    assert np.abs(upscale(model, img, tile=short[0], overlap=short[1], seam="crop", tile_batch=4) - ref).max() > 1e-4

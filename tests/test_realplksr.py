@@ -138,7 +138,7 @@ def test_refusals_and_export_warnings(tmp_path, spandrel):
     from spandrel.architectures.PLKSR import PLKSR
 
     plksr = {k: v.numpy() for k, v in PLKSR(dim=16, n_blocks=2, kernel_size=7).state_dict().items()}
-    assert archs.detect(plksr) is realplksr.ARCH
+    assert archs.detect(plksr) is archs.get("plksr")  # spandrel's PLKSR, not RealPLKSR: jaxsr's plksr reads it
     with pytest.raises(WeightsError, match="PLKSR model .*channe_mixer.*RealPLKSR only"):
         realplksr.infer_spec(plksr)
     sd = numpy_sd(torch_realplksr(2, False, True, True))

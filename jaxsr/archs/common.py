@@ -54,15 +54,19 @@ class Buffer(nnx.Variable):
 
 
 def conv(in_ch, out_ch, kernel_size, *, rngs, dtype=jnp.float32, stride=1, padding=None, groups=1, bias=True,
-         kernel_init=torch_default_init):
-    """nn.Conv2d(in, out, k, stride, padding (default k//2)) in NHWC with explicit symmetric zero padding, as torch pads."""
-    p = kernel_size // 2 if padding is None else padding
+         kernel_init=torch_default_init, dilation=1):
+    """nn.Conv2d(in, out, k, stride, padding (default k//2 * dilation), dilation) in NHWC with explicit symmetric zero
+    padding, as torch pads; k and padding an int or an (h, w) pair."""
+    kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+    ph, pw = ((kh // 2 * dilation, kw // 2 * dilation) if padding is None
+              else (padding, padding) if isinstance(padding, int) else padding)
     return nnx.Conv(
         in_ch,
         out_ch,
-        (kernel_size, kernel_size),
+        (kh, kw),
         strides=stride,
-        padding=((p, p), (p, p)),
+        padding=((ph, ph), (pw, pw)),
+        kernel_dilation=dilation,
         feature_group_count=groups,
         use_bias=bias,
         kernel_init=kernel_init,

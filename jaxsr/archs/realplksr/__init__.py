@@ -9,8 +9,9 @@ kernel_size and split_ratio (pdim / dim) from `lk.conv`, use_ea iff `attn.f.0`, 
 What the keys cannot tell: `dropout` (training only, no weights) and `norm_groups`, which spandrel assumes to
 be 4 (GroupNorm's weights have `dim` entries whatever the groups). A file without jaxsr's stored spec is read
 with 4 groups; an export with other groups (and GroupNorm in use) warns, since spandrel would load it without
-complaint and compute with 4. Refused by name: the original PLKSR (`channe_mixer`, another module), and files
-that spandrel cannot rebuild either (other than 3 channels; a pdim that int(dim * pdim / dim) does not give back).
+complaint and compute with 4. The original PLKSR (`channe_mixer`, which spandrel tells apart first) is jaxsr's
+`plksr`. Refused by name: files that spandrel cannot rebuild either (other than 3 channels; a pdim that
+int(dim * pdim / dim) does not give back; a large kernel other than `lk.conv`).
 """
 import math
 
@@ -23,16 +24,23 @@ SPANDREL_NORM_GROUPS = DEFAULTS["norm_groups"]  # what spandrel assumes: the key
 _LK = ("feats.1.lk.conv.weight", "feats.1.lk.convs.0.weight", "feats.1.lk.mn_conv.weight")
 
 
-def detect(sd):
-    """spandrel's PLKSR-family condition (the original PLKSR included, which infer_spec refuses by name)."""
+def plksr_family(sd):
+    """spandrel's condition for its PLKSR architecture, which holds both networks."""
     return ("feats.0.weight" in sd and any(k in sd for k in _LK) and "feats.1.refine.weight" in sd
             and ("feats.1.channe_mixer.0.weight" in sd or "feats.1.channel_mixer.0.weight" in sd))
+
+
+def detect(sd):
+    """The PLKSR family without the original's `channe_mixer`, which spandrel tells apart first (jaxsr's `plksr`)."""
+    return plksr_family(sd) and "feats.1.channe_mixer.0.weight" not in sd
 
 
 def infer_spec(sd):
     if "feats.1.channel_mixer.0.weight" not in sd:
         raise WeightsError("this is a PLKSR model (the original, feats.N.channe_mixer), not a RealPLKSR; "
-                           "jaxsr supports RealPLKSR only")
+                           "the realplksr bridge reads RealPLKSR only (arch 'plksr' or 'auto' loads it)")
+    if "feats.1.lk.conv.weight" not in sd:
+        raise WeightsError("RealPLKSR without feats.1.lk.conv (a sparse large kernel): spandrel cannot build it either")
     w0 = sd["feats.0.weight"]
     dim, in_ch = int(w0.shape[0]), int(w0.shape[1])
     n_feats = seq_len(sd, "feats")
@@ -74,14 +82,17 @@ def _inferred_pdim(s):
     return pdim_for(s["dim"], pdim / s["dim"])
 
 
+# shared with the original PLKSR (jaxsr/archs/plksr), whose split_ratio spandrel infers the same way
+PDIM_GAP = (lambda s: _inferred_pdim(s) != pdim_for(s["dim"], s["split_ratio"]),
+            lambda s: f"split_ratio={s['split_ratio']} gives {pdim_for(s['dim'], s['split_ratio'])} of {s['dim']} "
+                      f"channels, which spandrel infers back as {_inferred_pdim(s)} and will not load this export "
+                      "(jaxsr will)")
 SPANDREL_GAPS = (
     (lambda s: not s["layer_norm"] and s["norm_groups"] != SPANDREL_NORM_GROUPS,
      lambda s: f"norm_groups={s['norm_groups']}: spandrel/chaiNNer cannot see the groups in the keys and assume "
                f"{SPANDREL_NORM_GROUPS}; they will load this export and compute other outputs (jaxsr reads the groups "
                "from the spec it stores)"),
-    (lambda s: _inferred_pdim(s) != pdim_for(s["dim"], s["split_ratio"]),
-     lambda s: f"split_ratio={s['split_ratio']} gives {pdim_for(s['dim'], s['split_ratio'])} of {s['dim']} channels, "
-               f"which spandrel infers back as {_inferred_pdim(s)} and will not load this export (jaxsr will)"),
+    PDIM_GAP,
 )
 
 

@@ -62,14 +62,17 @@ class GroupNorm(nnx.Module):
 
 
 class PLKConv2d(nnx.Module):
-    """Partial large kernel: a k x k conv on the first pdim channels, the rest passed through."""
+    """Partial large kernel: a k x k conv on the first pdim channels, the rest passed through; with `with_idt`
+    (PLKSR's option, no weights) the convolved channels are added to their conv."""
 
-    def __init__(self, pdim, kernel_size, *, rngs, dtype):
-        self.idx = pdim
+    def __init__(self, pdim, kernel_size, with_idt=False, *, rngs, dtype):
+        self.idx, self.with_idt = pdim, with_idt
         self.conv = conv(pdim, pdim, kernel_size, rngs=rngs, dtype=dtype, kernel_init=trunc_normal_002)
 
     def __call__(self, x):
-        return jnp.concatenate([self.conv(x[..., : self.idx]), x[..., self.idx :]], axis=-1)
+        part = x[..., : self.idx]
+        y = part + self.conv(part) if self.with_idt else self.conv(part)
+        return jnp.concatenate([y, x[..., self.idx :]], axis=-1)
 
 
 class EA(nnx.Module):

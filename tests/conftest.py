@@ -83,6 +83,21 @@ def spandrel():
     return sp
 
 
+@pytest.fixture(scope="session")
+def vgg19_file(tmp_path_factory):
+    """A random VGG19 in torchvision's layout (`features.N.weight/bias`, .safetensors), made without torch: enough for
+    the perceptual loss of a recipe to build and train; tests that compare with torch write their own."""
+    from flax import nnx
+
+    from jaxsr.archs.bridge import state_dict
+    from jaxsr.losses.perceptual import VGG19Features
+    from jaxsr.weights import write_safetensors
+
+    path = tmp_path_factory.mktemp("vgg") / "vgg19.safetensors"
+    write_safetensors(path, state_dict(VGG19Features(rngs=nnx.Rngs(0))))
+    return str(path)
+
+
 def torch_forward(module, img_nhwc):
     """Run a torch module on an NHWC numpy batch, return NHWC numpy (float32, no grad)."""
     import torch

@@ -3,7 +3,7 @@ warm-started from configs/realplksr_x4.py's best export (runs/realplksr_x4/model
 
 From that template: LR crops 96 (GT 384), batch 16; AdamW 1e-4 for G and D; MultiStepLR halving at 100k of 250k;
 no gradient clipping (the fidelity recipe clips at 1.0). Not from it: the upsampler stays DySample, the network of the
-fidelity run this starts from (the template's default is pixelshuffle; it recommends dysample for even scales).
+fidelity run this starts from (the template's is pixelshuffle; it notes dysample is better on even scales).
 The objective, the discriminator and what else differs: jaxsr/recipes/_gan.py. Needs
 --config.losses.perceptual.vgg_weights=/path/to/vgg19-dcbb9e9d.pth.
 """

@@ -8,13 +8,14 @@ import jax.numpy as jnp
 
 from jaxsr.errors import WeightsError
 
-from . import compact, dat, esrgan, hat, realplksr, span, swinir, unet, vgg
+from . import compact, dat, esrgan, hat, rcan, realplksr, safmn, span, swinir, unet, vgg
 from . import mosr, plksr
 from .bridge import Arch
 
 ARCHS: tuple[Arch, ...] = (esrgan.ARCH, dat.ARCH, swinir.ARCH, hat.ARCH, compact.ARCH, span.ARCH, realplksr.ARCH, unet.ARCH,
                             vgg.ARCH)
 ARCHS += (plksr.ARCH, mosr.ARCH)
+ARCHS += (rcan.ARCH, safmn.ARCH)
 
 
 def names(kind="generator"):

@@ -112,6 +112,16 @@ class PixelShuffle(nnx.Module):
         return pixel_shuffle(x, self.r)
 
 
+class PixelUnshuffle(nnx.Module):
+    """nn.PixelUnshuffle as a parameter-free module, at its nn.Sequential index."""
+
+    def __init__(self, r):
+        self.r = r
+
+    def __call__(self, x):
+        return pixel_unshuffle(x, self.r)
+
+
 class Sequential(nnx.List):
     """nn.Sequential: children indexed 0..n-1 exactly as torch numbers them, so state-dict keys line up."""
 
@@ -132,8 +142,8 @@ class LeakyReLU(nnx.Module):
 
 
 class Act(nnx.Module):
-    """A parameter-free torch module (GELU, ReLU, Mish, Sigmoid, AdaptiveAvgPool2d(1), Identity, Rearrange) kept at its
-    nn.Sequential index or attribute."""
+    """A parameter-free torch module (GELU, ReLU, Mish, SiLU, ELU, Sigmoid, AdaptiveAvgPool2d(1), Identity, Rearrange)
+    kept at its nn.Sequential index or attribute."""
 
     def __init__(self, kind: str):
         self.kind = kind
@@ -145,6 +155,10 @@ class Act(nnx.Module):
             return jax.nn.relu(x)
         if self.kind == "mish":
             return jax.nn.mish(x)
+        if self.kind == "silu":
+            return jax.nn.silu(x)
+        if self.kind == "elu":  # nn.ELU's alpha 1
+            return jax.nn.elu(x)
         if self.kind == "sigmoid":
             return jax.nn.sigmoid(x)
         if self.kind == "avgpool":

@@ -34,6 +34,8 @@ SMALL = {
                "img_size": 8, "upsampler": "pixelshuffle", "start_unshuffle": 2},
     "hat": {"arch": "hat", "scale": 2, "embed_dim": 8, "depths": [2], "num_heads": [2], "window_size": 4,
             "compress_ratio": 2, "squeeze_factor": 4, "img_size": 8},
+    "rcan": {"arch": "rcan", "scale": 2, "in_ch": 3, "n_resgroups": 1, "n_resblocks": 1, "n_feats": 8, "reduction": 4},
+    "safmn": {"arch": "safmn", "scale": 2, "dim": 8, "n_blocks": 1, "ffn_scale": 2.0},
     "unet": {"arch": "unet", "num_in_ch": 3, "num_feat": 8, "skip_connection": True},
     "vgg": {"arch": "vgg", "num_in_ch": 3, "num_feat": 8, "input_size": 128},
 }
@@ -55,9 +57,11 @@ def test_the_model_class_defaults_are_the_folders(name):
     import inspect
 
     from jaxsr.archs import compact, dat, esrgan, hat, realplksr, span, swinir, unet, vgg
+    from jaxsr.archs import rcan, safmn
 
     cls = {"esrgan": esrgan.RRDBNet, "dat": dat.DAT, "swinir": swinir.SwinIR, "hat": hat.HAT,
            "compact": compact.SRVGGNetCompact, "span": span.SPAN, "realplksr": realplksr.RealPLKSR,
+           "rcan": rcan.RCAN, "safmn": safmn.SAFMN,
            "unet": unet.UNetDiscriminatorSN, "vgg": vgg.VGGStyleDiscriminator}[name]
     record = archs.get(name)
     params = inspect.signature(cls).parameters

@@ -151,6 +151,9 @@ def test_standard_dat_tiled_within_1e4_with_enough_overlap():
 # the whole-image output within 1e-5 because overlap/2 (crop) or overlap/4 (blend) covers the receptive field, then
 # one run with too little overlap that must not (the test is not vacuous).
 TILED = {  # name: ((h, w), [(tile, overlap, seam), ...], (tile, overlap) that must differ)
+    # receptive field radius 13 LR px (SparsePLK's dilated 5x5 reaches 8); MoSR's ~12 (DySample samples near its pixel)
+    "plksr": ((64, 136), [(48, 32, "crop"), (112, 56, "blend")], (32, 0)),
+    "mosr": ((64, 136), [(48, 32, "crop"), (112, 56, "blend")], (32, 0)),
 }
 
 

@@ -140,6 +140,60 @@ def mosr(scale, upsampler, out_ch=3, expansion_ratio=1.5, conv_ratio=1.0, drop_p
                exact_tags=True, seed=scale, spread=0.05, unseen=("drop_path",))
 
 
+# ------------------------------------------------------------------------------------------------------- RCAN, SAFMN
+
+RCAN_CROP = dict(name="chelsea", h=21, w=27, top=60, left=200)  # odd: the unshuffle variants reflect-pad to 2 or 4
+
+
+def _released_layouts(saved, theirs):
+    """The files users have load through `load_model` and through the trainer's model.arch=auto, tensor for tensor:
+    the original release's bare state dict (.pt), traiNNer-redux's flat .safetensors, BasicSR's `params_ema`."""
+    import tempfile
+
+    import torch
+    from safetensors.torch import save_file
+
+    from jaxsr import weights
+    from jaxsr.archs.bridge import state_dict
+    from jaxsr.train.config import base_config
+    from jaxsr.train.kinds.sr import build_generator
+
+    with tempfile.TemporaryDirectory() as d:
+        for name in ("bare.pt", "flat.safetensors", "ema.pth"):
+            path = f"{d}/{name}"
+            if name.endswith(".safetensors"):
+                save_file(dict(saved), path)
+            else:
+                torch.save(dict(saved) if name == "bare.pt" else {"params_ema": dict(saved)}, path)
+            model, _ = weights.load_model(path)
+            cfg = base_config()
+            cfg.model.arch, cfg.scale, cfg.init_weights = "auto", weights.read(path).spec["scale"], path
+            warm, _ = build_generator(cfg)
+            for m in (model, warm):
+                got = state_dict(m)
+                assert got.keys() == saved.keys(), name
+                assert all(np.array_equal(got[k], saved[k].numpy()) for k in saved), name
+
+
+def rcan(scale, norm=True, unshuffle=False, in_ch=3, kernel_size=3, groups=1, blocks=1, check=None):
+    spec = {"arch": "rcan", "scale": scale, "in_ch": in_ch, "n_resgroups": groups, "n_resblocks": blocks, "n_feats": 8,
+            "rgb_range": 255.0, "norm": norm, "kernel_size": kernel_size, "reduction": 4, "res_scale": 1.0,
+            "act_mode": "relu", "unshuffle_mod": unshuffle}
+    kwargs = dict(scale=scale, n_resgroups=groups, n_resblocks=blocks, n_feats=8, n_colors=in_ch, norm=norm,
+                  kernel_size=kernel_size, reduction=4, unshuffle_mod=unshuffle)
+    tags = {"8nf", f"{groups}nrg", f"{blocks}nrb"} | ({"unshuffle"} if unshuffle else set())
+    return Row(f"rcan_x{scale}{'' if norm else '_nonorm'}{'_unshuffle' if unshuffle else ''}", spec, ("RCAN.RCAN", kwargs),
+               "RCAN", RCAN_CROP, SR, frozenset(tags), exact_tags=True, seed=scale, spread=0.02, check=check)
+
+
+def safmn(scale, ffn_scale=2.0, check=None):
+    spec = {"arch": "safmn", "scale": scale, "dim": 8, "n_blocks": 2, "ffn_scale": ffn_scale}
+    kwargs = dict(dim=8, n_blocks=2, ffn_scale=ffn_scale, upscaling_factor=scale)
+    return Row(f"safmn_x{scale}", spec, ("SAFMN.SAFMN", kwargs), "SAFMN",
+               dict(RCAN_CROP, h=19), SR, frozenset({"8dim", "2nb"}), exact_tags=True,  # SAFMN pools by 2, 4 and 8
+               seed=scale, spread=0.05, check=check)
+
+
 # ------------------------------------------------------------------------------------------------------- window transformers
 
 TRANSFORMER_CROP = dict(name="astronaut", h=27, w=30, top=100, left=150)  # no multiple of 7, 8 or 16 (window x unshuffle)
@@ -189,6 +243,8 @@ ROWS = [
     *(compact(s) for s in (1, 2, 3, 4, 8)),
     *(span(s, norm) for s, norm in ((1, False), (2, True), (3, False), (4, True), (8, False))),
     realplksr(3, "dysample", False), realplksr(4, "pixelshuffle", True), realplksr(1, "dysample", True),
+    rcan(4, groups=2, blocks=2, check=_released_layouts), rcan(3, norm=False, in_ch=1, kernel_size=5),
+    rcan(2, unshuffle=True), rcan(1, unshuffle=True), safmn(4, check=_released_layouts), safmn(3, ffn_scale=1.5), safmn(2),
     plksr(4, "CCM", "PLK", True, 7), plksr(3, "ICCM", "SparsePLK", False, 17), plksr(2, "DCCM", "RectSparsePLK", True, 9),
     mosr(4, "ps", drop_path=0.1), mosr(3, "gps", expansion_ratio=2.0, conv_ratio=0.5), mosr(2, "dys", out_ch=1),
     swinir("lightweight_x4", {"small", "s32w8", "64nf", "24dim", "1conv", "1unshuf"}),

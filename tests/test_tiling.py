@@ -154,6 +154,8 @@ TILED = {  # name: ((h, w), [(tile, overlap, seam), ...], (tile, overlap) that m
     # receptive field radius 13 LR px (SparsePLK's dilated 5x5 reaches 8); MoSR's ~12 (DySample samples near its pixel)
     "plksr": ((64, 136), [(48, 32, "crop"), (112, 56, "blend")], (32, 0)),
     "mosr": ((64, 136), [(48, 32, "crop"), (112, 56, "blend")], (32, 0)),
+    # SAFMN: ~16 LR px (its coarsest level pools 8 x 8 blocks, then a 3x3 there); tiles on its 8 px grid
+    "safmn": ((150, 229), [(96, 48, "crop"), (144, 72, "blend")], (64, 0)),
 }
 
 

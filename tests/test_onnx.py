@@ -25,6 +25,7 @@ GENERATORS = {n: s for n, s in SMALL.items() if archs.get(n).kind == "generator"
 EXTRA = {  # paths SMALL's specs do not reach
     "esrgan_x2": {**SMALL["esrgan"], "scale": 2},  # pixel-unshuffle: the graph reflect-pads to even sides and crops
     "esrgan_x1": {**SMALL["esrgan"], "scale": 1},
+    "rcan_x1_unshuffle": {**SMALL["rcan"], "scale": 1, "unshuffle_mod": True, "norm": False},  # RCAN's own reflect pad
     "dat_shifted": spec_for("dat_light", embed_dim=16, depth=[1, 1], num_heads=[2, 2], split_size=[2, 4], num_feat=16,
                             scale=2, upsampler="dysample"),  # shifted windows (masks) and DySample's gather
 }

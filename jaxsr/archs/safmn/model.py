@@ -72,7 +72,7 @@ class SAFM(nnx.Module):
 
     def __call__(self, x):
         h, w = x.shape[1:3]
-        if min(h, w) < 2 ** (N_LEVELS - 1):
+        if h < 2 ** (N_LEVELS - 1) or w < 2 ** (N_LEVELS - 1):  # not min(): symbolic sides compare one at a time
             raise ValueError(f"SAFMN needs sides of at least {2 ** (N_LEVELS - 1)} px (it pools by 8), got {h}x{w}")
         out = []
         for i, xc in enumerate(jnp.split(x, N_LEVELS, axis=-1)):

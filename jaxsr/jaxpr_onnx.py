@@ -573,8 +573,32 @@ def _dot_general(g, eqn, a, b):
     return g.node("Reshape", [y, g.shape(out)], allowzero=1)
 
 
+def _conv_transpose(g, eqn, x, w):
+    """A convolution of the stride-dilated input (lhs_dilation: how a transposed convolution traces) as ONNX
+    ConvTranspose: its weight is the kernel flipped and with in/out swapped, its pads k - 1 - the dilated conv's."""
+    p = eqn.params
+    lhs, rhs, out = p["dimension_numbers"]
+    if any(d != 1 for d in p["rhs_dilation"]) or p["feature_group_count"] != 1 or not isinstance(w, np.ndarray):
+        raise ExportError("transposed convolutions are lowered only ungrouped, undilated and with constant weights")
+    k = np.transpose(w, rhs)  # (out, in, kh, kw)
+    sizes = k.shape[2:]
+    pads = [s - 1 - lo for s, (lo, _) in zip(sizes, p["padding"])] + [s - 1 - hi for s, (_, hi) in zip(sizes, p["padding"])]
+    if any(q < 0 for q in pads):
+        raise ExportError("transposed convolutions padded wider than their kernel are not lowered")
+    xa, wa = eqn.invars[0].aval, eqn.invars[1].aval
+    want = eqn.outvars[0].aval.dtype
+    x = g.node("Transpose", [g.value(x, xa.dtype)], perm=list(lhs))
+    wt = g.const(np.ascontiguousarray(np.flip(k, (2, 3)).transpose(1, 0, 2, 3)).astype(wa.dtype))
+    if np.dtype(xa.dtype) != np.dtype(want):
+        x, wt = (g.node("Cast", [t], to=onnx_type(want)) for t in (x, wt))
+    y = g.node("ConvTranspose", [x, wt], strides=list(p["lhs_dilation"]), pads=pads)
+    return g.node("Transpose", [y], perm=[int(i) for i in np.argsort(out)])
+
+
 def _conv(g, eqn, x, w):
     p = eqn.params
+    if any(d != 1 for d in p["lhs_dilation"]) and p["batch_group_count"] == 1:
+        return _conv_transpose(g, eqn, x, w)
     if any(d != 1 for d in p["lhs_dilation"]) or p["batch_group_count"] != 1:
         raise ExportError("transposed or batch-grouped convolutions are not lowered")
     pads = [lo for lo, _ in p["padding"]] + [hi for _, hi in p["padding"]]

@@ -41,6 +41,7 @@ SMALL = {
               "sparse_dilations": [1, 2, 3, 4], "with_idt": False, "use_ea": True},
     "mosr": {"arch": "mosr", "scale": 2, "in_ch": 3, "out_ch": 3, "n_block": 2, "dim": 8, "upsampler": "dys",
              "drop_path": 0.1, "kernel_size": 5, "expansion_ratio": 1.5, "conv_ratio": 1.0},
+    "realcugan": {"arch": "realcugan", "scale": 4, "in_ch": 3, "out_ch": 3, "pro": True, "fast": False},  # fixed widths
     "unet": {"arch": "unet", "num_in_ch": 3, "num_feat": 8, "skip_connection": True},
     "vgg": {"arch": "vgg", "num_in_ch": 3, "num_feat": 8, "input_size": 128},
 }
@@ -62,6 +63,7 @@ def test_the_model_class_defaults_are_the_folders(name):
     import inspect
 
     from jaxsr.archs import compact, dat, esrgan, hat, realplksr, span, swinir, unet, vgg
+    from jaxsr.archs import realcugan
     from jaxsr.archs import rcan, safmn
     from jaxsr.archs import mosr, plksr
 
@@ -69,6 +71,7 @@ def test_the_model_class_defaults_are_the_folders(name):
            "compact": compact.SRVGGNetCompact, "span": span.SPAN, "realplksr": realplksr.RealPLKSR,
            "plksr": plksr.PLKSR, "mosr": mosr.MoSR,
            "rcan": rcan.RCAN, "safmn": safmn.SAFMN,
+           "realcugan": realcugan.UpCunet,
            "unet": unet.UNetDiscriminatorSN, "vgg": vgg.VGGStyleDiscriminator}[name]
     record = archs.get(name)
     params = inspect.signature(cls).parameters

@@ -28,6 +28,7 @@ EXTRA = {  # paths SMALL's specs do not reach
     "rcan_x1_unshuffle": {**SMALL["rcan"], "scale": 1, "unshuffle_mod": True, "norm": False},  # RCAN's own reflect pad
     "dat_shifted": spec_for("dat_light", embed_dim=16, depth=[1, 1], num_heads=[2, 2], split_size=[2, 4], num_feat=16,
                             scale=2, upsampler="dysample"),  # shifted windows (masks) and DySample's gather
+    "realcugan_fast": {**SMALL["realcugan"], "scale": 2, "pro": False, "fast": True},  # unshuffled, sides padded to 4
 }
 CASES = {**GENERATORS, **EXTRA}
 

@@ -237,6 +237,67 @@ def dat(variant, tag):
                seed=7, perturb_buffers=False, prepare=_random_bn_statistics)  # rpe_biases: coordinates
 
 
+# ------------------------------------------------------------------------------------------------------- Real-CUGAN
+
+CUGAN_CROP = dict(name="chelsea", h=33, w=37, top=60, left=180)  # odd: the forward reflect-pads to 2 (x3: 4) itself
+
+
+def _cugan_call(spec, saved, crop, alpha=1.0, descriptor=False):
+    """(ours, spandrel's): our model built from the saved state dict and spandrel's loader of it, called on a real-photo
+    crop: the module itself (with an alpha), or the descriptor (which pads to its size requirements, crops back and
+    clamps)."""
+    import spandrel
+    import torch
+    from conftest import photo
+
+    from jaxsr import archs
+    from jaxsr.archs.bridge import load_state_dict
+
+    ours = archs.build(spec)
+    load_state_dict(ours, {k: v.numpy() for k, v in saved.items()})
+    x = photo(**crop)[None]
+    desc = spandrel.ModelLoader().load_from_state_dict(dict(saved))
+    t = torch.from_numpy(x.transpose(0, 3, 1, 2))
+    ours = np.asarray(ours(jnp.asarray(x), alpha))
+    with torch.no_grad():
+        if descriptor:
+            return np.clip(ours, 0, 1), desc(t).numpy().transpose(0, 2, 3, 1)
+        return ours, (desc.model(t) if spec["fast"] else desc.model(t, alpha)).numpy().transpose(0, 2, 3, 1)
+
+
+def _cugan_check(spec):
+    def check(saved, theirs):
+        """The forward's alpha (the denoise strength of the original scripts) as the reference takes it, on a crop below
+        spandrel's minimum side that torch's forward still runs; the fast model on sides off its multiple of 4, which
+        spandrel's descriptor reflect-pads as we do."""
+        if spec["fast"]:
+            ours, ref = _cugan_call(spec, saved, dict(CUGAN_CROP, h=45, w=51), descriptor=True)
+        else:
+            ours, ref = _cugan_call(spec, saved, dict(CUGAN_CROP, h=23, w=27), alpha=0.6)
+        assert np.abs(ours - ref).max() <= SR
+
+    return check
+
+
+def _pro_marker_of_another_shape(sd):
+    """A released pro file's `pro` entry is only a marker; spandrel overwrites it with zeros(1), whatever it holds."""
+    import torch
+
+    return {**sd, "pro": torch.ones(())}
+
+
+def realcugan(scale, pro=False, fast=False):
+    spec = {"arch": "realcugan", "scale": scale, "in_ch": 3, "out_ch": 3, "pro": pro, "fast": fast}
+    cls, kwargs = ("UpCunet2x_fast", {}) if fast else (f"UpCunet{scale}x", {"pro": pro})
+    tags = {"pro"} if pro else {"fast"} if fast else set()
+    return Row(f"realcugan_x{scale}{'_pro' if pro else ''}{'_fast' if fast else ''}", spec,
+               (f"RealCUGAN.{cls}", dict(in_channels=3, out_channels=3, **kwargs)), "RealCUGAN",
+               dict(CUGAN_CROP, h=44, w=52) if fast else CUGAN_CROP,  # the fast forward takes multiples of 4 only
+               SR, frozenset(tags), exact_tags=True, seed=scale,
+               file_keys=_pro_marker_of_another_shape if pro else None,
+               check=_cugan_check(spec) if scale == 2 else None)
+
+
 ROWS = [
     *(esrgan(s) for s in (4, 2, 1, 8)),
     *(esrgan(s, plus=True) for s in (4, 2, 8)),
@@ -254,6 +315,7 @@ ROWS = [
     hat("x4", {"small", "s64w8", "64nf", "24dim", "1conv"}),
     hat("x3", {"medium", "s64w4"}),
     dat("dat_light", "light"), dat("dat_s", "small"), dat("dat_2_l", "medium"),
+    realcugan(2), realcugan(3, pro=True), realcugan(4, pro=True), realcugan(2, fast=True),
 ]
 assert len({r.id for r in ROWS}) == len(ROWS)
 

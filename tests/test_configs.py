@@ -18,11 +18,13 @@ from jaxsr.train.kinds.sr import generator_spec
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = ["demo", "x4", "x4_gan", "x2", "dat2_x4", "compact_x4", "span_x4", "realplksr_x4", "swinir_x4", "hat_x4",
            "compact_x4_gan", "span_x4_gan", "realplksr_x4_gan", "dat2_x4_gan", "swinir_x4_gan", "hat_x4_gan"]
+RECIPES += ["plksr_x4", "mosr_x4"]
 GAN_RECIPES = [n for n in RECIPES if n.endswith("_gan")]  # they need a VGG19 file for their perceptual loss
 
 
 SPANDREL_ID = {"esrgan": "ESRGAN", "dat": "DAT", "compact": "Compact", "span": "SPAN", "realplksr": "PLKSR", "swinir": "SwinIR",
                "hat": "HAT"}
+SPANDREL_ID.update(plksr="PLKSR", mosr="MoSR")
 
 
 @pytest.mark.parametrize("name", RECIPES)
@@ -35,6 +37,7 @@ def test_recipe_resolves_builds_and_its_export_opens_in_spandrel(tmp_path, spand
     # RealESRGAN_x4plus, realesr-animevideov3, RealPLKSR 64/28/17 with DySample, SwinIR-M, HAT-S (as torch counts them)
     expected = {"x4": 16_697_987, "x4_gan": 16_697_987, "compact_x4": 621_424, "realplksr_x4": 7_402_243,
                 "swinir_x4": 11_900_199, "hat_x4": 9_621_183}
+    expected.update(plksr_x4=5_551_088, mosr_x4=4_481_472)  # PLKSR 64/28/17 CCM; MoSR 64/24 with GPS
     assert n == expected.get(name, n) and n > 0
     if name not in GAN_RECIPES:
         build_losses(cfg.losses)

@@ -117,7 +117,7 @@ def realplksr(scale, upsampler, layer_norm):
 PLKSR_CROP = dict(name="astronaut", h=27, w=35, top=100, left=150)
 
 
-def plksr(scale, ccm_type, lk_type, use_ea, kernel_size):
+def plksr(scale, ccm_type, lk_type, use_ea, kernel_size, check=None):
     """The original PLKSR: every mixer, large kernel and EA choice spandrel detects (SparsePLK as spandrel assumes it:
     four 5x5 convs, dilations 1-4; its kernel_size is unused and spandrel reports its default, 17)."""
     spec = {"arch": "plksr", "scale": scale, "dim": 16, "n_blocks": 2, "ccm_type": ccm_type, "kernel_size": kernel_size,
@@ -127,17 +127,17 @@ def plksr(scale, ccm_type, lk_type, use_ea, kernel_size):
                   split_ratio=0.25, lk_type=lk_type, use_ea=use_ea)
     return Row(f"plksr_x{scale}_{ccm_type}_{lk_type}{'_ea' if use_ea else ''}", spec, ("PLKSR.PLKSR", kwargs), "PLKSR",
                PLKSR_CROP, SR, frozenset({"16dim", "2nb", f"{kernel_size}ks", ccm_type}), exact_tags=True, seed=scale,
-               spread=0.05)
+               spread=0.05, check=check)
 
 
-def mosr(scale, upsampler, out_ch=3, expansion_ratio=1.5, conv_ratio=1.0, drop_path=0.0):
+def mosr(scale, upsampler, out_ch=3, expansion_ratio=1.5, conv_ratio=1.0, drop_path=0.0, check=None):
     """MoSR with each upsampler spandrel detects; drop_path (training only) leaves no trace in the keys."""
     spec = {"arch": "mosr", "scale": scale, "in_ch": 3, "out_ch": out_ch, "n_block": 2, "dim": 16, "upsampler": upsampler,
             "drop_path": drop_path, "kernel_size": 7, "expansion_ratio": expansion_ratio, "conv_ratio": conv_ratio}
     kwargs = dict(in_ch=3, out_ch=out_ch, upscale=scale, n_block=2, dim=16, upsampler=upsampler, drop_path=drop_path,
                   kernel_size=7, expansion_ratio=expansion_ratio, conv_ratio=conv_ratio)
     return Row(f"mosr_x{scale}_{upsampler}", spec, ("MoSR.MoSR", kwargs), "MoSR", PLKSR_CROP, SR, frozenset(),
-               exact_tags=True, seed=scale, spread=0.05, unseen=("drop_path",))
+               exact_tags=True, seed=scale, spread=0.05, unseen=("drop_path",), check=check)
 
 
 # ------------------------------------------------------------------------------------------------------- RCAN, SAFMN
@@ -306,8 +306,10 @@ ROWS = [
     realplksr(3, "dysample", False), realplksr(4, "pixelshuffle", True), realplksr(1, "dysample", True),
     rcan(4, groups=2, blocks=2, check=_released_layouts), rcan(3, norm=False, in_ch=1, kernel_size=5),
     rcan(2, unshuffle=True), rcan(1, unshuffle=True), safmn(4, check=_released_layouts), safmn(3, ffn_scale=1.5), safmn(2),
-    plksr(4, "CCM", "PLK", True, 7), plksr(3, "ICCM", "SparsePLK", False, 17), plksr(2, "DCCM", "RectSparsePLK", True, 9),
-    mosr(4, "ps", drop_path=0.1), mosr(3, "gps", expansion_ratio=2.0, conv_ratio=0.5), mosr(2, "dys", out_ch=1),
+    plksr(4, "CCM", "PLK", True, 7, check=_released_layouts), plksr(3, "ICCM", "SparsePLK", False, 17),
+    plksr(2, "DCCM", "RectSparsePLK", True, 9),
+    mosr(4, "ps", drop_path=0.1, check=_released_layouts), mosr(3, "gps", expansion_ratio=2.0, conv_ratio=0.5),
+    mosr(2, "dys", out_ch=1),
     swinir("lightweight_x4", {"small", "s32w8", "64nf", "24dim", "1conv", "1unshuf"}),
     swinir("classical_x2_3conv", {"s48w8", "3conv"}),
     swinir("unshuffle_x2", {"2unshuf", "s32w8"}),

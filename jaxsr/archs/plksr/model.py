@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxsr.archs.common import Act, PixelShuffle, Sequential, conv, spec_kwargs, trunc_normal_002
-from jaxsr.archs.realplksr.model import EA, IN_CH, PLKConv2d, pdim_for
+from jaxsr.archs.realplksr.model import EA, IN_CH, PLKConv2d, RepeatedInputSR, pdim_for
 
 # A spec's fields and their defaults: spandrel's PLKSR class defaults, which traiNNer-redux's `plksr` takes too
 # (the paper's released x2/x3/x4 models are DCCM); the scale is the run's
@@ -123,7 +123,7 @@ def check_hyperparameters(dim, ccm_type, kernel_size, split_ratio, lk_type, use_
                          "reference's padding changes the image size")
 
 
-class PLKSR(nnx.Module):
+class PLKSR(RepeatedInputSR):
     """PLKSR on NHWC images in [0, 1], any size: feats(x) + x repeated per sub-pixel, then PixelShuffle."""
 
     def __init__(self, *, scale=4, dim=64, n_blocks=28, ccm_type="CCM", kernel_size=17, split_ratio=0.25, lk_type="PLK",
@@ -141,13 +141,6 @@ class PLKSR(nnx.Module):
             + [conv(dim, IN_CH * scale * scale, 3, rngs=rngs, dtype=dtype, kernel_init=trunc_normal_002)])
         self.to_img = PixelShuffle(scale)
         self.eval()
-
-    def __call__(self, x):
-        """x: (B, H, W, 3) float in [0, 1] -> (B, sH, sW, 3) float32."""
-        x = x.astype(self.dtype)
-        # torch.repeat_interleave over channels: channel c feeds sub-pixel channels c*s^2 ... c*s^2 + s^2 - 1
-        x = self.feats(x) + jnp.repeat(x, self.scale * self.scale, axis=-1)
-        return self.to_img(x).astype(jnp.float32)
 
 
 def build(spec, *, rngs=None, dtype=jnp.float32):

@@ -103,7 +103,18 @@ class PLKBlock(nnx.Module):
         return y + x
 
 
-class RealPLKSR(nnx.Module):
+class RepeatedInputSR(nnx.Module):
+    """The forward PLKSR and RealPLKSR share: feats(x) + x repeated per sub-pixel, then to_img."""
+
+    def __call__(self, x):
+        """x: (B, H, W, 3) float in [0, 1] -> (B, sH, sW, 3) float32."""
+        x = x.astype(self.dtype)
+        # torch.repeat_interleave over channels: channel c feeds sub-pixel channels c*s^2 ... c*s^2 + s^2 - 1
+        x = self.feats(x) + jnp.repeat(x, self.scale * self.scale, axis=-1)
+        return self.to_img(x).astype(jnp.float32)
+
+
+class RealPLKSR(RepeatedInputSR):
     """RealPLKSR on NHWC images in [0, 1], any size: feats(x) + x repeated per sub-pixel, then to_img."""
 
     def __init__(self, *, scale=4, dim=64, n_blocks=28, kernel_size=17, split_ratio=0.25, use_ea=True, norm_groups=4,
@@ -130,13 +141,6 @@ class RealPLKSR(nnx.Module):
         else:
             self.to_img = PixelShuffle(scale)
         self.eval()
-
-    def __call__(self, x):
-        """x: (B, H, W, 3) float in [0, 1] -> (B, sH, sW, 3) float32."""
-        x = x.astype(self.dtype)
-        # torch.repeat_interleave over channels: channel c feeds sub-pixel channels c*s^2 ... c*s^2 + s^2 - 1
-        x = self.feats(x) + jnp.repeat(x, self.scale * self.scale, axis=-1)
-        return self.to_img(x).astype(jnp.float32)
 
 
 def build(spec, *, rngs=None, dtype=jnp.float32):

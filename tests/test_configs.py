@@ -19,12 +19,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = ["demo", "x4", "x4_gan", "x2", "dat2_x4", "compact_x4", "span_x4", "realplksr_x4", "swinir_x4", "hat_x4",
            "compact_x4_gan", "span_x4_gan", "realplksr_x4_gan", "dat2_x4_gan", "swinir_x4_gan", "hat_x4_gan"]
 RECIPES += ["plksr_x4", "mosr_x4"]
+RECIPES += ["rcan_x4", "safmn_x4"]
 GAN_RECIPES = [n for n in RECIPES if n.endswith("_gan")]  # they need a VGG19 file for their perceptual loss
 
 
 SPANDREL_ID = {"esrgan": "ESRGAN", "dat": "DAT", "compact": "Compact", "span": "SPAN", "realplksr": "PLKSR", "swinir": "SwinIR",
                "hat": "HAT"}
 SPANDREL_ID.update(plksr="PLKSR", mosr="MoSR")
+SPANDREL_ID.update(rcan="RCAN", safmn="SAFMN")
 
 
 @pytest.mark.parametrize("name", RECIPES)
@@ -38,6 +40,7 @@ def test_recipe_resolves_builds_and_its_export_opens_in_spandrel(tmp_path, spand
     expected = {"x4": 16_697_987, "x4_gan": 16_697_987, "compact_x4": 621_424, "realplksr_x4": 7_402_243,
                 "swinir_x4": 11_900_199, "hat_x4": 9_621_183}
     expected.update(plksr_x4=5_551_088, mosr_x4=4_481_472)  # PLKSR 64/28/17 CCM; MoSR 64/24 with GPS
+    expected.update(rcan_x4=15_592_379, safmn_x4=239_520)  # RCAN 10/20/64 (mean shifts included); SAFMN 36/8
     assert n == expected.get(name, n) and n > 0
     if name not in GAN_RECIPES:
         build_losses(cfg.losses)

@@ -147,7 +147,7 @@ RCAN_CROP = dict(name="chelsea", h=21, w=27, top=60, left=200)  # odd: the unshu
 
 def _released_layouts(saved, theirs):
     """The files users have load through `load_model` and through the trainer's model.arch=auto, tensor for tensor:
-    the original release's bare state dict (.pt), traiNNer-redux's flat .safetensors, BasicSR's `params_ema`."""
+    the original release's bare state dict (.pt), traiNNer-redux's flat .safetensors, BasicSR's `params` + `params_ema`."""
     import tempfile
 
     import torch
@@ -164,7 +164,7 @@ def _released_layouts(saved, theirs):
             if name.endswith(".safetensors"):
                 save_file(dict(saved), path)
             else:
-                torch.save(dict(saved) if name == "bare.pt" else {"params_ema": dict(saved)}, path)
+                torch.save(dict(saved) if name == "bare.pt" else {"params": dict(saved), "params_ema": dict(saved)}, path)
             model, _ = weights.load_model(path)
             cfg = base_config()
             cfg.model.arch, cfg.scale, cfg.init_weights = "auto", weights.read(path).spec["scale"], path

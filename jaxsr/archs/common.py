@@ -97,6 +97,13 @@ def pixel_unshuffle(x, r):
     return x.reshape(n, h // r, w // r, c * r * r)
 
 
+def reflect_pad_to(x, m):
+    """NHWC reflect-padded at the bottom/right to sides that are multiples of m, as the references' check_image_size
+    pads (unchanged where they already are)."""
+    ph, pw = (-x.shape[1]) % m, (-x.shape[2]) % m
+    return jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="reflect") if ph or pw else x
+
+
 def upsample_nearest2x(x):
     """F.interpolate(scale_factor=2, mode='nearest'): repeat every pixel twice along H and W."""
     return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)

@@ -27,8 +27,8 @@ from flax import nnx
 from jaxsr.archs.attention import (Mlp, PatchEmbed, WindowAttention, add_absolute_pos_embed, drop_path, from_windows,
                                    gather_bias, layer_norm, linear, relative_position_index, resi_conv, resolve_impl,
                                    run_block, to_windows, window_attention)
-from jaxsr.archs.common import (RGB_MEAN, Act, Buffer, LeakyReLU, Sequential, constructor_kwargs, conv, trunc_normal_002,
-                                variant_spec)
+from jaxsr.archs.common import (RGB_MEAN, Act, Buffer, LeakyReLU, Sequential, constructor_kwargs, conv,
+                                reflect_pad_to, trunc_normal_002, variant_spec)
 from jaxsr.archs.upsample import pixelshuffle
 
 # Named configurations: the authors' options/test/HAT-S_SRx4.yml, HAT_SRx4.yml and HAT-L_SRx4_ImageNet-pretrain.yml
@@ -265,9 +265,7 @@ class HAT(nnx.Module):
         H, W = x.shape[1:3]
         mean = jnp.asarray(self.mean, jnp.float32)
         x = (x.astype(jnp.float32) - mean) * self.img_range
-        ph, pw = (-H) % self.window_size, (-W) % self.window_size
-        if ph or pw:  # reflect padding right/bottom, as the reference's check_image_size
-            x = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="reflect")
+        x = reflect_pad_to(x, self.window_size)
         x = self.conv_first(x.astype(self.dtype))
         x = self.conv_after_body(self.forward_features(x)) + x
         x = self.conv_last(self.upsample(self.conv_before_upsample(x)))

@@ -17,7 +17,7 @@ with. Without `norm` they are identities and `rgb_range` is 1.
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxsr.archs.common import RGB_MEAN, Act, LeakyReLU, PixelUnshuffle, Sequential, conv, spec_kwargs
+from jaxsr.archs.common import RGB_MEAN, Act, LeakyReLU, PixelUnshuffle, Sequential, conv, reflect_pad_to, spec_kwargs
 from jaxsr.archs.upsample import pixelshuffle
 
 # A spec's fields and their defaults: the reference's (RCAN's paper model, 10 groups x 20 blocks x 64 features);
@@ -108,12 +108,7 @@ class RCAN(nnx.Module):
     def __call__(self, x):
         """x: (B, H, W, in_ch) float in [0, 1], any H, W -> (B, scale*H, scale*W, in_ch) float32."""
         h, w = x.shape[1:3]
-        m = self.downscale
-        ph, pw = (-h) % m, (-w) % m
-        x = x.astype(jnp.float32)
-        if ph or pw:  # reflect padding right/bottom, as the reference's check_img_size
-            x = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="reflect")
-        x = x * self.rgb_range
+        x = reflect_pad_to(x.astype(jnp.float32), self.downscale) * self.rgb_range
         if self.is_norm:
             x = self.sub_mean(x)
         x = self.head(x.astype(self.dtype))

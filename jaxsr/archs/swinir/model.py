@@ -26,7 +26,7 @@ from flax import nnx
 from jaxsr.archs.attention import (Mlp, PatchEmbed, WindowAttention, add_absolute_pos_embed, drop_path, layer_norm,
                                    resi_conv, run_block)
 from jaxsr.archs.common import (RGB_MEAN, LeakyReLU, Sequential, constructor_kwargs, conv, pixel_unshuffle,
-                                trunc_normal_002, variant_spec)
+                                reflect_pad_to, trunc_normal_002, variant_spec)
 from jaxsr.archs.upsample import nearest_conv, pixelshuffle, pixelshuffle_direct
 
 UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "nearest+conv", "")
@@ -181,11 +181,7 @@ class SwinIR(nnx.Module):
     def __call__(self, x):
         """x: (B, H, W, in_ch) float in [0, 1], any H, W -> (B, scale*H, scale*W, in_ch) float32."""
         H, W = x.shape[1:3]
-        m = self.tile_multiple
-        ph, pw = (-H) % m, (-W) % m
-        x = x.astype(jnp.float32)
-        if ph or pw:  # reflect padding right/bottom, as the reference's check_image_size
-            x = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="reflect")
+        x = reflect_pad_to(x.astype(jnp.float32), self.tile_multiple)
         mean = jnp.asarray(self.mean, jnp.float32)
         x = (x - mean) * self.img_range
         if self.start_unshuffle > 1:

@@ -6,7 +6,8 @@ each in its own process (so that peak memory is its own), one table (not a test)
 
 The standard configurations: Compact 64/16 (realesr-animevideov3), SPAN 48, RealPLKSR 64/28/17 with DySample,
 ESRGAN+ 64/23/32, SwinIR-M classical, HAT-S, PLKSR 64/28/17 CCM (`plksr`, traiNNer-redux's default), MoSR 64/24
-with GPS (`mosr`, its from-scratch template's), RCAN 10/20/64 and SAFMN 36/8 (the papers'); all x4. The train step
+with GPS (`mosr`, its from-scratch template's), RCAN 10/20/64 and SAFMN 36/8 (the papers'), Real-CUGAN x4 (the
+released networks' fixed widths) and OmniSR 64/5 (traiNNer-redux's template, the paper's); all x4. The train step
 is an L1 loss, its gradient and an Adam update, in training mode (dropout, drop path). The torch module is spandrel's,
 loaded from jaxsr's export of the same model.
 On GPU, --dtype bfloat16 uses bf16 compute in jaxsr and autocast bf16 + channels_last in torch. --remat (SwinIR,
@@ -45,6 +46,9 @@ def standard_spec(name, remat=False):
                  "expansion_ratio": 1.5, "conv_ratio": 1.0},
         "rcan": {"arch": "rcan", "scale": 4, "in_ch": 3, "n_resgroups": 10, "n_resblocks": 20, "n_feats": 64, "reduction": 16},
         "safmn": {"arch": "safmn", "scale": 4, "dim": 36, "n_blocks": 8, "ffn_scale": 2.0},
+        "realcugan": {"arch": "realcugan", "scale": 4, "in_ch": 3, "out_ch": 3, "pro": False, "fast": False},
+        "omnisr": {"arch": "omnisr", "scale": 4, "in_ch": 3, "out_ch": 3, "num_feat": 64, "block_num": 1, "pe": True,
+                   "window_size": 8, "res_num": 5, "bias": True},
         "esrgan_plus": {"arch": "esrgan", "scale": 4, "in_ch": 3, "out_ch": 3, "num_feat": 64, "num_block": 23, "num_grow_ch": 32,
                         "plus": True},
         "swinir": lambda: swinir_spec("swinir_m", scale=4, use_chk=remat),

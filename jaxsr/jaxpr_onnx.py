@@ -619,6 +619,27 @@ def _conv(g, eqn, x, w):
     return g.node("Transpose", [y], perm=[int(i) for i in np.argsort(out)])
 
 
+def _max_pool(g, eqn, x):
+    """reduce_window_max (a max pool) as ONNX MaxPool: the axes the window leaves alone (size 1, stride 1, no padding) go
+    first, as MaxPool's N and C, the pooled ones after them."""
+    p = eqn.params
+    if any(d != 1 for d in p["base_dilation"]):
+        raise ExportError("a max pool over a dilated input is not lowered")
+    nd = len(p["window_dimensions"])
+    plain = [a for a in range(nd) if p["window_dimensions"][a] == 1 and p["window_strides"][a] == 1
+             and tuple(p["padding"][a]) == (0, 0) and p["window_dilation"][a] == 1]
+    if len(plain) < 2 or nd < 3:
+        raise ExportError("a max pool over all but fewer than two axes is not lowered")
+    lead, pooled = plain[:2], [a for a in range(nd) if a not in plain[:2]]
+    perm = lead + pooled
+    pick = lambda key: [int(p[key][a]) for a in pooled]  # noqa: E731
+    y = g.node("Transpose", [g.value(x, eqn.invars[0].aval.dtype)], perm=perm)
+    y = g.node("MaxPool", [y], kernel_shape=pick("window_dimensions"), strides=pick("window_strides"),
+               dilations=pick("window_dilation"), pads=[int(p["padding"][a][0]) for a in pooled]
+               + [int(p["padding"][a][1]) for a in pooled])
+    return g.node("Transpose", [y], perm=[int(i) for i in np.argsort(perm)])
+
+
 def _gather(g, eqn, operand, indices):
     """XLA gather (https://openxla.org/xla/operation_semantics#gather) where each indexed or batching operand
     axis is taken one element at a time and every other axis whole, as ONNX GatherND with batch_dims."""
@@ -714,6 +735,7 @@ _RULES = {
     "split": _split, "iota": _iota, "dim_as_value": _dim_as_value, "reduce_sum": _reduce, "reduce_max": _reduce,
     "reduce_min": _reduce, "reduce_prod": _reduce, "argmax": _argminmax, "argmin": _argminmax, "cumsum": _cumsum,
     "dot_general": _dot_general, "conv_general_dilated": _conv, "gather": _gather,
+    "reduce_window_max": _max_pool,
 }
 
 

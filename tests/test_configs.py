@@ -20,6 +20,7 @@ RECIPES = ["demo", "x4", "x4_gan", "x2", "dat2_x4", "compact_x4", "span_x4", "re
            "compact_x4_gan", "span_x4_gan", "realplksr_x4_gan", "dat2_x4_gan", "swinir_x4_gan", "hat_x4_gan"]
 RECIPES += ["plksr_x4", "mosr_x4"]
 RECIPES += ["rcan_x4", "safmn_x4"]
+RECIPES += ["omnisr_x4"]
 GAN_RECIPES = [n for n in RECIPES if n.endswith("_gan")]  # they need a VGG19 file for their perceptual loss
 
 
@@ -27,6 +28,7 @@ SPANDREL_ID = {"esrgan": "ESRGAN", "dat": "DAT", "compact": "Compact", "span": "
                "hat": "HAT"}
 SPANDREL_ID.update(plksr="PLKSR", mosr="MoSR")
 SPANDREL_ID.update(rcan="RCAN", safmn="SAFMN")
+SPANDREL_ID.update(omnisr="OmniSR", realcugan="RealCUGAN")
 
 
 @pytest.mark.parametrize("name", RECIPES)
@@ -41,6 +43,7 @@ def test_recipe_resolves_builds_and_its_export_opens_in_spandrel(tmp_path, spand
                 "swinir_x4": 11_900_199, "hat_x4": 9_621_183}
     expected.update(plksr_x4=5_551_088, mosr_x4=4_481_472)  # PLKSR 64/28/17 CCM; MoSR 64/24 with GPS
     expected.update(rcan_x4=15_592_379, safmn_x4=239_520)  # RCAN 10/20/64 (mean shifts included); SAFMN 36/8
+    expected.update(omnisr_x4=805_376)  # OmniSR 64 features, 5 groups of 1 block, window 8 with the position bias
     assert n == expected.get(name, n) and n > 0
     if name not in GAN_RECIPES:
         build_losses(cfg.losses)

@@ -34,14 +34,16 @@ SMALL = {
                "img_size": 8, "upsampler": "pixelshuffle", "start_unshuffle": 2},
     "hat": {"arch": "hat", "scale": 2, "embed_dim": 8, "depths": [2], "num_heads": [2], "window_size": 4,
             "compress_ratio": 2, "squeeze_factor": 4, "img_size": 8},
-    "rcan": {"arch": "rcan", "scale": 2, "in_ch": 3, "n_resgroups": 1, "n_resblocks": 1, "n_feats": 8, "reduction": 4},
-    "safmn": {"arch": "safmn", "scale": 2, "dim": 8, "n_blocks": 1, "ffn_scale": 2.0},
     "plksr": {"arch": "plksr", "scale": 2, "dim": 8, "n_blocks": 1, "ccm_type": "DCCM", "kernel_size": 17,
               "split_ratio": 0.25, "lk_type": "SparsePLK", "use_max_kernel": False, "sparse_kernels": [5, 5, 5, 5],
               "sparse_dilations": [1, 2, 3, 4], "with_idt": False, "use_ea": True},
     "mosr": {"arch": "mosr", "scale": 2, "in_ch": 3, "out_ch": 3, "n_block": 2, "dim": 8, "upsampler": "dys",
              "drop_path": 0.1, "kernel_size": 5, "expansion_ratio": 1.5, "conv_ratio": 1.0},
     "realcugan": {"arch": "realcugan", "scale": 4, "in_ch": 3, "out_ch": 3, "pro": True, "fast": False},  # fixed widths
+    "omnisr": {"arch": "omnisr", "scale": 2, "in_ch": 3, "out_ch": 3, "num_feat": 8, "block_num": 1, "pe": True,
+               "window_size": 4, "res_num": 1, "bias": True},
+    "rcan": {"arch": "rcan", "scale": 2, "in_ch": 3, "n_resgroups": 1, "n_resblocks": 1, "n_feats": 8, "reduction": 4},
+    "safmn": {"arch": "safmn", "scale": 2, "dim": 8, "n_blocks": 1, "ffn_scale": 2.0},
     "unet": {"arch": "unet", "num_in_ch": 3, "num_feat": 8, "skip_connection": True},
     "vgg": {"arch": "vgg", "num_in_ch": 3, "num_feat": 8, "input_size": 128},
 }
@@ -63,15 +65,15 @@ def test_the_model_class_defaults_are_the_folders(name):
     import inspect
 
     from jaxsr.archs import compact, dat, esrgan, hat, realplksr, span, swinir, unet, vgg
-    from jaxsr.archs import realcugan
     from jaxsr.archs import rcan, safmn
+    from jaxsr.archs import omnisr, realcugan
     from jaxsr.archs import mosr, plksr
 
     cls = {"esrgan": esrgan.RRDBNet, "dat": dat.DAT, "swinir": swinir.SwinIR, "hat": hat.HAT,
            "compact": compact.SRVGGNetCompact, "span": span.SPAN, "realplksr": realplksr.RealPLKSR,
            "plksr": plksr.PLKSR, "mosr": mosr.MoSR,
+           "realcugan": realcugan.UpCunet, "omnisr": omnisr.OmniSR,
            "rcan": rcan.RCAN, "safmn": safmn.SAFMN,
-           "realcugan": realcugan.UpCunet,
            "unet": unet.UNetDiscriminatorSN, "vgg": vgg.VGGStyleDiscriminator}[name]
     record = archs.get(name)
     params = inspect.signature(cls).parameters

@@ -286,7 +286,7 @@ def _pro_marker_of_another_shape(sd):
     return {**sd, "pro": torch.ones(())}
 
 
-def realcugan(scale, pro=False, fast=False):
+def realcugan(scale, pro=False, fast=False, check=None):
     spec = {"arch": "realcugan", "scale": scale, "in_ch": 3, "out_ch": 3, "pro": pro, "fast": fast}
     cls, kwargs = ("UpCunet2x_fast", {}) if fast else (f"UpCunet{scale}x", {"pro": pro})
     tags = {"pro"} if pro else {"fast"} if fast else set()
@@ -295,7 +295,30 @@ def realcugan(scale, pro=False, fast=False):
                dict(CUGAN_CROP, h=44, w=52) if fast else CUGAN_CROP,  # the fast forward takes multiples of 4 only
                SR, frozenset(tags), exact_tags=True, seed=scale,
                file_keys=_pro_marker_of_another_shape if pro else None,
-               check=_cugan_check(spec) if scale == 2 else None)
+               check=check or (_cugan_check(spec) if scale == 2 else None))
+
+
+# ------------------------------------------------------------------------------------------------------- OmniSR
+
+OMNISR_CROP = dict(name="astronaut", h=27, w=30, top=100, left=150)  # no multiple of the window (4, 8): zero-padded
+
+
+def _thop_counters(sd):
+    """The authors' released files carry thop's profiling buffers (`total_ops`, `total_params`) for every module."""
+    import torch
+
+    prefixes = {""} | {k.rsplit(".", 1)[0] + "." for k in sd}  # the modules that hold tensors, and the root
+    return {**sd, **{f"{p}{n}": torch.zeros(1, dtype=torch.float64) for p in prefixes for n in ("total_ops", "total_params")}}
+
+
+def omnisr(scale, num_feat=16, block_num=1, pe=True, window_size=8, res_num=2, bias=True, check=None):
+    spec = {"arch": "omnisr", "scale": scale, "in_ch": 3, "out_ch": 3, "num_feat": num_feat, "block_num": block_num,
+            "pe": pe, "window_size": window_size, "res_num": res_num, "bias": bias}
+    kwargs = dict(num_in_ch=3, num_out_ch=3, num_feat=num_feat, block_num=block_num, pe=pe, window_size=window_size,
+                  res_num=res_num, up_scale=scale, bias=bias)
+    return Row(f"omnisr_x{scale}{'' if pe else '_nope'}", spec, ("OmniSR.OmniSR", kwargs), "OmniSR", OMNISR_CROP, SR,
+               frozenset({f"{num_feat}nf", f"w{window_size}", f"{res_num}nr"}), exact_tags=True, seed=scale,
+               file_keys=_thop_counters, check=check)
 
 
 ROWS = [
@@ -317,7 +340,9 @@ ROWS = [
     hat("x4", {"small", "s64w8", "64nf", "24dim", "1conv"}),
     hat("x3", {"medium", "s64w4"}),
     dat("dat_light", "light"), dat("dat_s", "small"), dat("dat_2_l", "medium"),
-    realcugan(2), realcugan(3, pro=True), realcugan(4, pro=True), realcugan(2, fast=True),
+    realcugan(2), realcugan(3, pro=True), realcugan(4, pro=True, check=_released_layouts), realcugan(2, fast=True),
+    omnisr(4, check=_released_layouts), omnisr(2, num_feat=8, block_num=2, pe=False, res_num=1, bias=False),
+    omnisr(3, window_size=4, res_num=1),
 ]
 assert len({r.id for r in ROWS}) == len(ROWS)
 

@@ -10,14 +10,14 @@ from jaxsr.errors import WeightsError
 
 from . import compact, dat, esrgan, hat, rcan, realplksr, safmn, span, swinir, unet, vgg
 from . import mosr, plksr
-from . import realcugan
+from . import omnisr, realcugan
 from .bridge import Arch
 
 ARCHS: tuple[Arch, ...] = (esrgan.ARCH, dat.ARCH, swinir.ARCH, hat.ARCH, compact.ARCH, span.ARCH, realplksr.ARCH, unet.ARCH,
                             vgg.ARCH)
 ARCHS += (plksr.ARCH, mosr.ARCH)
 ARCHS += (rcan.ARCH, safmn.ARCH)
-ARCHS += (realcugan.ARCH,)
+ARCHS += (realcugan.ARCH, omnisr.ARCH)
 
 
 def names(kind="generator"):

@@ -109,6 +109,15 @@ def upsample_nearest2x(x):
     return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
 
+def top_left(x, h, w):
+    """x[:, :h, :w] (NHWC), the crop back to the input's size after a model pads it. For symbolic sizes (an ONNX trace,
+    where no comparison of sizes can be decided) a gather from an index ramp."""
+    if isinstance(h, int) and isinstance(w, int):
+        return x[:, :h, :w]
+    x = jnp.take(x, jax.lax.iota(jnp.int32, h), axis=1, mode="clip")
+    return jnp.take(x, jax.lax.iota(jnp.int32, w), axis=2, mode="clip")
+
+
 class PixelShuffle(nnx.Module):
     """Parameter-free module so that nn.Sequential indices stay aligned with torch's."""
 

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxsr.archs.common import (Buffer, LeakyReLU, PixelShuffle, Sequential, conv, host_init, pixel_unshuffle, precision,
-                                spec_kwargs)
+                                spec_kwargs, top_left)
 
 # A spec's fields and their defaults (the released models' channels); the scale is the run's
 DEFAULTS = dict(in_ch=3, out_ch=3, pro=False, fast=False)
@@ -177,14 +177,6 @@ def reflect_pad(x, margin, multiple):
         j = jnp.remainder(jnp.abs(j), jnp.maximum(2 * last, 1))
         x = jnp.take(x, jnp.where(j > last, 2 * last - j, j), axis=axis, mode="clip")
     return x
-
-
-def top_left(x, h, w):
-    """x[:, :h, :w]; with symbolic sizes a gather from an index ramp, which needs no comparison of sizes."""
-    if isinstance(h, int) and isinstance(w, int):
-        return x[:, :h, :w]
-    x = jnp.take(x, jax.lax.iota(jnp.int32, h), axis=1, mode="clip")
-    return jnp.take(x, jax.lax.iota(jnp.int32, w), axis=2, mode="clip")
 
 
 def nearest(x, s):

@@ -3,6 +3,7 @@ trying run_train.py and the converters as careless and unlucky users would, each
 (docs/reliability.md lists the promises). Every test here failed on the trainer before these fixes."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -327,12 +328,13 @@ def test_a_rerun_with_the_frozen_config_says_there_is_nothing_to_train_and_keeps
     wd = tmp_path / "wd"
     code, _, err = train(wd, "--config.train.total_steps=4")
     assert code == 0, err
+    shutil.copy(wd / "config.json", tmp_path / "first.json")  # config.json holds the last start's config
     code, _, err = train(wd, "--config.train.total_steps=8")  # a longer run: allowed
     assert code == 0, err
     exports = {f: (wd / "models" / f).read_bytes() for f in os.listdir(wd / "models")}
     stamps = {f: os.path.getmtime(wd / "models" / f) for f in exports}
     time.sleep(1.1)
-    code, out, err = cli("run_train.py", "--config", wd / "config.json", "--workdir", wd)  # frozen with total_steps=4
+    code, out, err = cli("run_train.py", "--config", tmp_path / "first.json", "--workdir", wd)  # total_steps=4
     assert code == 0, err
     assert "done:" not in out and "nothing to train: the checkpoint is at step 8 and this run ends at step 4" in out, out
     assert {f: os.path.getmtime(wd / "models" / f) for f in exports} == stamps

@@ -76,7 +76,7 @@ def test_stop_at_keeps_the_schedule_and_a_frozen_config_reruns_the_run(snapshots
 
 def test_print_config_shows_the_architecture_taken_from_init_weights(snapshots):
     src, _ = snapshots
-    r = subprocess.run([sys.executable, "run_train.py", "--config", "configs/x4_gan.py", "--config.model.arch=auto",
+    r = subprocess.run([sys.executable, "run_train.py", "--config", "configs/x4.py", "--config.model.arch=auto",
                         f"--config.init_weights={src / 'models' / 'demo_x4.safetensors'}", "--print_config"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr

@@ -10,23 +10,9 @@ The template reads paired LR folders; here the LR is MATLAB bicubic of the GT cr
 --config.data.lr_dir (or train_lr_dir) for paired LR, or degrade.mode='realesrgan' for its OTF variant.
 Exports are Real-ESRGAN's layout ({'params': ...}), which spandrel/chaiNNer and Real-ESRGAN's scripts load.
 """
-from ml_collections import ConfigDict
-
-from jaxsr.archs import compact
-from jaxsr.train.config import base_config
+from jaxsr.recipes._fidelity import fidelity_stage
 
 
 def get_config():
-    c = base_config()
-    c.name = "compact"
-    c.scale = 4
-    c.model = ConfigDict(dict(arch="compact", **compact.DEFAULTS), type_safe=False)  # the template's network is the default
-    c.degrade.mode = "bicubic"
-    c.degrade.gt_size = 384  # lq_size 96
-    c.data.gt_size = 384
-    c.losses = {"charbonnier": dict(name="charbonnier", weight=1.0, target="gt")}
-    c.optim.update(name="adamw", lr=2e-4, betas=(0.9, 0.99), weight_decay=0.0, schedule="multistep", gamma=0.5,
-                   milestones=(100_000, 200_000, 300_000, 400_000, 425_000), ema_decay=0.999)
-    c.train.update(total_steps=450_000, batch_size=16)
-    c.data.val_max_size = 512
-    return c
+    return fidelity_stage("compact", lq_size=96, batch_size=16, lr=2e-4, milestones=(100_000, 200_000, 300_000, 400_000, 425_000),
+                          total_steps=450_000)

@@ -13,23 +13,9 @@ The template reads paired LR folders; here the LR is MATLAB bicubic of the GT cr
 --config.data.lr_dir (or train_lr_dir) for paired LR. Exports are traiNNer-redux's layout ({'params_ema': ...}), which
 spandrel/chaiNNer load (MoSR).
 """
-from ml_collections import ConfigDict
-
-from jaxsr.archs import mosr
-from jaxsr.train.config import base_config
+from jaxsr.recipes._fidelity import fidelity_stage
 
 
 def get_config():
-    c = base_config()
-    c.name = "mosr"
-    c.scale = 4
-    c.model = ConfigDict(dict(arch="mosr", **{**mosr.DEFAULTS, "upsampler": "gps"}), type_safe=False)
-    c.degrade.mode = "bicubic"
-    c.degrade.gt_size = 256  # lq_size 64
-    c.data.gt_size = 256
-    c.losses = {"charbonnier": dict(name="charbonnier", weight=1.0, target="gt")}
-    c.optim.update(name="adamw", lr=2e-4, betas=(0.9, 0.99), weight_decay=0.0, schedule="multistep", gamma=0.5,
-                   milestones=(250_000, 400_000, 450_000, 475_000), ema_decay=0.999)
-    c.train.update(total_steps=500_000, batch_size=8)
-    c.data.val_max_size = 512
-    return c
+    return fidelity_stage("mosr", lq_size=64, batch_size=8, lr=2e-4, milestones=(250_000, 400_000, 450_000, 475_000),
+                          total_steps=500_000, upsampler="gps")

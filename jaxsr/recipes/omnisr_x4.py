@@ -11,23 +11,9 @@ The template reads paired LR folders; here the LR is MATLAB bicubic of the GT cr
 paper's DIV2K/DF2K pairs are. Give --config.data.lr_dir (or train_lr_dir) for paired LR. Exports are traiNNer-redux's
 layout ({'params_ema': ...}), which spandrel/chaiNNer load (OmniSR, tags 64nf, w8, 5nr).
 """
-from ml_collections import ConfigDict
-
-from jaxsr.archs import omnisr
-from jaxsr.train.config import base_config
+from jaxsr.recipes._fidelity import fidelity_stage
 
 
 def get_config():
-    c = base_config()
-    c.name = "omnisr"
-    c.scale = 4
-    c.model = ConfigDict(dict(arch="omnisr", **{**omnisr.DEFAULTS, "res_num": 5}), type_safe=False)  # traiNNer-redux's 5
-    c.degrade.mode = "bicubic"
-    c.degrade.gt_size = 256  # lq_size 64
-    c.data.gt_size = 256
-    c.losses = {"charbonnier": dict(name="charbonnier", weight=1.0, target="gt")}
-    c.optim.update(name="adamw", lr=5e-4, betas=(0.9, 0.99), weight_decay=0.0, schedule="multistep", gamma=0.5,
-                   milestones=(200_000, 400_000, 600_000), ema_decay=0.999)
-    c.train.update(total_steps=800_000, batch_size=8)
-    c.data.val_max_size = 512
-    return c
+    return fidelity_stage("omnisr", lq_size=64, batch_size=8, lr=5e-4, milestones=(200_000, 400_000, 600_000),
+                          total_steps=800_000, res_num=5)  # res_num: traiNNer-redux's 5

@@ -13,23 +13,9 @@ The template reads paired LR folders; here the LR is MATLAB bicubic of the GT cr
 paper's DIV2K pairs are. Give --config.data.lr_dir (or train_lr_dir) for paired LR. Exports are traiNNer-redux's layout
 ({'params_ema': ...}), which spandrel/chaiNNer load (PLKSR, tags 64dim, 28nb, 17ks, CCM).
 """
-from ml_collections import ConfigDict
-
-from jaxsr.archs import plksr
-from jaxsr.train.config import base_config
+from jaxsr.recipes._fidelity import fidelity_stage
 
 
 def get_config():
-    c = base_config()
-    c.name = "plksr"
-    c.scale = 4
-    c.model = ConfigDict(dict(arch="plksr", **plksr.DEFAULTS), type_safe=False)  # the template's network is the default
-    c.degrade.mode = "bicubic"
-    c.degrade.gt_size = 384  # lq_size 96
-    c.data.gt_size = 384
-    c.losses = {"charbonnier": dict(name="charbonnier", weight=1.0, target="gt")}
-    c.optim.update(name="adamw", lr=2e-4, betas=(0.9, 0.99), weight_decay=0.0, schedule="multistep", gamma=0.5,
-                   milestones=(100_000, 200_000, 300_000, 400_000, 425_000), ema_decay=0.999)
-    c.train.update(total_steps=450_000, batch_size=16)
-    c.data.val_max_size = 512
-    return c
+    return fidelity_stage("plksr", lq_size=96, batch_size=16, lr=2e-4, milestones=(100_000, 200_000, 300_000, 400_000, 425_000),
+                          total_steps=450_000)

@@ -12,23 +12,9 @@ The template reads paired LR folders; here the LR is MATLAB bicubic of the GT cr
 --config.data.lr_dir (or train_lr_dir) for paired LR. Training runs Conv3XC's two branches (model.train()); validation
 and exports use the re-parameterised 3x3 convs, as torch's eval mode does.
 """
-from ml_collections import ConfigDict
-
-from jaxsr.archs import span
-from jaxsr.train.config import base_config
+from jaxsr.recipes._fidelity import fidelity_stage
 
 
 def get_config():
-    c = base_config()
-    c.name = "span"
-    c.scale = 4
-    c.model = ConfigDict(dict(arch="span", **{**span.DEFAULTS, "norm": False}), type_safe=False)
-    c.degrade.mode = "bicubic"
-    c.degrade.gt_size = 256  # lq_size 64
-    c.data.gt_size = 256
-    c.losses = {"charbonnier": dict(name="charbonnier", weight=1.0, target="gt")}
-    c.optim.update(name="adamw", lr=5e-4, betas=(0.9, 0.99), weight_decay=0.0, schedule="multistep", gamma=0.5,
-                   milestones=(200_000, 400_000, 600_000, 800_000), ema_decay=0.999)
-    c.train.update(total_steps=1_000_000, batch_size=16)
-    c.data.val_max_size = 512
-    return c
+    return fidelity_stage("span", lq_size=64, batch_size=16, lr=5e-4, milestones=(200_000, 400_000, 600_000, 800_000),
+                          total_steps=1_000_000, norm=False)

@@ -58,7 +58,8 @@ fi
 $PY -m pip install -q -e ".[test]"
 if $PY -c "import torch" 2>/dev/null; then
     $PY -m pip install -q -e ".[test-torch]"  # independent PyTorch references for the tests
-    $PY -m pip install -q --no-deps spandrel==0.4.2 DISTS_pytorch==0.1  # both want torchvision (CUDA wheels); tests stub it
+    # all three want torchvision (CUDA wheels); tests stub it. spandrel_extra_arches holds SRFormer
+    $PY -m pip install -q --no-deps spandrel==0.4.2 spandrel_extra_arches==0.2.0 DISTS_pytorch==0.1
 fi
 echo "$WANT" > "$STAMP"
 say "jaxsr $($PY -c 'import jaxsr; print(jaxsr.__version__)') (editable, from $ROOT) and its test tools in $ENV_DIR, Python $($PY -c 'import sys; print(sys.version.split()[0])')"

@@ -33,9 +33,19 @@ def _stub_torchvision():
 
 _stub_torchvision()
 
+
+def _spandrel_extra_arches():
+    """SRFormer's reference lives in spandrel_extra_arches, which chaiNNer installs into spandrel's registry; so do we."""
+    try:
+        import spandrel_extra_arches
+    except ImportError:
+        return
+    spandrel_extra_arches.install()
+
 try:
     import torch  # noqa: F401
     HAS_TORCH = True
+    _spandrel_extra_arches()
 except ImportError:
     HAS_TORCH = False
 NEEDS_TORCH = ("import torch", "spandrel", "torch_forward")  # what marks a test file as a PyTorch reference test

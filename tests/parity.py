@@ -50,6 +50,7 @@ class Row:
     id: str
     spec: dict  # ours, as archs.build takes it
     reference: tuple  # ("<spandrel.architectures subpackage>.<class>", {keyword arguments}): the same network there
+    # (spandrel_extra_arches.architectures for the packages in EXTRA)
     spandrel_id: str  # the architecture id spandrel reports
     crop: dict  # photo(...) arguments: a real photograph, sides no multiple of what the model pads to
     tol: float  # max abs difference of the outputs (fp32, [0, 1] images)
@@ -66,6 +67,9 @@ class Row:
     check: Callable | None = None  # more assertions: (the .pth's state dict, spandrel's model after a forward) -> None
 
 
+EXTRA = ("SRFormer",)  # references in spandrel_extra_arches (installed into spandrel's registry by conftest)
+
+
 def plain(v):
     """Tuples as lists, nested: specs compare alike whether they come from code or from JSON."""
     return [plain(x) for x in v] if isinstance(v, (list, tuple)) else v
@@ -76,7 +80,8 @@ def _reference(row):
 
     path, kwargs = row.reference
     package, name = path.rsplit(".", 1)
-    cls = getattr(importlib.import_module(f"spandrel.architectures.{package}"), name)
+    root = "spandrel_extra_arches" if package in EXTRA else "spandrel"
+    cls = getattr(importlib.import_module(f"{root}.architectures.{package}"), name)
     return cls(**kwargs)
 
 

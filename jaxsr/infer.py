@@ -70,9 +70,11 @@ def _axis_plan(length, t, overlap, align, scale, seam):
 
 
 def _tile_side(length, tile, align):
-    """The tile side used on an axis: `tile`, or for a shorter image a bucket above it (few distinct shapes)."""
+    """The tile side used on an axis: `tile`, less the part of the grid step that the axis overhangs (so that tiles
+    starting on the grid end at the edge, with the border the whole-image forward sees), or for a shorter axis a
+    bucket above it (few distinct shapes)."""
     if length >= tile:
-        return tile
+        return tile - (tile - length) % align
     q = _round_up(max(16, tile // 8), align)
     return min(tile, _round_up(length, q))
 
@@ -83,7 +85,8 @@ def _run_tiled(model, img, tile, overlap, batch, seam, progress):
     h, w, c = img.shape
     tile = max(align, tile // align * align)
     overlap = min(_round_up(overlap, align), tile // 2 // align * align)
-    hp, wp = _round_up(h, align), _round_up(w, align)
+    m = model.size_multiple  # padded as the whole-image run pads; a model that pads to its grid itself pads each tile
+    hp, wp = _round_up(h, m), _round_up(w, m)
     th, tw = _tile_side(hp, tile, align), _tile_side(wp, tile, align)
     img = pad_to(img, max(hp, th), max(wp, tw))
     hp, wp = img.shape[:2]

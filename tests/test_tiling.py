@@ -171,3 +171,37 @@ def test_tiled_equals_untiled_with_enough_overlap(name):
         out = upscale(model, img, tile=tile, overlap=overlap, seam=seam, tile_batch=4)
         assert np.abs(out - ref).max() <= 1e-5, (tile, overlap, seam)
     assert np.abs(upscale(model, img, tile=short[0], overlap=short[1], seam="crop", tile_batch=4) - ref).max() > 1e-4
+
+
+
+def _constant_gates(model, kind, conv_of):
+    """Zero the last conv of every squeeze gate: the gate is then sigmoid(bias), no longer a function of the image."""
+    for _, module in model.iter_modules():
+        if type(module).__name__ == kind:
+            c = conv_of(module)
+            c.kernel[...] = jnp.zeros_like(c.kernel[...])
+
+
+GATED = {  # name: (spec over SMALL's, the gate module, its last conv, (h, w), tile, overlap)
+    # Real-CUGAN x3 reflect-pads to its 4 px grid itself (size_multiple 1, tile_multiple 4): sides 1 and 2 (mod 4)
+    "realcugan": ({"scale": 3, "pro": False}, "SEBlock", lambda m: m.conv2, (97, 142), 64, 40),
+    # RCAN x2 (2 blocks of 3x3 convs, receptive field ~7 px): its channel attention is its only global path
+    "rcan": ({"n_resblocks": 2}, "CALayer", lambda m: m.conv_du[2], (97, 142), 48, 24),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GATED))
+def test_tiled_equals_untiled_to_the_border_with_the_global_gates_held_constant(name):
+    """Squeeze gates average over the whole image, so these models never tile exactly (docs/archs.md gives the gaps);
+    with the gates held constant they must, also at the border of sides off their grid: the tiles start on the grid
+    and the last one ends at the image edge, padded as the whole image is."""
+    from test_layout import SMALL, perturbed
+
+    over, kind, conv_of, (h, w), tile, overlap = GATED[name]
+    model = perturbed({**SMALL[name], **over})
+    _constant_gates(model, kind, conv_of)
+    img = photo("astronaut", h, w, top=60, left=90)
+    ref = upscale(model, img)
+    out = upscale(model, img, tile=tile, overlap=overlap, seam="crop", tile_batch=4)
+    assert out.shape == ref.shape == (h * model.scale, w * model.scale, 3)
+    assert np.abs(out - ref).max() <= 1e-5

@@ -10,7 +10,7 @@ from parity import perturbed
 
 from jaxsr import archs, deploy, weights
 from jaxsr.archs import mosr
-from jaxsr.archs.bridge import load_state_dict
+from jaxsr.archs.bridge import load_state_dict, state_dict
 from jaxsr.errors import WeightsError
 
 
@@ -55,11 +55,21 @@ def test_ratios_spandrel_cannot_read_back_are_refused_and_warned(tmp_path):
 
 
 def test_the_constructor_refuses_what_the_reference_cannot_run():
-    for bad, match in ((dict(upsampler="pixelshuffle"), "unknown MoSR upsampler"), (dict(conv_ratio=2.0), "0 < conv"),
+    for bad, match in ((dict(upsampler="pixel_shuffle"), "unknown MoSR upsampler"), (dict(conv_ratio=2.0), "0 < conv"),
                        (dict(kernel_size=4), "must be odd"), (dict(upsampler="dys", dim=6), "multiple of 4"),
                        (dict(out_ch=1), "only dys")):
         with pytest.raises(ValueError, match=match):
             archs.build(spec_of(**bad))
+
+
+@pytest.mark.parametrize("redux, ours", [("pixelshuffle", "ps"), ("geoensemblepixelshuffle", "gps"), ("dysample", "dys")])
+def test_traiNNer_redux_upsampler_names_build_the_same_network(redux, ours):
+    """traiNNer-redux's option files spell the upsamplers out; its mosr maps them to the class's names, and so do we."""
+    a, b = archs.build(spec_of(upsampler=redux)), archs.build(spec_of(upsampler=ours))
+    sa, sb = state_dict(a), state_dict(b)
+    assert sa.keys() == sb.keys() and all(np.array_equal(sa[k], sb[k]) for k in sa)
+    x = jnp.asarray(photo("astronaut", 11, 13, top=100, left=150)[None])
+    assert np.array_equal(np.asarray(a(x)), np.asarray(b(x)))
 
 
 def test_drop_path_only_in_training_under_jit():

@@ -22,10 +22,12 @@ from jaxsr.archs.common import Act, PixelShuffle, Sequential, conv, spec_kwargs,
 from jaxsr.archs.upsample import DySample
 
 # A spec's fields and their defaults: spandrel's MoSR class defaults, which traiNNer-redux's `mosr` takes too (its
-# `mosr_t` is n_block 5, dim 48); the scale is the run's. `upsampler` takes the class's names: ps, dys, gps
+# `mosr_t` is n_block 5, dim 48); the scale is the run's. `upsampler` takes the class's names: ps, dys, gps, and
+# traiNNer-redux's spellings of them, so that its option files' values work unchanged
 DEFAULTS = dict(in_ch=3, out_ch=3, n_block=24, dim=64, upsampler="ps", drop_path=0.0, kernel_size=7,
                 expansion_ratio=1.5, conv_ratio=1.0)
 UPSAMPLERS = ("ps", "dys", "gps")
+REDUX_UPSAMPLERS = {"pixelshuffle": "ps", "dysample": "dys", "geoensemblepixelshuffle": "gps"}
 GPS_ENSEMBLE = 8  # GPS's predictions per output channel (the geometric ensemble's 8 transforms)
 DYSAMPLE_GROUPS = 4  # the reference builds DySample with its default groups
 
@@ -94,8 +96,10 @@ class MoSR(nnx.Module):
 
     def __init__(self, *, in_ch=3, out_ch=3, scale=4, n_block=24, dim=64, upsampler="ps", drop_path=0.0, kernel_size=7,
                  expansion_ratio=1.5, conv_ratio=1.0, rngs: nnx.Rngs, dtype=jnp.float32):
+        upsampler = REDUX_UPSAMPLERS.get(upsampler, upsampler)
         if upsampler not in UPSAMPLERS:
-            raise ValueError(f"unknown MoSR upsampler {upsampler!r} ({', '.join(UPSAMPLERS)})")
+            raise ValueError(f"unknown MoSR upsampler {upsampler!r} ({', '.join(UPSAMPLERS)}, or traiNNer-redux's "
+                             f"{', '.join(REDUX_UPSAMPLERS)})")
         hidden, conv_ch = hidden_channels(dim, expansion_ratio), conv_channels(dim, conv_ratio)
         if not 0 < conv_ch <= hidden:
             raise ValueError(f"MoSR: conv_ratio {conv_ratio} gives {conv_ch} depthwise channels of {hidden} hidden "

@@ -16,6 +16,7 @@ from test_dat_train import _split, _train_step
 from test_layout import SMALL
 from test_swinir import batch
 
+import jax
 import jax.numpy as jnp
 
 from jaxsr.archs import atd
@@ -60,8 +61,6 @@ def from_torch_module(tm, **over):
 
 
 def test_several_category_groups_match_the_reference_with_a_stable_sort():
-    import jax
-
     tm = torch_atd(seed=1, **MULTI)
     m, spec = from_torch_module(tm, category_size=MULTI["category_size"])
     assert (spec["upsampler"], spec["scale"], spec["norm"], spec["depths"]) == ("nearest+conv", 4, False, [3, 1])
@@ -79,8 +78,6 @@ def test_remat_gives_the_same_loss_and_gradients():
     plain, chk = atd.build(spec), atd.build({**spec, "use_chk": True})
     l, g, _ = _train_step(*_split(plain), x, y)
     lc, gc, _ = _train_step(*_split(chk), x, y)
-    import jax
-
     worst = max(float(np.abs(u - v).max()) for u, v in zip(jax.tree.leaves(g), jax.tree.leaves(gc)))
     print(f"remat vs none: loss {float(l):.7f} / {float(lc):.7f}, worst grad diff {worst:.2e}")
     assert abs(float(l) - float(lc)) < 1e-6 and worst < 1e-6
@@ -103,9 +100,10 @@ def test_no_other_family_claims_atd_files_and_atd_claims_none_of_theirs():
 
 def test_refusals_and_export_warnings(tmp_path):
     from jaxsr.errors import WeightsError
-    from jaxsr.weights import export
+    from jaxsr.weights import export, read
 
-    sd = {k: v.numpy() for k, v in torch_atd(**{**MULTI, "upscale": 2, "upsampler": "pixelshuffle"}).state_dict().items()}
+    tm = torch_atd(**{**MULTI, "upscale": 2, "upsampler": "pixelshuffle"})
+    sd = {k: v.numpy() for k, v in tm.state_dict().items()}
     short = {**sd, "conv_before_upsample.0.weight": sd["conv_before_upsample.0.weight"][:32]}
     with pytest.raises(WeightsError, match="^this ATD has a 32-feature reconstruction; the reference"):
         atd.infer_spec(short)
@@ -117,8 +115,6 @@ def test_refusals_and_export_warnings(tmp_path):
     one = {**SMALL["atd"], "depths": [1]}  # no norm3/sigma in the first layer: we detect it, spandrel does not
     with pytest.warns(UserWarning, match="a first group of one layer"):
         export(atd.build(one), one, tmp_path / "one.pth")
-    from jaxsr.weights import read
-
     assert read(tmp_path / "one.pth").spec["depths"] == [1]
 
 
@@ -136,6 +132,6 @@ def test_released_style_file_through_load_model(tmp_path):
     m, info = load_model(tmp_path / "atd_light.pth")
     assert (info["arch"], info["hyperparameters"]["category_size"], info["scale"]) == ("atd", 128, 2)
     x = photo("astronaut", 7, 9, top=100, left=150)[None]
-    d = float(np.abs(np.asarray(m(jnp.asarray(x))) - torch_forward(tm, x)).max())
+    d = float(np.abs(np.asarray(jax.jit(lambda v: m(v))(jnp.asarray(x))) - torch_forward(tm, x)).max())
     print(f"released-style ATD-light x2 through load_model: max|diff| {d:.2e}")
     assert d <= TOL

@@ -29,7 +29,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from jaxsr.archs.attention import (PatchEmbed, add_absolute_pos_embed, from_windows, gather_bias, layer_norm, linear,

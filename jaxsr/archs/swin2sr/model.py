@@ -30,8 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxsr.archs.attention import (Mlp, add_absolute_pos_embed, drop_path, from_windows, gather_bias, layer_norm, linear,
-                                   relative_position_index, resi_conv, resolve_impl, run_block, to_windows,
+from jaxsr.archs.attention import (Mlp, add_absolute_pos_embed, drop_path, from_windows, gather_bias, layer_norm,
+                                   linear, relative_position_index, resi_conv, resolve_impl, run_block, to_windows,
                                    trace_shift_mask, window_attention)
 from jaxsr.archs.common import (RGB_MEAN, Act, Buffer, LeakyReLU, Sequential, constructor_kwargs, conv, reflect_pad_to,
                                 top_left, trunc_normal_002, variant_spec)

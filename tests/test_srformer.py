@@ -61,9 +61,14 @@ def test_variants_beyond_the_parity_rows_compute_as_the_torch_module(cfg):
                                                                    cfg.get("qkv_bias", True))
     x = photo("astronaut", 20, 20, top=100, left=150) if cfg.get("ape") else photo("astronaut", 27, 30, top=100, left=150)
     x = (x.mean(-1, keepdims=True) if cfg.get("in_chans") == 1 else x)[None]
-    d = float(np.abs(np.asarray(forward(model, jnp.asarray(x))) - torch_forward(tm, x)).max())
+    ref = torch_forward(tm, x)
+    d = float(np.abs(np.asarray(forward(model, jnp.asarray(x))) - ref).max())
     print(f"max|diff| {d:.2e}")
     assert d <= TOL
+    if not cfg.get("ape"):  # the jax.nn.dot_product_attention layout (the cuDNN path's): 16 queries against 4 keys
+        dpa = srformer.build({**spec, "attn_impl": "dpa"})  # per window, head_dim 4 zero-padded to 8
+        load_state_dict(dpa, srformer.from_torch({k: v.numpy() for k, v in tm.state_dict().items()}))
+        assert float(np.abs(np.asarray(forward(dpa, jnp.asarray(x))) - ref).max()) <= TOL
 
 
 @pytest.mark.parametrize("cfg, says", [(DEPTH_1_FIRST, "a first group of depth 1 hides img_size"),

@@ -120,6 +120,11 @@ REFUSED = [  # (override, the start-time refusal): each also refused by --print_
     ("val.lpips=('a.pth','b.pth')", "LPIPS weights file 'a.pth' not found"),
     ("compute_dtype=fp8", "compute_dtype must be 'auto', 'float32', 'bfloat16' or 'float16'"),
     ("optim.warmup=square", "optim.warmup must be 'linear' or 'cosine'"),
+    ("val.test_every=-1", "val.test_every must be >= 0, got -1"),
+    ("log.gradients=-1", "log.gradients must be >= 0, got -1"),
+    ("val.extra=('/data/set5',)", "val.extra must map names to validation folders"),
+    ("val.extra=(dict(test='/data/set5'))", "val.extra: 'test' cannot name a validation set"),
+    ("val.extra=(dict(set5='/nonexistent'))", "val.extra.set5: folder '/nonexistent' does not exist"),
 ]
 
 

@@ -258,9 +258,9 @@ def check_options(cfg):
 
 
 def check_folders(cfg, seed):
-    """What `resolve_splits` refuses in this config (missing or empty folders, broken pairing), deciding and writing
-    nothing: for --print_config."""
-    _from_config(cfg, seed)
+    """What `resolve_splits` refuses in this config (missing or empty folders, broken pairing), writing nothing: for
+    --print_config. Returns the split it would decide."""
+    return _from_config(cfg, seed)
 
 
 def _from_config(cfg, seed):

@@ -2,7 +2,8 @@
 
 Modes: 'realesrgan' (second-order blur/resize/noise/JPEG of Real-ESRGAN's
 `realesrgan/models/realesrgan_model.py::feed_data`), 'bicubic' (MATLAB imresize,
-fidelity pretrains) and 'mono' (gray, blurred, downscaled, noisy, few gray levels).
+fidelity pretrains) and 'mono' (gray, blurred, downscaled, noisy, few gray levels); `mono.enabled` adds the
+monochrome step (gray, dither, few levels) to the other two.
 
 Random choices follow Real-ESRGAN's split: the resize direction, scale and mode, the noise type
 (Gaussian or Poisson), whether the second blur happens and the order of the final steps are drawn once
@@ -29,6 +30,7 @@ import math
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from jaxsr.errors import ConfigError
 
@@ -77,6 +79,9 @@ def default_config():
     c.mono.blur_sigma = [0.2, 1.5]  # isotropic Gaussian blur before downscaling
     c.mono.noise_range = [0.0, 8.0]  # Gaussian noise sigma (in 1/255) before quantising, acts as dither
     c.mono.gray_gt = True  # make the GT gray too
+    # also on the 'realesrgan' and 'bicubic' modes' LQ: gray, noise_range dither, quantised to `levels` (mode 'mono' always
+    # is, after its own blur and downscale); validation then makes its LR the same way (`mono_validation`)
+    c.mono.enabled = False
     return c
 
 
@@ -245,6 +250,19 @@ def _crop(u, gt, gt_size, scale, lq=None):
     return gt, lq
 
 
+def is_mono(cfg):
+    """Whether `degrade` makes gray, quantised pairs: mode 'mono', or another mode with mono.enabled."""
+    return cfg.mode == "mono" or bool(cfg.mono.get("enabled", False))
+
+
+def _gray_quantised(key, u, lq, gt, m):
+    """The monochrome step: LQ to gray, dithered by Gaussian noise (sigma from the uniforms u, (B,), over
+    m.noise_range), quantised to m.levels; GT gray where m.gray_gt. Both come back with 3 channels."""
+    out = ops.gaussian_noise(key, ops.rgb_to_gray(lq), _uniform(u, m.noise_range) / 255.0, jnp.zeros((lq.shape[0],)))
+    gt = jnp.repeat(ops.rgb_to_gray(gt), 3, axis=-1) if m.gray_gt else gt
+    return jnp.repeat(ops.quantize(out, m.levels), 3, axis=-1), gt
+
+
 def _mono(key, gt, cfg, scale):
     m = cfg.mono
     b, h, w, _ = gt.shape
@@ -259,6 +277,20 @@ def _mono(key, gt, cfg, scale):
     out = ops.gaussian_noise(kn, out, _uniform(us.take(), m.noise_range) / 255.0, jnp.zeros((b,)))
     lq = jnp.repeat(ops.quantize(out, m.levels), 3, axis=-1)
     return lq, (jnp.repeat(gray, 3, axis=-1) if m.gray_gt else gt)
+
+
+def mono_validation(hr, lr, cfg, scale, seed, index):
+    """(lr, hr) of one validation image of a monochrome run (`is_mono`), made as training makes its pairs and
+    deterministically (the key is the run's seed and the image's index): mode 'mono' degrades the HR with its whole
+    pipeline; another mode takes the image's usual LR (MATLAB-bicubic, or the paired file) through the monochrome step.
+    The HR comes back gray where mono.gray_gt."""
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), index)
+    if cfg.mode == "mono":
+        lq, gt = _mono(key, jnp.asarray(hr)[None], cfg, scale)
+    else:
+        ku, kn = jax.random.split(key)
+        lq, gt = _gray_quantised(kn, jax.random.uniform(ku, (1,)), jnp.asarray(lr)[None], jnp.asarray(hr)[None], cfg.mono)
+    return np.asarray(lq[0]), np.asarray(gt[0])
 
 
 def degrade(key, gt, cfg, scale):
@@ -282,6 +314,9 @@ def degrade(key, gt, cfg, scale):
             lq, gt = _mono(key, gt, cfg, scale)
         else:
             raise ValueError(f"unknown degradation mode {cfg.mode!r}")
+    if cfg.mode != "mono" and is_mono(cfg):  # its own key: the mode's draws stay what they were
+        ku, kn = jax.random.split(jax.random.fold_in(key, 7))
+        lq, gt = _gray_quantised(kn, jax.random.uniform(ku, (gt.shape[0],)), lq, gt, cfg.mono)
     return dict(lq=lq, gt=gt, gt_usm=_usm(gt, cfg))
 
 

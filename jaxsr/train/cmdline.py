@@ -55,6 +55,16 @@ def resolved_config(config_flag, max_steps, workdir, check=False):
     return None
 
 
+def step_range(value, flag):
+    """(first, last) from 'A:B' (steps counted from 1, A <= B), None for None; exits with one line otherwise."""
+    if value is None:
+        return None
+    first, _, last = value.partition(":")
+    if not (first.isdigit() and last.isdigit() and 1 <= int(first) <= int(last)):
+        sys.exit(f"error: {flag} takes A:B, the first and last step to trace (1 <= A <= B, e.g. 10:12), got {value!r}")
+    return int(first), int(last)
+
+
 def quiet_closed_loops(unraisable):
     """After a damaged checkpoint fails to restore, TensorStore's pending reads call back into orbax's closed event
     loop, dozens of times; those are not errors of this run (the resume falls back and says so)."""

@@ -47,8 +47,13 @@ def val_config():
     # perceptual metrics, from weight files the user supplies (nothing is downloaded; docs/inference.md says where):
     c.lpips = ()  # (torchvision vgg16/alexnet .pth, the lpips package's v0.1 vgg.pth/alex.pth)
     c.dists = ()  # (torchvision vgg16 .pth, DISTS_pytorch's weights.pt)
-    # what best-k checkpoints, the _best exports and a plateau schedule follow: psnr/ssim (highest), lpips/dists (lowest)
+    c.topiq = ""  # pyiqa's TOPIQ-FR weights, cfanet_fr_kadid_res50-2c4cc61d.pth (one file)
+    # what best-k checkpoints, the _best exports and a plateau schedule follow: psnr/ssim/topiq (highest), lpips/dists (lowest)
     c.best_metric = "psnr"
+    c.test_every = 0  # also score the test split every N steps (0: never), logged as test_* and never used for best-k
+    # named extra validation sets scored at each validation, each logged under its name (<name>_psnr, ...), never used for
+    # best-k: {name: hr_folder} or {name: dict(hr=hr_folder, lr=lr_folder)} (without lr: MATLAB-bicubic LR, as val_dir)
+    c.extra = ml_collections.ConfigDict(type_safe=False)
     return c
 
 
@@ -66,6 +71,10 @@ def log_config():
     c.tensorboard = True  # False: no <workdir>/tensorboard (metrics.jsonl and train.log are always written)
     c.wandb = False  # mirror the TensorBoard logs to Weights & Biases (needs `pip install wandb`; WANDB_MODE=offline works offline)
     c.wandb_project = "jaxsr"
+    # per layer (module path), from inside the jitted step on these steps only (a second compiled variant of the step):
+    c.gradients = 0  # every N steps: each layer's gradient norm and update/weight ratio, G's and D's (0: off)
+    c.parameters = 0  # every N steps: each layer's parameter norm (0: off)
+    c.histograms = False  # with them, a histogram of each layer's gradients / parameters (large models: many)
     return c
 
 
@@ -96,7 +105,7 @@ def base_config():
 
 
 # Sections whose fields are not fixed: the architecture's hyperparameters, named loss entries, the discriminator's spec.
-FREE_FORM = ("model", "losses", "gan.discriminator")
+FREE_FORM = ("model", "losses", "gan.discriminator", "val.extra")
 
 
 def get_config(path, _within=()):
@@ -267,7 +276,7 @@ def _check_fields(cfg, defaults):
             close = difflib.get_close_matches(field[len("model."):], sorted(known_model), n=1)
             raise ConfigError(f"{field}: {model} has no such hyperparameter" + (f" (did you mean model.{close[0]}?)" if close
                               else f"; it has {', '.join(sorted(known_model - {'arch'}))}"), field)
-        if section is None and field not in defaults:
+        if section is None and field not in defaults and field not in FREE_FORM:
             close = difflib.get_close_matches(field, defaults, n=1)
             raise ConfigError(f"unknown config field {field}" + (f" (did you mean {close[0]}?)" if close else "") +
                               "; run with --print_config to see every field", field)
@@ -282,7 +291,7 @@ def _check(cfg):
             value = value[k]
         if not value > 0:
             raise ConfigError(f"{field} must be positive, got {value!r}", field)
-    for field in ("data.num_workers", "val.every", "train.image_every", "train.snapshot_every", "train.stop_at", "optim.warmup_steps",
+    for field in ("data.num_workers", "val.every", "val.test_every", "log.gradients", "log.parameters", "train.image_every", "train.snapshot_every", "train.stop_at", "optim.warmup_steps",
                   "optim.weight_decay", "optim.clip_grad_norm"):
         section, key = field.split(".")
         if cfg[section][key] < 0:
@@ -326,6 +335,7 @@ def _check(cfg):
     if cfg.degrade.mode == "realesrgan" and cfg.degrade.queue_size:
         degrade.check_queue(cfg.degrade, cfg.train.batch_size)
     _check_objective(cfg)
+    _check_extra(cfg.val.extra)
     if cfg.log.wandb:
         import importlib.util
 
@@ -340,6 +350,24 @@ def _check(cfg):
             raise ConfigError(f"export.onnx=True needs {' and '.join(missing)}: pip install {' '.join(missing)}")
 
 
+RESERVED_SET_NAMES = ("train", "val", "test", "layers", "system")  # their keys are taken in metrics.jsonl and TensorBoard
+
+
+def _check_extra(extra):
+    """val.extra: {name: hr_folder or dict(hr=..., lr=...)}, names that make plain log keys."""
+    how = "e.g. {'div2k': '/data/DIV2K_valid_HR'} or {'div2k': {'hr': HR_DIR, 'lr': LR_DIR}}"
+    if not isinstance(extra, (dict, ml_collections.ConfigDict)):
+        raise ConfigError(f"val.extra must map names to validation folders, {how}; got {extra!r}", "val.extra")
+    for name, folders in extra.items():
+        if not name.isidentifier() or name in RESERVED_SET_NAMES:
+            raise ConfigError(f"val.extra: {name!r} cannot name a validation set (its scores are logged as {name}_psnr): use "
+                              f"letters, digits and _, not {', '.join(RESERVED_SET_NAMES)}", "val.extra")
+        keys = set(folders) if isinstance(folders, (dict, ml_collections.ConfigDict)) else None
+        if not (isinstance(folders, str) and folders) and not (keys and keys <= {"hr", "lr"} and folders.get("hr")):
+            raise ConfigError(f"val.extra.{name} must be an HR folder or dict(hr=..., lr=...), {how}; got {folders!r}",
+                              "val.extra")
+
+
 def _check_objective(cfg):
     """The validation metric, the plateau schedule that follows it, and float16."""
     from jaxsr.evaluate import LOWER_IS_BETTER, METRICS
@@ -351,9 +379,9 @@ def _check_objective(cfg):
         files = cfg.val[name]
         if files and (isinstance(files, str) or len(files) != 2):
             raise ConfigError(f"val.{name} takes two weight files (see docs/inference.md), got {files!r}", f"val.{name}")
-    if metric in LOWER_IS_BETTER and not cfg.val[metric]:
-        raise ConfigError(f"val.best_metric={metric!r} needs its weight files in val.{metric} (two paths; docs/inference.md "
-                          "says where to get them)")
+    if metric not in ("psnr", "ssim") and not cfg.val[metric]:
+        raise ConfigError(f"val.best_metric={metric!r} needs its weight files in val.{metric} "
+                          f"({'one path' if metric == 'topiq' else 'two paths'}; docs/inference.md says where to get them)")
     for section in ("optim", "optim_d"):
         o = cfg[section]
         if o.schedule != "plateau":

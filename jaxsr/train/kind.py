@@ -36,6 +36,11 @@ class Kind(Protocol):
     def train_step(self, state, batch, step: int):
         """(state, metrics) after one step; `step` counts the steps completed before it."""
 
+    def inspect_step(self, state, batch, step: int):
+        """Optional (log.gradients / log.parameters): train_step that also returns {tag: value} per layer, tags such as
+        grad_norm/G/<module path>, param_norm/..., update_ratio/... (scalars) and grad_hist/..., param_hist/... (arrays).
+        The loop calls it only on the steps that log them; a kind without it logs none."""
+
     def resumed(self, state, carry, saved_config):
         """The restored state made right for this config: `carry` (a `jaxsr.train.checkpoint.Carry`, or None when the
         checkpoint's tree is this config's) lists the leaves that started afresh; `saved_config` is the config the
@@ -44,8 +49,9 @@ class Kind(Protocol):
     def deployable(self, state):
         """What validation scores and exports write: host-side eval models."""
 
-    def validate(self, deployable) -> Scores:
-        ...
+    def validate(self, deployable, split="val") -> Scores:
+        """Scores on the validation images, or on `split` ('test' for val.test_every, a name of val.extra), which the
+        loop logs apart and never uses for best-k."""
 
     def after_validation(self, state, value):
         """The state once told the validation metric (e.g. a plateau schedule)."""

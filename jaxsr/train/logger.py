@@ -40,13 +40,75 @@ def record_error(message):
             h.emit(logging.LogRecord(log.name, logging.ERROR, __file__, 0, f"error: {message}", None, None))
 
 
-def memory_gib():
-    """{device_peak_gib (GPU/TPU), host_peak_rss_gib} for TensorBoard."""
-    stats = jax.local_devices()[0].memory_stats() or {}
-    out = {"host_peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
-    if "peak_bytes_in_use" in stats:
-        out["device_peak_gib"] = stats["peak_bytes_in_use"] / 2**30
-    return out
+class System:
+    """What the run costs the machine, for the log line and TensorBoard's system/ scalars: device memory in use and at
+    its peak (where the backend reports it: GPU and TPU do, XLA:CPU does not, which `start` says once), the process's
+    CPU use and resident memory and the host's RAM in use (psutil where installed, else /proc), and how long each step
+    waited for its batch from the host since the last report (`waited`): the number that says whether data bounds
+    training."""
+
+    def __init__(self):
+        self.wait, self.steps = 0.0, 0
+        self.last_wall, self.last_cpu = time.perf_counter(), _process_cpu_seconds()
+
+    def start(self):
+        """The first line of a run about what is measured."""
+        stats = jax.local_devices()[0].memory_stats() or {}
+        if "bytes_in_use" not in stats:
+            log.info(f"system: the {jax.default_backend()} backend reports no device memory; the log shows the host's "
+                     "(process RSS)")
+
+    def waited(self, seconds):
+        self.wait, self.steps = self.wait + seconds, self.steps + 1
+
+    def scalars(self):
+        """{device_mem_gib, device_peak_gib (where reported), host_cpu_percent, host_rss_gib, host_ram_used_gib,
+        host_ram_percent, data_wait_ms (mean per step since the last call)}."""
+        stats = jax.local_devices()[0].memory_stats() or {}
+        out = {k: stats[key] / 2**30 for k, key in (("device_mem_gib", "bytes_in_use"), ("device_peak_gib", "peak_bytes_in_use"))
+               if key in stats}
+        wall, cpu = time.perf_counter(), _process_cpu_seconds()
+        out["host_cpu_percent"] = 100 * (cpu - self.last_cpu) / max(wall - self.last_wall, 1e-9)
+        used, total = _host_ram_bytes()
+        out.update(host_rss_gib=_rss_bytes() / 2**30, host_ram_used_gib=used / 2**30, host_ram_percent=100 * used / total)
+        out["data_wait_ms"] = 1000 * self.wait / max(self.steps, 1)
+        self.last_wall, self.last_cpu, self.wait, self.steps = wall, cpu, 0.0, 0
+        return out
+
+    @staticmethod
+    def line(v):
+        device = f"device {v['device_mem_gib']:.2f} GiB (peak {v['device_peak_gib']:.2f}) | " if "device_mem_gib" in v else ""
+        return (f"{device}host CPU {v['host_cpu_percent']:.0f}%, RSS {v['host_rss_gib']:.2f} GiB, RAM {v['host_ram_percent']:.0f}% | "
+                f"data wait {v['data_wait_ms']:.1f} ms/step")
+
+
+def _process_cpu_seconds():
+    """User + system CPU time of this process (all threads)."""
+    t = os.times()
+    return t.user + t.system
+
+
+def _rss_bytes():
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss
+    except ImportError:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _host_ram_bytes():
+    """(used, total) RAM of the host: total less what is available, as `free` counts it."""
+    try:
+        import psutil
+
+        m = psutil.virtual_memory()
+        return m.total - m.available, m.total
+    except ImportError:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+        return info["MemTotal"] - info["MemAvailable"], info["MemTotal"]
 
 
 def peak_memory_gib():
@@ -71,7 +133,7 @@ class Progress:
         eta = (self.total - step) / rate if rate > 0 else float("inf")
         eta_s = time.strftime("%H:%M:%S", time.gmtime(eta)) if eta < 86400 * 30 else "--"
         losses = " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k not in ("lr", "grad_norm", "skipped"))
-        text = f"step {step}/{self.total} | {rate:.2f} it/s | ETA {eta_s} | {losses} | lr {metrics.get('lr', 0):.3g} | mem {peak_memory_gib():.2f} GiB"
+        text = f"step {step}/{self.total} | {rate:.2f} it/s | ETA {eta_s} | {losses} | lr {metrics.get('lr', 0):.3g}"
         return text, rate
 
 

@@ -2,6 +2,7 @@
 control (resume, --resume_from, train.stop_at, snapshots, SIGINT/SIGTERM, preemption across hosts, fast-dev-run),
 checkpoints and their fallbacks, the NaN guard, logging cadence, validation cadence, best-k and the export names.
 `start` does the workdir's side effects and builds the kind; `Loop.run` trains."""
+import contextlib
 import json
 import os
 import shutil
@@ -18,14 +19,14 @@ from jaxsr.errors import ConfigError, Diverged, JaxsrError, WeightsError
 from jaxsr.train import kinds
 from jaxsr.train import workdir as workdir_lib
 from jaxsr.train.checkpoint import CheckpointError, Checkpoints
-from jaxsr.train.logger import Board, Progress, log, memory_gib, peak_memory_gib
+from jaxsr.train.logger import Board, Progress, System, log, peak_memory_gib
 
 
-def start(cfg, workdir, resume_from=None, kind=None):
+def start(cfg, workdir, resume_from=None, kind=None, profile=None):
     """The run of `cfg` (as `jaxsr.train.config.resolve` returns it) in `workdir`, ready to `run()`: resuming from the
     latest readable checkpoint, or branching at `resume_from` (a step of this workdir, or a checkpoint folder).
-    `kind` (a `jaxsr.train.kind.Kind` class) defaults to the registry's `cfg.kind`. Every config error comes before
-    any file moves."""
+    `kind` (a `jaxsr.train.kind.Kind` class) defaults to the registry's `cfg.kind`; `profile`: (first, last) step to
+    trace with jax.profiler (--profile_steps). Every config error comes before any file moves."""
     main = parallel.is_main_process()
     workdir_lib.prepare(workdir, main)
     devices = len(parallel.mesh_devices())
@@ -47,14 +48,14 @@ def start(cfg, workdir, resume_from=None, kind=None):
     except BaseException:
         lock.release()
         raise
-    return Loop(cfg, workdir, mesh, built, ckpt, resume, aside, lock, carry)
+    return Loop(cfg, workdir, mesh, built, ckpt, resume, aside, lock, carry, profile)
 
 
 class Loop:
-    def __init__(self, cfg, workdir, mesh, kind, ckpt, resume, branched_to=None, lock=None, carry=None):
+    def __init__(self, cfg, workdir, mesh, kind, ckpt, resume, branched_to=None, lock=None, carry=None, profile=None):
         """`resume`: (step, meta) of the checkpoint to continue from, or None; `branched_to`: where a branch moved the
         later checkpoints, exports and rows; `lock`: the workdir's trainer lock, released at the end; `carry`: how the
-        checkpoint's state maps onto this config's (`plan_resume`)."""
+        checkpoint's state maps onto this config's (`plan_resume`); `profile`: (first, last) step to trace."""
         self.cfg, self.workdir, self.mesh, self.kind, self.ckpt = cfg, workdir, mesh, kind, ckpt
         self.resume, self.branched_to, self.lock = resume, branched_to, lock or workdir_lib.Lock(workdir)
         self.carry = carry
@@ -66,6 +67,8 @@ class Loop:
         self.best = None  # the best validation value so far (of val.best_metric)
         self._saved = None  # the step of the last checkpoint
         self._scores, self._scores_step = {}, None  # the last validation's values, and its step (for the deploy mirror)
+        self.system = System()
+        self.profile, self._tracing = profile, False
 
     def run(self):
         """Train to train.stop_at (or total_steps); returns the last step."""
@@ -89,6 +92,11 @@ class Loop:
             return self._nothing_to_train(step, end)
         log.info(f"{self.kind.summary(self.state)}, {len(self.mesh.devices.flat)} device(s), global batch {cfg.train.batch_size}; "
                  f"training to step {end}" + (f" of {total}" if end < total else ""))
+        self.system.start()
+        inspecting = self._inspecting()
+        if self.profile and not step < self.profile[0] <= end:
+            log.info(f"--profile_steps {self.profile[0]}:{self.profile[1]}: this run trains steps {step + 1} to {end}, so "
+                     "nothing is traced")
         if step == 0 and (cfg.init_weights or cfg.val.at_start):
             self.validate(0)
         # Preemption and Ctrl-C: one process sets a flag on SIGTERM/SIGINT (a second Ctrl-C aborts at once); several
@@ -102,12 +110,25 @@ class Loop:
                 if multi and multihost_utils.reached_preemption_sync_point(step):
                     self.stop_requested = "preemption"
                     break
+                if self.profile and step + 1 == self.profile[0]:
+                    self._start_trace()
+                t = time.perf_counter()
                 batch = parallel.global_batch(self.mesh, next(self.kind.data.train))
+                self.system.waited(time.perf_counter() - t)
                 if cfg.train.image_every and (step + 1) % cfg.train.image_every == 0:
                     self.kind.log_images(self.state, batch, step + 1, self.board)
-                self.state, metrics = self.kind.train_step(self.state, batch, step)
+                layers = None
+                with jax.profiler.StepTraceAnnotation("train", step_num=step + 1) if self._tracing else contextlib.nullcontext():
+                    if inspecting and any(n and (step + 1) % n == 0 for n in inspecting):
+                        self.state, metrics, layers = self.kind.inspect_step(self.state, batch, step)
+                    else:
+                        self.state, metrics = self.kind.train_step(self.state, batch, step)
                 step += 1
+                if self._tracing and step >= self.profile[1]:
+                    self._stop_trace()
                 self._after_step(step, end, metrics, progress)
+                if layers is not None:
+                    self._log_layers(step, layers)
             if self.stop_requested and step < end:
                 log.info(f"{self.stop_requested}: saving a checkpoint at step {step} and exiting; rerun the same command to resume")
                 if self._saved != step:  # the signal may have come during this step's own save
@@ -119,6 +140,8 @@ class Loop:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            if self._tracing:  # the run ended inside the traced steps
+                self._stop_trace()
         self._shutdown()
         if step >= total:
             log.info(f"done: {total} steps; exports in {self.workdir}/models")
@@ -158,6 +181,8 @@ class Loop:
             if step == end:  # every finished run ends with its exports, written before its last checkpoint
                 self._export(self.kind.deployable(self.state), None, step)
             self._save(step)
+        if cfg.val.test_every and (step % cfg.val.test_every == 0 or step == end):
+            self._score_apart(step, "test", self.kind.deployable(self.state))
 
     def _restore(self):
         """Restore the newest checkpoint that restores, moving damaged ones aside: its step, or None for a fresh start."""
@@ -256,10 +281,57 @@ class Loop:
     def _log(self, step, metrics, progress):
         metrics = {k: float(v) for k, v in parallel.to_host(metrics).items()}
         text, rate = progress.line(step, metrics)
-        log.info(text)
+        system = self.system.scalars()
+        log.info(f"{text} | {System.line(system)}")
         self.lock.touch()
         self.board.log(step, metrics)
-        self.board.scalars(step, {"it_per_s": rate, **memory_gib()})
+        self.board.scalars(step, {"it_per_s": rate})
+        self.board.scalars(step, system, prefix="system/")
+
+    def _inspecting(self):
+        """The cadences of log.gradients and log.parameters, where the kind reports per-layer statistics (else none)."""
+        every = (self.cfg.log.gradients, self.cfg.log.parameters)
+        if not any(every):
+            return ()
+        if not hasattr(self.kind, "inspect_step"):
+            log.info(f"the {self.cfg.kind} kind reports no per-layer statistics: log.gradients and log.parameters log nothing")
+            return ()
+        return every
+
+    def _log_layers(self, step, layers):
+        """The per-layer statistics due at `step`: gradients' (norms, update/weight ratios) and parameters' (norms) as
+        one metrics.jsonl row and TensorBoard scalars, and their histograms where the kind returned them."""
+        due = [n and step % n == 0 for n in (self.cfg.log.gradients, self.cfg.log.parameters)]
+        wanted = (("grad_norm/", "update_ratio/", "grad_hist/") if due[0] else ()) + (("param_norm/", "param_hist/") if due[1] else ())
+        layers = {k: v for k, v in parallel.to_host(layers).items() if k.startswith(wanted)}
+        self.board.log(step, {k: v for k, v in layers.items() if "_hist/" not in k}, prefix="")
+        for k, v in layers.items():
+            if "_hist/" in k:
+                self.board.histogram(step, k, v)
+
+    def _start_trace(self):
+        self._trace_dir = os.path.join(self.workdir, "profile")
+        jax.profiler.start_trace(self._trace_dir, create_perfetto_trace=True)
+        self._tracing = True
+
+    def _stop_trace(self):
+        """End the trace once the traced steps have finished on the device, and say where it is and how to open it."""
+        jax.block_until_ready(self.state)
+        jax.profiler.stop_trace()
+        self._tracing = False
+        first, last = self.profile
+        traces = sorted(os.path.join(r, f) for r, _, fs in os.walk(self._trace_dir) for f in fs if f.endswith(".trace.json.gz"))
+        log.info(f"profile of steps {first}-{last} written to {self._trace_dir}: open it with `tensorboard --logdir "
+                 f"{self._trace_dir}` (the Profile tab, pip install tensorboard-plugin-profile)"
+                 + (f", or load {traces[-1]} at https://ui.perfetto.dev" if traces else ""))
+
+    def _score_apart(self, step, split, deployable):
+        """Scores on a set that validation does not use for best-k ('test', or a name of val.extra), logged as <split>_*."""
+        t = time.perf_counter()
+        scores = self.kind.validate(deployable, split)
+        log.info(f"{'test split' if split == 'test' else split} at step {step}: {scores.line}; {time.perf_counter() - t:.1f} s")
+        self.board.log(step, scores.values, prefix=f"{split}/")
+        self.board.flush()
 
     def validate(self, step):
         """The kind's scores on the validation set, logged, then the exports; returns val.best_metric's value."""
@@ -272,6 +344,8 @@ class Loop:
             self.board.images(step, "val/lr_sr_hr", *zip(*scores.images))
         value = scores.values[self.cfg.val.best_metric]
         self._scores, self._scores_step = {k: float(v) for k, v in scores.values.items()}, step
+        for name in self.cfg.val.extra:
+            self._score_apart(step, name, deployable)
         self._export(deployable, value, step)
         self.board.flush()
         return value

@@ -27,6 +27,8 @@ _MAX_STEPS = flags.DEFINE_integer("max_steps", None, "stop at this step (sets tr
 _PLATFORM = flags.DEFINE_string("platform", None, "cpu, gpu or tpu: train on this JAX platform (default: the best one here)")
 _DEVICES = flags.DEFINE_integer("devices", None, "train on the first N local devices (default: all; on a CPU host, one per "
                                 "core up to a divisor of the batch)")
+_PROFILE = flags.DEFINE_string("profile_steps", None, "A:B: write a jax.profiler trace of steps A to B (counted from 1, "
+                                "as logged) into <workdir>/profile, for TensorBoard's Profile tab or Perfetto")
 _FAST = flags.DEFINE_bool("fast_dev_run", False, "check the whole recipe end to end in a temporary folder (two steps, "
                           "validation on one image, checkpoint save and restore, exports), then remove it")
 
@@ -48,6 +50,9 @@ def main(argv):
     if _RESUME.value is not None and cmdline.given("init_weights"):
         sys.exit("error: --config.init_weights starts a run from weights, --resume_from continues one from its checkpoint: "
                  "give one of them (a warm start goes in a new --workdir)")
+    profile = cmdline.step_range(_PROFILE.value, "--profile_steps")
+    if profile and _FAST.value:
+        sys.exit("error: --fast_dev_run trains in a temporary folder that it removes: profile a run with a --workdir instead")
     workdir = _WORKDIR.value or os.path.join("runs", os.path.splitext(os.path.basename(cmdline.config_name()))[0])
     cfg = cmdline.resolved_config(_CONFIG, _MAX_STEPS.value, None if _FAST.value else workdir, check=_PRINT.value)
     if cfg is None:
@@ -70,7 +75,7 @@ def main(argv):
         if _FAST.value:
             loop.fast_dev_run(cfg)
             return 0
-        run = loop.start(cfg, workdir, _RESUME.value)
+        run = loop.start(cfg, workdir, _RESUME.value, profile=profile)
         run.run()
         return 130 if run.stop_requested == "SIGINT" else 0
 

@@ -3,7 +3,7 @@ Real-ESRGAN's degradations or paired LQ, validated by PSNR/SSIM (and LPIPS/DISTS
 .pth/.safetensors (and ONNX). Its builders return plain values; `SR` puts them together for the loop."""
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import jax
@@ -12,7 +12,8 @@ import ml_collections
 from flax import nnx
 
 from jaxsr import archs, data, evaluate, losses, optim, parallel, weights
-from jaxsr.degrade import queue_init, training_pairs
+from jaxsr.data.sources import list_folder, match_pairs
+from jaxsr.degrade import is_mono, mono_validation, queue_init, training_pairs
 from jaxsr.errors import ConfigError
 from jaxsr.imageio import quantize
 from jaxsr.infer import upscale
@@ -164,23 +165,61 @@ class Data:
     splits: dict  # dataset_splits.json: which file went to train/val/test
     train: Any  # the resumable iterator of this host's slices of the global batches
     val: list  # validation images: dict(name, hr, lr)
+    apart: dict = field(default_factory=dict)  # the sets scored apart from validation: 'test' (val.test_every), val.extra's
+
+
+def extra_sets(cfg):
+    """{name: (hr files, lr files or None)} of val.extra's folders (DataError for a missing or empty one)."""
+    out = {}
+    for name, folders in cfg.val.extra.items():
+        hr, lr = (folders, None) if isinstance(folders, str) else (folders["hr"], folders.get("lr"))
+        files = list_folder(hr, f"val.extra.{name}")
+        out[name] = files, (match_pairs(files, hr, lr, f"val.extra.{name}.lr") if lr else None)
+    return out
+
+
+def check_test_split(cfg, splits):
+    if cfg.val.test_every and not splits.get("test"):
+        raise ConfigError("val.test_every scores the test split, which is empty: give data.test_dir (or a data.split with a "
+                          "test fraction), or set val.test_every=0")
 
 
 def build_data(cfg, workdir):
-    """The splits, the training iterator, and the validation images that SSIM can measure (as `jaxsr.evaluate`, which
-    leaves out images smaller than its window once `scale` px per border are cropped)."""
+    """The splits, the training iterator, and the images that SSIM can measure (as `jaxsr.evaluate`, which leaves out
+    images smaller than its window once `scale` px per border are cropped) of validation, the test split (with
+    val.test_every) and val.extra's sets. A monochrome run's (`degrade.is_mono`) LR and targets are made as its training
+    pairs are (`degrade.mono_validation`)."""
+    extra = extra_sets(cfg)
     splits = data.resolve_splits(cfg.data, workdir, cfg.seed)
+    check_test_split(cfg, splits)
     per_host = data.host_batch_size(cfg.train.batch_size)
     it = data.train_iterator(cfg.data, splits, cfg.scale, cfg.seed, per_host, jax.process_index(), jax.process_count())
-    val = []
-    for item in data.val_items(cfg.data, splits, cfg.scale, "val"):
+    sets = {"val": splits, **({"test": splits} if cfg.val.test_every else {})}
+    sets.update({name: {name: hr, f"{name}_lr": lr} for name, (hr, lr) in extra.items()})
+    measured = {}
+    for which, rec in sets.items():
+        measured[which] = [_monochrome(cfg, item, k) for k, item in enumerate(_measurable(cfg, rec, which))]
+        if which != "val" and not measured[which]:
+            raise ConfigError(f"{'val.extra.' + which if which != 'test' else 'the test split'} has no image SSIM can measure "
+                              f"(larger than {evaluate.SSIM_WINDOW + 2 * cfg.scale} px a side)")
+    return Data(splits, it, measured.pop("val"), measured)
+
+
+def _measurable(cfg, rec, which):
+    for item in data.val_items(cfg.data, rec, cfg.scale, which):
         h, w = item["hr"].shape[:2]
         if min(h, w) - 2 * cfg.scale >= evaluate.SSIM_WINDOW:
-            val.append(item)
+            yield item
         else:
-            log.info(f"validation: {item['name']} is {w}x{h}, too small for SSIM after cropping {cfg.scale} px per border "
-                     f"(it needs {evaluate.SSIM_WINDOW + 2 * cfg.scale} px); left out of validation")
-    return Data(splits, it, val)
+            log.info(f"{which}: {item['name']} is {w}x{h}, too small for SSIM after cropping {cfg.scale} px per border "
+                     f"(it needs {evaluate.SSIM_WINDOW + 2 * cfg.scale} px); left out of {'validation' if which == 'val' else which}")
+
+
+def _monochrome(cfg, item, index):
+    if not is_mono(cfg.degrade):
+        return item
+    lr, hr = mono_validation(item["hr"], item["lr"], cfg.degrade, cfg.scale, cfg.seed, index)
+    return {**item, "lr": lr, "hr": hr}
 
 
 def build_state(cfg, model, tx, disc=None, tx_d=None, paired=False):
@@ -197,6 +236,8 @@ class Steps:
     g: Callable  # G-only step (the warm-up before gan.start_step, or the whole run without a GAN)
     gan: Callable | None  # G and D step
     preview: Callable  # (state, batch, params) -> training LR, SR, HR of a few samples
+    g_inspect: Callable | None = None  # the same steps, also returning per-layer statistics (log.gradients/parameters);
+    gan_inspect: Callable | None = None  # compiled on their first use, only on the steps that log them
 
 
 def build_steps(cfg, mesh, objective, tx, g_def, eval_def, d_def=None, tx_d=None):
@@ -208,14 +249,19 @@ def build_steps(cfg, mesh, objective, tx, g_def, eval_def, d_def=None, tx_d=None
                   ema_decay=cfg.optim.ema_decay, accumulate=int(cfg.optim.accumulate), ema_def=eval_def)
 
     def jit(p):
-        return jax.jit(make_train_step(p), donate_argnums=(0,), out_shardings=(repl, repl))
+        return jax.jit(make_train_step(p), donate_argnums=(0,), out_shardings=(repl,) * (3 if p.inspect else 2))
 
-    gan = None
+    gan_parts = None
     if d_def is not None:
-        gan = jit(parts._replace(objective=objective, d_def=d_def, tx_d=tx_d,
-                                 lr_d=lambda s: optim.current_lr(cfg.optim_d, total, s, d_offset(cfg))))
+        gan_parts = parts._replace(objective=objective, d_def=d_def, tx_d=tx_d,
+                                   lr_d=lambda s: optim.current_lr(cfg.optim_d, total, s, d_offset(cfg)))
     preview = jax.jit(make_preview(eval_def, make_pair, d_def=d_def), out_shardings=repl)
-    return Steps(jit(parts), gan, preview)
+    steps = Steps(jit(parts), jit(gan_parts) if gan_parts else None, preview)
+    if cfg.log.gradients or cfg.log.parameters:
+        inspecting = dict(inspect=True, histograms=cfg.log.histograms)
+        steps.g_inspect = jit(parts._replace(**inspecting))
+        steps.gan_inspect = jit(gan_parts._replace(**inspecting)) if gan_parts else None
+    return steps
 
 
 def eval_weights(cfg, state):
@@ -254,8 +300,9 @@ class SR:
         build_objective(cfg)
         build_optimizers(cfg)
         check_discriminator(cfg)
-        evaluate.load_perceptual(cfg.val.lpips, cfg.val.dists)
-        data.check_folders(cfg.data, cfg.seed)
+        evaluate.load_perceptual(cfg.val.lpips, cfg.val.dists, cfg.val.topiq)
+        check_test_split(cfg, data.check_folders(cfg.data, cfg.seed))
+        extra_sets(cfg)
 
     def __init__(self, cfg, workdir, mesh, meta=None):
         self.cfg = cfg
@@ -265,7 +312,7 @@ class SR:
                      "applied, the checkpoint holds the weights")
         objective = build_objective(cfg)
         tx, tx_d = build_optimizers(cfg)
-        self.perceptual = evaluate.load_perceptual(cfg.val.lpips, cfg.val.dists)
+        self.perceptual = evaluate.load_perceptual(cfg.val.lpips, cfg.val.dists, cfg.val.topiq)
         model, self.spec = build_generator(cfg, resume_spec)
         disc = build_discriminator(cfg, self.spec)
         self.data = build_data(cfg, workdir)
@@ -284,7 +331,7 @@ class SR:
         self.feature_params = parallel.replicate(mesh, objective.feature_params)
         self.steps = build_steps(cfg, mesh, objective, tx, g_def, self.eval_def, d_def, tx_d)
         self._feed_plateau = plateau_feeder(cfg, state, mesh)
-        self._bicubic_psnr = None
+        self._bicubic_psnr = {}
 
     def summary(self, state):
         return f"{self.spec['arch']} x{self.cfg.scale}, {sum(x.size for x in jax.tree.leaves(state.params)):,} parameters"
@@ -292,6 +339,11 @@ class SR:
     def train_step(self, state, batch, step):
         fn = self.steps.gan if (self.steps.gan and step >= self.cfg.gan.start_step) else self.steps.g
         return fn(state, batch, self.feature_params)
+
+    def inspect_step(self, state, batch, step):
+        """train_step that also returns G's (and, in the GAN stage, D's) per-layer norms and update/weight ratios."""
+        gan = self.steps.gan_inspect and step >= self.cfg.gan.start_step
+        return (self.steps.gan_inspect if gan else self.steps.g_inspect)(state, batch, self.feature_params)
 
     def resumed(self, state, carry, saved_config):
         """An EMA that starts on resume starts from the resumed weights; a new optim.lr under a plateau schedule keeps the
@@ -313,28 +365,29 @@ class SR:
         params = parallel.to_host(eval_weights(self.cfg, state))
         return nnx.merge(self.eval_def, params, parallel.to_host(state.buffers))
 
-    def validate(self, model):
-        """PSNR/SSIM (and LPIPS/DISTS where val.lpips/val.dists name their weights) on the val images as
-        `jaxsr.evaluate` measures them (8-bit, Y channel, crop = scale)."""
+    def validate(self, model, split="val"):
+        """PSNR/SSIM (and LPIPS/DISTS/TOPIQ where val.lpips/val.dists/val.topiq name their weights) on the val images
+        (or on `split`: 'test', or a name of val.extra) as `jaxsr.evaluate` measures them (8-bit, Y channel, crop = scale)."""
+        items = self.data.val if split == "val" else self.data.apart[split]
         scale, scores, shown = self.cfg.scale, [], []
-        for item in self.data.val:
+        for item in items:
             sr = upscale(model, item["lr"])
             scores.append(evaluate.score({"sr": sr}, item["hr"], scale, perceptual=self.perceptual)["sr"])
             if len(shown) < 4:
                 shown.append((item["lr"], quantize(sr), item["hr"]))
         values = {k: mean_over_images([s[k] for s in scores]) for k in ("psnr", "ssim", *self.perceptual)}
         extra = "".join(f", {k.upper()} {values[k]:.4f}" for k in self.perceptual)
-        line = (f"PSNR {values['psnr']:.3f} dB, SSIM {values['ssim']:.4f}{extra} on {len(self.data.val)} image(s) "
-                f"(bicubic: PSNR {self.bicubic_psnr():.3f} dB)")
+        line = (f"PSNR {values['psnr']:.3f} dB, SSIM {values['ssim']:.4f}{extra} on {len(items)} image(s) "
+                f"(bicubic: PSNR {self.bicubic_psnr(split):.3f} dB)")
         return Scores(values, line, shown)
 
-    def bicubic_psnr(self):
-        """The baseline to beat: MATLAB-bicubic upscaling of the same LR, measured the same way (computed once)."""
-        if self._bicubic_psnr is None:
-            s = self.cfg.scale
-            self._bicubic_psnr = mean_over_images(
-                [evaluate.score({"b": evaluate.bicubic(it["lr"], s)}, it["hr"], s)["b"]["psnr"] for it in self.data.val])
-        return self._bicubic_psnr
+    def bicubic_psnr(self, split="val"):
+        """The baseline to beat: MATLAB-bicubic upscaling of the same LR, measured the same way (computed once a set)."""
+        if split not in self._bicubic_psnr:
+            s, items = self.cfg.scale, self.data.val if split == "val" else self.data.apart[split]
+            self._bicubic_psnr[split] = mean_over_images(
+                [evaluate.score({"b": evaluate.bicubic(it["lr"], s)}, it["hr"], s)["b"]["psnr"] for it in items])
+        return self._bicubic_psnr[split]
 
     def after_validation(self, state, value):
         return state if self._feed_plateau is None else self._feed_plateau(state, value)

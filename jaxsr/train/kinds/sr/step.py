@@ -3,6 +3,7 @@
 On the device, in one program: degrade (the training pair: the clean GT degraded into the LQ input, or the paired LQ,
 and the training-pair queue) -> forward -> objective -> D update (GAN stage) -> apply updates (with the NaN/Inf
 guard) -> EMA. Only the logged scalars leave the device. Each piece below is a pure function of the step's `Parts`.
+A second compiled variant (`Parts.inspect`), used only on the steps that log them, also returns per-layer norms.
 """
 import functools
 from typing import Any, Callable, NamedTuple
@@ -19,7 +20,8 @@ class Parts(NamedTuple):
     """What a step is made of. `make_pair(key, batch, queue) -> (queue, lq, gt, gt_usm)` (`jaxsr.degrade.training_pairs`);
     `lr(opt_state)` / `lr_d` read the lr an update applies (`jaxsr.optim.current_lr`); `accumulate` micro-steps per update
     (the EMA follows real updates only); `ema_def` is the eval-mode model (LDL's EMA output); with a term on the
-    discriminator in `objective`, `d_def` and `tx_d` train D."""
+    discriminator in `objective`, `d_def` and `tx_d` train D. `inspect`: the step also returns per-layer statistics
+    (`layer_stats`; with `histograms` each layer's values too), a separate compiled variant so other steps do no more."""
 
     g_def: Any
     objective: Any
@@ -32,6 +34,8 @@ class Parts(NamedTuple):
     d_def: Any = None
     tx_d: Any = None
     lr_d: Callable | None = None
+    inspect: bool = False
+    histograms: bool = False
 
     @property
     def gan(self):
@@ -88,7 +92,7 @@ def d_update(p, state, sr, gt):
     (loss, (logs, d_buffers)), grads = jax.value_and_grad(d_loss, has_aux=True)(state.d_params)
     updates, d_opt_state = p.tx_d.update(grads, state.d_opt_state, state.d_params)
     d_params = optax.apply_updates(state.d_params, updates)
-    return dict(d_params=d_params, d_buffers=d_buffers, d_opt_state=d_opt_state), {"d_loss": loss, **logs}
+    return dict(d_params=d_params, d_buffers=d_buffers, d_opt_state=d_opt_state), {"d_loss": loss, **logs}, grads
 
 
 def apply_updates(p, state, grads, loss):
@@ -134,7 +138,7 @@ def train_step(p, state, batch, feature_params):
     metrics = {"loss": loss, **logs, "grad_norm": grad_norm, "lr": p.lr(state.opt_state)}
     new = dict(params=params, buffers=buffers, opt_state=opt_state, queue=queue)
     if p.gan:
-        d_new, d_metrics = d_update(p, state.replace(d_buffers=d_buffers), sr, gt)
+        d_new, d_metrics, d_grads = d_update(p, state.replace(d_buffers=d_buffers), sr, gt)
         ok = ok & jnp.isfinite(d_metrics["d_loss"])
         new.update(d_new)
         metrics.update(d_metrics, lr_d=p.lr_d(state.d_opt_state))
@@ -143,9 +147,49 @@ def train_step(p, state, batch, feature_params):
     metrics["skipped"] = (~ok | overflow).astype(jnp.float32)
     if scaler is not None:
         metrics.update(overflow=overflow.astype(jnp.float32), loss_scale=scaler.scale)
+    before = state
     state = state.replace(step=state.step + 1, rng=rng, ema=ema(p, state, new["params"], ok & ~overflow),
                           nonfinite=nonfinite_count(state, ok, overflow, scaler), **new)
-    return state, metrics
+    if not p.inspect:
+        return state, metrics
+    unscale = 1.0 if scaler is None else optim.loss_scale_state(before.opt_state).scale
+    layers = layer_stats("G", jax.tree.map(lambda g: g / unscale, grads), before.params, state.params, p.histograms)
+    if p.gan:
+        layers.update(layer_stats("D", d_grads, before.d_params, state.d_params, p.histograms))
+    return state, metrics, layers
+
+
+def layer_names(tree):
+    """The module path of each leaf of a parameter tree ('body.0.rdb1.conv1' for its kernel and bias), in leaf order."""
+    names = []
+    for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        keys = [str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey)]
+        names.append(".".join(keys[:-1]) or keys[-1])
+    return names
+
+
+def _norm(xs):
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in xs))
+
+
+def layer_stats(tag, grads, before, after, histograms=False):
+    """Per layer (module path) of one model (`tag`: G or D): the gradient's and the updated parameters' L2 norms, and the
+    update/weight ratio |after - before| / |before| (0 for a zero layer); with `histograms`, each layer's gradient and
+    parameter values (flattened) as well."""
+    groups = {}
+    for name, g, b, a in zip(layer_names(before), *(jax.tree.leaves(t) for t in (grads, before, after))):
+        groups.setdefault(name, []).append((g, b, a))
+    out = {}
+    for name, leaves in groups.items():
+        g, b, a = zip(*leaves)
+        weight = _norm(b)
+        out[f"grad_norm/{tag}/{name}"] = _norm(g)
+        out[f"param_norm/{tag}/{name}"] = _norm(a)
+        out[f"update_ratio/{tag}/{name}"] = jnp.where(weight > 0, _norm([x - y for x, y in zip(a, b)]) / weight, 0.0)
+        if histograms:
+            out[f"grad_hist/{tag}/{name}"] = jnp.concatenate([x.ravel() for x in g])
+            out[f"param_hist/{tag}/{name}"] = jnp.concatenate([x.ravel() for x in a])
+    return out
 
 
 def make_train_step(parts):

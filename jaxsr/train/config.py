@@ -409,6 +409,8 @@ def resume_conflicts(saved: dict, cfg) -> tuple:
     """(fields that differ from the frozen config.json and must not change on resume, the other changed fields)."""
     now = flatten(_full_model(json.loads(cfg.to_json_best_effort())))
     before = flatten(_full_model(saved))
+    defaults = flatten(base_config())  # a field newer than the saved config, at its default, is no change
+    before.update({k: defaults[k] for k in now if k not in before and k in defaults})
     diffs = [k for k in sorted(set(now) | set(before)) if now.get(k) != before.get(k)]
     bad = [k for k in diffs if any(k == f or k.startswith(f + ".") for f in INCOMPATIBLE_ON_RESUME)]
     return bad, [k for k in diffs if k not in bad]

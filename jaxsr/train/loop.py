@@ -129,19 +129,22 @@ class Loop:
                 self._after_step(step, end, metrics, progress)
                 if layers is not None:
                     self._log_layers(step, layers)
+            if self._tracing:  # the run ended before the last traced step
+                self._stop_trace()
             if self.stop_requested and step < end:
                 log.info(f"{self.stop_requested}: saving a checkpoint at step {step} and exiting; rerun the same command to resume")
                 if self._saved != step:  # the signal may have come during this step's own save
                     self._save(step)
         except BaseException as e:
+            if self._tracing:  # keep what was traced; the error is what the user needs to see
+                jax.profiler.stop_trace()
+                self._tracing = False
             self._save_after_error(step, e)
             self._shutdown(quiet=True)
             raise
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            if self._tracing:  # the run ended inside the traced steps
-                self._stop_trace()
         self._shutdown()
         if step >= total:
             log.info(f"done: {total} steps; exports in {self.workdir}/models")

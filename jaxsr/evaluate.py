@@ -1,4 +1,4 @@
-"""`python -m jaxsr.evaluate`: PSNR/SSIM (and LPIPS/DISTS) of one or more models on HR images, with BasicSR's definitions.
+"""`python -m jaxsr.evaluate`: PSNR/SSIM (and LPIPS/DISTS/TOPIQ) of one or more models on HR images, with BasicSR's definitions.
 
     python -m jaxsr.evaluate --weights A.pth [--weights B_dir ...] --hr DIR [--lr DIR] --scale 4 [--out REPORT_DIR]
     python -m jaxsr.evaluate --hr WORKDIR            # its recorded test split, its latest export
@@ -10,7 +10,8 @@ the HR is cropped to LR x scale. Model outputs are clipped and rounded to 8 bit,
 Means are over images. A MATLAB-bicubic upscale of the LR is reported as the `bicubic` baseline.
 Unreadable or too-small images are listed as failed and the rest are measured.
 
-LPIPS (`--lpips`) and DISTS (`--dists`) take user-supplied weight files (`jaxsr.lpips`, `jaxsr.dists`).
+LPIPS (`--lpips`), DISTS (`--dists`) and TOPIQ-FR (`--topiq`) take user-supplied weight files (`jaxsr.lpips`,
+`jaxsr.dists`, `jaxsr.topiq`).
 `bicubic`, `score` and `load_perceptual` are the measuring code the trainer's validation uses too.
 """
 import argparse
@@ -30,8 +31,9 @@ from jaxsr.infer import add_tile_args, check_tiling, tile_kwargs, upscale
 SPLITS_FILE = "dataset_splits.json"
 SSIM_WINDOW = 11  # BasicSR's SSIM needs at least this many px per side after the border crop
 BICUBIC = "bicubic"
-METRICS = ("psnr", "ssim", "lpips", "dists")
-LOWER_IS_BETTER = ("lpips", "dists")  # distances; PSNR and SSIM are similarities
+METRICS = ("psnr", "ssim", "lpips", "dists", "topiq")
+LOWER_IS_BETTER = ("lpips", "dists")  # distances; PSNR and SSIM are similarities, TOPIQ a quality score
+PERCEPTUAL = METRICS[2:]  # the ones from user-supplied weight files
 
 
 # ------------------------------------------------------------------------------------------- measuring
@@ -44,8 +46,9 @@ def bicubic(lr, scale):
     return np.clip(imresize(lr, scale), 0.0, 1.0)
 
 
-def load_perceptual(lpips=None, dists=None):
-    """{name: fn(sr, hr) -> float} for the perceptual metrics whose weight files are given (each a pair of paths)."""
+def load_perceptual(lpips=None, dists=None, topiq=None):
+    """{name: fn(sr, hr) -> float} for the perceptual metrics whose weight files are given (LPIPS and DISTS each a pair
+    of paths, TOPIQ-FR one path)."""
     out = {}
     if lpips:
         from jaxsr.lpips import load_lpips
@@ -55,11 +58,15 @@ def load_perceptual(lpips=None, dists=None):
         from jaxsr.dists import load_dists
 
         out["dists"] = load_dists(*dists)
+    if topiq:
+        from jaxsr.topiq import load_topiq
+
+        out["topiq"] = load_topiq(topiq)
     return out
 
 
 def score(outs, hr, crop_border, y_channel=True, perceptual=None):
-    """{name: {psnr, ssim[, lpips, dists]}} for each output in `outs` against `hr`, as BasicSR's test scripts
+    """{name: {psnr, ssim[, lpips, dists, topiq]}} for each output in `outs` against `hr`, as BasicSR's test scripts
     measure: both as 8-bit images (clipped, rounded), `crop_border` px dropped at each side, on Y or RGB; the
     perceptual metrics (`load_perceptual`) on the whole 8-bit RGB images."""
     hr8 = to_u8(hr)
@@ -211,7 +218,7 @@ def _label(m, r):
 
 def _row_text(name, res, names):
     return f"{name:<24.24}" + "".join(f"  {m}: {res[m]['psnr']:6.2f} / {res[m]['ssim']:.4f}" +
-                                      "".join(f" / {res[m][k]:.4f}" for k in LOWER_IS_BETTER if k in res[m]) for m in names)
+                                      "".join(f" / {res[m][k]:.4f}" for k in PERCEPTUAL if k in res[m]) for m in names)
 
 
 def write_report(report, out_dir):
@@ -253,6 +260,8 @@ def main(argv=None):
                    help="also LPIPS: torchvision VGG16/AlexNet weights and the lpips package's linear-layer weights (see docs/inference.md)")
     p.add_argument("--dists", nargs=2, metavar=("VGG16", "ALPHA_BETA"),
                    help="also DISTS: torchvision VGG16 weights and DISTS_pytorch's weights.pt (see docs/inference.md)")
+    p.add_argument("--topiq", metavar="FILE",
+                   help="also TOPIQ-FR (higher is better): pyiqa's cfanet_fr_kadid_res50 weights (see docs/inference.md)")
     add_tile_args(p)
     a = p.parse_args(argv)
     warnings_as_lines()
@@ -274,7 +283,7 @@ def main(argv=None):
         others = {n: m.scale for n, m in models.items() if m.scale != scale}
         if others:
             raise WeightsError(f"models of different scales cannot share one table: {others} vs x{scale}")
-        perceptual = load_perceptual(a.lpips, a.dists)
+        perceptual = load_perceptual(a.lpips, a.dists, a.topiq)
         jobs = image_jobs(a.hr, a.lr, a.split)
         if a.out:
             writable_dir(a.out, ImageError)  # before any work: a report that cannot be written loses it
@@ -289,7 +298,7 @@ def main(argv=None):
         v = report["mean"][m]
         if v["psnr"] is not None:
             print(f"  {m:<24} PSNR {v['psnr']:7.3f} dB  SSIM {v['ssim']:.4f}" +
-                  "".join(f"  {k.upper()} {v[k]:.4f}" for k in LOWER_IS_BETTER if k in v))
+                  "".join(f"  {k.upper()} {v[k]:.4f}" for k in PERCEPTUAL if k in v))
     for f in report["failed"]:
         print(f"  failed {f['image']}: {f['error']}")
     if a.out:

@@ -11,8 +11,8 @@ Where jaxsr differs from the templates:
   - discriminator: the templates use `dunet` (Mish, DySample upsampling), which jaxsr does not have; this is their
     listed alternative `unetdiscriminatorsn` (Real-ESRGAN's U-Net with spectral norm, num_feat 64, skip connections);
   - VGG19's first convolution pads with zeros (torchvision's, as BasicSR); traiNNer-redux replicates the edge there;
-  - the templates validate with TOPIQ (off by default); best-k here follows PSNR (val.best_metric: set val.lpips or
-    val.dists and best_metric for a perceptual choice).
+  - the templates validate with TOPIQ (off by default); best-k here follows PSNR (val.best_metric: set val.topiq, the
+    templates' choice, or val.lpips or val.dists, and best_metric for a perceptual choice).
 The perceptual loss needs torchvision's ImageNet VGG19 weights, which jaxsr never downloads:
 --config.losses.perceptual.vgg_weights=/path/to/vgg19-dcbb9e9d.pth
 """

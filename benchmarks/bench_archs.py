@@ -53,6 +53,11 @@ def standard_spec(name, remat=False):
                         "plus": True},
         "swinir": lambda: swinir_spec("swinir_m", scale=4, use_chk=remat),
         "hat": lambda: hat_spec("hat_s", scale=4, use_chk=remat),
+        "drct": {"arch": "drct", "scale": 4},  # the paper's DRCT (DEFAULTS): 180/6x6, window 16 (no remat there)
+        "srformer": {"arch": "srformer", "scale": 4},  # traiNNer-redux's srformer (its reference cannot remat)
+        "atd": {"arch": "atd", "scale": 4, "use_chk": remat},  # the `atd` variant (DEFAULTS): 210/6x6, window 16
+        "swin2sr": {"arch": "swin2sr", "scale": 4, "use_chk": remat},  # swin2sr_m (DEFAULTS): 180/6x6, window 8
+        "rgt": {"arch": "rgt", "scale": 4},  # the paper's RGT (DEFAULTS): 180/8x6, windows 8x32 (its reference remats by use_chk, which the torch side does not set)
     }
     spec = specs[name]
     return spec() if callable(spec) else spec

@@ -726,6 +726,18 @@ def _gather_one(g, eqn, operand, indices):
     return out
 
 
+def _sort(g, eqn, *operands):
+    """lax.sort on one key (what jnp.argsort traces to) as ONNX TopK of all elements, ascending: TopK puts equal
+    keys in index order, a stable sort; the other operands follow the key's permutation (GatherElements)."""
+    if eqn.params["num_keys"] != 1:
+        raise ExportError("lax.sort with more than one key is not lowered")
+    axis, aval = int(eqn.params["dimension"]), eqn.invars[0].aval
+    k = g.dim_tensor(g.dim(aval.shape[axis]))
+    values, idx = g.node("TopK", [g.value(operands[0], aval.dtype), k], n_out=2, axis=axis, largest=0, sorted=1)
+    return [values] + [g.node("GatherElements", [g.value(x, v.aval.dtype), idx], axis=axis)
+                       for x, v in zip(operands[1:], eqn.invars[1:])]
+
+
 _RULES = {
     "ne": _ne, "rem": _rem, "erfc": _erfc, "log1p": _log1p, "expm1": _expm1, "rsqrt": _rsqrt, "square": _square,
     "integer_pow": _integer_pow, "is_finite": _is_finite, "round": _round, "select_n": _select_n, "clamp": _clamp,
@@ -737,6 +749,7 @@ _RULES = {
     "dot_general": _dot_general, "conv_general_dilated": _conv, "gather": _gather,
     "reduce_window_max": _max_pool,
 }
+_RULES["sort"] = _sort
 
 
 def primitives(closed) -> set[str]:

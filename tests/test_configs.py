@@ -21,6 +21,7 @@ RECIPES = ["demo", "x4", "x4_gan", "x2", "dat2_x4", "compact_x4", "span_x4", "re
 RECIPES += ["plksr_x4", "mosr_x4"]
 RECIPES += ["rcan_x4", "safmn_x4"]
 RECIPES += ["omnisr_x4"]
+RECIPES += ["srformer_x4", "rgt_x4", "drct_x4", "atd_x4", "swin2sr_x4"]
 GAN_RECIPES = [n for n in RECIPES if n.endswith("_gan")]  # they need a VGG19 file for their perceptual loss
 
 
@@ -29,6 +30,7 @@ SPANDREL_ID = {"esrgan": "ESRGAN", "dat": "DAT", "compact": "Compact", "span": "
 SPANDREL_ID.update(plksr="PLKSR", mosr="MoSR")
 SPANDREL_ID.update(rcan="RCAN", safmn="SAFMN")
 SPANDREL_ID.update(omnisr="OmniSR", realcugan="RealCUGAN")
+SPANDREL_ID.update(srformer="SRFormer", rgt="RGT", drct="DRCT", atd="ATD", swin2sr="Swin2SR")
 
 
 @pytest.mark.parametrize("name", RECIPES)
@@ -44,6 +46,11 @@ def test_recipe_resolves_builds_and_its_export_opens_in_spandrel(tmp_path, spand
     expected.update(plksr_x4=5_551_088, mosr_x4=4_481_472)  # PLKSR 64/28/17 CCM; MoSR 64/24 with GPS
     expected.update(rcan_x4=15_592_379, safmn_x4=239_520)  # RCAN 10/20/64 (mean shifts included); SAFMN 36/8
     expected.update(omnisr_x4=805_376)  # OmniSR 64 features, 5 groups of 1 block, window 8 with the position bias
+    expected.update(drct_x4=14_139_579)  # DRCT 180/6 groups, window 16, gc 32 (the paper's 14.1M)
+    expected.update(srformer_x4=10_543_503)  # SRFormer 180/6x6, window 24 (traiNNer-redux's srformer)
+    expected.update(atd_x4=20_260_929)  # ATD 210/6x6, window 16, 128 tokens (the paper's 20.26M)
+    expected.update(swin2sr_x4=12_239_283)  # Swin2SR-M 180/6x6, window 8, pixelshuffle (traiNNer-redux's swin2sr_m)
+    expected.update(rgt_x4=13_365_543)  # RGT 180/8x6, windows 8x32, c_ratio 0.5 (the paper's 13.37M)
     assert n == expected.get(name, n) and n > 0
     if name not in GAN_RECIPES:
         build_losses(cfg.losses)

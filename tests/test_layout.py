@@ -44,6 +44,17 @@ SMALL = {
                "window_size": 4, "res_num": 1, "bias": True},
     "rcan": {"arch": "rcan", "scale": 2, "in_ch": 3, "n_resgroups": 1, "n_resblocks": 1, "n_feats": 8, "reduction": 4},
     "safmn": {"arch": "safmn", "scale": 2, "dim": 8, "n_blocks": 1, "ffn_scale": 2.0},
+    "srformer": {"arch": "srformer", "scale": 2, "embed_dim": 8, "depths": [2], "num_heads": [2], "window_size": 4,
+                 "img_size": 8, "upsampler": "pixelshuffle"},
+    "swin2sr": {"arch": "swin2sr", "scale": 2, "embed_dim": 8, "depths": [2], "num_heads": [2], "window_size": 4,
+                "img_size": 8, "upsampler": "pixelshuffle_aux"},  # the bicubic branch and an LR auxiliary image
+    "drct": {"arch": "drct", "scale": 2, "embed_dim": 8, "depths": [6], "num_heads": [2], "gc": 4, "window_size": 4,
+             "img_size": 8},
+    "atd": {"arch": "atd", "scale": 2, "embed_dim": 8, "depths": [2], "num_heads": [2], "window_size": 4,
+            "category_size": 256, "num_tokens": 8, "reducted_dim": 4, "convffn_kernel_size": 3, "mlp_ratio": 1.0,
+            "upsampler": "pixelshuffledirect"},
+    "rgt": {"arch": "rgt", "scale": 2, "embed_dim": 8, "depth": [1, 2], "num_heads": [2, 2], "split_size": [4, 4],
+            "mlp_ratio": 2.0, "c_ratio": 0.5},  # group 1: shifted windows and an RG-SA block
     "unet": {"arch": "unet", "num_in_ch": 3, "num_feat": 8, "skip_connection": True},
     "vgg": {"arch": "vgg", "num_in_ch": 3, "num_feat": 8, "input_size": 128},
 }
@@ -68,12 +79,14 @@ def test_the_model_class_defaults_are_the_folders(name):
     from jaxsr.archs import rcan, safmn
     from jaxsr.archs import omnisr, realcugan
     from jaxsr.archs import mosr, plksr
+    from jaxsr.archs import atd, drct, rgt, srformer, swin2sr
 
     cls = {"esrgan": esrgan.RRDBNet, "dat": dat.DAT, "swinir": swinir.SwinIR, "hat": hat.HAT,
            "compact": compact.SRVGGNetCompact, "span": span.SPAN, "realplksr": realplksr.RealPLKSR,
            "plksr": plksr.PLKSR, "mosr": mosr.MoSR,
            "realcugan": realcugan.UpCunet, "omnisr": omnisr.OmniSR,
            "rcan": rcan.RCAN, "safmn": safmn.SAFMN,
+           "srformer": srformer.SRFormer, "swin2sr": swin2sr.Swin2SR, "drct": drct.DRCT, "atd": atd.ATD, "rgt": rgt.RGT,
            "unet": unet.UNetDiscriminatorSN, "vgg": vgg.VGGStyleDiscriminator}[name]
     record = archs.get(name)
     params = inspect.signature(cls).parameters

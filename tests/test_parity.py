@@ -344,6 +344,145 @@ ROWS = [
     omnisr(4, check=_released_layouts), omnisr(2, num_feat=8, block_num=2, pe=False, res_num=1, bias=False),
     omnisr(3, window_size=4, res_num=1),
 ]
+# ------------------------------------------------------------------------------------------------------- DRCT
+
+DRCT_CROP = dict(name="astronaut", h=32, w=48, top=100, left=150)  # the reference's forward takes window multiples only
+
+
+def _drct_pads_as_spandrel(spec):
+    def check(saved, theirs):
+        """spandrel's descriptor (what chaiNNer calls) reflect-pads to 16, runs and crops: on a crop off every grid
+        (27x30) ours, which pads the same way, agrees."""
+        import spandrel
+        import torch
+        from conftest import photo
+
+        from jaxsr import archs
+        from jaxsr.archs.bridge import load_state_dict
+
+        ours = archs.build(spec)
+        load_state_dict(ours, archs.get("drct").from_torch({k: v.numpy() for k, v in saved.items()}))
+        x = photo(**TRANSFORMER_CROP)[None]
+        x = x.mean(-1, keepdims=True) if spec.get("in_ch", 3) == 1 else x
+        desc = spandrel.ModelLoader().load_from_state_dict(dict(saved))
+        with torch.no_grad():
+            ref = desc(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))).numpy().transpose(0, 2, 3, 1)
+        out = np.asarray(nnx.jit(lambda m, v: m(v))(ours, jnp.asarray(x)))
+        assert np.abs(np.clip(out, 0, 1) - ref).max() <= TRANSFORMER
+
+    return check
+
+
+def drct(scale, embed_dim=16, num_heads=(4,), gc=6, window_size=8, img_size=32, in_ch=3, mlp_ratio=2.0,
+         resi_connection="1conv", qkv_bias=True, patch_norm=True, check=None):
+    """Reduced DRCTs: gc 6 with 4 heads gives swin2/swin4 2 heads (the reference's head rule), img_size equal to the
+    window a model without shifts (and without stored masks)."""
+    cfg = dict(embed_dim=embed_dim, depths=[6] * len(num_heads), num_heads=list(num_heads), window_size=window_size,
+               img_size=img_size, mlp_ratio=mlp_ratio, gc=gc, qkv_bias=qkv_bias, resi_connection=resi_connection,
+               patch_norm=patch_norm)
+    spec = {"arch": "drct", "scale": scale, "in_ch": in_ch, "out_ch": in_ch, **cfg}
+    kwargs = dict(upscale=scale, in_chans=in_ch, upsampler="pixelshuffle", **cfg)
+    tags = {f"s{img_size}w{window_size}", f"{embed_dim}dim", resi_connection}
+    return Row(f"drct_x{scale}{'' if in_ch == 3 else '_gray'}{'' if img_size > window_size else '_noshift'}", spec,
+               ("DRCT.DRCT", kwargs), "DRCT", DRCT_CROP, TRANSFORMER, frozenset(tags), exact_tags=True, seed=scale,
+               check=check or _drct_pads_as_spandrel(spec))
+
+
+ROWS += [
+    drct(4),
+    drct(3, embed_dim=12, num_heads=(2, 2), gc=4, window_size=4, img_size=16, mlp_ratio=1.5,
+         resi_connection="identity", qkv_bias=False, patch_norm=False),
+    drct(2, gc=8, img_size=8, in_ch=1, check=_released_layouts),
+]
+# ------------------------------------------------------------------------------------------------------- SRFormer
+
+
+def srformer(scale, upsampler, tags, check=None, **cfg):
+    """A reduced SRFormer (spandrel_extra_arches' class arguments in `cfg`, ours the same under jaxsr's names)."""
+    kwargs = dict(upscale=scale, upsampler=upsampler, **cfg)
+    spec = {"arch": "srformer", "scale": scale, "upsampler": upsampler,
+            **{("in_ch" if k == "in_chans" else k): v for k, v in cfg.items()}}
+    return Row(f"srformer_{upsampler.replace('+', '_')}_x{scale}", spec, ("SRFormer.SRFormer", kwargs), "SRFormer",
+               TRANSFORMER_CROP, TRANSFORMER, frozenset(tags), exact_tags=True, seed=7, check=check)
+
+
+ROWS += [
+    srformer(4, "pixelshuffledirect", {"small", "s32w8", "12dim", "1conv"}, embed_dim=12, depths=[2, 2],
+             num_heads=[2, 3], window_size=8, mlp_ratio=2.0, img_size=32, resi_connection="1conv"),
+    srformer(3, "pixelshuffle", {"small", "s24w6", "16dim", "3conv"}, embed_dim=16, depths=[3], num_heads=[2],
+             window_size=6, mlp_ratio=1.5, img_size=24, resi_connection="3conv"),  # odd ws/2: the key mask's rounding
+    srformer(4, "nearest+conv", {"small", "s16w16", "8dim", "1conv"}, embed_dim=8, depths=[2], num_heads=[2],
+             window_size=16, mlp_ratio=2.0, img_size=16, resi_connection="1conv",
+             check=_released_layouts),  # img_size == window: no shifts (and no masks, which _released_layouts needs)
+]
+# ------------------------------------------------------------------------------------------------------- Swin2SR
+
+
+def swin2sr(case, tags, **cfg):
+    """A reduced Swin2SR given by spandrel's constructor arguments `cfg` (every field where its class defaults
+    differ from our swin2sr_m)."""
+    names = {"in_chans": "in_ch", "upscale": "scale"}
+    spec = {"arch": "swin2sr", **{names.get(k, k): v for k, v in cfg.items()}}
+    return Row(f"swin2sr_{case}", spec, ("Swin2SR.Swin2SR", cfg), "Swin2SR", TRANSFORMER_CROP, TRANSFORMER,
+               frozenset(tags), exact_tags=True, seed=7)
+
+
+ROWS += [
+    swin2sr("x2_3conv", {"small", "s32w8", "16dim", "3conv"}, upscale=2, embed_dim=16, depths=[2, 2],
+            num_heads=[2, 4], window_size=8, mlp_ratio=2.0, upsampler="pixelshuffle", resi_connection="3conv",
+            img_size=32),
+    swin2sr("aux_x4", {"small", "s16w4", "12dim", "1conv"}, upscale=4, embed_dim=12, depths=[2], num_heads=[3],
+            window_size=4, mlp_ratio=2.0, upsampler="pixelshuffle_aux", resi_connection="1conv", img_size=16),
+    # no stored masks (img_size = window: no shifts), as spandrel builds a file without them; no qkv bias/patch norm
+    swin2sr("direct_x3", {"small", "s8w8", "16dim", "1conv"}, upscale=3, embed_dim=16, depths=[1, 2],
+            num_heads=[2, 2], window_size=8, mlp_ratio=1.5, upsampler="pixelshuffledirect", resi_connection="1conv",
+            img_size=8, qkv_bias=False, patch_norm=False),
+]
+# ------------------------------------------------------------------------------------------------------- RGT
+
+# 38x45: no multiple of the windows, and RG-SA's two stride-4 reductions leave 2x2 keys (a 27x30 crop leaves one key,
+# whose softmax is 1 whatever q and k are)
+RGT_CROP = dict(name="astronaut", h=38, w=45, top=100, left=150)
+
+
+def rgt(case, **cfg):
+    """A reduced RGT given by spandrel's constructor arguments; spandrel 0.4.2 reports no tags for RGT."""
+    names = {"in_chans": "in_ch", "upscale": "scale"}
+    spec = {"arch": "rgt", **{names.get(k, k): v for k, v in cfg.items()}}
+    return Row(f"rgt_{case}", spec, ("RGT.RGT", cfg), "RGT", RGT_CROP, TRANSFORMER, frozenset(), exact_tags=True, seed=7)
+
+
+ROWS += [
+    # embed 32: the position-bias MLP keeps a width (C/2/4/4 = 1); group 0 has no RG-SA block, so c_ratio is read
+    # from group 1 (shifted windows there)
+    rgt("x4", upscale=4, embed_dim=32, depth=[1, 2], num_heads=[4, 4], split_size=[4, 8], mlp_ratio=2.0, c_ratio=0.5),
+    rgt("x3_3conv", upscale=3, embed_dim=16, depth=[3], num_heads=[4], split_size=[4, 4], mlp_ratio=1.5, c_ratio=0.25,
+        qkv_bias=False, resi_connection="3conv"),  # block 2 shifted; RG-SA 4 channels, 1 per head
+    rgt("x2_gray", upscale=2, in_chans=1, embed_dim=16, depth=[2], num_heads=[2], split_size=[8, 8], mlp_ratio=2.0,
+        c_ratio=0.5),  # gray (no mean), square windows, no shifts
+]
+
+# ATD: the crops pad to at most the category_size spandrel gives (256; ATD-light 128), so that the category attention
+# is one group, whatever order torch's unstable sort leaves equal categories in; tests/test_atd.py checks several
+# groups (and the mirrored padding of the last) against the reference with a stable sort
+def atd(case, crop, tags, **cfg):
+    base = dict(embed_dim=16, depths=[2, 2], num_heads=[2, 2], window_size=8, num_tokens=16, reducted_dim=4,
+                convffn_kernel_size=5, mlp_ratio=2.0)
+    kw = {**base, **cfg}
+    spec = {"arch": "atd", "scale": kw["upscale"], "in_ch": kw.get("in_chans", 3),
+            **{k: v for k, v in kw.items() if k not in ("upscale", "in_chans")}}
+    spec["category_size"] = 128 if kw["upsampler"] == "pixelshuffledirect" and kw["embed_dim"] == 48 else 256
+    return Row(f"atd_{case}", spec, ("ATD.ATD", {**kw, "category_size": spec["category_size"]}), "ATD",
+               dict(name="astronaut", top=100, left=150, **crop), TRANSFORMER, frozenset(tags), exact_tags=True, seed=3)
+
+
+ROWS += [
+    atd("x4", dict(h=13, w=14), {"16dim", "8w", "256cat"}, upscale=4, upsampler="pixelshuffle"),  # 256 tokens
+    atd("light_x2", dict(h=7, w=9), {"light", "48dim", "4w", "128cat"}, upscale=2, upsampler="pixelshuffledirect",
+        embed_dim=48, depths=[2], num_heads=[3], window_size=4, convffn_kernel_size=7, mlp_ratio=1.0),  # 96 < 128
+    atd("x3_3conv", dict(h=11, w=15), {"16dim", "4w", "256cat"}, upscale=3, upsampler="pixelshuffle", window_size=4,
+        resi_connection="3conv", qkv_bias=False),  # 192 tokens: one group shorter than category_size
+]
 assert len({r.id for r in ROWS}) == len(ROWS)
 
 

@@ -238,8 +238,9 @@ def test_refusals_and_export_warnings(tmp_path):
     v2 = Swin2SR(img_size=16, embed_dim=12, depths=[2], num_heads=[2], window_size=4, upscale=2,
                  upsampler="pixelshuffledirect")
     torch.save({"params": v2.state_dict()}, tmp_path / "swin2sr.pth")
-    with pytest.raises(WeightsError, match="Swin2SR"):
-        load_model(tmp_path / "swin2sr.pth")
+    assert load_model(tmp_path / "swin2sr.pth")[1]["arch"] == "swin2sr"  # Swin2SR's own family, not SwinIR's
+    with pytest.raises(WeightsError, match="expected a SwinIR model, but the file is a Swin2SR model"):
+        load_model(tmp_path / "swin2sr.pth", arch="swinir")
     sd = state_dict_np(torch_swinir(**CASES["classical_x2_3conv"]))
     sd["conv_before_upsample.0.weight"] = sd["conv_before_upsample.0.weight"][:32]
     with pytest.raises(WeightsError, match="32-feature reconstruction"):

@@ -156,6 +156,13 @@ TILED = {  # name: ((h, w), [(tile, overlap, seam), ...], (tile, overlap) that m
     "mosr": ((64, 136), [(48, 32, "crop"), (112, 56, "blend")], (32, 0)),
     # SAFMN: ~16 LR px (its coarsest level pools 8 x 8 blocks, then a 3x3 there); tiles on its 8 px grid
     "safmn": ((150, 229), [(96, 48, "crop"), (144, 72, "blend")], (64, 0)),
+    # Swin2SR (SMALL: window 4, a shifted block, pixelshuffle_aux's bicubic branch): ~13 LR px; tiles on its window grid
+    "swin2sr": ((64, 136), [(64, 32, "crop"), (112, 56, "blend")], (32, 0)),
+    # DRCT: windows anchored at the origin (tiles on its 16 px grid, spandrel's pad); 5 Swin blocks of window 4 + convs
+    "drct": ((64, 136), [(48, 32, "crop"), (112, 64, "blend")], (32, 0)),
+    # SRFormer: windows anchored at the origin (tiles on its 4 px window grid); 2 PSA blocks of window 4 with 5x5
+    # depthwise convs + convs, ~15 LR px (exact for windows that are multiples of 4; docs/archs.md)
+    "srformer": ((64, 136), [(48, 32, "crop"), (112, 56, "blend")], (32, 0)),
 }
 
 

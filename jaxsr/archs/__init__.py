@@ -11,6 +11,7 @@ from jaxsr.errors import WeightsError
 from . import compact, dat, esrgan, hat, rcan, realplksr, safmn, span, swinir, unet, vgg
 from . import mosr, plksr
 from . import omnisr, realcugan
+from . import atd, drct, rgt, srformer, swin2sr
 from .bridge import Arch
 
 ARCHS: tuple[Arch, ...] = (esrgan.ARCH, dat.ARCH, swinir.ARCH, hat.ARCH, compact.ARCH, span.ARCH, realplksr.ARCH, unet.ARCH,
@@ -18,6 +19,7 @@ ARCHS: tuple[Arch, ...] = (esrgan.ARCH, dat.ARCH, swinir.ARCH, hat.ARCH, compact
 ARCHS += (plksr.ARCH, mosr.ARCH)
 ARCHS += (rcan.ARCH, safmn.ARCH)
 ARCHS += (realcugan.ARCH, omnisr.ARCH)
+ARCHS += (swin2sr.ARCH, drct.ARCH, srformer.ARCH, rgt.ARCH, atd.ARCH)
 
 
 def names(kind="generator"):

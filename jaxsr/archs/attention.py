@@ -164,6 +164,29 @@ def trace_shift_mask(H, W, wh, ww, sh, sw):
     return jnp.where(ids[:, None, :] != ids[:, :, None], -100.0, 0.0).astype(jnp.float32)
 
 
+def rect_window_branches(qkv, attns, split_size, shifted):
+    """DAT's and RGT's rectangle-window self-attention (the same authors' code): q|k|v (B, H, W, 3C) zero-padded
+    right/bottom to max(split_size) after the projection, channels halved, half i attended by attns[i] (windows
+    split_size, then transposed; each attn takes (3, B, Hp, Wp, c) and an optional mask), rolled by half a window
+    with its mask where `shifted`, cropped back -> (B, H, W, C)."""
+    B, H, W, C3 = qkv.shape
+    C = C3 // 3
+    m = max(split_size)
+    ph, pw = (m - H % m) % m, (m - W % m) % m
+    qkv = jnp.moveaxis(jnp.pad(qkv, ((0, 0), (0, ph), (0, pw), (0, 0))).reshape(B, H + ph, W + pw, 3, C), 3, 0)
+    h0, h1 = split_size[0] // 2, split_size[1] // 2
+    outs = []
+    for i, (part, attn) in enumerate(zip((qkv[..., : C // 2], qkv[..., C // 2:]), attns)):
+        sh, sw = (h0, h1) if i == 0 else (h1, h0)
+        if shifted:
+            mask = trace_shift_mask(H + ph, W + pw, attn.H_sp, attn.W_sp, sh, sw)
+            o = jnp.roll(attn(jnp.roll(part, (-sh, -sw), axis=(2, 3)), mask), (sh, sw), axis=(1, 2))
+        else:
+            o = attn(part)
+        outs.append(o[:, :H, :W])
+    return jnp.concatenate(outs, -1)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # the attention kernel
 

@@ -36,8 +36,9 @@ _MASK = re.compile(r"layers\.(\d+)\.blocks\.(\d+)\.attn\.attn_mask_[01]$")
 
 
 def detect(sd):
-    """A DAT-family state dict (including variants we refuse in infer_spec with a message)."""
-    return "before_RG.1.weight" in sd and f"{_B0}attn.qkv.weight" in sd
+    """A DAT-family state dict (including variants we refuse in infer_spec with a message); RGT's blocks, which share
+    these keys, carry a `gamma`."""
+    return "before_RG.1.weight" in sd and f"{_B0}attn.qkv.weight" in sd and f"{_B0}gamma" not in sd
 
 
 def infer_spec(sd):

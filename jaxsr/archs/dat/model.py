@@ -26,8 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxsr.archs.attention import (drop_path, from_windows, layer_norm, linear, relative_position_index, resi_conv,
-                                   resolve_impl, run_block, shift_mask, to_windows, trace_shift_mask, window_attention)
+from jaxsr.archs.attention import (drop_path, from_windows, layer_norm, linear, rect_window_branches,
+                                   relative_position_index, resi_conv, resolve_impl, run_block, shift_mask, to_windows,
+                                   window_attention)
 from jaxsr.archs.common import (RGB_MEAN, Act, BatchNorm2d, Buffer, LeakyReLU, Sequential, constructor_kwargs, conv,
                                 precision, variant_spec)
 from jaxsr.archs.upsample import DySample, pixelshuffle, pixelshuffle_direct
@@ -149,7 +150,6 @@ class AdaptiveSpatialAttention(nnx.Module):
                  attn_impl="auto"):
         self.dim = dim
         self.split_size = tuple(split_size)
-        self.shift_size = (split_size[0] // 2, split_size[1] // 2)
         self.shifted = shifted(rg_idx, b_idx)
         self.dtype = dtype
         self.qkv = linear(dim, 3 * dim, bias=qkv_bias, rngs=rngs, dtype=dtype)
@@ -159,28 +159,10 @@ class AdaptiveSpatialAttention(nnx.Module):
         _interaction_modules(self, dim, rngs, dtype)
 
     def __call__(self, x):
-        B, H, W, C = x.shape
+        C = x.shape[-1]
         qkv = self.qkv(x)  # (B, H, W, 3C): q | k | v
         v = qkv[..., 2 * C:]
-        m = max(self.split_size)
-        ph, pw = (m - H % m) % m, (m - W % m) % m
-        # zero padding after the projection (right/bottom), as the reference does
-        qkv = jnp.pad(qkv, ((0, 0), (0, ph), (0, pw), (0, 0))).reshape(B, H + ph, W + pw, 3, C)
-        qkv = jnp.moveaxis(qkv, 3, 0)  # (3, B, Hp, Wp, C)
-        Hp, Wp = H + ph, W + pw
-        h0, h1 = self.shift_size
-        halves = (qkv[..., : C // 2], qkv[..., C // 2:])
-        outs = []
-        for i, (part, attn) in enumerate(zip(halves, self.attns)):
-            sh, sw = (h0, h1) if i == 0 else (h1, h0)
-            if self.shifted:
-                part = jnp.roll(part, (-sh, -sw), axis=(2, 3))
-                mask = trace_shift_mask(Hp, Wp, attn.H_sp, attn.W_sp, sh, sw)
-                o = jnp.roll(attn(part, mask), (sh, sw), axis=(1, 2))
-            else:
-                o = attn(part)
-            outs.append(o[:, :H, :W])
-        attened = jnp.concatenate(outs, -1)
+        attened = rect_window_branches(qkv, self.attns, self.split_size, self.shifted)
         conv_x = self.dwconv(v)
         channel_map = self.channel_interaction(conv_x)  # (B, 1, 1, C)
         spatial_map = self.spatial_interaction(attened)  # (B, H, W, 1)

@@ -7,8 +7,9 @@ conv_first, mlp_ratio fc1/embed_dim, window_size sqrt(relative_position_index ro
 mask (else 64), depths/heads from the blocks and bias tables, 1conv iff `conv_after_body.weight`, and
 img_range 255 iff window_size is 7 (the JPEG models). Where spandrel assumes a fixed value, the keys decide here
 and exports that spandrel would then not load warn: `qkv_bias` (attn.qkv.bias), `patch_norm`
-(patch_embed.norm), `ape` (absolute_pos_embed, which also gives img_size). Refused by name: Swin2SR files
-(SwinV2 attention), a reconstruction width other than 64, start_unshuffle without a conv_last.
+(patch_embed.norm), `ape` (absolute_pos_embed, which also gives img_size). Swin2SR files (SwinIR's keys with the
+stem's patch_embed.proj and SwinV2 attention) are not detected here: they go to `archs/swin2sr`. Refused by name: a
+reconstruction width other than 64, start_unshuffle without a conv_last.
 """
 import math
 import re
@@ -25,9 +26,10 @@ _MASK = re.compile(r"layers\.(\d+)\.residual_group\.blocks\.(\d+)\.attn_mask$")
 
 
 def detect(sd):
-    """spandrel's SwinIR keys (Swin2SR files match too; infer_spec refuses them by name)."""
+    """spandrel's SwinIR keys, without Swin2SR's (the stem's patch_embed.proj, SwinV2's logit_scale)."""
     return (f"{_B0}norm1.weight" in sd and ("conv_first.weight" in sd or "conv_first.1.weight" in sd)
-            and f"{_B0}mlp.fc1.bias" in sd and f"{_B0}attn.relative_position_index" in sd)
+            and f"{_B0}mlp.fc1.bias" in sd and f"{_B0}attn.relative_position_index" in sd
+            and "patch_embed.proj.weight" not in sd and f"{_B0}attn.logit_scale" not in sd)
 
 
 def spandrel_img_range(window_size):
@@ -37,9 +39,6 @@ def spandrel_img_range(window_size):
 
 
 def infer_spec(sd):
-    if "patch_embed.proj.weight" in sd or any(k.endswith(".attn.logit_scale") for k in sd):
-        raise WeightsError("this is a Swin2SR model (SwinV2 attention: logit_scale, cpb_mlp), which jaxsr does not "
-                           "support; SwinIR is supported")
     if "conv_before_upsample.0.weight" in sd:
         upsampler = "nearest+conv" if "conv_up1.weight" in sd else "pixelshuffle"
         nf = int(sd["conv_before_upsample.0.weight"].shape[0])

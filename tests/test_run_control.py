@@ -142,7 +142,8 @@ def test_weights_and_biases_mirroring_is_optional(tmp_path):
     records the run's scalars in <workdir>/wandb."""
     import importlib.util
 
-    args = [*TINY, "--config.train.total_steps=2", "--config.log.wandb=True", "--workdir", str(tmp_path / "wd")]
+    args = [*TINY, "--config.train.total_steps=2", "--config.optim.warmup_steps=1", "--config.log.wandb=True",
+            "--workdir", str(tmp_path / "wd")]
     r = subprocess.run([sys.executable, "run_train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
                        env={**os.environ, "WANDB_MODE": "offline"})
     assert "Traceback" not in r.stderr, r.stderr

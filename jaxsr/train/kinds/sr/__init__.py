@@ -206,13 +206,14 @@ def build_data(cfg, workdir):
 
 
 def _measurable(cfg, rec, which):
+    label = {"val": "validation", "test": "the test split"}.get(which, f"val.extra.{which}")
     for item in data.val_items(cfg.data, rec, cfg.scale, which):
         h, w = item["hr"].shape[:2]
         if min(h, w) - 2 * cfg.scale >= evaluate.SSIM_WINDOW:
             yield item
         else:
-            log.info(f"{which}: {item['name']} is {w}x{h}, too small for SSIM after cropping {cfg.scale} px per border "
-                     f"(it needs {evaluate.SSIM_WINDOW + 2 * cfg.scale} px); left out of {'validation' if which == 'val' else which}")
+            log.info(f"{label}: {item['name']} is {w}x{h}, too small for SSIM after cropping {cfg.scale} px per border "
+                     f"(it needs {evaluate.SSIM_WINDOW + 2 * cfg.scale} px); left out of {label}")
 
 
 def _monochrome(cfg, item, index):

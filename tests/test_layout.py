@@ -164,7 +164,8 @@ def test_jaxsr_never_imports_convert():
 
 # optional tools the docs and messages name that are not dependencies of ours: lpips and DISTS_pytorch hold the
 # perceptual metrics' weight files, wandb mirrors the logs, spandrel/torchvision are the PyTorch side of the tests
-OPTIONAL = {"lpips", "dists-pytorch", "wandb", "spandrel", "torchvision"}
+OPTIONAL = {"lpips", "dists-pytorch", "wandb", "spandrel", "spandrel-extra-arches", "torchvision", "tensorboard",
+            "tensorboard-plugin-profile"}  # the viewers of the logs and of profiles
 _NOT_A_NAME = re.compile(r"^(-|\.|\$|\{|/)|/|\.whl$")
 
 

@@ -3,6 +3,8 @@
 - `nearest_conv`: RRDB's tail (nearest x2 + conv + LeakyReLU(0.2) per stage, then conv_hr, conv_last).
 - `pixelshuffle`: SwinIR/DAT `Upsample`, an nn.Sequential of [conv(nf, 4nf), PixelShuffle(2)] per x2 (or one x3).
 - `pixelshuffle_direct`: SwinIR/DAT `UpsampleOneStep`, [conv(nf, out*s^2), PixelShuffle(s)].
+- `swinir_head` / `swinir_tail`: the reconstruction after the body of SwinIR and the models built on its skeleton
+  (SRFormer, ATD, Swin2SR): pixelshuffle, pixelshuffledirect, nearest+conv, or none (x1 with a global residual).
 - `DySample`: the SR variant (lp style, dynamic scope, end conv) of arXiv 2308.15085, as spandrel and traiNNer-redux build it.
 
 And what the bridges read back from a state dict, as spandrel reads it: `pixelshuffle_scale` (the factor of a
@@ -14,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxsr.archs.common import Buffer, PixelShuffle, Sequential, conv, lrelu, upsample_nearest2x
+from jaxsr.archs.common import Buffer, LeakyReLU, PixelShuffle, Sequential, conv, lrelu, upsample_nearest2x
 from jaxsr.errors import WeightsError
 
 
@@ -38,6 +40,37 @@ def pixelshuffle(scale, num_feat, *, rngs, dtype=jnp.float32):
 
 def pixelshuffle_direct(scale, num_feat, out_ch, *, rngs, dtype=jnp.float32):
     return Sequential([conv(num_feat, out_ch * scale * scale, 3, rngs=rngs, dtype=dtype), PixelShuffle(scale)])
+
+
+def swinir_head(owner, upsampler, scale, dim, out_ch, *, rngs, dtype=jnp.float32, num_feat=64):
+    """SwinIR's reconstruction, set on `owner` under the reference's attribute names (conv_before_upsample, upsample,
+    conv_up1.., conv_hr, conv_last), so that the keys of every model built on SwinIR's skeleton map mechanically."""
+    if upsampler in ("pixelshuffle", "nearest+conv"):
+        owner.conv_before_upsample = Sequential([conv(dim, num_feat, 3, rngs=rngs, dtype=dtype), LeakyReLU(0.01)])
+    if upsampler == "pixelshuffle":
+        owner.upsample = pixelshuffle(scale, num_feat, rngs=rngs, dtype=dtype)
+        owner.conv_last = conv(num_feat, out_ch, 3, rngs=rngs, dtype=dtype)
+    elif upsampler == "pixelshuffledirect":
+        owner.upsample = pixelshuffle_direct(scale, dim, out_ch, rngs=rngs, dtype=dtype)
+    elif upsampler == "nearest+conv":
+        for i in range(1, int(math.log2(scale)) + 1):
+            setattr(owner, f"conv_up{i}", conv(num_feat, num_feat, 3, rngs=rngs, dtype=dtype))
+        owner.conv_hr = conv(num_feat, num_feat, 3, rngs=rngs, dtype=dtype)
+        owner.conv_last = conv(num_feat, out_ch, 3, rngs=rngs, dtype=dtype)
+    else:  # restoration (denoising, JPEG): x1 with a global residual
+        owner.conv_last = conv(dim, out_ch, 3, rngs=rngs, dtype=dtype)
+
+
+def swinir_tail(owner, x, inp, scale):
+    """The forward of `swinir_head` on the body's output `x`; `inp` is the normalised input of the x1 residual."""
+    if owner.upsampler == "pixelshuffle":
+        return owner.conv_last(owner.upsample(owner.conv_before_upsample(x)))
+    if owner.upsampler == "pixelshuffledirect":
+        return owner.upsample(x)
+    if owner.upsampler == "nearest+conv":
+        ups = [getattr(owner, f"conv_up{i}") for i in range(1, int(math.log2(scale)) + 1)]
+        return nearest_conv(owner.conv_before_upsample(x), ups, owner.conv_hr, owner.conv_last, slope=0.2)
+    return inp + owner.conv_last(x).astype(jnp.float32)
 
 
 def pixelshuffle_scale(sd, prefix="upsample", num_feat=None):

@@ -34,9 +34,9 @@ from flax import nnx
 from jaxsr.archs.attention import (PatchEmbed, add_absolute_pos_embed, from_windows, gather_bias, layer_norm, linear,
                                    relative_position_index, resi_conv, resolve_impl, run_block, to_windows,
                                    trace_shift_mask, window_attention)
-from jaxsr.archs.common import (RGB_MEAN, Act, Buffer, LeakyReLU, Sequential, constructor_kwargs, conv, host_init,
+from jaxsr.archs.common import (RGB_MEAN, Act, Buffer, Sequential, constructor_kwargs, conv, host_init,
                                 precision, top_left, trunc_normal_002, variant_spec)
-from jaxsr.archs.upsample import nearest_conv, pixelshuffle, pixelshuffle_direct
+from jaxsr.archs.upsample import swinir_head, swinir_tail
 
 NUM_FEAT = 64  # the reconstruction width, fixed in the reference
 UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "nearest+conv", "")
@@ -312,20 +312,7 @@ class ATD(nnx.Module):
             for i in range(len(depths))])
         self.norm = layer_norm(C, rngs=rngs, dtype=dtype)
         self.conv_after_body = resi_conv(C, resi_connection, rngs=rngs, dtype=dtype)
-        if upsampler in ("pixelshuffle", "nearest+conv"):
-            self.conv_before_upsample = Sequential([conv(C, NUM_FEAT, 3, rngs=rngs, dtype=dtype), LeakyReLU(0.01)])
-        if upsampler == "pixelshuffle":
-            self.upsample = pixelshuffle(scale, NUM_FEAT, rngs=rngs, dtype=dtype)
-            self.conv_last = conv(NUM_FEAT, in_ch, 3, rngs=rngs, dtype=dtype)
-        elif upsampler == "pixelshuffledirect":
-            self.upsample = pixelshuffle_direct(scale, C, in_ch, rngs=rngs, dtype=dtype)
-        elif upsampler == "nearest+conv":
-            self.conv_up1 = conv(NUM_FEAT, NUM_FEAT, 3, rngs=rngs, dtype=dtype)
-            self.conv_up2 = conv(NUM_FEAT, NUM_FEAT, 3, rngs=rngs, dtype=dtype)
-            self.conv_hr = conv(NUM_FEAT, NUM_FEAT, 3, rngs=rngs, dtype=dtype)
-            self.conv_last = conv(NUM_FEAT, in_ch, 3, rngs=rngs, dtype=dtype)
-        else:  # restoration: x1 with a global residual
-            self.conv_last = conv(C, in_ch, 3, rngs=rngs, dtype=dtype)
+        swinir_head(self, upsampler, scale, C, in_ch, rngs=rngs, dtype=dtype, num_feat=NUM_FEAT)
         self.eval()
 
     def forward_features(self, x):
@@ -347,15 +334,7 @@ class ATD(nnx.Module):
         inp = x
         x = self.conv_first(x.astype(self.dtype))
         x = self.conv_after_body(self.forward_features(x)) + x
-        if self.upsampler == "pixelshuffle":
-            x = self.conv_last(self.upsample(self.conv_before_upsample(x)))
-        elif self.upsampler == "pixelshuffledirect":
-            x = self.upsample(x)
-        elif self.upsampler == "nearest+conv":
-            x = nearest_conv(self.conv_before_upsample(x), [self.conv_up1, self.conv_up2], self.conv_hr,
-                             self.conv_last, slope=0.2)
-        else:
-            x = inp + self.conv_last(x).astype(jnp.float32)
+        x = swinir_tail(self, x, inp, self.scale)
         x = x.astype(jnp.float32)
         if self.norm_input:
             x = x / self.img_range + mean

@@ -35,7 +35,7 @@ from jaxsr.archs.attention import (Mlp, add_absolute_pos_embed, drop_path, from_
                                    trace_shift_mask, window_attention)
 from jaxsr.archs.common import (RGB_MEAN, Act, Buffer, LeakyReLU, Sequential, constructor_kwargs, conv, reflect_pad_to,
                                 top_left, trunc_normal_002, variant_spec)
-from jaxsr.archs.upsample import nearest_conv, pixelshuffle, pixelshuffle_direct
+from jaxsr.archs.upsample import pixelshuffle, swinir_head, swinir_tail
 
 UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "nearest+conv", "pixelshuffle_aux", "pixelshuffle_hf", "")
 
@@ -269,30 +269,19 @@ class Swin2SR(nnx.Module):
         def conv_lrelu(cin, cout):
             return Sequential([conv(cin, cout, 3, rngs=rngs, dtype=dtype), LeakyReLU(0.01)])
 
-        if upsampler in ("pixelshuffle", "pixelshuffle_aux", "pixelshuffle_hf", "nearest+conv"):
-            self.conv_before_upsample = conv_lrelu(C, nf)
+        # aux and hf are SwinIR's pixelshuffle head plus their own branches
+        swinir_head(self, "pixelshuffle" if upsampler.startswith("pixelshuffle_") else upsampler, scale, C, in_ch,
+                    rngs=rngs, dtype=dtype, num_feat=nf)
         if upsampler == "pixelshuffle_aux":
             self.conv_bicubic = conv(in_ch, nf, 3, rngs=rngs, dtype=dtype)
             self.conv_aux = conv(nf, in_ch, 3, rngs=rngs, dtype=dtype)
             self.conv_after_aux = conv_lrelu(3, nf)
-        if upsampler in ("pixelshuffle", "pixelshuffle_aux", "pixelshuffle_hf"):
-            self.upsample = pixelshuffle(scale, nf, rngs=rngs, dtype=dtype)
-            self.conv_last = conv(nf, in_ch, 3, rngs=rngs, dtype=dtype)
         if upsampler == "pixelshuffle_hf":
             self.upsample_hf = pixelshuffle(scale, nf, rngs=rngs, dtype=dtype)
             self.conv_first_hf = conv_lrelu(nf, C)
             self.conv_after_body_hf = conv(C, C, 3, rngs=rngs, dtype=dtype)
             self.conv_before_upsample_hf = conv_lrelu(C, nf)
             self.conv_last_hf = conv(nf, in_ch, 3, rngs=rngs, dtype=dtype)
-        elif upsampler == "pixelshuffledirect":
-            self.upsample = pixelshuffle_direct(scale, C, in_ch, rngs=rngs, dtype=dtype)
-        elif upsampler == "nearest+conv":
-            self.conv_up1 = conv(nf, nf, 3, rngs=rngs, dtype=dtype)
-            self.conv_up2 = conv(nf, nf, 3, rngs=rngs, dtype=dtype)
-            self.conv_hr = conv(nf, nf, 3, rngs=rngs, dtype=dtype)
-            self.conv_last = conv(nf, in_ch, 3, rngs=rngs, dtype=dtype)
-        elif upsampler == "":  # restoration (denoising, JPEG): x1 with a global residual
-            self.conv_last = conv(C, in_ch, 3, rngs=rngs, dtype=dtype)
         self.eval()
 
     def forward_features(self, x, layers):
@@ -313,9 +302,7 @@ class Swin2SR(nnx.Module):
         inp = x
         x = self.conv_first(x.astype(self.dtype))
         x = self.conv_after_body(self.forward_features(x, self.layers)) + x
-        if self.upsampler == "pixelshuffle":
-            x = self.conv_last(self.upsample(self.conv_before_upsample(x)))
-        elif self.upsampler == "pixelshuffle_aux":
+        if self.upsampler == "pixelshuffle_aux":
             # the bicubic branch resizes the padded input straight to the output size, as the reference does
             bicubic = self.conv_bicubic(bicubic_resize(inp, H * s, W * s).astype(self.dtype))
             x = self.conv_after_aux(self.conv_aux(self.conv_before_upsample(x)))
@@ -326,13 +313,8 @@ class Swin2SR(nnx.Module):
             hf = self.conv_first_hf(before)
             hf = self.conv_after_body_hf(self.forward_features(hf, self.layers_hf)) + hf
             x = out + self.conv_last_hf(self.upsample_hf(self.conv_before_upsample_hf(hf)))
-        elif self.upsampler == "pixelshuffledirect":
-            x = self.upsample(x)
-        elif self.upsampler == "nearest+conv":
-            x = nearest_conv(self.conv_before_upsample(x), [self.conv_up1, self.conv_up2], self.conv_hr,
-                             self.conv_last, slope=0.2)
         else:
-            x = inp + self.conv_last(x).astype(jnp.float32)
+            x = swinir_tail(self, x, inp, s)
         x = x.astype(jnp.float32) / self.img_range + mean
         return top_left(x, H * s, W * s)
 

@@ -17,17 +17,15 @@ Differences from the reference that do not change outputs:
 """
 from __future__ import annotations
 
-import math
-
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from jaxsr.archs.attention import (Mlp, PatchEmbed, WindowAttention, add_absolute_pos_embed, drop_path, layer_norm,
                                    resi_conv, run_block)
-from jaxsr.archs.common import (RGB_MEAN, LeakyReLU, Sequential, constructor_kwargs, conv, pixel_unshuffle,
-                                reflect_pad_to, trunc_normal_002, variant_spec)
-from jaxsr.archs.upsample import nearest_conv, pixelshuffle, pixelshuffle_direct
+from jaxsr.archs.common import (RGB_MEAN, constructor_kwargs, conv, pixel_unshuffle, reflect_pad_to, trunc_normal_002,
+                                variant_spec)
+from jaxsr.archs.upsample import swinir_head, swinir_tail
 
 UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "nearest+conv", "")
 
@@ -151,23 +149,7 @@ class SwinIR(nnx.Module):
             for i in range(len(depths))])
         self.norm = layer_norm(C, rngs=rngs, dtype=dtype)
         self.conv_after_body = resi_conv(C, resi_connection, rngs=rngs, dtype=dtype)
-        if upsampler in ("pixelshuffle", "nearest+conv"):
-            self.conv_before_upsample = Sequential([conv(C, NUM_FEAT, 3, rngs=rngs, dtype=dtype), LeakyReLU(0.01)])
-        if upsampler == "pixelshuffle":
-            self.upsample = pixelshuffle(up, NUM_FEAT, rngs=rngs, dtype=dtype)
-            self.conv_last = conv(NUM_FEAT, in_ch, 3, rngs=rngs, dtype=dtype)
-        elif upsampler == "pixelshuffledirect":
-            self.upsample = pixelshuffle_direct(up, C, in_ch, rngs=rngs, dtype=dtype)
-        elif upsampler == "nearest+conv":
-            self.conv_up1 = conv(NUM_FEAT, NUM_FEAT, 3, rngs=rngs, dtype=dtype)
-            if up >= 4:
-                self.conv_up2 = conv(NUM_FEAT, NUM_FEAT, 3, rngs=rngs, dtype=dtype)
-            if up == 8:
-                self.conv_up3 = conv(NUM_FEAT, NUM_FEAT, 3, rngs=rngs, dtype=dtype)
-            self.conv_hr = conv(NUM_FEAT, NUM_FEAT, 3, rngs=rngs, dtype=dtype)
-            self.conv_last = conv(NUM_FEAT, in_ch, 3, rngs=rngs, dtype=dtype)
-        else:  # restoration (denoising, JPEG): x1 with a global residual
-            self.conv_last = conv(C, in_ch, 3, rngs=rngs, dtype=dtype)
+        swinir_head(self, upsampler, up, C, in_ch, rngs=rngs, dtype=dtype, num_feat=NUM_FEAT)
         self.eval()
 
     def forward_features(self, x):
@@ -189,15 +171,7 @@ class SwinIR(nnx.Module):
         inp = x
         x = self.conv_first(x.astype(self.dtype))
         x = self.conv_after_body(self.forward_features(x)) + x
-        if self.upsampler == "pixelshuffle":
-            x = self.conv_last(self.upsample(self.conv_before_upsample(x)))
-        elif self.upsampler == "pixelshuffledirect":
-            x = self.upsample(x)
-        elif self.upsampler == "nearest+conv":
-            ups = [getattr(self, f"conv_up{i}") for i in range(1, int(math.log2(self.up)) + 1)]
-            x = nearest_conv(self.conv_before_upsample(x), ups, self.conv_hr, self.conv_last, slope=0.2)
-        else:
-            x = inp + self.conv_last(x).astype(jnp.float32)
+        x = swinir_tail(self, x, inp, self.up)
         x = x.astype(jnp.float32) / self.img_range + mean
         return x[:, : H * self.scale, : W * self.scale]
 

@@ -28,10 +28,10 @@ import numpy as np
 from flax import nnx
 
 from jaxsr.archs.attention import PatchEmbed, add_absolute_pos_embed, layer_norm, resi_conv, run_block
-from jaxsr.archs.common import (RGB_MEAN, LeakyReLU, Sequential, constructor_kwargs, conv, lrelu, reflect_pad_to,
+from jaxsr.archs.common import (RGB_MEAN, constructor_kwargs, conv, lrelu, reflect_pad_to,
                                 trunc_normal_002, variant_spec)
 from jaxsr.archs.swinir.model import SwinTransformerBlock
-from jaxsr.archs.upsample import pixelshuffle
+from jaxsr.archs.upsample import swinir_head, swinir_tail
 
 # Named configurations: the authors' DRCT and DRCT-L (options/train/*.yml of ming053l/DRCT), and traiNNer-redux's
 # drct_xl. Fields not given take DEFAULTS.
@@ -124,9 +124,8 @@ class DRCT(nnx.Module):
             for i in range(len(depths))])
         self.norm = layer_norm(C, rngs=rngs, dtype=dtype)
         self.conv_after_body = resi_conv(C, resi_connection, rngs=rngs, dtype=dtype)
-        self.conv_before_upsample = Sequential([conv(C, NUM_FEAT, 3, rngs=rngs, dtype=dtype), LeakyReLU(0.01)])
-        self.upsample = pixelshuffle(scale, NUM_FEAT, rngs=rngs, dtype=dtype)
-        self.conv_last = conv(NUM_FEAT, in_ch, 3, rngs=rngs, dtype=dtype)
+        self.upsampler = "pixelshuffle"  # SwinIR's head, the one this family has
+        swinir_head(self, self.upsampler, scale, C, in_ch, rngs=rngs, dtype=dtype, num_feat=NUM_FEAT)
         self.eval()
 
     def forward_features(self, x):
@@ -144,7 +143,7 @@ class DRCT(nnx.Module):
         mean = jnp.asarray(self.mean, jnp.float32)
         x = self.conv_first(((x - mean) * self.img_range).astype(self.dtype))
         x = self.conv_after_body(self.forward_features(x)) + x
-        x = self.conv_last(self.upsample(self.conv_before_upsample(x)))
+        x = swinir_tail(self, x, None, self.scale)
         x = x.astype(jnp.float32) / self.img_range + mean
         return x[:, : H * self.scale, : W * self.scale]
 

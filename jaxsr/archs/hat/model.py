@@ -27,9 +27,9 @@ from flax import nnx
 from jaxsr.archs.attention import (Mlp, PatchEmbed, WindowAttention, add_absolute_pos_embed, drop_path, from_windows,
                                    gather_bias, layer_norm, linear, relative_position_index, resi_conv, resolve_impl,
                                    run_block, to_windows, window_attention)
-from jaxsr.archs.common import (RGB_MEAN, Act, Buffer, LeakyReLU, Sequential, constructor_kwargs, conv,
+from jaxsr.archs.common import (RGB_MEAN, Act, Buffer, Sequential, constructor_kwargs, conv,
                                 reflect_pad_to, trunc_normal_002, variant_spec)
-from jaxsr.archs.upsample import pixelshuffle
+from jaxsr.archs.upsample import swinir_head, swinir_tail
 
 # Named configurations: the authors' options/test/HAT-S_SRx4.yml, HAT_SRx4.yml and HAT-L_SRx4_ImageNet-pretrain.yml
 # (XPixelGroup/HAT). Fields not given take DEFAULTS.
@@ -246,9 +246,8 @@ class HAT(nnx.Module):
             for i in range(len(depths))])
         self.norm = layer_norm(C, rngs=rngs, dtype=dtype)
         self.conv_after_body = resi_conv(C, resi_connection, rngs=rngs, dtype=dtype)
-        self.conv_before_upsample = Sequential([conv(C, num_feat, 3, rngs=rngs, dtype=dtype), LeakyReLU(0.01)])
-        self.upsample = pixelshuffle(scale, num_feat, rngs=rngs, dtype=dtype)
-        self.conv_last = conv(num_feat, in_ch, 3, rngs=rngs, dtype=dtype)
+        self.upsampler = "pixelshuffle"  # SwinIR's head, the one this family has
+        swinir_head(self, self.upsampler, scale, C, in_ch, rngs=rngs, dtype=dtype, num_feat=num_feat)
         self.eval()
 
     def forward_features(self, x):
@@ -268,7 +267,7 @@ class HAT(nnx.Module):
         x = reflect_pad_to(x, self.window_size)
         x = self.conv_first(x.astype(self.dtype))
         x = self.conv_after_body(self.forward_features(x)) + x
-        x = self.conv_last(self.upsample(self.conv_before_upsample(x)))
+        x = swinir_tail(self, x, None, self.scale)
         x = x.astype(jnp.float32) / self.img_range + mean
         return x[:, : H * self.scale, : W * self.scale]
 

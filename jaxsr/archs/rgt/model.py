@@ -27,10 +27,10 @@ import numpy as np
 from flax import nnx
 
 from jaxsr.archs.attention import drop_path, layer_norm, linear, rect_window_branches, resi_conv, run_block
-from jaxsr.archs.common import (RGB_MEAN, Act, LeakyReLU, Sequential, constructor_kwargs, conv, precision,
+from jaxsr.archs.common import (RGB_MEAN, Act, Sequential, constructor_kwargs, conv, precision,
                                 variant_spec)
 from jaxsr.archs.dat.model import SGFN, SpatialAttention, shifted
-from jaxsr.archs.upsample import pixelshuffle
+from jaxsr.archs.upsample import swinir_head, swinir_tail
 
 # The authors' options/Test/test_RGT_x4.yml and test_RGT_S_x4.yml (traiNNer-redux's rgt and rgt_s). Fields not
 # given take DEFAULTS.
@@ -224,9 +224,8 @@ class RGT(nnx.Module):
             for i in range(len(depth))])
         self.norm = layer_norm(C, rngs=rngs, dtype=dtype)
         self.conv_after_body = resi_conv(C, resi_connection, rngs=rngs, dtype=dtype)
-        self.conv_before_upsample = Sequential([conv(C, NUM_FEAT, 3, rngs=rngs, dtype=dtype), LeakyReLU(0.01)])
-        self.upsample = pixelshuffle(scale, NUM_FEAT, rngs=rngs, dtype=dtype)
-        self.conv_last = conv(NUM_FEAT, in_ch, 3, rngs=rngs, dtype=dtype)
+        self.upsampler = "pixelshuffle"  # SwinIR's head, the one this family has
+        swinir_head(self, self.upsampler, scale, C, in_ch, rngs=rngs, dtype=dtype, num_feat=NUM_FEAT)
         self.eval()
 
     def forward_features(self, x):
@@ -241,7 +240,7 @@ class RGT(nnx.Module):
         x = (x.astype(jnp.float32) - mean) * self.img_range
         x = self.conv_first(x.astype(self.dtype))
         x = self.conv_after_body(self.forward_features(x)) + x
-        x = self.conv_last(self.upsample(self.conv_before_upsample(x)))
+        x = swinir_tail(self, x, None, self.scale)
         return x.astype(jnp.float32) / self.img_range + mean
 
 

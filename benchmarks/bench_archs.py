@@ -7,12 +7,13 @@ each in its own process (so that peak memory is its own), one table (not a test)
 The standard configurations: Compact 64/16 (realesr-animevideov3), SPAN 48, RealPLKSR 64/28/17 with DySample,
 ESRGAN+ 64/23/32, SwinIR-M classical, HAT-S, PLKSR 64/28/17 CCM (`plksr`, traiNNer-redux's default), MoSR 64/24
 with GPS (`mosr`, its from-scratch template's), RCAN 10/20/64 and SAFMN 36/8 (the papers'), Real-CUGAN x4 (the
-released networks' fixed widths) and OmniSR 64/5 (traiNNer-redux's template, the paper's); all x4. The train step
+released networks' fixed widths), OmniSR 64/5 (traiNNer-redux's template, the paper's), and the standard SRFormer,
+RGT, DRCT, ATD and Swin2SR-M (their DEFAULTS); all x4. The train step
 is an L1 loss, its gradient and an Adam update, in training mode (dropout, drop path). The torch module is spandrel's,
 loaded from jaxsr's export of the same model.
-On GPU, --dtype bfloat16 uses bf16 compute in jaxsr and autocast bf16 + channels_last in torch. --remat (SwinIR,
-HAT): gradient checkpointing per block on both sides (jaxsr `use_chk` under the XLA:CPU memory schedule, as run_train
-sets it; torch `use_checkpoint`).
+On GPU, --dtype bfloat16 uses bf16 compute in jaxsr and autocast bf16 + channels_last in torch. --remat (the
+transformers): gradient checkpointing per block (jaxsr `use_chk` under the XLA:CPU memory schedule, as run_train sets
+it; torch `use_checkpoint`, RGT's `use_chk`; none for SRFormer and DRCT, whose references cannot).
 """
 import argparse
 import json
@@ -28,8 +29,13 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), os.path.dirname(os.path.abspa
 from common import timeit  # noqa: E402
 
 
+# spandrel's SRFormer checkpoints its blocks without their x_size argument (the forward fails), and DRCT has no flag:
+# these run torch without remat
+NO_TORCH_REMAT = ("srformer", "drct")
+
+
 def standard_spec(name, remat=False):
-    """The spec of each architecture's standard x4 configuration (with per-block remat for SwinIR/HAT if asked)."""
+    """The spec of each architecture's standard x4 configuration (with per-block remat for the transformers if asked)."""
     from jaxsr.archs.hat import spec_for as hat_spec
     from jaxsr.archs.swinir import spec_for as swinir_spec
 
@@ -53,11 +59,9 @@ def standard_spec(name, remat=False):
                         "plus": True},
         "swinir": lambda: swinir_spec("swinir_m", scale=4, use_chk=remat),
         "hat": lambda: hat_spec("hat_s", scale=4, use_chk=remat),
-        "drct": {"arch": "drct", "scale": 4},  # the paper's DRCT (DEFAULTS): 180/6x6, window 16 (no remat there)
-        "srformer": {"arch": "srformer", "scale": 4},  # traiNNer-redux's srformer (its reference cannot remat)
-        "atd": {"arch": "atd", "scale": 4, "use_chk": remat},  # the `atd` variant (DEFAULTS): 210/6x6, window 16
-        "swin2sr": {"arch": "swin2sr", "scale": 4, "use_chk": remat},  # swin2sr_m (DEFAULTS): 180/6x6, window 8
-        "rgt": {"arch": "rgt", "scale": 4},  # the paper's RGT (DEFAULTS): 180/8x6, windows 8x32 (its reference remats by use_chk, which the torch side does not set)
+        # wave 3 transformers, their standard x4 (DEFAULTS): DRCT 180/6x6 window 16, traiNNer-redux's SRFormer 180/6x6
+        # window 24, ATD 210/6x6 window 16, Swin2SR-M 180/6x6 window 8, RGT 180/8x6 windows 8x32
+        **{n: {"arch": n, "scale": 4, "use_chk": remat} for n in ("drct", "srformer", "atd", "swin2sr", "rgt")},
     }
     spec = specs[name]
     return spec() if callable(spec) else spec
@@ -95,24 +99,26 @@ def bench_jax(spec, x, y, steps, dtype):
         return optax.apply_updates(params, upd), rest2, opt, loss
 
     st = [params, rest, tx.init(params)]
+    temp = step.lower(*st, xj, yj).compile().memory_analysis().temp_size_in_bytes / 2**30
 
     def run():
         st[0], st[1], st[2], loss = step(st[0], st[1], st[2], xj, yj)
         loss.block_until_ready()
 
-    return t_fwd, _time(run, steps)
+    return t_fwd, _time(run, steps), temp
 
 
-def bench_torch(path, x, y, steps, dtype, remat=False):
+def bench_torch(path, x, y, steps, dtype, remat=False, remat_torch=True):
     import conftest  # noqa: F401  (torchvision stub for spandrel)
     import spandrel
     import torch
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     m = spandrel.ModelLoader().load_from_file(path).model.to(dev)
-    for mod in m.modules():  # SwinIR's and HAT's block groups check this flag in their forward
-        if remat and hasattr(mod, "use_checkpoint"):
-            mod.use_checkpoint = True
+    for mod in m.modules():  # the block groups check these flags in their forward (RGT's is use_chk)
+        for flag in ("use_checkpoint", "use_chk"):
+            if remat and remat_torch and hasattr(mod, flag):
+                setattr(mod, flag, True)
     xt = torch.from_numpy(x.transpose(0, 3, 1, 2)).to(dev)
     yt = torch.from_numpy(y.transpose(0, 3, 1, 2)).to(dev)
     if dev == "cuda":
@@ -153,8 +159,9 @@ def one(a):
     if a.only == "jax":
         t = bench_jax(spec, x, y, a.steps, a.dtype)
     else:
-        t = bench_torch(a.export, x, y, a.steps, a.dtype, a.remat)
-    print("RESULT " + json.dumps({"fwd": t[0], "train": t[1], "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+        t = bench_torch(a.export, x, y, a.steps, a.dtype, a.remat, a.arch not in NO_TORCH_REMAT)
+    print("RESULT " + json.dumps({"fwd": t[0], "train": t[1], "temp": t[2] if len(t) > 2 else None,
+                                  "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
 
 
 def main():
@@ -164,7 +171,7 @@ def main():
     p.add_argument("--lr", type=int, default=64)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--remat", action="store_true", help="gradient checkpointing per block, both sides (SwinIR, HAT)")
+    p.add_argument("--remat", action="store_true", help="gradient checkpointing per block (the transformers), both sides where the reference can")
     p.add_argument("--only", choices=["jax", "torch"], help=argparse.SUPPRESS)
     p.add_argument("--arch", help=argparse.SUPPRESS)
     p.add_argument("--export", help=argparse.SUPPRESS)
@@ -196,11 +203,12 @@ def main():
         j, t = res["jax"], res["torch"]
         rows.append([name, f"{a.batch / j['fwd']:.2f}", f"{a.batch / t['fwd']:.2f}", f"{t['fwd'] / j['fwd']:.2f}",
                      f"{a.batch / j['train']:.2f}", f"{a.batch / t['train']:.2f}", f"{t['train'] / j['train']:.2f}",
-                     f"{j['rss']:.1f}", f"{t['rss']:.1f}"])
+                     f"{j['rss']:.1f}", f"{t['rss']:.1f}", f"{j['temp']:.2f}"])
         print(rows[-1], flush=True)
-    print(f"\nbatch {a.batch}, LR {a.lr}, {a.dtype}, remat={a.remat}; img/s; ratio = jaxsr / torch (higher is faster); peak RSS GiB per process")
+    print(f"\nbatch {a.batch}, LR {a.lr}, {a.dtype}, remat={a.remat} (torch without it for {', '.join(NO_TORCH_REMAT)}); img/s; "
+          "ratio = jaxsr / torch (higher is faster); peak RSS GiB per process; XLA's compiled temp memory of jaxsr's step")
     print(table(rows, ["arch", "fwd jaxsr", "fwd torch", "ratio", "train jaxsr", "train torch", "ratio", "RSS jaxsr",
-                       "RSS torch"]))
+                       "RSS torch", "temp jaxsr"]))
 
 
 if __name__ == "__main__":

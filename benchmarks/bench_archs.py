@@ -2,7 +2,7 @@
 each in its own process (so that peak memory is its own), one table (not a test).
 
     python benchmarks/bench_archs.py [--archs compact,span,realplksr,esrgan_plus,swinir,hat] [--batch 8] [--lr 64]
-                                     [--steps 3] [--dtype float32|bfloat16] [--remat]
+                                     [--steps 3] [--dtype float32|bfloat16] [--remat] [--memory]
 
 The standard configurations: Compact 64/16 (realesr-animevideov3), SPAN 48, RealPLKSR 64/28/17 with DySample,
 ESRGAN+ 64/23/32, SwinIR-M classical, HAT-S, PLKSR 64/28/17 CCM (`plksr`, traiNNer-redux's default), MoSR 64/24
@@ -72,7 +72,7 @@ def _time(fn, steps):
     return timeit(fn, warmup=2, repeats=steps)
 
 
-def bench_jax(spec, x, y, steps, dtype):
+def bench_jax(spec, x, y, steps, dtype, memory_only=False):
     import jax
     import jax.numpy as jnp
     import optax
@@ -83,7 +83,7 @@ def bench_jax(spec, x, y, steps, dtype):
     model = archs.build(spec, dtype=jnp.dtype(dtype))
     xj, yj = jnp.asarray(x), jnp.asarray(y)
     fwd = nnx.jit(lambda m, v: m(v))
-    t_fwd = _time(lambda: fwd(model, xj).block_until_ready(), steps)
+    t_fwd = None if memory_only else _time(lambda: fwd(model, xj).block_until_ready(), steps)
     model.train()
     gd, params, rest = nnx.split(model, nnx.Param, ...)
     tx = optax.adam(1e-4, b1=0.9, b2=0.99)
@@ -100,6 +100,8 @@ def bench_jax(spec, x, y, steps, dtype):
 
     st = [params, rest, tx.init(params)]
     temp = step.lower(*st, xj, yj).compile().memory_analysis().temp_size_in_bytes / 2**30
+    if memory_only:
+        return None, None, temp
 
     def run():
         st[0], st[1], st[2], loss = step(st[0], st[1], st[2], xj, yj)
@@ -157,11 +159,31 @@ def one(a):
     y = photos(a.batch, a.lr * s)
     x = y.reshape(a.batch, a.lr, s, a.lr, s, 3).mean((2, 4)).astype(np.float32)
     if a.only == "jax":
-        t = bench_jax(spec, x, y, a.steps, a.dtype)
+        t = bench_jax(spec, x, y, a.steps, a.dtype, a.memory)
     else:
         t = bench_torch(a.export, x, y, a.steps, a.dtype, a.remat, a.arch not in NO_TORCH_REMAT)
     print("RESULT " + json.dumps({"fwd": t[0], "train": t[1], "temp": t[2] if len(t) > 2 else None,
                                   "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+
+
+def memory_table(a, table):
+    """XLA's compiled temp memory of jaxsr's train step per architecture, remat off and on, each in its own process
+    (the memory schedule remat runs under is process-wide)."""
+    rows = []
+    for name in a.archs.split(","):
+        temps = []
+        for remat in ([], ["--remat"]):
+            cmd = [sys.executable, __file__, "--only", "jax", "--memory", "--arch", name, "--batch", str(a.batch), "--lr",
+                   str(a.lr), "--dtype", a.dtype] + remat
+            out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+            line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
+            if not line:
+                sys.exit(f"{name} failed:\n{out.stderr[-3000:]}")
+            temps.append(json.loads(line[0][7:])["temp"])
+        rows.append([name, f"{temps[0]:.2f}", f"{temps[1]:.2f}", f"{temps[1] / temps[0]:.2f}"])
+        print(rows[-1], flush=True)
+    print(f"\nbatch {a.batch}, LR {a.lr}, {a.dtype}: XLA's compiled temp memory (GiB) of jaxsr's train step")
+    print(table(rows, ["arch", "no remat", "remat", "ratio"]))
 
 
 def main():
@@ -172,6 +194,8 @@ def main():
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--remat", action="store_true", help="gradient checkpointing per block (the transformers), both sides where the reference can")
+    p.add_argument("--memory", action="store_true",
+                   help="only XLA's compiled temp memory of jaxsr's train step, remat off and on (no timing, no torch)")
     p.add_argument("--only", choices=["jax", "torch"], help=argparse.SUPPRESS)
     p.add_argument("--arch", help=argparse.SUPPRESS)
     p.add_argument("--export", help=argparse.SUPPRESS)
@@ -186,6 +210,8 @@ def main():
 
     from jaxsr import archs, weights
 
+    if a.memory:
+        return memory_table(a, table)
     rows = []
     for name in a.archs.split(","):
         spec = standard_spec(name, a.remat)

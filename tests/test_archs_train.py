@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 from conftest import photo
@@ -17,6 +18,23 @@ from jaxsr import archs, parallel, weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GENERATORS = sorted(n for n in SMALL if archs.get(n).kind == "generator" and n not in ("esrgan", "dat"))
+
+
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+    """One persistent compilation cache for the run_train.py process and this one: the resume below compiles the same
+    steps the process compiled, and reads them back instead (the executables are XLA's own, so the numbers cannot
+    differ). Restored to none afterwards."""
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    path = str(tmp_path_factory.mktemp("xla_cache"))
+    before = jax.config.values["jax_persistent_cache_min_compile_time_secs"]
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    cc.set_cache_dir(path)
+    yield path
+    jax.config.update("jax_compilation_cache_dir", None)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", before)
+    cc.reset_cache()
 
 
 def gan_run(init, scale, crop):
@@ -33,14 +51,15 @@ def rows(workdir):
 
 
 @pytest.mark.parametrize("name", GENERATORS)
-def test_gan_recipe_trains_any_generator_from_its_file_and_resumes_bitwise(tmp_path, name):
+def test_gan_recipe_trains_any_generator_from_its_file_and_resumes_bitwise(tmp_path, compile_cache, name):
     spec = SMALL[name]
     init = tmp_path / f"{name}.safetensors"
     weights.export(perturbed(spec), spec, init)
     crop = 48  # a multiple of every scale here, and of the U-Net discriminator's 8
     wd = tmp_path / "wd"
     r = subprocess.run([sys.executable, "run_train.py", *gan_run(init, spec["scale"], crop), "--workdir", str(wd)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=900, env={**os.environ, "JAX_NUM_CPU_DEVICES": "1"})
+                       capture_output=True, text=True, timeout=900, env={**os.environ, "JAX_NUM_CPU_DEVICES": "1", "JAX_COMPILATION_CACHE_DIR": compile_cache,
+                            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"})
     assert r.returncode == 0, r.stderr
     assert "warm start from" in r.stdout and "all tensors matched" in r.stdout
     first = rows(wd)

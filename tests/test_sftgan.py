@@ -13,6 +13,7 @@ import cv2
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 import jaxsr
 from jaxsr import archs, pth, segment, weights
@@ -27,6 +28,9 @@ SFT = {"arch": "sftgan", "scale": 4, "in_ch": 3, "out_ch": 3, "num_feat": 8, "nu
 ACD = {"arch": "acd", "num_in_ch": 3, "widths": [4, 4, 6, 6, 8, 8, 10, 10], "hidden": 12, "num_classes": 8, "input_size": 48}
 SEG = {"arch": "outdoor_seg", "in_ch": 3, "stem": [4, 4, 6], "blocks": [2, 1, 2, 1], "mid": [4, 6, 10, 12],
        "out": [10, 12, 14, 16], "head": 12, "num_classes": 8}
+
+
+run = nnx.jit(lambda model, *inputs: model(*inputs))  # one compile per forward, not one per op
 
 
 @pytest.fixture(scope="module")
@@ -71,11 +75,11 @@ def test_sft_net_equals_the_reference_in_both_layouts(golden, tmp_path, name, ve
     assert info["arch"] == "sftgan" and info["scale"] == 4 and info["load_report"].ok
     assert archs.get("sftgan").condition == model.condition == "seg"
     lr, seg = nhwc(golden["sft_lr"]), nhwc(golden["sft_seg"])  # seg at the output size: 44x52 for an 11x13 input
-    d = diff(model(lr, seg), golden[name])
+    d = diff(run(model, lr, seg), golden[name])
     print(f"{name}: max |jaxsr - reference| {d:.2e}")
     assert d <= TOL
     again, report = w.build()
-    assert report.ok and np.array_equal(np.asarray(again(lr, seg)), np.asarray(model(lr, seg)))
+    assert report.ok and np.array_equal(np.asarray(run(again, lr, seg)), np.asarray(run(model, lr, seg)))
     assert_export_is_the_file(model, w.spec, path, tmp_path)
 
 
@@ -93,12 +97,12 @@ def test_acd_equals_the_reference_with_running_and_batch_statistics(golden, tmp_
     x = nhwc(golden["acd_in"])
     model, report = w.build()  # a discriminator trains with batch statistics: built that way, as BasicSR's net_d
     assert report.ok
-    gan, cls = model(x)
+    gan, cls = run(model, x)
     assert gan.shape == (2, 1) and cls.shape == (2, 8)
     d_train = max(np.abs(np.asarray(gan) - golden["acd_gan_train"]).max(), np.abs(np.asarray(cls) - golden["acd_cls_train"]).max())
     model, _ = w.build()
     model.eval()
-    gan, cls = model(x)
+    gan, cls = run(model, x)
     d_eval = max(np.abs(np.asarray(gan) - golden["acd_gan_eval"]).max(), np.abs(np.asarray(cls) - golden["acd_cls_eval"]).max())
     print(f"ACD: max |jaxsr - reference| {d_eval:.2e} (running statistics), {d_train:.2e} (batch statistics)")
     assert d_eval <= TOL and d_train <= TOL
@@ -113,7 +117,7 @@ def test_outdoor_seg_equals_the_reference(golden, tmp_path):
     assert w.arch is outdoor_seg.ARCH and w.spec == SEG
     model, report = w.build()
     assert report.ok
-    d = diff(model(nhwc(golden["seg_in"])), golden["seg_out"])
+    d = diff(run(model, nhwc(golden["seg_in"])), golden["seg_out"])
     print(f"OutdoorSceneSeg: max |jaxsr - reference| {d:.2e}")
     assert d <= TOL
     assert_export_is_the_file(model, w.spec, path, tmp_path)
@@ -179,10 +183,37 @@ def test_variants_the_references_cannot_build_are_refused_by_name():
 
 
 def test_arch_auto_resolves_from_a_released_layout_file():
+    """--config.model.arch=auto takes the whole spec from an SFTGAN_torch.pth-layout file (training it needs the
+    segmentation maps: the sftgan kind's, not the sr kind's)."""
     path = os.path.join(GOLDEN, "sft_net_torch.pth")
     r = subprocess.run([sys.executable, "run_train.py", "--config", "configs/x4.py", "--config.model.arch=auto",
                         f"--config.init_weights={path}", "--print_config"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    model = json.loads(r.stdout)["model"] if r.stdout.lstrip().startswith("{") else None
-    assert model is None or model == {k: v for k, v in {**SFT, "version": "torch"}.items() if k != "scale"}, model
-    assert "arch: sftgan" in r.stdout and "version: torch" in r.stdout
+    assert json.loads(r.stdout)["model"] == {k: v for k, v in {**SFT, "version": "torch"}.items() if k != "scale"}
+
+
+def test_image_only_paths_refuse_it_by_name(golden):
+    """ONNX export and upscale() have no second input for the segmentation maps: each says so in one line."""
+    from jaxsr.deploy import build_graph
+    from jaxsr.jaxpr_onnx import ExportError
+
+    model, info = jaxsr.load_model(os.path.join(GOLDEN, "sft_net.pth"))
+    with pytest.raises(ExportError, match=r"^an SFT-Net \(SFTGAN\) model takes 'seg' maps besides the image, and jaxsr's ONNX"):
+        build_graph(model, {"arch": "sftgan", **info["hyperparameters"], "scale": 4})
+    with pytest.raises(WeightsError, match=r"^this model takes 'seg' maps besides the image.*call it as model\(x, seg\)"):
+        jaxsr.upscale(model, golden["sft_lr"][0].transpose(1, 2, 0))
+
+
+@pytest.mark.parametrize("name, kind", [("outdoor_seg", "segmenter"), ("acd", "discriminator")])
+def test_files_saved_before_pytorch_0_4_1_load_without_batchnorm_counters(tmp_path, name, kind):
+    """SFTGAN's 2018 releases have no num_batches_tracked: they load (counting from 0, as torch does) to the same
+    weights, and export in today's layout."""
+    sd = weights.read_state_dict(os.path.join(GOLDEN, f"{name}.pth"))[0]
+    old = {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
+    assert len(old) < len(sd)
+    weights.write_pth(tmp_path / "old.pth", old)
+    model, report = weights.read(tmp_path / "old.pth", kind=kind).build()
+    assert report.ok
+    ours = archs.get(name).to_torch(model, {})
+    assert ours.keys() == sd.keys()
+    assert all(np.array_equal(ours[k], sd[k] if k in old else np.zeros((), np.int64)) for k in sd)

@@ -9,6 +9,7 @@ import math
 import re
 
 from jaxsr.archs.bridge import Arch
+from jaxsr.archs.outdoor_seg import with_bn_counters
 from jaxsr.errors import WeightsError
 
 from .model import DEFAULTS, ACDDiscriminator, build
@@ -43,6 +44,6 @@ def block_of(name):
 
 
 ARCH = Arch(name="acd", what="an SFTGAN ACD discriminator (ACD_VGG_BN_96)", build=build, detect=detect,
-            infer_spec=infer_spec, pth_wrapper=None, kind="discriminator", defaults=DEFAULTS, block_of=block_of)
+            infer_spec=infer_spec, from_torch=with_bn_counters, pth_wrapper=None, kind="discriminator", defaults=DEFAULTS, block_of=block_of)
 
 __all__ = ["ARCH", "ACDDiscriminator", "DEFAULTS", "block_of", "build"]

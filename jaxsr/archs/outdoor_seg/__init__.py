@@ -9,6 +9,8 @@ the reference's and leave no trace in the keys.
 """
 import re
 
+import numpy as np
+
 from jaxsr.archs.bridge import Arch
 from jaxsr.errors import WeightsError
 
@@ -39,6 +41,16 @@ def infer_spec(sd):
             "head": int(sd[f"feature.{head}.weight"].shape[0]), "num_classes": int(sd[f"feature.{head + 4}.weight"].shape[0])}
 
 
+def with_bn_counters(sd):
+    """The state dict with BatchNorm's `num_batches_tracked` (0) where it lacks it: files saved before PyTorch 0.4.1, as
+    SFTGAN's 2018 releases are, have none, and torch's own load of them counts from 0 too."""
+    out = dict(sd)
+    for k in sd:
+        if k.endswith(".running_mean"):
+            out.setdefault(k[: -len("running_mean")] + "num_batches_tracked", np.zeros((), np.int64))
+    return out
+
+
 SPANDREL_GAPS = (
     (lambda s: True,
      "OutdoorSceneSeg (SFTGAN's segmentation network): spandrel/chaiNNer do not know it and will not load the export; "
@@ -46,6 +58,6 @@ SPANDREL_GAPS = (
 )
 
 ARCH = Arch(name="outdoor_seg", what="an OutdoorSceneSeg segmentation model (SFTGAN)", build=build, detect=detect,
-            infer_spec=infer_spec, pth_wrapper=None, kind="segmenter", defaults=DEFAULTS, spandrel_gaps=SPANDREL_GAPS)
+            infer_spec=infer_spec, from_torch=with_bn_counters, pth_wrapper=None, kind="segmenter", defaults=DEFAULTS, spandrel_gaps=SPANDREL_GAPS)
 
-__all__ = ["ARCH", "BGR_MEAN", "DEFAULTS", "OutdoorSceneSeg", "build"]
+__all__ = ["ARCH", "BGR_MEAN", "DEFAULTS", "OutdoorSceneSeg", "build", "with_bn_counters"]

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxsr.archs.common import Act, BatchNorm2d, Sequential, conv, spec_kwargs
+from jaxsr.archs.common import Act, BatchNorm2d, Sequential, conv, spec_kwargs, torch_default_init
 
 DEFAULTS = dict(in_ch=3, stem=(64, 64, 128), blocks=(3, 4, 23, 3), mid=(64, 128, 256, 512), out=(256, 512, 1024, 2048),
                 head=512, num_classes=8)
@@ -71,8 +71,9 @@ class GroupedDeconv(nnx.Module):
     16x16 kernel. `kernel[i, j, 0, c]` is torch's weight[c, 0, i, j] (the bridge's HWIO <-> OIHW move)."""
 
     def __init__(self, channels, *, rngs, dtype, k=16, stride=8, padding=4):
-        bound = 1.0 / math.sqrt(k * k)  # torch's default init: fan_in = weight.shape[1] * k * k = k * k
-        self.kernel = nnx.Param(jax.random.uniform(rngs.params(), (k, k, 1, channels), jnp.float32, -bound, bound))
+        # torch's default init, U(+-1/sqrt(fan_in)) with fan_in = weight.shape[1] * k * k = k * k: what
+        # torch_default_init draws for an HWIO kernel of one input channel
+        self.kernel = nnx.Param(torch_default_init(rngs.params(), (k, k, 1, channels)))
         self.k, self.stride, self.padding, self.dtype = k, stride, padding, dtype
 
     def __call__(self, x):

@@ -45,7 +45,7 @@ def bilinear_upscale(x, s):
         for j in range(s):
             d = (j + 0.5) / s - 0.5
             outs.append((-d) * prev + (1 + d) * x if d < 0 else (1 - d) * x + d * nxt)
-        out = jnp.stack(outs, axis=axis + 1)
+        out = jnp.concatenate([jnp.expand_dims(o, axis + 1) for o in outs], axis + 1)  # jnp.stack: no ONNX lowering
         return out.reshape(x.shape[:axis] + (s * n,) + x.shape[axis + 1:])
 
     return along(along(x, 1), 2)

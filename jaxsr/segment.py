@@ -46,7 +46,8 @@ def network_input(img):
     img = img[..., :3] if img.shape[2] >= 3 else np.repeat(img[..., :1], 3, axis=2)
     h, w = img.shape[0] // MODCROP * MODCROP, img.shape[1] // MODCROP * MODCROP
     if not h or not w:
-        raise ImageError(f"a {img.shape[0]}x{img.shape[1]} image is smaller than {MODCROP} px on a side; it has nothing to segment")
+        raise ImageError(f"a {img.shape[0]}x{img.shape[1]} image is smaller than {MODCROP} px on a side; it has nothing "
+                         "to segment")
     bgr = img[:h, :w, ::-1].astype(np.float64)
     bic = imresize(imresize(bgr, 1 / 4), 4) * 255.0
     return (bic - np.asarray(BGR_MEAN)).astype(np.float32)

@@ -25,7 +25,8 @@ GOLDEN = os.path.join(ROOT, "tests", "golden", "sftgan")
 TOL = 1e-5
 SFT = {"arch": "sftgan", "scale": 4, "in_ch": 3, "out_ch": 3, "num_feat": 8, "num_block": 2, "num_classes": 8,
        "cond_feat": 12, "cond_convs": 5, "cond_ch": 4, "sft_feat": 4}
-ACD = {"arch": "acd", "num_in_ch": 3, "widths": [4, 4, 6, 6, 8, 8, 10, 10], "hidden": 12, "num_classes": 8, "input_size": 48}
+ACD = {"arch": "acd", "num_in_ch": 3, "widths": [4, 4, 6, 6, 8, 8, 10, 10], "hidden": 12, "num_classes": 8,
+       "input_size": 48}
 SEG = {"arch": "outdoor_seg", "in_ch": 3, "stem": [4, 4, 6], "blocks": [2, 1, 2, 1], "mid": [4, 6, 10, 12],
        "out": [10, 12, 14, 16], "head": 12, "num_classes": 8}
 
@@ -59,6 +60,8 @@ def assert_export_is_the_file(model, spec, src, tmp_path):
         warnings.simplefilter("always")
         weights.export(model, spec, out)
     assert [str(w.message) for w in caught] == archs.get(spec["arch"]).spandrel_warnings(spec)
+    flat = pth.load(out)  # a plain state dict, as torch.save(model.state_dict()) writes the released files
+    assert all(isinstance(v, np.ndarray) for v in flat.values())
     a, b = weights.read_state_dict(src)[0], weights.read_state_dict(out)[0]
     assert a.keys() == b.keys()
     for k in a:

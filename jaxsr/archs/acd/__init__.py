@@ -27,15 +27,17 @@ def infer_spec(sd):
     kernels = [int(w.shape[-1]) for _, w in convs]
     n = len(convs)
     if n % 2 or where != [0] + [2 + 3 * j for j in range(n - 1)] or kernels != [3, 4] * (n // 2):
-        raise WeightsError(f"unsupported ACD discriminator: convs at feature.{where} with kernels {kernels}; jaxsr loads "
-                           "ACD_VGG_BN_96's layout (pairs of a 3x3 and a 4x4 stride-2 conv, BatchNorm after all but the first)")
+        raise WeightsError(f"unsupported ACD discriminator: convs at feature.{where} with kernels {kernels}; jaxsr "
+                           "loads ACD_VGG_BN_96's layout (pairs of a 3x3 and a 4x4 stride-2 conv, BatchNorm after all but "
+                           "the first)")
     widths = [int(w.shape[0]) for _, w in convs]
     flat = int(sd["gan.0.weight"].shape[1])
     side = math.isqrt(flat // widths[-1])
     if side * side * widths[-1] != flat:
         raise WeightsError(f"unsupported ACD discriminator: its heads take {flat} features, not {widths[-1]} x s x s")
-    return {"arch": "acd", "num_in_ch": int(convs[0][1].shape[1]), "widths": widths, "hidden": int(sd["gan.0.weight"].shape[0]),
-            "num_classes": int(sd["cls.2.weight"].shape[0]), "input_size": side * 2 ** (n // 2)}
+    return {"arch": "acd", "num_in_ch": int(convs[0][1].shape[1]), "widths": widths,
+            "hidden": int(sd["gan.0.weight"].shape[0]), "num_classes": int(sd["cls.2.weight"].shape[0]),
+            "input_size": side * 2 ** (n // 2)}
 
 
 def block_of(name):
@@ -44,6 +46,7 @@ def block_of(name):
 
 
 ARCH = Arch(name="acd", what="an SFTGAN ACD discriminator (ACD_VGG_BN_96)", build=build, detect=detect,
-            infer_spec=infer_spec, from_torch=with_bn_counters, pth_wrapper=None, kind="discriminator", defaults=DEFAULTS, block_of=block_of)
+            infer_spec=infer_spec, from_torch=with_bn_counters, pth_wrapper=None, kind="discriminator", defaults=DEFAULTS,
+            block_of=block_of)
 
 __all__ = ["ARCH", "ACDDiscriminator", "DEFAULTS", "block_of", "build"]

@@ -44,11 +44,13 @@ class ACDDiscriminator(nnx.Module):
         self.feature = Sequential(layers)
         flat = widths[-1] * (input_size // 2**downs) ** 2
         self.gan = Sequential([_linear(flat, hidden, rngs, dtype), LeakyReLU(0.1), _linear(hidden, 1, rngs, dtype)])
-        self.cls = Sequential([_linear(flat, hidden, rngs, dtype), LeakyReLU(0.1), _linear(hidden, num_classes, rngs, dtype)])
+        self.cls = Sequential([_linear(flat, hidden, rngs, dtype), LeakyReLU(0.1),
+                               _linear(hidden, num_classes, rngs, dtype)])
 
     def __call__(self, x):
         if x.shape[1] != self.input_size or x.shape[2] != self.input_size:
-            raise ValueError(f"the ACD discriminator takes {self.input_size}x{self.input_size} crops, got {x.shape[1]}x{x.shape[2]}")
+            raise ValueError(f"the ACD discriminator takes {self.input_size}x{self.input_size} crops, got "
+                             f"{x.shape[1]}x{x.shape[2]}")
         fea = self.feature(x)
         fea = fea.transpose(0, 3, 1, 2).reshape(x.shape[0], -1)  # torch flattens NCHW
         return self.gan(fea).astype(jnp.float32), self.cls(fea).astype(jnp.float32)

@@ -21,7 +21,8 @@ FIRST_BLOCK = 10  # after the stem's three conv-BN-ReLU and the max-pool
 
 
 def detect(sd):
-    return {"feature.0.weight", "feature.1.running_mean", "deconv.weight"} <= set(sd) and any(_BLOCK.fullmatch(k) for k in sd)
+    keys = {"feature.0.weight", "feature.1.running_mean", "deconv.weight"}
+    return keys <= set(sd) and any(_BLOCK.fullmatch(k) for k in sd)
 
 
 def infer_spec(sd):
@@ -38,7 +39,8 @@ def infer_spec(sd):
             "blocks": [e - s for s, e in zip(starts, ends)],
             "mid": [int(sd[f"feature.{s}.res.0.weight"].shape[0]) for s in starts],
             "out": [int(sd[f"feature.{s}.res.6.weight"].shape[0]) for s in starts],
-            "head": int(sd[f"feature.{head}.weight"].shape[0]), "num_classes": int(sd[f"feature.{head + 4}.weight"].shape[0])}
+            "head": int(sd[f"feature.{head}.weight"].shape[0]),
+            "num_classes": int(sd[f"feature.{head + 4}.weight"].shape[0])}
 
 
 def with_bn_counters(sd):
@@ -58,6 +60,7 @@ SPANDREL_GAPS = (
 )
 
 ARCH = Arch(name="outdoor_seg", what="an OutdoorSceneSeg segmentation model (SFTGAN)", build=build, detect=detect,
-            infer_spec=infer_spec, from_torch=with_bn_counters, pth_wrapper=None, kind="segmenter", defaults=DEFAULTS, spandrel_gaps=SPANDREL_GAPS)
+            infer_spec=infer_spec, from_torch=with_bn_counters, pth_wrapper=None, kind="segmenter", defaults=DEFAULTS,
+            spandrel_gaps=SPANDREL_GAPS)
 
 __all__ = ["ARCH", "BGR_MEAN", "DEFAULTS", "OutdoorSceneSeg", "build", "with_bn_counters"]

@@ -30,7 +30,8 @@ def infer_spec(sd):
     if tail != _TAIL[version] or tuple(first.shape[2:]) != (SCALE, SCALE):
         raise WeightsError(f"unsupported SFT-Net variant: HR_branch convs at {sorted(tail)} and a {first.shape[2]}x"
                            f"{first.shape[3]} first CondNet conv; jaxsr loads SFTGAN's x4 networks (convs at "
-                           f"{sorted(_TAIL['pytorch'])} or {sorted(_TAIL['torch'])}, a {SCALE}x{SCALE} stride-{SCALE} CondNet conv)")
+                           f"{sorted(_TAIL['pytorch'])} or {sorted(_TAIL['torch'])}, a {SCALE}x{SCALE} stride-{SCALE} "
+                           "CondNet conv)")
     cond_convs = (seq_len(sd, "CondNet") + 1) // 2
     sft = next(v for k, v in sd.items() if k.endswith(".SFT_scale_conv0.weight"))
     conv0 = sd["conv0.weight"]

@@ -81,7 +81,8 @@ class SFTNet(nnx.Module):
         if version not in VERSIONS:
             raise ValueError(f"SFT-Net version must be one of {', '.join(VERSIONS)}, got {version!r}")
         if scale != SCALE:
-            raise ValueError(f"SFT-Net is a x{SCALE} network (two x2 stages, a stride-{SCALE} condition net), got scale {scale}")
+            raise ValueError(f"SFT-Net is a x{SCALE} network (two x2 stages, a stride-{SCALE} condition net), got "
+                             f"scale {scale}")
         if num_block < 0 or cond_convs < 1:
             raise ValueError(f"SFT-Net needs num_block >= 0 and cond_convs >= 1, got {num_block} and {cond_convs}")
         rngs = rngs if rngs is not None else nnx.Rngs(0)
@@ -90,14 +91,16 @@ class SFTNet(nnx.Module):
         self.conv0 = conv(in_ch, num_feat, 3, rngs=rngs, dtype=dtype)
         self.sft_branch = Sequential(
             [ResBlock_SFT(cond_ch, sft_feat, num_feat, version, rngs=rngs, dtype=dtype) for _ in range(num_block)]
-            + [SFTLayer(cond_ch, sft_feat, num_feat, version, rngs=rngs, dtype=dtype), conv(num_feat, num_feat, 3, rngs=rngs, dtype=dtype)])
+            + [SFTLayer(cond_ch, sft_feat, num_feat, version, rngs=rngs, dtype=dtype),
+               conv(num_feat, num_feat, 3, rngs=rngs, dtype=dtype)])
         tail = []
         for _ in range(2):
             if version == "torch":
                 tail += [Nearest2x(), conv(num_feat, num_feat, 3, rngs=rngs, dtype=dtype), Act("relu")]
             else:
                 tail += [conv(num_feat, 4 * num_feat, 3, rngs=rngs, dtype=dtype), PixelShuffle(2), Act("relu")]
-        tail += [conv(num_feat, num_feat, 3, rngs=rngs, dtype=dtype), Act("relu"), conv(num_feat, out_ch, 3, rngs=rngs, dtype=dtype)]
+        tail += [conv(num_feat, num_feat, 3, rngs=rngs, dtype=dtype), Act("relu"),
+                 conv(num_feat, out_ch, 3, rngs=rngs, dtype=dtype)]
         self.HR_branch = Sequential(tail)
         chans = [num_classes] + [cond_feat] * (cond_convs - 1) + [cond_ch]
         cond = [conv(chans[0], chans[1], SCALE, stride=SCALE, padding=0, rngs=rngs, dtype=dtype)]

@@ -142,14 +142,14 @@ def main():
     logits = torch.nn.functional.interpolate(torch.from_numpy(logits), scale_factor=4, mode="bilinear", align_corners=False)
     out["sft_seg"] = torch.softmax(logits, 1).numpy()
     x = (torch.from_numpy(out["sft_lr"]), torch.from_numpy(out["sft_seg"]))
-    for name, cls, file in (("sft_net", ref.SFT_Net, "sft_net.pth"), ("sft_net_torch", ref.SFT_Net_torch, "sft_net_torch.pth")):
+    for name, cls in (("sft_net", ref.SFT_Net), ("sft_net_torch", ref.SFT_Net_torch)):
         net = _built(cls, [ref], SFT_MAP)
         trunk = list(net.sft_branch)
         net.sft_branch = torch.nn.Sequential(*trunk[:2], *trunk[-2:])
         _perturb(net, x, seed=1)
         with torch.no_grad():
             out[name] = net(x).numpy()
-        _save(net, file)
+        _save(net, f"{name}.pth")
         if name == "sft_net":  # traiNNer's SFT_Net (the layout of sft_net_ini.pth) is the same network
             twin = _built(tr.SFT_Net, [tr], SFT_MAP)
             twin.sft_branch = torch.nn.Sequential(*list(twin.sft_branch)[:2], *list(twin.sft_branch)[-2:])

@@ -3,7 +3,8 @@
 - `basicsr`: BasicSR's MSRResNet (`conv_first`, `body.N.conv{1,2}`, `upconv1`, `upconv2`, `conv_hr`, `conv_last`),
   released as `MSRResNet_x{2,3,4}` under BasicSR's `params` wrapper, which BasicSR's test options read (param_key_g).
 - `mmsr`: the same network under xinntao's mmsr names (`recon_trunk`, `HRconv`), as mmsr, zhaohengyuan1/PAN and
-  victorca25/traiNNer's `MSRResNet` name it; plain state dicts, as their `load_network` reads them.
+  victorca25/traiNNer's `MSRResNet` name it (traiNNer's cannot be built: it names an undefined block class);
+  plain state dicts, as their `load_network` reads them.
 - `original`: the early BasicSR / traiNNer `SRResNet` (`model.N` keys), `SRResNet_bicx4_in3nf64nb16.pth` and its
   x2/x3/x8 siblings; plain state dicts. Its released options only (no norm, CNA, ReLU, pixelshuffle): batch norm, NAC
   order, PReLU and upsample_mode='upconv' are recognised and refused by name.
@@ -65,7 +66,7 @@ def _msr_spec(sd, layout):
 def _original_spec(sd):
     if any(k.endswith("running_mean") for k in sd):
         raise WeightsError(f"an original SRResNet with batch norm (norm_type='batch') is not supported: jaxsr builds "
-                           f"{_RELEASED}; train one without norm, or use traiNNer")
+                           f"{_RELEASED}; train one without norm, or run it in traiNNer")
     extra = sorted(k for k in sd if re.match(r"model\.1\.sub\.\d+\.res\.", k)
                    and not re.fullmatch(r"model\.1\.sub\.\d+\.res\.[02]\.(weight|bias)", k))
     if extra:
@@ -107,11 +108,11 @@ def pth_wrapper(spec):
     return "params" if spec.get("layout", DEFAULTS["layout"]) == "basicsr" else None
 
 
+_REFERENCE = {"basicsr": "BasicSR's MSRResNet", "mmsr": "mmsr's (and PAN's) MSRResNet", "original": "traiNNer's SRResNet"}
 SPANDREL_GAPS = (
     (lambda s: True,
-     lambda s: f"spandrel/chaiNNer have no SRResNet/MSRResNet architecture and will not load this export; jaxsr and the "
-               f"reference ({'the original SRResNet of traiNNer' if s['layout'] == 'original' else 'MSRResNet of BasicSR' if s['layout'] == 'basicsr' else 'MSRResNet of mmsr/traiNNer'}, "
-               "strict) do"),
+     lambda s: f"spandrel/chaiNNer have no SRResNet/MSRResNet architecture and will not load this export; jaxsr and "
+               f"{_REFERENCE[s['layout']]} (strict) do"),
 )
 
 

@@ -12,6 +12,7 @@ import warnings
 import cv2
 import jax.numpy as jnp
 import numpy as np
+import onnx
 import pytest
 from flax import nnx
 
@@ -195,14 +196,24 @@ def test_arch_auto_resolves_from_a_released_layout_file():
     assert json.loads(r.stdout)["model"] == {k: v for k, v in {**SFT, "version": "torch"}.items() if k != "scale"}
 
 
-def test_image_only_paths_refuse_it_by_name(golden):
-    """ONNX export and upscale() have no second input for the segmentation maps: each says so in one line."""
-    from jaxsr.deploy import build_graph
-    from jaxsr.jaxpr_onnx import ExportError
+def test_onnx_takes_the_segmentation_as_a_second_input(golden, tmp_path):
+    """One dynamic fp32 file with inputs `input` and `seg` (NCHW, at the output size) gives the reference's output."""
+    from jaxsr import deploy
 
     model, info = jaxsr.load_model(os.path.join(GOLDEN, "sft_net.pth"))
-    with pytest.raises(ExportError, match=r"^an SFT-Net \(SFTGAN\) model takes 'seg' maps besides the image, and jaxsr's ONNX"):
-        build_graph(model, {"arch": "sftgan", **info["hyperparameters"], "scale": 4})
+    spec = {"arch": "sftgan", "scale": 4, **info["hyperparameters"]}
+    done = deploy.export_onnx(model, spec, tmp_path / "sft.onnx")  # verified in onnxruntime on a photograph
+    proto = onnx.load(str(tmp_path / "sft.onnx"))
+    assert [i.name for i in proto.graph.input] == ["input", "seg"] and deploy.read_metadata(tmp_path / "sft.onnx")["condition"] == "seg"
+    y = deploy.run_onnx(proto.SerializeToString(), golden["sft_lr"], cond=golden["sft_seg"])
+    d = float(np.abs(y - golden["sft_net"]).max())
+    print(f"SFT-Net ONNX: max |onnxruntime - reference| {d:.2e} (verify: {done.verification.max_abs:.2e} vs jaxsr)")
+    assert d <= TOL
+
+
+def test_image_only_paths_refuse_it_by_name(golden):
+    """upscale() (jaxsr.infer, evaluate) has no second input for the segmentation maps: it says so in one line."""
+    model, _ = jaxsr.load_model(os.path.join(GOLDEN, "sft_net.pth"))
     with pytest.raises(WeightsError, match=r"^this model takes 'seg' maps besides the image.*call it as model\(x, seg\)"):
         jaxsr.upscale(model, golden["sft_lr"][0].transpose(1, 2, 0))
 

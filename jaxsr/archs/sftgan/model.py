@@ -87,6 +87,7 @@ class SFTNet(nnx.Module):
             raise ValueError(f"SFT-Net needs num_block >= 0 and cond_convs >= 1, got {num_block} and {cond_convs}")
         rngs = rngs if rngs is not None else nnx.Rngs(0)
         self.scale, self.in_ch, self.dtype, self.num_classes = scale, in_ch, dtype, num_classes
+        self.cond_ch = num_classes  # the channels of the condition, at `scale` times the input's size (ONNX's second input)
         self.size_multiple = self.tile_multiple = 1
         self.conv0 = conv(in_ch, num_feat, 3, rngs=rngs, dtype=dtype)
         self.sft_branch = Sequential(

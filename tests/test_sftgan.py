@@ -211,11 +211,18 @@ def test_onnx_takes_the_segmentation_as_a_second_input(golden, tmp_path):
     assert d <= TOL
 
 
-def test_image_only_paths_refuse_it_by_name(golden):
-    """upscale() (jaxsr.infer, evaluate) has no second input for the segmentation maps: it says so in one line."""
+def test_image_only_paths_refuse_it_by_name(golden, tmp_path, capsys):
+    """upscale() and python -m jaxsr.infer have no second input for the segmentation maps: they say so in one line."""
+    from jaxsr import infer
+
     model, _ = jaxsr.load_model(os.path.join(GOLDEN, "sft_net.pth"))
     with pytest.raises(WeightsError, match=r"^this model takes 'seg' maps besides the image.*call it as model\(x, seg\)"):
         jaxsr.upscale(model, golden["sft_lr"][0].transpose(1, 2, 0))
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((16, 16, 3), np.uint8))
+    rc = infer.main(["--weights", os.path.join(GOLDEN, "sft_net.pth"), "--input", str(tmp_path / "a.png"), "--output",
+                     str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error: this model takes 'seg' maps besides the image")
 
 
 @pytest.mark.parametrize("name, kind", [("outdoor_seg", "segmenter"), ("acd", "discriminator")])

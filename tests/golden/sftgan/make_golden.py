@@ -18,7 +18,8 @@ namespace a view of torch.nn whose Conv2d/ConvTranspose2d/BatchNorm2d/Linear tak
 OutdoorSceneSeg: 2, 1, 2, 1 Res131 blocks in its four stages). The forward code is the reference's.
 
 Weights: every parameter moved off torch's init (seeded), BatchNorm running statistics taken from one training-mode
-pass over the input (so activations stay in range) and then perturbed, num_batches_tracked set. Saved with
+pass over the input (so activations stay in range) and then perturbed, num_batches_tracked set; OutdoorSceneSeg's
+classifier conv is then scaled by 10, so that its probabilities are far from uniform, as a trained net's. Saved with
 torch.save(state_dict): the released files (SFTGAN_noBN_OST_bg.pth, SFTGAN_torch.pth, sft_net_ini.pth,
 OutdoorSceneSeg_bic.pth) are plain state dicts, and traiNNer saves its networks (the ACD D) the same way.
 
@@ -26,12 +27,12 @@ Outputs, all float32, NCHW as the references take and give them, in sft.npz, acd
 - sft_lr (1, 3, 11, 13): a crop of skimage's astronaut in [0, 1]; sft_seg (1, 8, 44, 52): probabilities (a softmax of
   smooth random logits) at the output (HR) size, as test_sftgan.py feeds them; sft_net / sft_net_torch: the outputs;
 - acd_in (2, 3, 48, 48): two coffee crops in [0, 1]; acd_gan_eval / acd_cls_eval (running statistics),
-  acd_gan_train / acd_cls_train (batch statistics, a fresh copy of the weights in train mode);
+  acd_gan_train / acd_cls_train (batch statistics: train mode, from the same saved state);
 - seg_image: chelsea's 45x51 crop as uint8 RGB (the test writes it as a PNG); seg_pipeline: what
   test_segmentation.py's steps give for that file (cv2.imread's BGR, modcrop 8, MATLAB imresize 1/4 then 4, x255,
   the BGR mean subtracted, the network, softmax) as the 8xHxW map it saves, and seg_pipeline_in the network input
-  those steps made (1, 3, 40, 48); seg_in (1, 3, 37, 45): a crop of that
-  network input whose sides are no multiple of 8 (the max-pool's ceil_mode), seg_out: the network on it.
+  those steps made (1, 3, 40, 48); seg_in (1, 3, 37, 45): a crop of that network input whose sides are no multiple
+  of 8 (the max-pool's ceil_mode), seg_out: the network on it.
 """
 import argparse
 import importlib.util

@@ -6,6 +6,8 @@ width are dynamic unless fixed. Like `jaxsr.upscale`, the graph reflect-pads the
 `size_multiple` (RRDB x2 and x1 run on pixel-unshuffled inputs) and crops the output back, so any size at least
 `size_multiple` runs. fp16/bf16 files compute as jaxsr's own fp16/bf16 models do (weights stored in that type;
 the steps the model keeps in float32, such as attention logits, stay float32); their input and output stay float32.
+A generator with a condition (`Arch.condition`: SFT-Net's 'seg') takes it as a second input of that name, NCHW float32
+`cond_ch` channels at the output size (the class probabilities); `metadata_props` then record `condition`.
 
 The graph is the model's jaxpr lowered by `jaxsr.jaxpr_onnx`; exporting needs `onnx`, verifying `onnxruntime`,
 neither torch. `metadata_props` record `arch`, `scale`, `in_ch`, `out_ch`, `precision`, `size_multiple` and
@@ -77,6 +79,8 @@ def _prepare(model, spec, dtype):
     forward only; cuDNN attention has no ONNX form)."""
     fresh = archs.build(spec, rngs=nnx.Rngs(0), dtype=dtype)
     nnx.update(fresh, nnx.state(model))
+    if hasattr(model, "branch"):  # the output a multi-output model (PPON) exports
+        fresh.branch = model.branch
     for _, m in nnx.iter_modules(fresh):
         if hasattr(m, "attn_impl"):
             m.attn_impl = "xla"
@@ -87,18 +91,25 @@ def _prepare(model, spec, dtype):
 
 
 def _core(model):
-    """NCHW (sides multiples of size_multiple) -> NCHW: the model's forward on jaxsr's NHWC layout."""
+    """NCHW (sides multiples of size_multiple) -> NCHW: the model's forward on jaxsr's NHWC layout (and a conditioned
+    generator's NCHW condition)."""
     gdef, state = nnx.split(model)
 
-    def core(x):
-        y = nnx.merge(gdef, state)(jnp.transpose(x, (0, 2, 3, 1)))
+    def core(x, *cond):
+        cond = jnp.transpose(cond[0], (0, 2, 3, 1)) if cond else None
+        y = archs.forward(nnx.merge(gdef, state), jnp.transpose(x, (0, 2, 3, 1)), cond=cond)
         return jnp.transpose(y, (0, 3, 1, 2))
 
     return core
 
 
-def _trace(core, in_ch, m, batch, static, arch):
-    """The jaxpr of `core` at the input size: symbols b, h, w for what is dynamic (sides m*h, m*w)."""
+def _trace(core, in_ch, m, batch, static, arch, cond_ch=0, s=1):
+    """The jaxpr of `core` at the input size: symbols b, h, w for what is dynamic (sides m*h, m*w); with `cond_ch`, a
+    condition of that many channels at s times the input size follows the input."""
+    def args(shape):
+        cond = [jax.ShapeDtypeStruct((shape[0], cond_ch, s * shape[2], s * shape[3]), jnp.float32)] if cond_ch else []
+        return [jax.ShapeDtypeStruct(shape, jnp.float32), *cond]
+
     if static is None:
         b, hs, ws = jax.export.symbolic_shape(f"b, {m}*h, {m}*w" if m > 1 else "b, h, w")
         shape = (batch or b, in_ch, hs, ws)
@@ -106,11 +117,11 @@ def _trace(core, in_ch, m, batch, static, arch):
         (b,) = jax.export.symbolic_shape("b")
         shape = (batch or b, in_ch, -(-static[0] // m) * m, -(-static[1] // m) * m)
     try:
-        return jax.make_jaxpr(core)(jax.ShapeDtypeStruct(shape, jnp.float32))
+        return jax.make_jaxpr(core)(*args(shape))
     except Exception as e:  # what a forward raises on symbolic sizes varies: TypeError, ValueError, JAX's own
         if static is not None:
             raise
-        jax.make_jaxpr(core)(jax.ShapeDtypeStruct((1, in_ch, 16 * m, 16 * m), jnp.float32))  # a real bug raises here
+        jax.make_jaxpr(core)(*args((1, in_ch, 16 * m, 16 * m)))  # a real bug raises here
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ExportError(f"{arch} cannot be exported with a dynamic height and width: its forward needs concrete "
                           f"sizes while tracing ({type(e).__name__}: {first[:200]}). Export a fixed size instead "
@@ -136,7 +147,10 @@ def build_graph(model, spec, *, precision="fp32", static=None, batch=None, opset
     m, s, in_ch = int(model.size_multiple), int(model.scale), int(model.in_ch)
     if static is not None and m > 1 and min(static) < m:
         raise ExportError(f"{record.name} x{s} needs sides of at least {m} px; got {static[0]}x{static[1]}")
-    closed = _trace(_core(model), in_ch, m, batch, static, record.name)
+    cond, cond_ch = record.condition, int(getattr(model, "cond_ch", 0))
+    if cond and m > 1:
+        raise ExportError(f"{record.name}: a conditioned generator whose input is padded (to {m}) has no ONNX form here")
+    closed = _trace(_core(model), in_ch, m, batch, static, record.name, cond_ch, s)
     missing = primitives(closed) - lowered()
     if missing:
         raise ExportError(f"cannot export {record.name}: no ONNX lowering for the JAX primitive(s) "
@@ -156,7 +170,7 @@ def build_graph(model, spec, *, precision="fp32", static=None, batch=None, opset
     xp = x
     if m > 1 and not (ph == 0 and pw == 0):  # ph, pw are ints when the size is static
         xp = g.node("Pad", [x, g.shape([0, 0, 0, 0, 0, 0, ph, pw])], mode="reflect")
-    (y,) = lower(g, closed, [xp])
+    (y,) = lower(g, closed, [xp, cond] if cond else [xp])
     y = g.value(y, np.float32)
     if m > 1 and not (ph == 0 and pw == 0):
         ends = g.shape([g.mul(H, s), g.mul(W, s)])
@@ -167,8 +181,11 @@ def build_graph(model, spec, *, precision="fp32", static=None, batch=None, opset
     b = batch or "batch"
     in_shape = [b, in_ch, *(("height", "width") if static is None else static)]
     out_shape = [b, out_ch, *(("out_height", "out_width") if static is None else (static[0] * s, static[1] * s))]
+    inputs = [onnx.helper.make_tensor_value_info(NAMES[0], onnx_type(np.float32), in_shape)]
+    if cond:
+        inputs.append(onnx.helper.make_tensor_value_info(cond, onnx_type(np.float32), [b, cond_ch, *out_shape[2:]]))
     graph = onnx.helper.make_graph(
-        g.nodes, f"jaxsr_{record.name}_x{s}", [onnx.helper.make_tensor_value_info(NAMES[0], onnx_type(np.float32), in_shape)],
+        g.nodes, f"jaxsr_{record.name}_x{s}", inputs,
         [onnx.helper.make_tensor_value_info(NAMES[1], onnx_type(np.float32), out_shape)], g.initializers)
     opsets = [onnx.helper.make_opsetid("", opset)]
     proto = onnx.helper.make_model(graph, opset_imports=opsets, producer_name="jaxsr", producer_version=jaxsr.__version__,
@@ -176,6 +193,8 @@ def build_graph(model, spec, *, precision="fp32", static=None, batch=None, opset
                                    doc_string=f"{record.what}, x{s}: NCHW float32 RGB in [0, 1] -> {s} times larger, unclipped")
     meta = {"arch": record.name, "scale": str(s), "in_ch": str(in_ch), "out_ch": str(out_ch), "precision": precision,
             "size_multiple": str(m), "jaxsr_spec": json.dumps(spec), "jaxsr_version": jaxsr.__version__}
+    if cond:
+        meta["condition"] = cond
     onnx.helper.set_model_props(proto, meta)
     try:
         onnx.checker.check_model(proto, full_check=True)
@@ -217,20 +236,33 @@ def photo(h, w, batch=1):
     return np.ascontiguousarray(np.repeat(img.transpose(2, 0, 1)[None], batch, axis=0))
 
 
-def reference(model, spec, x):
-    """jaxsr's float32 forward on NCHW `x`, padded and cropped as `jaxsr.upscale` pads (unclipped)."""
+def condition_map(model, h, w, batch=1):
+    """A conditioned generator's second input for an h x w image, None for the others: NCHW class probabilities at the
+    output size (a softmax of seeded noise, constant on each input pixel's s x s block), as segmentation maps look."""
+    ch, s = int(getattr(model, "cond_ch", 0)), int(model.scale)
+    if not ch:
+        return None
+    logits = np.random.default_rng(0).normal(0.0, 2.0, (batch, ch, h, w))
+    e = np.exp(np.repeat(np.repeat(logits - logits.max(1, keepdims=True), s, 2), s, 3))
+    return (e / e.sum(1, keepdims=True)).astype(np.float32)
+
+
+def reference(model, spec, x, cond=None):
+    """jaxsr's float32 forward on NCHW `x` (and a conditioned generator's NCHW `cond`), padded and cropped as
+    `jaxsr.upscale` pads (unclipped)."""
     from jaxsr.imageio import pad_to
 
     model = _prepare(model, spec, jnp.float32)
     m, s = model.size_multiple, model.scale
     n, _, h, w = x.shape
     nhwc = np.stack([pad_to(im.transpose(1, 2, 0), -(-h // m) * m, -(-w // m) * m) for im in x])
-    y = np.asarray(nnx.jit(lambda mod, v: mod(v))(model, nhwc))
+    cond = None if cond is None else cond.transpose(0, 2, 3, 1)
+    y = np.asarray(nnx.jit(archs.forward)(model, nhwc, None, cond))
     return y[:, : h * s, : w * s].transpose(0, 3, 1, 2)
 
 
-def run_onnx(data, x, threads=None):
-    """onnxruntime's CPU output for the serialized model `data` on NCHW `x`."""
+def run_onnx(data, x, threads=None, cond=None):
+    """onnxruntime's CPU output for the serialized model `data` on NCHW `x` (and a conditioned generator's `cond`)."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -239,7 +271,10 @@ def run_onnx(data, x, threads=None):
     if threads:
         opts.intra_op_num_threads = threads
     sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-    return sess.run(None, {NAMES[0]: x})[0]
+    feeds = {NAMES[0]: x}
+    if cond is not None:
+        feeds[sess.get_inputs()[1].name] = cond
+    return sess.run(None, feeds)[0]
 
 
 def psnr(a, b):
@@ -253,8 +288,9 @@ def compare(data, model, spec, precision, static=None, batch=None):
     when it is off by more than the bounds for its precision."""
     h, w = static or VERIFY_SIZE
     x = photo(h, w, batch or 1)
+    cond = condition_map(model, h, w, batch or 1)
     try:
-        y = run_onnx(data, x)
+        y = run_onnx(data, x) if cond is None else run_onnx(data, x, cond=cond)
     except ExportError:
         raise
     except Exception as e:
@@ -262,7 +298,7 @@ def compare(data, model, spec, precision, static=None, batch=None):
         if precision == "bf16" and "NOT_IMPLEMENTED" in reason:
             return Verification((h, w), skipped=f"onnxruntime's CPU provider has no bfloat16 kernel here ({reason[:160]})")
         raise ExportError(f"onnxruntime cannot run the exported file: {reason[:300]}") from None
-    ref = reference(model, spec, x)
+    ref = reference(model, spec, x, cond)
     if y.shape != ref.shape:
         raise ExportError(f"verification failed: onnxruntime returned {y.shape}, jaxsr {ref.shape}")
     v = Verification((h, w), float(np.max(np.abs(y.astype(np.float64) - ref))), psnr(y, ref))
@@ -290,4 +326,4 @@ def export_onnx(model, spec, path, *, fp16=False, bf16=False, static=None, batch
 
 
 __all__ = ["Export", "ExportError", "Verification", "build_graph", "export_onnx", "photo", "psnr", "read_metadata",
-           "reference", "run_onnx", "compare"]
+           "reference", "run_onnx", "compare", "condition_map"]

@@ -23,6 +23,7 @@ import sys
 import numpy as np
 
 from jaxsr import metrics
+from jaxsr.archs import check_branch
 from jaxsr.errors import DataError, ImageError, WeightsError, warnings_as_lines
 from jaxsr.files import distinct_stems, unique_names, writable_dir
 from jaxsr.imageio import load_image, to_u8, write_image
@@ -278,6 +279,7 @@ def main(argv=None):
             if a.scale and info["scale"] != a.scale:
                 raise WeightsError(f"{w} is a x{info['scale']} model but --scale is {a.scale}")
             check_tiling(model, a.tile, a.tile_overlap)
+            check_branch(model, a.branch)
             models[name] = model
         scale = a.scale or next(iter(models.values())).scale
         others = {n: m.scale for n, m in models.items() if m.scale != scale}

@@ -15,6 +15,7 @@ import jax.extend.core as jax_core
 import numpy as np
 from flax import nnx
 
+from jaxsr import archs
 from jaxsr.errors import ImageError, WeightsError, warnings_as_lines
 from jaxsr.files import distinct_stems, writable_dir
 from jaxsr.imageio import EXTENSIONS, list_images, load_image, pad_to, write_image
@@ -22,19 +23,20 @@ from jaxsr.imageio import EXTENSIONS, list_images, load_image, pad_to, write_ima
 # Every generator has `scale`, `in_ch`, `size_multiple` (input sides are padded to it) and `tile_multiple` (the
 # grid tiles start on and are sized in: the unshuffle factor of RRDB x1/x2, the attention window of DAT, whose
 # windows are anchored at the image origin, so tiles equal the whole image only on the window grid).
-_forward = nnx.jit(lambda model, x: model(x))
+# A multi-output model (PPON) gives its `branch` output (`archs.forward`).
+_forward = nnx.jit(lambda model, x, branch=None: archs.forward(model, x, branch), static_argnames="branch")
 
 
 def _round_up(n, m):
     return -(-n // m) * m
 
 
-def _run(model, img):
+def _run(model, img, branch=None):
     """HxWxC (C = model input channels) -> (H*s)x(W*s)xC', padding to the model's size multiple."""
     m = model.size_multiple
     h, w = img.shape[:2]
     img = pad_to(img, _round_up(h, m), _round_up(w, m))
-    out = np.asarray(_forward(model, img[None]))[0]
+    out = np.asarray(_forward(model, img[None], branch))[0]
     return np.clip(out[: h * model.scale, : w * model.scale], 0.0, 1.0)
 
 
@@ -79,7 +81,7 @@ def _tile_side(length, tile, align):
     return min(tile, _round_up(length, q))
 
 
-def _run_tiled(model, img, tile, overlap, batch, seam, progress):
+def _run_tiled(model, img, tile, overlap, batch, seam, progress, branch=None):
     align = model.tile_multiple
     s = model.scale
     h, w, c = img.shape
@@ -100,7 +102,7 @@ def _run_tiled(model, img, tile, overlap, batch, seam, progress):
         x = np.zeros((batch, th, tw, c), np.float32)  # the last batch is padded: one shape, one executable
         for n, (i, j) in enumerate(chunk):
             x[n] = img[ys[i] : ys[i] + th, xs[j] : xs[j] + tw]
-        y = np.asarray(_forward(model, x))
+        y = np.asarray(_forward(model, x, branch))
         if out is None:
             out = np.zeros((hp * s, wp * s, y.shape[-1]), np.float32)
         for n, (i, j) in enumerate(chunk):
@@ -208,12 +210,13 @@ def check_fits(model, shape, tile):
 # ------------------------------------------------------------------------------------------------ public API
 
 
-def upscale(model, img, tile=None, overlap=32, tile_batch=None, seam="crop", progress=False):
+def upscale(model, img, tile=None, overlap=32, tile_batch=None, seam="crop", progress=False, branch=None):
     """Upscale one HxWxC float32 image in [0,1] (numpy); returns (H*s)x(W*s)xC float32 in [0,1].
 
     tile=None runs the whole image at once (one compile per image size). tile=N runs NxN tiles with
     `overlap` px shared between neighbours, `tile_batch` tiles per call, all through one compiled shape;
     tile="auto" picks N from free memory and runs whole images that fit in one tile. See docs/inference.md.
+    branch: the output of a multi-output model (PPON: content, structure; default its `branch`, perceptual).
     """
     img = np.asarray(img, dtype=np.float32)
     if img.ndim == 2:
@@ -221,15 +224,17 @@ def upscale(model, img, tile=None, overlap=32, tile_batch=None, seam="crop", pro
     if seam not in ("crop", "blend"):
         raise ValueError(f"seam must be 'crop' or 'blend', not {seam!r}")
     check_tiling(model, tile, overlap)
+    archs.check_branch(model, branch)
     if tile == "auto":
         tile = auto_tile_or_whole(model, img.shape, tile_batch)
     if tile is None:
-        run = _run
+        def run(model, x):
+            return _run(model, x, branch)
     else:
         batch = tile_batch or default_tile_batch()
 
         def run(model, x):
-            return _run_tiled(model, x, int(tile), int(overlap), batch, seam, progress)
+            return _run_tiled(model, x, int(tile), int(overlap), batch, seam, progress, branch)
 
     c, want = img.shape[2], getattr(model, "in_ch", 3)
     if c == want:
@@ -299,6 +304,8 @@ def add_tile_args(p):
     p.add_argument("--seam", choices=("crop", "blend"), default="crop",
                    help="crop: each pixel from one tile (exact when overlap/2 >= receptive field); blend: linear ramps")
     p.add_argument("--bf16", action="store_true", help="compute in bfloat16 (parameters stay float32 on disk)")
+    p.add_argument("--branch", choices=("content", "structure", "perceptual"), default=None,
+                   help="a PPON's output (default perceptual); other models have one")
 
 
 def check_tiling(model, tile, overlap):
@@ -318,7 +325,7 @@ def auto_tile_or_whole(model, shape, tile_batch=None):
 
 
 def tile_kwargs(a, progress=False):
-    return dict(tile=a.tile, overlap=a.tile_overlap, tile_batch=a.tile_batch, seam=a.seam, progress=progress)
+    return dict(tile=a.tile, overlap=a.tile_overlap, tile_batch=a.tile_batch, seam=a.seam, progress=progress, branch=a.branch)
 
 
 def main(argv=None):
@@ -338,6 +345,7 @@ def main(argv=None):
 
         model, info = load_model(a.weights, dtype=jnp.bfloat16 if a.bf16 else jnp.float32)
         check_tiling(model, a.tile, a.tile_overlap)
+        archs.check_branch(model, a.branch)
         jobs = _jobs(a.input, a.output)
     except (WeightsError, ImageError) as e:
         print(f"error: {e}", file=sys.stderr)

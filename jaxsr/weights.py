@@ -277,4 +277,5 @@ def export(model, spec, path, info=None):
     if os.fspath(path).endswith(".safetensors"):
         write_safetensors(path, sd, meta)
     else:
-        write_pth(path, sd, wrapper=record.pth_wrapper, metadata=meta if record.pth_wrapper else None)
+        wrapper = record.pth_wrapper(spec) if callable(record.pth_wrapper) else record.pth_wrapper
+        write_pth(path, sd, wrapper=wrapper, metadata=meta if wrapper else None)

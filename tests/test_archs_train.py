@@ -52,6 +52,9 @@ def rows(workdir):
 
 @pytest.mark.parametrize("name", GENERATORS)
 def test_gan_recipe_trains_any_generator_from_its_file_and_resumes_bitwise(tmp_path, compile_cache, name):
+    if archs.get(name).condition:
+        pytest.skip(f"{name} takes {archs.get(name).condition!r} maps besides the image: the sr kind's recipe has none "
+                    "to give it; the sftgan training kind (not built yet) will")
     spec = SMALL[name]
     init = tmp_path / f"{name}.safetensors"
     weights.export(perturbed(spec), spec, init)

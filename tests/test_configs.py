@@ -22,6 +22,7 @@ RECIPES += ["plksr_x4", "mosr_x4"]
 RECIPES += ["rcan_x4", "safmn_x4"]
 RECIPES += ["omnisr_x4"]
 RECIPES += ["srformer_x4", "rgt_x4", "drct_x4", "atd_x4", "swin2sr_x4"]
+RECIPES += ["srresnet_x4", "pan_x4"]  # srgan_x4 (BasicSR's MSRGAN stage): tests/test_srresnet.py
 GAN_RECIPES = [n for n in RECIPES if n.endswith("_gan")]  # they need a VGG19 file for their perceptual loss
 
 
@@ -31,6 +32,7 @@ SPANDREL_ID.update(plksr="PLKSR", mosr="MoSR")
 SPANDREL_ID.update(rcan="RCAN", safmn="SAFMN")
 SPANDREL_ID.update(omnisr="OmniSR", realcugan="RealCUGAN")
 SPANDREL_ID.update(srformer="SRFormer", rgt="RGT", drct="DRCT", atd="ATD", swin2sr="Swin2SR")
+SPANDREL_ID.update(srresnet=None, pan=None)  # families spandrel does not know: their exports say so
 
 
 @pytest.mark.parametrize("name", RECIPES)
@@ -51,10 +53,14 @@ def test_recipe_resolves_builds_and_its_export_opens_in_spandrel(tmp_path, spand
     expected.update(atd_x4=20_260_929)  # ATD 210/6x6, window 16, 128 tokens (the paper's 20.26M)
     expected.update(swin2sr_x4=12_239_283)  # Swin2SR-M 180/6x6, window 8, pixelshuffle (traiNNer-redux's swin2sr_m)
     expected.update(rgt_x4=13_365_543)  # RGT 180/8x6, windows 8x32, c_ratio 0.5 (the paper's 13.37M)
+    expected.update(srresnet_x4=1_517_571, pan_x4=272_419)  # MSRResNet_x4 64/16; PANx4_DF2K 40/24/16
     assert n == expected.get(name, n) and n > 0
     if name not in GAN_RECIPES:
         build_losses(cfg.losses)
     weights.export(model, spec, tmp_path / "m.pth")  # what the recipe's run leaves in models/
+    if SPANDREL_ID[spec["arch"]] is None:  # no spandrel family: the export warned so, and reads back in jaxsr
+        assert weights.read(tmp_path / "m.pth").spec == {**spec, "scale": cfg.scale}
+        return
     desc = spandrel.ModelLoader().load_from_file(str(tmp_path / "m.pth"))
     assert (desc.architecture.id, desc.scale) == (SPANDREL_ID[spec["arch"]], cfg.scale)
 

@@ -55,6 +55,16 @@ SMALL = {
             "upsampler": "pixelshuffledirect"},
     "rgt": {"arch": "rgt", "scale": 2, "embed_dim": 8, "depth": [1, 2], "num_heads": [2, 2], "split_size": [4, 4],
             "mlp_ratio": 2.0, "c_ratio": 0.5},  # group 1: shifted windows and an RG-SA block
+    "ppon": {"arch": "ppon", "scale": 2, "in_ch": 3, "out_ch": 3, "nf": 8, "nb": 1, "ssim_blocks": 1, "gan_blocks": 2,
+             "n_rb": 1, "n_dil": 2, "dil_nf": 4},  # one structure block: stored unwrapped (SFEM.RB1...)
+    "sftgan": {"arch": "sftgan", "scale": 4, "version": "torch", "num_feat": 8, "num_block": 1, "cond_feat": 8,
+               "cond_convs": 2, "cond_ch": 4, "sft_feat": 4},  # SFT_Net_torch's layout: HR_branch.0 an nn.Upsample
+    "acd": {"arch": "acd", "num_in_ch": 3, "widths": [4, 4, 6, 6], "hidden": 8, "num_classes": 8, "input_size": 16},
+    "outdoor_seg": {"arch": "outdoor_seg", "stem": [4, 4, 6], "blocks": [1, 2, 1, 1], "mid": [4, 4, 4, 4],
+                    "out": [8, 10, 12, 14], "head": 8},
+    "srresnet": {"arch": "srresnet", "scale": 3, "in_ch": 3, "out_ch": 3, "num_feat": 8, "num_block": 1,
+                 "layout": "basicsr"},  # x3: one num_feat * 9 upconv, the bilinear x3 skip; `params`-wrapped .pth
+    "pan": {"arch": "pan", "scale": 4, "in_ch": 3, "out_ch": 3, "nf": 8, "unf": 6, "nb": 1},
     "unet": {"arch": "unet", "num_in_ch": 3, "num_feat": 8, "skip_connection": True},
     "vgg": {"arch": "vgg", "num_in_ch": 3, "num_feat": 8, "input_size": 128},
 }
@@ -63,7 +73,7 @@ SMALL = {
 def test_every_registered_architecture_has_a_small_spec_and_a_complete_record():
     assert sorted(SMALL) == sorted(a.name for a in archs.ARCHS), "add a small spec for each new architecture to SMALL"
     for a in archs.ARCHS:
-        assert a.kind in ("generator", "discriminator") and a.what
+        assert a.kind in ("generator", "discriminator", "segmenter") and a.what
         assert archs.get(a.name) is a
         assert a.defaults and all(callable(applies) and (callable(m) or isinstance(m, str)) for applies, m in a.spandrel_gaps)
         assert (a.block_of is not None) == (a.kind == "discriminator")
@@ -80,6 +90,9 @@ def test_the_model_class_defaults_are_the_folders(name):
     from jaxsr.archs import omnisr, realcugan
     from jaxsr.archs import mosr, plksr
     from jaxsr.archs import atd, drct, rgt, srformer, swin2sr
+    from jaxsr.archs import ppon
+    from jaxsr.archs import acd, outdoor_seg, sftgan
+    from jaxsr.archs import pan, srresnet
 
     cls = {"esrgan": esrgan.RRDBNet, "dat": dat.DAT, "swinir": swinir.SwinIR, "hat": hat.HAT,
            "compact": compact.SRVGGNetCompact, "span": span.SPAN, "realplksr": realplksr.RealPLKSR,
@@ -87,6 +100,9 @@ def test_the_model_class_defaults_are_the_folders(name):
            "realcugan": realcugan.UpCunet, "omnisr": omnisr.OmniSR,
            "rcan": rcan.RCAN, "safmn": safmn.SAFMN,
            "srformer": srformer.SRFormer, "swin2sr": swin2sr.Swin2SR, "drct": drct.DRCT, "atd": atd.ATD, "rgt": rgt.RGT,
+           "ppon": ppon.PPON,
+           "sftgan": sftgan.SFTNet, "acd": acd.ACDDiscriminator, "outdoor_seg": outdoor_seg.OutdoorSceneSeg,
+           "srresnet": srresnet.MSRResNet, "pan": pan.PAN,
            "unet": unet.UNetDiscriminatorSN, "vgg": vgg.VGGStyleDiscriminator}[name]
     record = archs.get(name)
     params = inspect.signature(cls).parameters

@@ -40,8 +40,13 @@ def model_of(name):
 
 @functools.cache
 def jaxsr_out(name, h, w, batch=1):
-    """jaxsr's fp32 forward on the photograph crop both tests compare with (compiled once per size)."""
-    return deploy.reference(model_of(name), CASES[name], deploy.photo(h, w, batch))
+    """jaxsr's fp32 forward on the photograph crop both tests compare with (compiled once per size), with the
+    condition map of a conditioned generator (SFT-Net's segmentation: its graph's second input)."""
+    return deploy.reference(model_of(name), CASES[name], deploy.photo(h, w, batch), cond_of(name, h, w, batch))
+
+
+def cond_of(name, h, w, batch=1):
+    return deploy.condition_map(model_of(name), h, w, batch)
 
 
 def dims(value_info):
@@ -52,7 +57,8 @@ def static_or_xfail(name, err):
     """A model whose forward cannot trace with symbolic sizes: check that a static file matches, then xfail."""
     h, w = SIZES[0]
     proto, _ = deploy.build_graph(model_of(name), CASES[name], static=(h, w))
-    diff = np.abs(deploy.run_onnx(proto.SerializeToString(), deploy.photo(h, w)) - jaxsr_out(name, h, w)).max()
+    diff = np.abs(deploy.run_onnx(proto.SerializeToString(), deploy.photo(h, w), cond=cond_of(name, h, w))
+                  - jaxsr_out(name, h, w)).max()
     assert diff <= TOL, (h, w, diff)
     pytest.xfail(str(err))
 
@@ -71,7 +77,7 @@ def test_one_dynamic_fp32_file_equals_jaxsr_at_two_sizes(name):
     data = proto.SerializeToString()
     for (h, w), batch in zip(SIZES, (1, 2)):
         x = deploy.photo(h, w, batch)
-        y, ref = deploy.run_onnx(data, x), jaxsr_out(name, h, w, batch)
+        y, ref = deploy.run_onnx(data, x, cond=cond_of(name, h, w, batch)), jaxsr_out(name, h, w, batch)
         s = model.scale
         assert y.shape == ref.shape == (batch, 3, h * s, w * s)
         diff = float(np.abs(y - ref).max())
@@ -90,7 +96,7 @@ def test_fp16_file_is_within_45db_of_jaxsr_fp32_on_a_photograph(name):
             raise
         proto, _ = deploy.build_graph(model, spec, precision="fp16", static=(h, w))
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer)  # weights stored as fp16
-    y = deploy.run_onnx(proto.SerializeToString(), deploy.photo(h, w))
+    y = deploy.run_onnx(proto.SerializeToString(), deploy.photo(h, w), cond=cond_of(name, h, w))
     psnr = deploy.psnr(y, jaxsr_out(name, h, w))
     print(f"{name} fp16: PSNR {psnr:.1f} dB against jaxsr fp32, max |diff| {np.abs(y - jaxsr_out(name, h, w)).max():.1e}")
     assert psnr >= FP16_PSNR

@@ -12,6 +12,9 @@ from . import compact, dat, esrgan, hat, rcan, realplksr, safmn, span, swinir, u
 from . import mosr, plksr
 from . import omnisr, realcugan
 from . import atd, drct, rgt, srformer, swin2sr
+from . import ppon
+from . import acd, outdoor_seg, sftgan
+from . import pan, srresnet
 from .bridge import Arch
 
 ARCHS: tuple[Arch, ...] = (esrgan.ARCH, dat.ARCH, swinir.ARCH, hat.ARCH, compact.ARCH, span.ARCH, realplksr.ARCH, unet.ARCH,
@@ -20,6 +23,9 @@ ARCHS += (plksr.ARCH, mosr.ARCH)
 ARCHS += (rcan.ARCH, safmn.ARCH)
 ARCHS += (realcugan.ARCH, omnisr.ARCH)
 ARCHS += (swin2sr.ARCH, drct.ARCH, srformer.ARCH, rgt.ARCH, atd.ARCH)
+ARCHS += (ppon.ARCH,)
+ARCHS += (sftgan.ARCH, acd.ARCH, outdoor_seg.ARCH)
+ARCHS += (srresnet.ARCH, pan.ARCH)
 
 
 def names(kind="generator"):
@@ -36,6 +42,27 @@ def get(name) -> Arch:
 def build(spec, *, rngs=None, dtype=jnp.float32):
     """The Flax module for a spec (built in eval mode where the architecture has one)."""
     return get(spec.get("arch")).build(spec, rngs=rngs, dtype=dtype)
+
+
+def check_branch(model, branch, conditioned=False):
+    """Refuse by name an output `branch` the model lacks: only multi-output generators (PPON: `model.branches`) have
+    branches to choose from."""
+    cond = getattr(model, "condition", None)  # SFT-Net's: Arch.condition, on the module for the paths that hold one
+    if cond and not conditioned:
+        raise WeightsError(f"this model takes {cond!r} maps besides the image, which this image-only path cannot give it: "
+                           f"call it as model(x, {cond}) with the probabilities at the output size (python -m jaxsr.segment)")
+    have = getattr(model, "branches", ())
+    if branch is not None and branch not in have:
+        raise WeightsError(f"--branch {branch}: this model has " + (f"the outputs {', '.join(have)}" if have else
+                         "one output; branches are a multi-output model's (PPON: content, structure, perceptual)"))
+
+
+def forward(model, x, branch=None, cond=None):
+    """A generator's image for the NHWC batch `x`: the one place where a multi-output model (PPON returns its
+    `branches` as a tuple) gives the output named `branch`, by default its own `branch` attribute."""
+    check_branch(model, branch, conditioned=cond is not None)
+    y = model(x) if cond is None else model(x, cond)  # cond: a conditioned generator's second input (SFT-Net's seg)
+    return y[model.branches.index(branch or model.branch)] if isinstance(y, tuple) else y
 
 
 def describe(sd):
@@ -60,4 +87,4 @@ def detect(sd, arch="auto", kind="generator") -> Arch:
     return found
 
 
-__all__ = ["ARCHS", "Arch", "build", "describe", "detect", "get", "names"]
+__all__ = ["ARCHS", "Arch", "build", "check_branch", "describe", "detect", "forward", "get", "names"]

@@ -138,8 +138,9 @@ class Arch:
     infer_spec:    state dict -> the JSON-able spec; a WeightsError naming any variant we cannot load faithfully
     from_torch:    the file's keys renamed to our module tree's torch keys (older key layouts, dropped buffers)
     to_torch:      (model, spec) -> what PyTorch users load: their key names and dtypes, every buffer
-    pth_wrapper:   how a .pth wraps the state dict ('params_ema', 'params' or None)
-    kind:          'generator' or 'discriminator'
+    pth_wrapper:   how a .pth wraps the state dict ('params_ema', 'params' or None), or spec -> that (families whose
+                   layouts come from trainers that wrap differently)
+    kind:          'generator' or 'discriminator' (or 'segmenter': SFTGAN's OutdoorSceneSeg, which no upscaling path takes)
     scales:        the upscaling factors a generator supports (a config asking for another is refused by name)
     defaults:      the spec fields a spec may leave out, with the values `build` gives them (the folder's DEFAULTS,
                    plus the default variant's fields for the named-variant models)
@@ -148,6 +149,8 @@ class Arch:
                    `defaults` filled in; `weights.export` warns once for each that applies (`spandrel_warnings`)
     block_of:      for a discriminator, top-level parameter name (the first path entry) -> its block number, None
                    outside any block (what FreezeD freezes by); None where the family has no blocks to freeze
+    condition:     for a generator that takes an input besides the image (`model(x, cond)`: SFT-Net's segmentation
+                   probabilities), its name ('seg'); None for the image-only generators every generic path runs
     """
 
     name: str
@@ -157,12 +160,13 @@ class Arch:
     infer_spec: Callable
     from_torch: Callable = dict
     to_torch: Callable = _plain_export
-    pth_wrapper: str | None = None
+    pth_wrapper: str | None | Callable = None
     kind: str = "generator"
     scales: tuple = ()
     defaults: dict = field(default_factory=dict, hash=False)
     spandrel_gaps: tuple = ()
     block_of: Callable[[str], int | None] | None = None
+    condition: str | None = None
 
     def full_spec(self, spec) -> dict:
         """`spec` with the fields it leaves out taken from `defaults`."""

@@ -16,12 +16,14 @@ from jaxsr import archs, data, degrade, losses, optim
 from jaxsr.degrade import augment
 from jaxsr.errors import ConfigError, WeightsError
 from jaxsr.losses import gan
+from jaxsr.train.kinds import ppon as ppon_kind
 
 # Changing any of these makes a saved state unusable or the run a different experiment: refused on resume.
 INCOMPATIBLE_ON_RESUME = ("kind", "seed", "scale", "model", "compute_dtype", "gan.enabled", "gan.discriminator", "optim.name",
                           "optim.accumulate", "val.best_metric", "optim_d.name", "train.batch_size", "data.gt_size", "data.hr_dir", "data.lr_dir",
                           "data.train_dir", "data.train_lr_dir", "data.split", "data.packed", "data.sources", "degrade.mode", "degrade.gt_size",
                           "degrade.queue_size")
+INCOMPATIBLE_ON_RESUME += ("ppon.ppon_stages",)  # where the phases of a PPON run start: passed phases cannot move
 
 
 def train_config():
@@ -101,6 +103,7 @@ def base_config():
     c.val = val_config()
     c.export = export_config()
     c.log = log_config()
+    c.ppon = ppon_kind.default_config()  # kind='ppon': its phases (jaxsr.train.kinds.ppon)
     return c
 
 

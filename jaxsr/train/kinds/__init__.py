@@ -1,8 +1,10 @@
 """The registry of training kinds (`config.kind`); what a kind is: `jaxsr.train.kind`."""
 from jaxsr.errors import ConfigError
 from jaxsr.train.kinds.sr import SR
+from jaxsr.train.kinds.ppon import PPON
 
 KINDS = {"sr": SR}
+KINDS["ppon"] = PPON
 
 
 def get(name):

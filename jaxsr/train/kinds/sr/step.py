@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxsr import optim
+from jaxsr import archs, optim
 from jaxsr.train.state import merge, split
 
 
@@ -65,7 +65,7 @@ def discriminator_outputs(p, disc, sr, gt):
 def forward_and_objective(p, params, state, lq, inputs):
     """G's loss to differentiate (scaled under float16) and (loss, logs, buffers, d_buffers, sr)."""
     model = merge(p.g_def, params, state.buffers)
-    sr = model(lq)
+    sr = archs.forward(model, lq)  # a multi-output model's (PPON's) `branch`
     d_buffers = state.d_buffers
     if p.gan:
         disc = merge(p.d_def, state.d_params, d_buffers)
@@ -131,7 +131,7 @@ def train_step(p, state, batch, feature_params):
     queue, lq, gt, gt_usm = p.make_pair(key, batch, state.queue)
     inputs = dict(gt=gt, gt_usm=gt_usm, feature_params=feature_params)
     if "sr_ema" in p.objective.inputs:
-        inputs["sr_ema"] = jax.lax.stop_gradient(merge(p.ema_def, state.ema, state.buffers)(lq))
+        inputs["sr_ema"] = jax.lax.stop_gradient(archs.forward(merge(p.ema_def, state.ema, state.buffers), lq))
     grad_fn = jax.value_and_grad(functools.partial(forward_and_objective, p), has_aux=True)
     (_, (loss, logs, buffers, d_buffers, sr)), grads = grad_fn(state.params, state, lq, inputs)
     params, opt_state, ok, overflow, grad_norm = apply_updates(p, state, grads, loss)
@@ -204,7 +204,7 @@ def make_preview(eval_def, make_pair, n=4, d_def=None):
 
     def preview(state, batch, params):
         _, lq, gt, _ = make_pair(jax.random.split(state.rng)[1], batch, state.queue)
-        out = dict(lq=lq[:n], sr=merge(eval_def, params, state.buffers)(lq[:n]), gt=gt[:n])
+        out = dict(lq=lq[:n], sr=archs.forward(merge(eval_def, params, state.buffers), lq[:n]), gt=gt[:n])
         if d_def is not None:
             disc = merge(d_def, state.d_params, state.d_buffers)
             out.update(d_fake=disc(out["sr"]), d_real=disc(out["gt"]))

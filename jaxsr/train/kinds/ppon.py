@@ -25,7 +25,7 @@ from jaxsr.errors import ConfigError
 from jaxsr.train import state as state_lib
 from jaxsr.train.kind import Scores
 from jaxsr.train.kinds.sr import (SR, build_data, build_discriminator, build_generator, build_objective, build_optimizers,
-                                  build_state, build_steps, plateau_feeder)
+                                  build_state, build_steps)
 from jaxsr.train.logger import log
 
 # The modules each phase trains, named as the reference's set_optim_params freezes them.
@@ -158,8 +158,8 @@ class PPON(SR):
         disc = build_discriminator(cfg, self.spec)
         self.data = build_data(cfg, workdir)
         if not self.data.val and (cfg.val.every or cfg.val.at_start or cfg.init_weights):
-            raise ConfigError("no validation image to measure: give data.val_dir images larger than a few px a side, "
-                              "or set val.every=0 and val.at_start=False")
+            raise ConfigError("no validation image to measure: give data.val_dir images larger than "
+                              f"{evaluate.SSIM_WINDOW + 2 * cfg.scale} px a side, or set val.every=0 and val.at_start=False")
         self.meta = {"spec": self.spec}
 
         eval_model = nnx.clone(model)
@@ -169,7 +169,8 @@ class PPON(SR):
         state = build_state(cfg, model, updating("content"), disc, tx_d, paired=self.data.splits.get("train_lr") is not None)
         self.masks = {b: in_branch(state.params, b) for b in BRANCHES}
         self.state = parallel.replicate(mesh, state)
-        self.feature_params = parallel.replicate(mesh, objectives[3].feature_params)
+        # the losses' own weights ({term key: weights}), every phase's: each step takes the ones of its terms
+        self.feature_params = parallel.replicate(mesh, {k: v for o in objectives.values() for k, v in o.feature_params.items()})
         model.train()
         model.branch_only = True  # gradients reach only the phase's own modules
         self.phases = {}
@@ -182,7 +183,7 @@ class PPON(SR):
             self.phases[phase] = (steps, self._jit(mesh, steps.gan if with_d else steps.g, branch, objectives))
         self.steps = self.phases[1][0]
         self._phase = None
-        self._feed_plateau = plateau_feeder(cfg, state, mesh)
+        self._feed_plateau = None  # plateau schedules are refused
         self._bicubic_psnr = {}
 
     def _jit(self, mesh, inner, branch, objectives):

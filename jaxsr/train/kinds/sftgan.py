@@ -423,10 +423,9 @@ def sft_optim(cfg):
 
 def group_optimizer(cfg):
     """updating(trunk) -> G's optimizer: one state per group (the SFT/Cond group at sft_optim's lr, the trunk's with its
-    schedule offset to trunk_delay, where its updates start); with trunk=False the trunk's updates are zero and its
-    state is untouched."""
+    schedule offset to trunk_delay, where its updates start); where the bool `trunk` (traced: one compiled step) is
+    False, the trunk's updates are zero and its state is untouched."""
     total, delay = cfg.train.total_steps, int(cfg.sftgan.trunk_delay)
-    masks = {"sft": in_sft, "trunk": in_trunk}
     txs = {"sft": optax.masked(optim.build_optimizer(sft_optim(cfg), total), in_sft),
            "trunk": optax.masked(optim.build_optimizer(cfg.optim, total, offset=delay), in_trunk)}
 
@@ -435,11 +434,11 @@ def group_optimizer(cfg):
 
     def updating(trunk):
         def update(grads, state, params=None):
-            out, new = jax.tree.map(jnp.zeros_like, grads), dict(state)
-            for g in GROUPS if trunk else ("sft",):
-                u, new[g] = txs[g].update(grads, state[g], params)
-                out = jax.tree.map(lambda m, a, b: a if m else b, masks[g](grads), u, out)
-            return out, new
+            (u_sft, sft), (u_trunk, moved) = (txs[g].update(grads, state[g], params) for g in GROUPS)
+            kept = jax.tree.map(lambda a, b: jnp.where(trunk, a, b), moved, state["trunk"])
+            out = jax.tree.map(lambda m, a, b: a if m else jnp.where(trunk, b, jnp.zeros_like(b)), in_sft(grads), u_sft,
+                               u_trunk)
+            return out, {"sft": sft, "trunk": kept}
 
         return optax.GradientTransformation(init, update)
 
@@ -450,19 +449,21 @@ def group_optimizer(cfg):
 
 
 class Parts(NamedTuple):
-    """What a step is made of: the models' graphdefs, the objective, G's optimizer (`tx`: with or without the trunk), D's,
-    the scale, the `gan` entry's weight (the category term's on G), and what the sr step's helpers read."""
+    """What a step is made of: the models' graphdefs, the objective, G's optimizer (`updating(trunk)`; `tx` is the one
+    the sr step's helpers apply), D's, the scale, the `gan` entry's weight (the category term's on G), the step the
+    trunk starts at, and what the sr step's helpers read."""
 
     g_def: Any
     d_def: Any
     objective: Any
-    tx: optax.GradientTransformation
+    updating: Any
     tx_d: optax.GradientTransformation
     scale: int
     gan_weight: float
-    trunk: bool
+    delay: int
     ema_decay: float
     accumulate: int = 1
+    tx: Any = None
 
 
 def category_ce(logits, cat):
@@ -512,6 +513,8 @@ def d_update(p, state, d_buffers, sr, gt, cat):
 
 def train_step(p, state, batch, feature_params):
     """LR from the HR crop -> G's loss and update (the SFT group; the trunk from trunk_delay) -> D's update."""
+    trunk = state.step >= p.delay
+    p = p._replace(tx=p.updating(trunk))
     rng, _ = jax.random.split(state.rng)
     gt, seg, cat = batch["gt"], batch["seg"], batch["category"]
     lq = low_res(gt, p.scale)
@@ -519,15 +522,15 @@ def train_step(p, state, batch, feature_params):
     (_, (loss, logs, buffers, d_buffers, sr)), grads = grad_fn(p, state.params, state, lq, seg, gt, cat, feature_params)
     params, opt_state, ok, overflow, grad_norm = apply_updates(p, state, grads, loss)
     sft = in_sft(state.params)
-    if not p.trunk:  # bit-identical, not merely + 0
-        params = jax.tree.map(lambda m, a, b: a if m else b, sft, params, state.params)
+    keep = lambda new, old: jax.tree.map(lambda m, a, b: a if m else jnp.where(trunk, a, b), sft, new, old)  # noqa: E731
+    params = keep(params, state.params)  # the frozen trunk bit-identical, not merely + 0
     d_new, d_metrics = d_update(p, state, d_buffers, sr, gt, cat)
     ok = ok & jnp.isfinite(d_metrics["d_loss"])
     new = dict(params=params, buffers=buffers, opt_state=opt_state, **d_new)
     new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, {k: getattr(state, k) for k in new})
     averaged = ema(p, state, new["params"], ok)
-    if averaged is not None and not p.trunk:
-        averaged = jax.tree.map(lambda m, a, b: a if m else b, sft, averaged, state.ema)
+    if averaged is not None:
+        averaged = keep(averaged, state.ema)
     metrics = {"loss": loss, **logs, "grad_norm": grad_norm, **d_metrics, "skipped": (~ok).astype(jnp.float32)}
     state = state.replace(step=state.step + 1, rng=rng, ema=averaged, nonfinite=nonfinite_count(state, ok, overflow, None), **new)
     return state, metrics
@@ -576,11 +579,8 @@ class SFTGAN(SR):
         gan_weight = next(t.weight for t in objective.terms if t.name == "gan")
         repl = parallel.replicated(mesh)
         self.delay = int(cfg.sftgan.trunk_delay)
-        self.steps = {}
-        for trunk in (False, True):
-            parts = Parts(g_def, d_def, objective, updating(trunk), tx_d, int(cfg.scale), gan_weight, trunk,
-                          cfg.optim.ema_decay)
-            self.steps["trunk" if trunk else "sft"] = jax.jit(self._step(parts), donate_argnums=(0,), out_shardings=(repl,) * 2)
+        parts = Parts(g_def, d_def, objective, updating, tx_d, int(cfg.scale), gan_weight, self.delay, cfg.optim.ema_decay)
+        self.step = jax.jit(self._step(parts), donate_argnums=(0,), out_shardings=(repl,) * 2)
         self._preview = jax.jit(lambda params, buffers, batch: dict(
             lq=low_res(batch["gt"][:4], cfg.scale), gt=batch["gt"][:4],
             sr=state_lib.merge(self.eval_def, params, buffers)(low_res(batch["gt"][:4], cfg.scale), batch["seg"][:4])),
@@ -614,7 +614,7 @@ class SFTGAN(SR):
             log.info(f"step {step}: " + ("the SFT/Cond parameters and the trunk train" if trunk else
                                          f"the SFT/Cond parameters train; the trunk is frozen until step {self.delay}"))
             self._trunk_on = trunk
-        return self.steps["trunk" if trunk else "sft"](state, batch, self.feature_params)
+        return self.step(state, batch, self.feature_params)
 
     def inspect_step(self, state, batch, step):
         raise ConfigError("kind='sftgan' logs no per-layer statistics: set log.gradients=0 and log.parameters=0")

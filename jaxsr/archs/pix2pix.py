@@ -55,14 +55,30 @@ def use_bias(norm):
 
 
 class Pad(nnx.Module):
-    """nn.ReflectionPad2d(n) ('reflect') or nn.ReplicationPad2d(n) ('replicate') on NHWC."""
+    """nn.ReflectionPad2d(n) ('reflect') or nn.ReplicationPad2d(n) ('replicate') on NHWC, from one-pixel slices, so
+    symbolic sizes trace (ONNX with a dynamic height and width; jnp.pad's reflect cannot). Sides must exceed n, as
+    torch's reflection padding requires."""
 
     def __init__(self, n, mode="reflect"):
-        self.n, self.mode = n, {"reflect": "reflect", "replicate": "edge"}[mode]
+        if mode not in ("reflect", "replicate"):
+            raise ValueError(f"padding must be 'reflect' or 'replicate', got {mode!r}")
+        self.n, self.mode = n, mode
 
     def __call__(self, x):
-        n = self.n
-        return jnp.pad(x, ((0, 0), (n, n), (n, n), (0, 0)), mode=self.mode)
+        for axis in (1, 2):
+            size = x.shape[axis]
+
+            def row(i):  # a one-pixel dynamic slice: no size comparison at trace time
+                return jax.lax.dynamic_slice_in_dim(x, i, 1, axis=axis)
+
+            if self.mode == "reflect":
+                before = [row(i) for i in range(self.n, 0, -1)]
+                last = jnp.asarray(size, jnp.int32) - 1  # a value, not a (possibly symbolic) size to compare
+                after = [row(last - i) for i in range(1, self.n + 1)]
+            else:
+                before, after = [row(0)] * self.n, [row(jnp.asarray(size, jnp.int32) - 1)] * self.n
+            x = jnp.concatenate([*before, x, *after], axis=axis)
+        return x
 
 
 class Tanh(nnx.Module):

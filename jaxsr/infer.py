@@ -23,20 +23,39 @@ from jaxsr.imageio import EXTENSIONS, list_images, load_image, pad_to, write_ima
 # Every generator has `scale`, `in_ch`, `size_multiple` (input sides are padded to it) and `tile_multiple` (the
 # grid tiles start on and are sized in: the unshuffle factor of RRDB x1/x2, the attention window of DAT, whose
 # windows are anchored at the image origin, so tiles equal the whole image only on the window grid).
-# A multi-output model (PPON) gives its `branch` output (`archs.forward`).
-_forward = nnx.jit(lambda model, x, branch=None: archs.forward(model, x, branch), static_argnames="branch")
+# A multi-output model (PPON) gives its `branch` output (`archs.forward`); a conditioned one (SFT-Net) takes `cond`,
+# its maps at the output size.
+_forward = nnx.jit(lambda model, x, branch=None, cond=None: archs.forward(model, x, branch, cond), static_argnames="branch")
+
+
+def _in_range(forward):
+    """The pix2pix/CycleGAN generators work in [-1, 1] (their `value_range`): the [0, 1] images go in mapped to it, and
+    the outputs come back mapped from it, before anything clips them."""
+    def run(model, x, branch=None, cond=None):
+        lo, hi = getattr(model, "value_range", (0.0, 1.0))
+        if (lo, hi) == (0.0, 1.0):
+            return forward(model, x, branch, cond)
+        return (forward(model, x * (hi - lo) + lo, branch, cond) - lo) / (hi - lo)
+
+    return run
+
+
+_forward = _in_range(_forward)
 
 
 def _round_up(n, m):
     return -(-n // m) * m
 
 
-def _run(model, img, branch=None):
-    """HxWxC (C = model input channels) -> (H*s)x(W*s)xC', padding to the model's size multiple."""
+def _run(model, img, branch=None, cond=None):
+    """HxWxC (C = model input channels) -> (H*s)x(W*s)xC', padding to the model's size multiple (the condition
+    map, at the output size, with it)."""
     m = model.size_multiple
     h, w = img.shape[:2]
     img = pad_to(img, _round_up(h, m), _round_up(w, m))
-    out = np.asarray(_forward(model, img[None], branch))[0]
+    if cond is not None:
+        cond = pad_to(cond, img.shape[0] * model.scale, img.shape[1] * model.scale)[None]
+    out = np.asarray(_forward(model, img[None], branch, cond))[0]
     return np.clip(out[: h * model.scale, : w * model.scale], 0.0, 1.0)
 
 
@@ -81,7 +100,7 @@ def _tile_side(length, tile, align):
     return min(tile, _round_up(length, q))
 
 
-def _run_tiled(model, img, tile, overlap, batch, seam, progress, branch=None):
+def _run_tiled(model, img, tile, overlap, batch, seam, progress, branch=None, cond=None):
     align = model.tile_multiple
     s = model.scale
     h, w, c = img.shape
@@ -92,6 +111,9 @@ def _run_tiled(model, img, tile, overlap, batch, seam, progress, branch=None):
     th, tw = _tile_side(hp, tile, align), _tile_side(wp, tile, align)
     img = pad_to(img, max(hp, th), max(wp, tw))
     hp, wp = img.shape[:2]
+    if cond is not None:  # the condition map (at the output size) is tiled with the image: each tile gets its part
+        cond = pad_to(cond, hp * s, wp * s)
+        xc = np.zeros((batch, th * s, tw * s, cond.shape[2]), np.float32)
     ys, wys = _axis_plan(hp, th, overlap, align, s, seam)
     xs, wxs = _axis_plan(wp, tw, overlap, align, s, seam)
     jobs = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
@@ -102,7 +124,9 @@ def _run_tiled(model, img, tile, overlap, batch, seam, progress, branch=None):
         x = np.zeros((batch, th, tw, c), np.float32)  # the last batch is padded: one shape, one executable
         for n, (i, j) in enumerate(chunk):
             x[n] = img[ys[i] : ys[i] + th, xs[j] : xs[j] + tw]
-        y = np.asarray(_forward(model, x, branch))
+            if cond is not None:
+                xc[n] = cond[ys[i] * s : (ys[i] + th) * s, xs[j] * s : (xs[j] + tw) * s]
+        y = np.asarray(_forward(model, x, branch, None if cond is None else xc))
         if out is None:
             out = np.zeros((hp * s, wp * s, y.shape[-1]), np.float32)
         for n, (i, j) in enumerate(chunk):
@@ -169,8 +193,11 @@ def forward_bytes_per_pixel(model):
     if model not in _PER_PX:
         p = _round_up(64, model.tile_multiple)
         x = jax.ShapeDtypeStruct((1, p, p, getattr(model, "in_ch", 3)), np.float32)
+        cond = () if not getattr(model, "condition", None) else (
+            jax.ShapeDtypeStruct((1, p * model.scale, p * model.scale, model.cond_ch), np.float32),)
         gdef, state = nnx.split(model)  # trace a merged copy: modules with remat must not be traced by closure
-        _PER_PX[model] = 2.0 * _jaxpr_peak_bytes(jax.make_jaxpr(lambda s, v: nnx.merge(gdef, s)(v))(state, x).jaxpr) / (p * p)
+        _PER_PX[model] = 2.0 * _jaxpr_peak_bytes(
+            jax.make_jaxpr(lambda s, v, *c: nnx.merge(gdef, s)(v, *c))(state, x, *cond).jaxpr) / (p * p)
     return _PER_PX[model]
 
 
@@ -210,13 +237,15 @@ def check_fits(model, shape, tile):
 # ------------------------------------------------------------------------------------------------ public API
 
 
-def upscale(model, img, tile=None, overlap=32, tile_batch=None, seam="crop", progress=False, branch=None):
+def upscale(model, img, tile=None, overlap=32, tile_batch=None, seam="crop", progress=False, branch=None, cond=None):
     """Upscale one HxWxC float32 image in [0,1] (numpy); returns (H*s)x(W*s)xC float32 in [0,1].
 
     tile=None runs the whole image at once (one compile per image size). tile=N runs NxN tiles with
     `overlap` px shared between neighbours, `tile_batch` tiles per call, all through one compiled shape;
     tile="auto" picks N from free memory and runs whole images that fit in one tile. See docs/inference.md.
     branch: the output of a multi-output model (PPON: content, structure; default its `branch`, perceptual).
+    cond: a conditioned model's second input (SFT-Net: the class probabilities, (H*s)x(W*s)xclasses), tiled with the
+    image; `condition_map` fits a map to the output size.
     """
     img = np.asarray(img, dtype=np.float32)
     if img.ndim == 2:
@@ -224,17 +253,19 @@ def upscale(model, img, tile=None, overlap=32, tile_batch=None, seam="crop", pro
     if seam not in ("crop", "blend"):
         raise ValueError(f"seam must be 'crop' or 'blend', not {seam!r}")
     check_tiling(model, tile, overlap)
-    archs.check_branch(model, branch)
+    archs.check_branch(model, branch, conditioned=cond is not None)
+    if cond is not None:
+        cond = condition_map(model, cond, img.shape)
     if tile == "auto":
         tile = auto_tile_or_whole(model, img.shape, tile_batch)
     if tile is None:
         def run(model, x):
-            return _run(model, x, branch)
+            return _run(model, x, branch, cond)
     else:
         batch = tile_batch or default_tile_batch()
 
         def run(model, x):
-            return _run_tiled(model, x, int(tile), int(overlap), batch, seam, progress, branch)
+            return _run_tiled(model, x, int(tile), int(overlap), batch, seam, progress, branch, cond)
 
     c, want = img.shape[2], getattr(model, "in_ch", 3)
     if c == want:
@@ -250,6 +281,69 @@ def upscale(model, img, tile=None, overlap=32, tile_batch=None, seam="crop", pro
     else:
         raise ValueError(f"the image has {c} channels, the model expects {want}")
     return out
+
+
+def condition_map(model, cond, shape):
+    """A conditioned model's map (HxWxC float32) for an image of `shape`, at the output size: SFTGAN's maps cover the
+    HR image's modcrop-8 part (test_segmentation.py), so a map up to 7 px short of the output on a side is edge-padded
+    to it (a larger one is cropped); ImageError for another size or channel count."""
+    cond = np.asarray(cond, np.float32)
+    want, s = model.cond_ch, model.scale
+    h, w = shape[0] * s, shape[1] * s
+    if cond.ndim != 3 or cond.shape[2] != want or cond.shape[0] <= h - 8 or cond.shape[1] <= w - 8:
+        raise ImageError(f"the {model.condition!r} map has shape {cond.shape}, but this model needs {want} channels at "
+                         f"the output size {w}x{h} (made by python -m jaxsr.segment from the HR image, or --seg-weights)")
+    cond = cond[:h, :w]
+    return np.pad(cond, ((0, h - cond.shape[0]), (0, w - cond.shape[1]), (0, 0)), mode="edge")
+
+
+def segmentation_map(segmenter, lr, scale):
+    """SFTGAN's probability maps for an LR image (HxWxC in [0, 1]), as test_segmentation.py computes them for the HR
+    image it bicubic-downscales: OutdoorSceneSeg on the MATLAB-bicubic x`scale` upscale of the LR (BGR x255, less
+    the BGR mean), edge-padded to its output stride (8) and cropped back: (H*scale)x(W*scale)xclasses."""
+    from jaxsr import segment
+    from jaxsr.archs.outdoor_seg import BGR_MEAN
+    from jaxsr.degrade.ops import imresize
+
+    rgb = lr[..., :3] if lr.shape[2] >= 3 else np.repeat(lr[..., :1], 3, axis=2)
+    bic = imresize(rgb.astype(np.float64), scale)
+    h, w = bic.shape[:2]
+    m = segment.MODCROP
+    bic = np.pad(bic, ((0, _round_up(h, m) - h), (0, _round_up(w, m) - w), (0, 0)), mode="edge")
+    x = (bic[..., ::-1] * 255.0 - np.asarray(BGR_MEAN)).astype(np.float32)
+    return segment.probabilities(segmenter, x)[:h, :w]
+
+
+def read_map(path):
+    """A probability map file as HxWxC float32: `<name>_bic.pth` (torch's (C, H, W) tensor, as jaxsr.segment and
+    SFTGAN's test_segmentation.py save it) or .npy (HxWxC)."""
+    from jaxsr import pth
+
+    try:
+        a = np.load(path) if path.endswith(".npy") else pth.load(path)
+    except (OSError, ValueError, WeightsError) as e:
+        raise ImageError(f"cannot read the map {path}: {e}") from None
+    a = np.asarray(a, np.float32)
+    if a.ndim == 4 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim != 3:
+        raise ImageError(f"{path} holds an array of shape {a.shape}, not one probability map")
+    return a if path.endswith(".npy") else a.transpose(1, 2, 0)
+
+
+MAP_SUFFIXES = ("_bic.pth", ".pth", ".npy")  # jaxsr.segment's and test_segmentation.py's names, traiNNer's bicseg/, numpy
+
+
+def find_map(folder, rel):
+    """The map of the image at relative path `rel` in `folder`: <stem><suffix> for MAP_SUFFIXES, the stem with or without
+    the image's extension (jaxsr.segment keeps it for files that share a stem); None if there is none."""
+    stem = os.path.splitext(rel)[0]
+    for name in (stem, rel):
+        for suffix in MAP_SUFFIXES:
+            path = os.path.join(folder, name + suffix)
+            if os.path.isfile(path):
+                return path
+    return None
 
 
 def _jobs(inp, out):
@@ -328,6 +422,44 @@ def tile_kwargs(a, progress=False):
     return dict(tile=a.tile, overlap=a.tile_overlap, tile_batch=a.tile_batch, seam=a.seam, progress=progress, branch=a.branch)
 
 
+def _condition_source(model, info, a):
+    """What a conditioned model's maps come from (--seg or --seg-weights, refused for other models): the segmentation
+    network for --seg-weights, else None."""
+    cond = getattr(model, "condition", None)
+    if a.seg and a.seg_weights:
+        raise ImageError("give --seg (maps made beforehand) or --seg-weights (maps computed here), not both")
+    if not cond:
+        if a.seg or a.seg_weights:
+            raise ImageError(f"--seg/--seg-weights give segmentation maps to SFT-Net; this {info['arch']} model takes the "
+                             "image alone: leave them out")
+        return None
+    if not (a.seg or a.seg_weights):
+        raise ImageError(f"this model takes {cond!r} maps besides the image: give --seg DIR (python -m jaxsr.segment's maps "
+                         "of the HR images) or --seg-weights OutdoorSceneSeg_bic.pth (computed from each input)")
+    if a.seg:
+        if not os.path.isdir(a.seg):
+            raise ImageError(f"--seg {a.seg} is not a folder of maps (python -m jaxsr.segment --output)")
+        return None
+    from jaxsr import segment
+
+    return segment.load_segmenter(a.seg_weights)[0]
+
+
+def _condition(model, a, segmenter, src, img):
+    """The map of one input: --seg's file named as the input (relative to --input), or computed by `segmenter`."""
+    if not getattr(model, "condition", None):
+        return None
+    if segmenter is not None:
+        return segmentation_map(segmenter, img, model.scale)
+    rel = os.path.relpath(src, a.input) if os.path.isdir(a.input) else os.path.basename(src)
+    path = find_map(a.seg, rel)
+    if path is None:
+        stem = os.path.splitext(rel)[0]
+        raise ImageError(f"no map for it in {a.seg} (looked for {stem}{', '.join(MAP_SUFFIXES)}); make the maps with "
+                         "python -m jaxsr.segment, or use --seg-weights")
+    return read_map(path)
+
+
 def main(argv=None):
     from tqdm import tqdm
 
@@ -338,6 +470,10 @@ def main(argv=None):
     p.add_argument("--input", required=True, help="an image file or a folder (searched recursively)")
     p.add_argument("--output", required=True, help="output file or folder; PNG at the input's bit depth")
     add_tile_args(p)
+    p.add_argument("--seg", default=None, help="SFT-Net's segmentation maps: the folder python -m jaxsr.segment wrote "
+                   "(<name>_bic.pth per input, at the output size)")
+    p.add_argument("--seg-weights", default=None, help="SFT-Net: compute each input's maps with this OutdoorSceneSeg "
+                   "file (OutdoorSceneSeg_bic.pth) instead")
     a = p.parse_args(argv)
     warnings_as_lines()
     try:
@@ -345,7 +481,8 @@ def main(argv=None):
 
         model, info = load_model(a.weights, dtype=jnp.bfloat16 if a.bf16 else jnp.float32)
         check_tiling(model, a.tile, a.tile_overlap)
-        archs.check_branch(model, a.branch)
+        segmenter = _condition_source(model, info, a)
+        archs.check_branch(model, a.branch, conditioned=bool(a.seg or a.seg_weights))
         jobs = _jobs(a.input, a.output)
     except (WeightsError, ImageError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -356,7 +493,8 @@ def main(argv=None):
         try:
             img, bits = load_image(src)
             check_fits(model, img.shape, a.tile if a.tile != "auto" else auto_tile_or_whole(model, img.shape, a.tile_batch))
-            out = upscale(model, img, **tile_kwargs(a, progress=True))
+            cond = _condition(model, a, segmenter, src, img)
+            out = upscale(model, img, **tile_kwargs(a, progress=True), cond=cond)
             os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
             write_image(dst, out, bits=bits)
         except (ImageError, ValueError) as e:

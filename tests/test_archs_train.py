@@ -55,6 +55,9 @@ def test_gan_recipe_trains_any_generator_from_its_file_and_resumes_bitwise(tmp_p
     if archs.get(name).condition:
         pytest.skip(f"{name} takes {archs.get(name).condition!r} maps besides the image: the sr kind's recipe has none "
                     "to give it; the sftgan training kind (not built yet) will")
+    if name in ("p2p_unet", "p2p_resnet"):
+        pytest.skip(f"{name} translates [-1, 1] images at scale 1, not the sr kind's bicubic pairs: the pix2pix/cyclegan "
+                    "training kinds (issue #27) train it")
     spec = SMALL[name]
     init = tmp_path / f"{name}.safetensors"
     weights.export(perturbed(spec), spec, init)
@@ -81,13 +84,13 @@ def test_gan_recipe_trains_any_generator_from_its_file_and_resumes_bitwise(tmp_p
     got = rows(again)
     assert got[3] == first[3] and got[4] == first[4]
 
-    # and its loss falls: the compiled G step, a few times on one fixed batch of real photographs
+    # and its L1 falls: the run's compiled G + D step (no new compile), a few times on one fixed batch of real photographs
     gt = np.stack([photo(n, crop, crop, top=40, left=60) for n in ("astronaut", "coffee")])
     batch = parallel.global_batch(trainer.mesh, {"gt": gt})
     state, losses = trainer.state, []
     for _ in range(6):
-        state, m = trainer.kind.steps.g(state, batch, trainer.kind.feature_params)
-        losses.append(float(m["loss"]))
+        state, m = trainer.kind.steps.gan(state, batch, trainer.kind.feature_params)
+        losses.append(float(m["l1"]))
     assert np.isfinite(losses).all() and losses[-1] < losses[0], losses
 
 

@@ -67,6 +67,11 @@ SMALL = {
     "pan": {"arch": "pan", "scale": 4, "in_ch": 3, "out_ch": 3, "nf": 8, "unf": 6, "nb": 1},
     "unet": {"arch": "unet", "num_in_ch": 3, "num_feat": 8, "skip_connection": True},
     "vgg": {"arch": "vgg", "num_in_ch": 3, "num_feat": 8, "input_size": 128},
+    "p2p_unet": {"arch": "p2p_unet", "scale": 1, "in_ch": 3, "out_ch": 3, "ngf": 2, "num_downs": 5, "norm": "batch",
+                 "use_dropout": True, "upsample_mode": "deconv"},
+    "p2p_resnet": {"arch": "p2p_resnet", "scale": 1, "in_ch": 3, "out_ch": 3, "ngf": 2, "n_blocks": 1, "norm": "instance",
+                   "use_dropout": False, "padding_type": "reflect", "upsample_mode": "upconv"},
+    "patchgan": {"arch": "patchgan", "net": "n_layers", "in_ch": 3, "ndf": 4, "n_layers": 2, "norm": "batch"},
 }
 
 
@@ -93,6 +98,7 @@ def test_the_model_class_defaults_are_the_folders(name):
     from jaxsr.archs import ppon
     from jaxsr.archs import acd, outdoor_seg, sftgan
     from jaxsr.archs import pan, srresnet
+    from jaxsr.archs import p2p_resnet, p2p_unet, patchgan
 
     cls = {"esrgan": esrgan.RRDBNet, "dat": dat.DAT, "swinir": swinir.SwinIR, "hat": hat.HAT,
            "compact": compact.SRVGGNetCompact, "span": span.SPAN, "realplksr": realplksr.RealPLKSR,
@@ -103,7 +109,9 @@ def test_the_model_class_defaults_are_the_folders(name):
            "ppon": ppon.PPON,
            "sftgan": sftgan.SFTNet, "acd": acd.ACDDiscriminator, "outdoor_seg": outdoor_seg.OutdoorSceneSeg,
            "srresnet": srresnet.MSRResNet, "pan": pan.PAN,
-           "unet": unet.UNetDiscriminatorSN, "vgg": vgg.VGGStyleDiscriminator}[name]
+           "unet": unet.UNetDiscriminatorSN, "vgg": vgg.VGGStyleDiscriminator,
+           "p2p_unet": p2p_unet.UnetGenerator, "p2p_resnet": p2p_resnet.ResnetGenerator,
+           "patchgan": patchgan.NLayerDiscriminator}[name]
     record = archs.get(name)
     params = inspect.signature(cls).parameters
     for field, value in record.defaults.items():

@@ -15,6 +15,7 @@ from . import atd, drct, rgt, srformer, swin2sr
 from . import ppon
 from . import acd, outdoor_seg, sftgan
 from . import pan, srresnet
+from . import p2p_resnet, p2p_unet, patchgan
 from .bridge import Arch
 
 ARCHS: tuple[Arch, ...] = (esrgan.ARCH, dat.ARCH, swinir.ARCH, hat.ARCH, compact.ARCH, span.ARCH, realplksr.ARCH, unet.ARCH,
@@ -26,6 +27,7 @@ ARCHS += (swin2sr.ARCH, drct.ARCH, srformer.ARCH, rgt.ARCH, atd.ARCH)
 ARCHS += (ppon.ARCH,)
 ARCHS += (sftgan.ARCH, acd.ARCH, outdoor_seg.ARCH)
 ARCHS += (srresnet.ARCH, pan.ARCH)
+ARCHS += (p2p_unet.ARCH, p2p_resnet.ARCH, patchgan.ARCH)
 
 
 def names(kind="generator"):

@@ -17,6 +17,7 @@ from jaxsr.degrade import augment
 from jaxsr.errors import ConfigError, WeightsError
 from jaxsr.losses import gan
 from jaxsr.train.kinds import ppon as ppon_kind
+from jaxsr.train.kinds import sftgan as sftgan_kind
 
 # Changing any of these makes a saved state unusable or the run a different experiment: refused on resume.
 INCOMPATIBLE_ON_RESUME = ("kind", "seed", "scale", "model", "compute_dtype", "gan.enabled", "gan.discriminator", "optim.name",
@@ -24,6 +25,7 @@ INCOMPATIBLE_ON_RESUME = ("kind", "seed", "scale", "model", "compute_dtype", "ga
                           "data.train_dir", "data.train_lr_dir", "data.split", "data.packed", "data.sources", "degrade.mode", "degrade.gt_size",
                           "degrade.queue_size")
 INCOMPATIBLE_ON_RESUME += ("ppon.ppon_stages",)  # where the phases of a PPON run start: passed phases cannot move
+INCOMPATIBLE_ON_RESUME += ("sftgan.seg_dir", "sftgan.bg_dir", "sftgan.bg_ratio")  # the training stream of an SFTGAN run
 
 
 def train_config():
@@ -104,6 +106,7 @@ def base_config():
     c.export = export_config()
     c.log = log_config()
     c.ppon = ppon_kind.default_config()  # kind='ppon': its phases (jaxsr.train.kinds.ppon)
+    c.sftgan = sftgan_kind.default_config()  # kind='sftgan': maps, background images, G's two lrs (jaxsr.train.kinds.sftgan)
     return c
 
 

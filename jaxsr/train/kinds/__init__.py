@@ -2,9 +2,11 @@
 from jaxsr.errors import ConfigError
 from jaxsr.train.kinds.sr import SR
 from jaxsr.train.kinds.ppon import PPON
+from jaxsr.train.kinds.sftgan import SFTGAN
 
 KINDS = {"sr": SR}
 KINDS["ppon"] = PPON
+KINDS["sftgan"] = SFTGAN
 
 
 def get(name):

@@ -54,7 +54,7 @@ def rows(workdir):
 def test_gan_recipe_trains_any_generator_from_its_file_and_resumes_bitwise(tmp_path, compile_cache, name):
     if archs.get(name).condition:
         pytest.skip(f"{name} takes {archs.get(name).condition!r} maps besides the image: the sr kind's recipe has none "
-                    "to give it; the sftgan training kind (not built yet) will")
+                    "to give it; tests/test_sftgan_kind.py trains it with kind='sftgan'")
     if name in ("p2p_unet", "p2p_resnet"):
         pytest.skip(f"{name} translates [-1, 1] images at scale 1, not the sr kind's bicubic pairs: the pix2pix/cyclegan "
                     "training kinds (issue #27) train it")

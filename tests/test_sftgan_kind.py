@@ -245,3 +245,17 @@ def test_infer_computes_the_maps_with_seg_weights(sft_model, tmp_path, capsys):
     rc = infer.main(["--weights", os.path.join(GOLDEN, "sft_net.pth"), "--input", str(tmp_path / "in"), "--output",
                      str(tmp_path / "o2"), "--seg", str(tmp_path / "in")])
     assert rc == 1 and "no map for it in" in capsys.readouterr().err
+
+
+def test_the_acd_discriminator_is_refused_by_the_kinds_that_have_no_categories():
+    from jaxsr.recipes import x4_gan
+    from jaxsr.train.kinds.sr import check_discriminator
+
+    cfg = x4_gan.get_config()
+    cfg.gan.discriminator.arch = "acd"
+    for kind in ("sr", "ppon"):
+        cfg.kind = kind
+        with pytest.raises(ConfigError, match="only kind='sftgan' feeds it"):
+            check_discriminator(cfg)
+    cfg.kind = "sftgan"
+    check_discriminator(cfg)

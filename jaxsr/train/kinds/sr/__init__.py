@@ -91,6 +91,9 @@ def check_discriminator(cfg):
     d = cfg.gan.discriminator
     if cfg.gan.enabled and d.arch not in archs.names("discriminator"):
         raise ConfigError(f"gan.discriminator.arch must be one of {', '.join(archs.names('discriminator'))}, got {d.arch!r}")
+    if cfg.gan.enabled and d.arch == "acd" and cfg.kind != "sftgan":
+        raise ConfigError("gan.discriminator.arch='acd' also classifies each image's category, which only kind='sftgan' "
+                          "feeds it: use kind='sftgan', or another discriminator")
 
 
 def build_discriminator(cfg, g_spec):

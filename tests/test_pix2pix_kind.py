@@ -220,3 +220,18 @@ def test_linear_schedule_is_the_references_lambda_rule():
     c.linear_steps = -1
     with pytest.raises(ValueError, match="must be >= 0"):
         learning_rate_schedule(c, 10)
+
+
+def test_recipes_resolve_and_pass_the_kinds_checks():
+    """configs/pix2pix.py and configs/cyclegan.py as given (facades, horse2zebra: unet_256 on 256 px crops of 286 px
+    resizes, resnet_9blocks); their networks' sizes (54,413,955 / 2,768,705 and 11,378,179 / 2,764,737 parameters, as
+    junyanz's print_networks says: 54.414 M, 2.769 M, 11.378 M, 2.765 M) are in docs/translation.md."""
+    from jaxsr.recipes import cyclegan as cyclegan_recipe
+    from jaxsr.recipes import pix2pix as pix2pix_recipe
+    from jaxsr.train.config import resolve
+    from jaxsr.train.kinds import cyclegan
+
+    p = pix2pix.check_pix2pix(resolve(pix2pix_recipe.get_config()))
+    assert (p.steps, p.load_size, p.crop_size, p.multiple) == (frozenset({"resize", "crop"}), 286, 256, 256)
+    c = resolve(cyclegan_recipe.get_config())
+    assert cyclegan.check_cyclegan(c).multiple == 4 and c.optim.schedule == c.optim_d.schedule == "linear"

@@ -1,6 +1,7 @@
 """Every architecture trains through the trainer: the GAN recipe (configs/x4_gan.py) warm-starts any supported generator
 from its file with model.arch=auto, trains (G and D), resumes bitwise from a chosen checkpoint, and its loss falls.
-RRDB and DAT have their own end-to-end tests in test_train.py."""
+One validation image (a warm start validates at step 0): what it compiles is the train step, once, and the
+forward at one size (the resume reads them back from the compilation cache)."""
 import importlib
 import json
 import os
@@ -17,7 +18,8 @@ from test_layout import SMALL, perturbed
 from jaxsr import archs, parallel, weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GENERATORS = sorted(n for n in SMALL if archs.get(n).kind == "generator" and n not in ("esrgan", "dat"))
+# RRDB and DAT have their own end-to-end runs in test_train.py, PPON its own kind's in test_ppon.py
+GENERATORS = sorted(n for n in SMALL if archs.get(n).kind == "generator" and n not in ("esrgan", "dat", "ppon"))
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,8 @@ def gan_run(init, scale, crop):
             "--config.losses={'l1': {'name': 'l1'}, 'gan': {'name': 'gan', 'weight': 0.1}}", "--config.degrade.mode=bicubic",
             "--config.gan.discriminator.num_feat=8", "--config.train.batch_size=2", f"--config.data.gt_size={crop}",
             f"--config.degrade.gt_size={crop}", "--config.data.num_workers=0", "--config.train.total_steps=4",
-            "--config.train.ckpt_every=2", "--config.train.log_every=1", "--config.val.every=0", "--config.data.val_max_size=64"]
+            "--config.train.ckpt_every=2", "--config.train.log_every=1", "--config.val.every=0", "--config.data.val_max_size=64",
+            "--config.data.val_max_images=1"]
 
 
 def rows(workdir):

@@ -162,7 +162,7 @@ def test_every_schedule_reaches_the_optimizer_from_either_section(name, section)
 
 
 def test_unknown_or_inconsistent_schedule_fields_are_refused():
-    for bad, match in ((dict(schedule="linear"), "optim.schedule"), (dict(schedule="constant", warmup="exp", warmup_steps=2), "optim.warmup"),
+    for bad, match in ((dict(schedule="exponential"), "optim.schedule"), (dict(schedule="constant", warmup="exp", warmup_steps=2), "optim.warmup"),
                        (dict(schedule="cosine_restart", periods=(10, 10), period_weights=(1,)), "period_weights"),
                        (dict(schedule="cosine_restart", periods=(10, 10), restart_weights=(1, 0.5)), "period_weights"),
                        (dict(schedule="multistep_restart", restarts=(10,), period_weights=(0.5,)), "restart_weights"),

@@ -22,6 +22,8 @@ Fields of an optimizer section (`config.optim`, `config.optim_d`) read here:
     plateau_mode ('auto'|'min'|'max'), plateau_factor, plateau_patience, plateau_threshold, plateau_threshold_mode
                     ('rel'|'abs'), plateau_cooldown, plateau_min_lr (the floor of the reductions):  plateau (torch
                     ReduceLROnPlateau on the validation metric)
+    linear_steps, linear_decay_steps:  linear (junyanz's pix2pix/CycleGAN 'linear' lr_policy, in updates for epochs):
+                    lr for linear_steps updates, then linearly towards 0 over linear_decay_steps
 
 Schedules count real optimizer updates (0-based): under accumulation the trainer's step s is update s // k.
 A plateau rule's state (`PlateauState`) lives in the optimizer state, so it is checkpointed with it; after each
@@ -64,6 +66,8 @@ def default_fields():
         plateau_threshold_mode="rel",
         plateau_cooldown=0,
         plateau_min_lr=1e-7,
+        linear_steps=0,  # linear (pix2pix/CycleGAN's 'linear' lr_policy): updates at lr (n_epochs), then
+        linear_decay_steps=0,  # updates decaying to 0 (n_epochs_decay); both 0: total_steps halved
     )
 
 
@@ -244,6 +248,27 @@ SCHEDULES = {
     "onecycle": _onecycle_from,
     "plateau": _constant,  # the reductions are applied by the optimizer from its PlateauState
 }
+SCHEDULES["linear"] = lambda cfg, total_steps: _linear(float(cfg["lr"]), *linear_lengths(cfg, total_steps))
+
+
+def linear_lengths(cfg, total_steps):
+    """(steps at lr, steps of decay) of the linear schedule: the config's, or total_steps halved where both are 0."""
+    n, nd = int(cfg["linear_steps"]), int(cfg["linear_decay_steps"])
+    if n < 0 or nd < 0:
+        raise ValueError(f"optim.linear_steps and optim.linear_decay_steps must be >= 0, got {n} and {nd}")
+    return (n, nd) if n or nd else (total_steps // 2, total_steps - total_steps // 2)
+
+
+def _linear(lr, n, nd):
+    """junyanz's lr_policy='linear' (models/networks.py get_scheduler, LambdaLR with epoch_count 1) with updates for
+    epochs: lr * (1 - max(0, k + 1 - n) / (nd + 1)) at update k (0-based): n updates at lr, then nd decaying
+    (lr * nd / (nd + 1) down to lr / (nd + 1)), 0 from update n + nd on."""
+
+    def sched(count):
+        k = jnp.asarray(count, jnp.float32)
+        return lr * jnp.maximum(1.0 - jnp.maximum(0.0, k + 1.0 - n) / (nd + 1.0), 0.0)
+
+    return sched
 
 
 def learning_rate_schedule(cfg, total_steps):

@@ -18,6 +18,8 @@ from jaxsr.errors import ConfigError, WeightsError
 from jaxsr.losses import gan
 from jaxsr.train.kinds import ppon as ppon_kind
 from jaxsr.train.kinds import sftgan as sftgan_kind
+from jaxsr.train.kinds import pix2pix as pix2pix_kind
+from jaxsr.train.kinds import cyclegan as cyclegan_kind
 
 # Changing any of these makes a saved state unusable or the run a different experiment: refused on resume.
 INCOMPATIBLE_ON_RESUME = ("kind", "seed", "scale", "model", "compute_dtype", "gan.enabled", "gan.discriminator", "optim.name",
@@ -26,6 +28,10 @@ INCOMPATIBLE_ON_RESUME = ("kind", "seed", "scale", "model", "compute_dtype", "ga
                           "degrade.queue_size")
 INCOMPATIBLE_ON_RESUME += ("ppon.ppon_stages",)  # where the phases of a PPON run start: passed phases cannot move
 INCOMPATIBLE_ON_RESUME += ("sftgan.seg_dir", "sftgan.bg_dir", "sftgan.bg_ratio")  # the training stream of an SFTGAN run
+INCOMPATIBLE_ON_RESUME += ("pix2pix.direction", "pix2pix.preprocess", "pix2pix.load_size", "pix2pix.crop_size",
+                           "pix2pix.center_crop_size")  # the training stream of a pix2pix run
+INCOMPATIBLE_ON_RESUME += ("cyclegan.direction", "cyclegan.serial", "cyclegan.preprocess", "cyclegan.load_size",
+                           "cyclegan.crop_size", "cyclegan.center_crop_size", "cyclegan.pool_size")  # a CycleGAN run's stream and pool
 
 
 def train_config():
@@ -107,6 +113,8 @@ def base_config():
     c.log = log_config()
     c.ppon = ppon_kind.default_config()  # kind='ppon': its phases (jaxsr.train.kinds.ppon)
     c.sftgan = sftgan_kind.default_config()  # kind='sftgan': maps, background images, G's two lrs (jaxsr.train.kinds.sftgan)
+    c.pix2pix = pix2pix_kind.default_config()  # kind='pix2pix': aligned data, direction, objective (jaxsr.train.kinds.pix2pix)
+    c.cyclegan = cyclegan_kind.default_config()  # kind='cyclegan': unaligned data, cycle/identity weights, pool, warm starts
     return c
 
 

@@ -3,10 +3,14 @@ from jaxsr.errors import ConfigError
 from jaxsr.train.kinds.sr import SR
 from jaxsr.train.kinds.ppon import PPON
 from jaxsr.train.kinds.sftgan import SFTGAN
+from jaxsr.train.kinds.pix2pix import Pix2Pix
+from jaxsr.train.kinds.cyclegan import CycleGAN
 
 KINDS = {"sr": SR}
 KINDS["ppon"] = PPON
 KINDS["sftgan"] = SFTGAN
+KINDS["pix2pix"] = Pix2Pix
+KINDS["cyclegan"] = CycleGAN
 
 
 def get(name):

@@ -50,10 +50,10 @@ def infer_spec(sd):
 SPANDREL_GAPS = (
     (lambda s: True,
      lambda s: "spandrel/chaiNNer have no White-box Cartoonization architecture and will not load this export; jaxsr "
-               "and victorca25/traiNNer's UnetGeneratorWBC (WBCNet_arch.py, strict"
-               + (", its four residual blocks" if s["num_blocks"] == 4 else "; it hard-codes four residual blocks, this "
-                  f"model has {s['num_blocks']}: it will not load there")
-               + (", mode='tf'" if s["mode"] == "tf" else "") + ") do"),
+               + ("and victorca25/traiNNer's UnetGeneratorWBC (WBCNet_arch.py, strict"
+                  + (", mode='tf'" if s["mode"] == "tf" else "") + ") load it" if s["num_blocks"] == 4 else
+                  f"loads it, victorca25/traiNNer's UnetGeneratorWBC will not (it hard-codes four residual blocks, this "
+                  f"model has {s['num_blocks']})")),
 )
 
 ARCH = Arch(

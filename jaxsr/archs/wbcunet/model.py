@@ -23,26 +23,38 @@ No BatchNorm or dropout: train and eval modes compute the same. `guided_filter` 
 jaxsr.infer applies to the output with the input as guide, as the original's cartoonize.py; the forward itself (and so
 training and the ONNX export) is the bare network, as the port's module is.
 """
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from jaxsr.archs.common import LeakyReLU, conv, spec_kwargs
-from jaxsr.archs.unet.model import upsample_bilinear2x
+from jaxsr.archs.srresnet.model import bilinear_upscale
 
 # A spec's fields and their defaults: the port's UnetGeneratorWBC(nf=32, mode='pt') with its four residual blocks
 DEFAULTS = dict(in_ch=3, out_ch=3, nf=32, num_blocks=4, mode="pt")
 MODES = ("pt", "tf")
 
 
+def _shift(x, axis):
+    """x[i + 1] along `axis`, the last row repeated (replicate padding)."""
+    n = x.shape[axis]
+    return jnp.concatenate([jax.lax.slice_in_dim(x, 1, n, axis=axis), jax.lax.slice_in_dim(x, n - 1, n, axis=axis)], axis)
+
+
+def _interleave(p, q, axis):
+    """p and q alternating along `axis` (p first); concatenate + reshape, as jnp.stack has no ONNX lowering."""
+    out = jnp.concatenate([jnp.expand_dims(p, axis + 1), jnp.expand_dims(q, axis + 1)], axis + 1)
+    return out.reshape(p.shape[:axis] + (2 * p.shape[axis],) + p.shape[axis + 1:])
+
+
 def upsample_tf2x(x):
     """The port's tf_2xupsample_bilinear in NHWC: out[2i, 2j] = x[i, j]; out[2i+1, 2j], out[2i, 2j+1] and
     out[2i+1, 2j+1] the means of x[i, j] with x[i+1, j], x[i, j+1] and x[i+1, j+1] (edges replicated)."""
-    p = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)), mode="edge")
-    a, down, right, diag = x, p[:, 1:, :-1], p[:, :-1, 1:], p[:, 1:, 1:]
-    even = jnp.stack([a, (a + right) / 2], axis=3)  # rows 2i: columns 2j, 2j+1
-    odd = jnp.stack([(a + down) / 2, (a + diag) / 2], axis=3)  # rows 2i+1
-    b, h, w, c = x.shape
-    return jnp.stack([even, odd], axis=2).reshape(b, 2 * h, 2 * w, c)
+    down, right = _shift(x, 1), _shift(x, 2)
+    diag = _shift(right, 1)
+    even = _interleave(x, (x + right) / 2, 2)  # rows 2i
+    odd = _interleave((x + down) / 2, (x + diag) / 2, 2)  # rows 2i+1
+    return _interleave(even, odd, 1)
 
 
 class ResBlock(nnx.Module):
@@ -89,7 +101,7 @@ class UnetGeneratorWBC(nnx.Module):
             raise ValueError(f"the WBC U-Net takes sides that are multiples of 4, not {x.shape[1]}x{x.shape[2]}: pad or "
                              "crop the input (jaxsr.infer.upscale pads)")
         act, tf = self.leaky_relu, self.mode == "tf"
-        up = upsample_tf2x if tf else upsample_bilinear2x
+        up = upsample_tf2x if tf else (lambda t: bilinear_upscale(t, 2))
         same = (lambda t: jnp.pad(t, ((0, 0), (0, 1), (0, 1), (0, 0)))) if tf else (lambda t: t)  # port's tf_same_padding
         x0 = act(self.conv(x.astype(self.dtype)))
         x1 = act(self.conv_2(act(self.conv_1(same(x0)))))

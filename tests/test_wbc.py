@@ -1,6 +1,7 @@
 """White-box Cartoonization: the wbcunet generator and the guided filter against victorca25/traiNNer's own modules
 (tests/golden/wbc, made by its make_golden.py on perturbed nf=4 weights and photo crops), the guided filter's original
-(TF) borders against the definition, its gradients, and jaxsr.infer's guided filter on the output."""
+(TF) borders against the definition, its gradients, jaxsr.infer's guided filter on the output, and the surface and
+texture representations against the port's."""
 import json
 import os
 import subprocess
@@ -16,6 +17,7 @@ from jaxsr.archs import wbcunet
 from jaxsr.errors import WeightsError
 from jaxsr.guided_filter import guided_filter
 from jaxsr.imageio import load_image, write_image
+from jaxsr.train.kinds import wbc_representations as reps
 
 pytestmark = pytest.mark.filterwarnings("ignore:spandrel/chaiNNer have no White-box")  # the exports' known gap
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -177,3 +179,28 @@ def test_auto_arch_from_the_golden_file_resolves_in_print_config():
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["model"] == {"arch": "wbcunet", "in_ch": 3, "out_ch": 3, "nf": 4, "num_blocks": 4,
                                               "mode": "pt"}
+
+
+def test_surface_and_texture_representations_equal_the_ports(data):
+    """surface: the port's GuidedFilter(r=5, eps=2e-1) of an image with itself as guide; texture: its color_shift with
+    the same drawn weights (one gray channel; Y=False and Y=True with alpha 0.8)."""
+    assert np.abs(np.asarray(reps.surface(jnp.asarray(data["g"]))) - data["surface"]).max() <= TOL
+    for name, y in (("cs", False), ("cs_y", True)):
+        for k in ("x", "g"):
+            got = np.asarray(reps.color_shift(jnp.asarray(data[k]), jnp.asarray(data[f"{name}_weights"]), y=y))
+            assert got.shape == data[f"{name}_{k}"].shape and np.abs(got - data[f"{name}_{k}"]).max() <= 1e-6
+
+
+def test_colour_shift_draws_follow_the_reference_distributions():
+    """The port's get_colorshift_weights (and the original's color_shift): per-channel ranges (uniform) and moments
+    (normal) over 4000 draws; different keys draw differently."""
+    keys = jax.random.split(jax.random.key(0), 4000)
+    u = np.asarray(jax.vmap(reps.colorshift_weights)(keys))
+    lo, hi = np.array([0.199, 0.487, 0.014]), np.array([0.399, 0.687, 0.214])
+    assert np.all(u >= lo) and np.all(u <= hi) and np.allclose(u.mean(0), (lo + hi) / 2, atol=0.005)
+    n = np.asarray(jax.vmap(lambda k: reps.colorshift_weights(k, "normal"))(keys))
+    assert np.allclose(n.mean(0), [0.299, 0.587, 0.114], atol=0.01) and np.allclose(n.std(0), 0.1, atol=0.01)
+    uy = np.asarray(jax.vmap(lambda k: reps.colorshift_weights(k, "uniform", True))(keys))
+    assert uy.min() >= -1 and uy.max() <= 1 and np.allclose(uy.mean(0), 0, atol=0.05)
+    with pytest.raises(ValueError, match="'uniform' or 'normal'"):
+        reps.colorshift_weights(keys[0], "gauss")

@@ -16,7 +16,11 @@ What it makes:
   `y_pt`, `y_tf`: the module's output in mode 'pt' and 'tf' on it (same weights); `g`, a crop of skimage's coffee in
   [-1, 1], and `gf_r1`, `gf_r5`: filters.guided_filter(x=x (the guide), y=g, r, eps) at the original's two settings,
   r=1 eps=5e-3 (cartoonize.py's inference) and r=5 eps=2e-1 (the surface representation, as wbc_model.py's
-  GuidedFilter(r=5, eps=2e-1)); the port pads its box filter by reflection.
+  GuidedFilter(r=5, eps=2e-1)); the port pads its box filter by reflection; `surface`: that GuidedFilter on g with
+  g as its own guide (wbc_model.py's surface representation);
+- `cs_weights`, `cs_x`, `cs_g` (and `cs_y_*` with Y=True, alpha 0.8): colors.get_colorshift_weights('uniform') drawn
+  after np.random.seed(0), and colors.color_shift with those weights on x and g (one gray channel each), as
+  ColorShift.forward applies one draw to both images.
 """
 import os
 import subprocess
@@ -29,7 +33,7 @@ from skimage import data
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FILES = ("codes/models/modules/architectures/WBCNet_arch.py", "codes/models/modules/architectures/block.py",
-         "codes/dataops/filters.py")
+         "codes/dataops/filters.py", "codes/dataops/colors.py")
 STUBS = {
     "models/modules/architectures/convolutions/partialconv2d.py": "PartialConv2d = None\n",
     "models/modules/architectures/convolutions/deformconv2d.py": "DeformConv2d = None\n",
@@ -56,10 +60,10 @@ def reference(git_dir):
         if "__init__.py" not in names:
             open(os.path.join(d, "__init__.py"), "w").close()
     sys.path.insert(0, root)
-    from dataops import filters
+    from dataops import colors, filters
     from models.modules.architectures import WBCNet_arch
     print(f"victorca25/traiNNer {commit}: {', '.join(FILES)}")
-    return WBCNet_arch, filters
+    return WBCNet_arch, filters, colors
 
 
 def crop(img, top, left, h=36, w=44):
@@ -67,7 +71,7 @@ def crop(img, top, left, h=36, w=44):
 
 
 def main():
-    WBCNet_arch, filters = reference(os.environ["WBC_TRAINNER_GIT"])
+    WBCNet_arch, filters, colors = reference(os.environ["WBC_TRAINNER_GIT"])
     torch.manual_seed(0)
     net = WBCNet_arch.UnetGeneratorWBC(nf=4)
     with torch.no_grad():
@@ -87,6 +91,13 @@ def main():
             out[f"y_{mode}"] = nhwc(m(nchw(x)))
         for r, eps in ((1, 5e-3), (5, 2e-1)):
             out[f"gf_r{r}"] = nhwc(filters.guided_filter(nchw(x), nchw(g), r=r, eps=eps))
+        out["surface"] = nhwc(filters.GuidedFilter(r=5, eps=2e-1)(nchw(g), nchw(g)))
+        np.random.seed(0)
+        for name, y in (("cs", False), ("cs_y", True)):
+            w = colors.get_colorshift_weights(mode="uniform", Y=y)
+            a, b = (colors.color_shift(i, "uniform", w, 0.8, y) for i in (nchw(x), nchw(g)))  # ColorShift.forward
+            out[f"{name}_weights"] = w.numpy().astype(np.float32)
+            out[f"{name}_x"], out[f"{name}_g"] = nhwc(a), nhwc(b)
     np.savez(os.path.join(HERE, "golden.npz"), **out)
     print({k: v.shape for k, v in out.items()})
 

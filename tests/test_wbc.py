@@ -204,3 +204,16 @@ def test_colour_shift_draws_follow_the_reference_distributions():
     assert uy.min() >= -1 and uy.max() <= 1 and np.allclose(uy.mean(0), 0, atol=0.05)
     with pytest.raises(ValueError, match="'uniform' or 'normal'"):
         reps.colorshift_weights(keys[0], "gauss")
+
+
+def test_structure_target_is_the_originals_slic_and_adaptive_colouring(data):
+    """The original's simple_superpixel: SLIC labels as its call gives them (the same skimage here) and its
+    label2rgb(kind='mix') colouring, on [-1, 1] (every segment its mean) and on 0..255 values (deviations on both sides
+    of 20: mean, and mean/median mix)."""
+    x = data["x"]
+    got = reps.superpixel_target(x, n_segments=60)
+    assert got.shape == x.shape and np.abs(got - data["sp_mix"]).max() <= 1e-6
+    labels = data["sp_labels"]
+    assert len(np.unique(labels)) > 20
+    assert np.abs(reps.adaptive_colour(labels, (x[0] + 1) * 127.5) - data["sp_mix255"][0]).max() <= 1e-4
+    assert np.abs(data["sp_mix255"][0] / 127.5 - 1 - data["sp_mix"][0]).max() > 1e-3  # the mix branch acted

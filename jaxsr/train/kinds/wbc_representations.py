@@ -8,10 +8,20 @@ computes them (codes/models/wbc_model.py with dataops/filters.py and dataops/col
   them in BGR order); 'normal' draws N(0.299, 0.1), N(0.587, 0.1), N(0.114, 0.1). With `y=True` the draws are U(-1, 1)
   (or N(0, 1)) and the result is mixed with the luma 0.2989 r + 0.587 g + 0.114 b: (1 - alpha) shift + alpha luma.
 
-Not here (see docs/wbc.md): the structure representation's superpixel target, the losses and the kind itself.
+- structure (host, numpy): the original's `simple_superpixel` target: skimage's SLIC (sigma 1, compactness 10, Lab)
+  on the generator's output, each segment painted by the original's adaptive colouring ('mix': the segment's mean
+  where the standard deviation of its values is under 20, the mean of mean and median from 20 to 40, the median
+  above; the thresholds are in the image's own units, so on [-1, 1] images, as the original feeds them, every
+  segment takes its mean). Where the original differs: its `std > 40` branch calls ndarray.median and raises, and a
+  std of exactly 20 or 40 reuses the previous segment's colour; here they take the median and the mix. The port's
+  default (felzenszwalb + selective-search reduction + a random gamma) is not built.
+
+Not here (see docs/wbc.md): the losses and the kind itself.
 """
 import jax
 import jax.numpy as jnp
+import numpy as np
+from skimage import segmentation
 
 from jaxsr.guided_filter import guided_filter
 
@@ -47,3 +57,31 @@ def color_shift(x, weights, y=False, alpha=0.8):
     if y:
         out = (1 - alpha) * out + alpha * (0.2989 * r + 0.587 * g + 0.114 * b)
     return out
+
+
+def adaptive_colour(labels, image):
+    """The original's label2rgb(kind='mix'): HxW integer labels, HxWxC image -> each segment painted one colour."""
+    out = np.zeros_like(image)
+    flat, img = labels.reshape(-1), image.reshape(-1, image.shape[-1])
+    order = np.argsort(flat, kind="stable")
+    bounds = np.flatnonzero(np.diff(flat[order])) + 1
+    res = out.reshape(-1, image.shape[-1])
+    for idx in np.split(order, bounds):
+        px = img[idx]
+        std = np.std(px)
+        if std < 20:
+            colour = px.mean(axis=0)
+        elif std <= 40:
+            colour = 0.5 * px.mean(axis=0) + 0.5 * np.median(px, axis=0)
+        else:
+            colour = np.median(px, axis=0)
+        res[idx] = colour
+    return out
+
+
+def superpixel_target(images, n_segments=200):
+    """The structure representation's target for an NHWC float batch (host numpy): SLIC segments of each image painted
+    by `adaptive_colour`, as the original's simple_superpixel."""
+    images = np.asarray(images, np.float32)
+    return np.stack([adaptive_colour(segmentation.slic(im, n_segments=n_segments, sigma=1, compactness=10,
+                                                       convert2lab=True), im) for im in images])

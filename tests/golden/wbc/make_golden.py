@@ -3,11 +3,16 @@
 Run by hand, never by the tests or CI, with a Python that has torch (2.13.0 CPU here), numpy and scikit-image, and a
 git directory of victorca25/traiNNer (commit 1d25dcdb4c6a3a1f63589bb4f724fa4857009f31 here):
 
-    WBC_TRAINNER_GIT=/path/to/traiNNer/.git python tests/golden/wbc/make_golden.py
+    WBC_TRAINNER_GIT=/path/to/traiNNer/.git WBC_ORIGINAL_GIT=/path/to/White-box-Cartoonization/.git \
+        python tests/golden/wbc/make_golden.py
 
 It extracts, unchanged, codes/models/modules/architectures/WBCNet_arch.py, .../architectures/block.py and
 codes/dataops/filters.py into a temporary folder and imports them from there; stubbed, because nothing of them runs
 here: block.py's PartialConv2d, DeformConv2d and models.networks' init functions, filters.py's dataops.common.denorm.
+
+From SystemErrorWang/White-box-Cartoonization (commit ee97277d7fd873b89e9b8e1341efe74e10dd4124 here) it extracts
+train_code/utils.py unchanged and runs its label2rgb (the adaptive colouring); stubbed, as nothing of them runs here:
+tensorflow, joblib, selective_search.util and .structure.
 
 What it makes:
 - wbcunet.pth: torch.save(state_dict) of UnetGeneratorWBC(nf=4) (the port's plain layout, its four blocks), seed 0,
@@ -20,7 +25,10 @@ What it makes:
   g as its own guide (wbc_model.py's surface representation);
 - `cs_weights`, `cs_x`, `cs_g` (and `cs_y_*` with Y=True, alpha 0.8): colors.get_colorshift_weights('uniform') drawn
   after np.random.seed(0), and colors.color_shift with those weights on x and g (one gray channel each), as
-  ColorShift.forward applies one draw to both images.
+  ColorShift.forward applies one draw to both images;
+- `sp_labels`: skimage.segmentation.slic(x, n_segments=60, sigma=1, compactness=10, convert2lab=True), as the
+  original's simple_superpixel calls it; `sp_mix`, `sp_mix255`: the original's label2rgb(sp_labels, image, 'mix') on x
+  and on (x + 1) * 127.5 (whose segments' deviations fall on both sides of 20).
 """
 import os
 import subprocess
@@ -66,6 +74,25 @@ def reference(git_dir):
     return WBCNet_arch, filters, colors
 
 
+def original(git_dir):
+    """The original's train_code/utils.py, imported from a temporary folder with stubs for what it does not run."""
+    root = tempfile.mkdtemp(prefix="wbc_orig_")
+    commit = subprocess.check_output(["git", "--git-dir", git_dir, "rev-parse", "HEAD"], text=True).strip()
+    files = {"utils.py": subprocess.check_output(["git", "--git-dir", git_dir, "show", "HEAD:train_code/utils.py"],
+                                                 text=True),
+             "tensorflow.py": "", "joblib.py": "Parallel = delayed = None\n", "selective_search/__init__.py": "",
+             "selective_search/util.py": "switch_color_space = None\n",
+             "selective_search/structure.py": "HierarchicalGrouping = None\n"}
+    for f, text in files.items():
+        os.makedirs(os.path.dirname(os.path.join(root, f)), exist_ok=True)
+        with open(os.path.join(root, f), "w") as fh:
+            fh.write(text)
+    sys.path.insert(0, root)
+    import utils
+    print(f"SystemErrorWang/White-box-Cartoonization {commit}: train_code/utils.py")
+    return utils
+
+
 def crop(img, top, left, h=36, w=44):
     return (img[top : top + h, left : left + w].astype(np.float32) / 127.5 - 1.0)[None]
 
@@ -98,6 +125,13 @@ def main():
             a, b = (colors.color_shift(i, "uniform", w, 0.8, y) for i in (nchw(x), nchw(g)))  # ColorShift.forward
             out[f"{name}_weights"] = w.numpy().astype(np.float32)
             out[f"{name}_x"], out[f"{name}_g"] = nhwc(a), nhwc(b)
+    from skimage import segmentation
+
+    utils = original(os.environ["WBC_ORIGINAL_GIT"])
+    labels = segmentation.slic(x[0], n_segments=60, sigma=1, compactness=10, convert2lab=True)
+    out["sp_labels"] = labels.astype(np.int32)
+    out["sp_mix"] = utils.label2rgb(labels, x[0], kind="mix")[None]
+    out["sp_mix255"] = utils.label2rgb(labels, (x[0] + 1) * 127.5, kind="mix")[None]
     np.savez(os.path.join(HERE, "golden.npz"), **out)
     print({k: v.shape for k, v in out.items()})
 

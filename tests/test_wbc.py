@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from jaxsr import archs, infer, load_model, upscale, weights
-from jaxsr.archs import wbcunet
+from jaxsr.archs import bridge, wbcunet
 from jaxsr.errors import WeightsError
 from jaxsr.guided_filter import guided_filter
 from jaxsr.imageio import load_image, write_image
@@ -217,3 +217,18 @@ def test_structure_target_is_the_originals_slic_and_adaptive_colouring(data):
     assert len(np.unique(labels)) > 20
     assert np.abs(reps.adaptive_colour(labels, (x[0] + 1) * 127.5) - data["sp_mix255"][0]).max() <= 1e-4
     assert np.abs(data["sp_mix255"][0] / 127.5 - 1 - data["sp_mix"][0]).max() > 1e-3  # the mix branch acted
+
+
+def test_two_wbc_models_interpolate(tmp_path):
+    """The guide's one model per representation, mixed: weights.interpolate of two wbcunet files of one spec gives
+    (1 - alpha) A + alpha B, parameter by parameter."""
+    w = weights.read(PTH)
+    model, _ = w.build()
+    other = tmp_path / "other.pth"
+    sd = bridge.state_dict(model, native=True)
+    bridge.load_state_dict(model, {k: v * 3.0 for k, v in sd.items()}, native=True)
+    weights.export(model, w.spec, other)
+    mixed, spec = weights.interpolate(PTH, other, 0.25)
+    assert spec["arch"] == "wbcunet"
+    got = bridge.state_dict(mixed, native=True)
+    assert all(np.allclose(got[k], sd[k] * 1.5, rtol=1e-6, atol=1e-7) for k in sd)

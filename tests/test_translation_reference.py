@@ -1,0 +1,92 @@
+"""jaxsr's pix2pix and CycleGAN steps (`train_step` of jaxsr.train.kinds.pix2pix / cyclegan) give junyanz's loss values:
+two steps on one batch of photo crops from the same weights (junyanz-layout files loaded as the kinds load them), each
+step's losses equal to what Pix2PixModel / CycleGANModel's get_current_losses() logged (tests/golden/translation,
+made by its make_golden.py). The first step checks the forward passes and the objective, the second the first's
+gradients and Adam updates (for pix2pix the first's G losses already come after D's update). fp32; relative tolerance
+1e-5 (measured: at most 3e-7, docs/translation.md). Deterministic by construction on both sides: no dropout, pool_size
+0 (the reference's pool draws from Python's random)."""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxsr import archs, optim, weights
+from jaxsr.train import state as state_lib
+from jaxsr.train.kinds import cyclegan, pix2pix
+
+GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden", "translation")
+REL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def golden():
+    with open(os.path.join(GOLDEN, "losses.json")) as f:
+        return json.load(f), dict(np.load(os.path.join(GOLDEN, "batch.npz")))
+
+
+def adam(cfg):
+    """The reference's torch.optim.Adam(lr 2e-4, betas (0.5, 0.999)) as the recipes configure jaxsr's."""
+    cfg.update(name="adam", lr=2e-4, betas=(0.5, 0.999), eps=1e-8, weight_decay=0.0, schedule="constant", warmup_steps=0)
+    return optim.build_optimizer(cfg, 10)
+
+
+def check(steps, want, step, state, batch):
+    for k, expected in enumerate(want):
+        state, metrics = step(state, batch)
+        for name, value in expected.items():
+            if name.startswith("idt_") and name not in metrics:  # the reference logs 0 for terms it leaves out
+                assert value == 0.0
+                continue
+            got = float(metrics[name])
+            assert got == pytest.approx(value, rel=REL), f"{steps} step {k + 1} {name}: {got} vs the reference's {value}"
+    return state
+
+
+def test_pix2pix_steps_losses_equal_the_references(golden):
+    losses, data = golden
+    from jaxsr.train.config import base_config
+
+    g_file = weights.read(os.path.join(GOLDEN, "p2p_G.pth"))
+    assert (g_file.spec["num_downs"], g_file.spec["ngf"], g_file.spec["norm"]) == (5, 4, "batch")
+    g = archs.build({**g_file.spec, "use_dropout": False})  # --no_dropout: the keys cannot say so (docs/archs.md)
+    g_file.load_into(g)
+    d, _ = weights.read(os.path.join(GOLDEN, "p2p_D.pth"), arch="patchgan", kind="discriminator").build()
+    g.train()
+    d.train()
+    cfg = base_config()
+    tx, tx_d = adam(cfg.optim), adam(cfg.optim_d)
+    state = state_lib.create(g, tx, seed=0, ema=False, disc=d, tx_d=tx_d)
+    parts = pix2pix.Parts(state_lib.split(g)[0], state_lib.split(d)[0], tx, tx_d, 100.0, "vanilla", g.value_range, 0.0)
+    step = jax.jit(lambda s, b: pix2pix.train_step(parts, s, b))
+    check("pix2pix", losses["pix2pix"], step, state, {"a": data["p2p_A"], "b": data["p2p_B"]})
+
+
+@pytest.mark.parametrize("run,lambda_identity", [("cyclegan_identity", 0.5), ("cyclegan_no_identity", 0.0)])
+def test_cyclegan_steps_losses_equal_the_references(golden, run, lambda_identity):
+    """The four networks through the kind's warm starts (cyclegan.pretrain_model_*), as configs/cyclegan.py builds them."""
+    losses, data = golden
+    from jaxsr.recipes import cyclegan as recipe
+
+    cfg = recipe.get_config()
+    cfg.model.update(ngf=4, n_blocks=1)
+    cfg.gan.discriminator.update(ndf=4)
+    for net in cyclegan.NETS:
+        cfg.cyclegan[f"pretrain_model_{net}"] = os.path.join(GOLDEN, f"cg_{net}.pth")
+    nets, _ = cyclegan.build_nets(cfg)
+    for m in nets.values():
+        m.train()
+    split = {n: state_lib.split(m) for n, m in nets.items()}
+    gs, ds = ("G_A", "G_B"), ("D_A", "D_B")
+    params, d_params = {n: split[n][1] for n in gs}, {n: split[n][1] for n in ds}
+    tx, tx_d = adam(cfg.optim), adam(cfg.optim_d)
+    state = state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params, buffers={n: split[n][2] for n in gs},
+                                 opt_state=tx.init(params), ema=None, rng=jax.random.PRNGKey(0),
+                                 nonfinite=jnp.zeros((), jnp.int32), d_params=d_params,
+                                 d_buffers={n: split[n][2] for n in ds}, d_opt_state=tx_d.init(d_params), queue=None)
+    parts = cyclegan.Parts({n: split[n][0] for n in gs}, {n: split[n][0] for n in ds}, tx, tx_d, 10.0, 10.0,
+                           lambda_identity, "lsgan", nets["G_A"].value_range)
+    step = jax.jit(lambda s, b: cyclegan.train_step(parts, s, b))
+    check(run, losses[run], step, state, {"a": data["cg_A"], "b": data["cg_B"]})

@@ -18,6 +18,7 @@ from flax import nnx
 from jaxsr import archs
 from jaxsr.errors import ImageError, WeightsError, warnings_as_lines
 from jaxsr.files import distinct_stems, writable_dir
+from jaxsr.guided_filter import guided_filter
 from jaxsr.imageio import EXTENSIONS, list_images, load_image, pad_to, write_image
 
 # Every generator has `scale`, `in_ch`, `size_multiple` (input sides are padded to it) and `tile_multiple` (the
@@ -40,6 +41,19 @@ def _in_range(forward):
     return run
 
 
+def _guided(forward):
+    """White-box Cartoonization's inference (cartoonize.py) filters the generator's output with the input as guide: a
+    model's `guided_filter` (r, eps), None for none, applied in its own range ([-1, 1]) before anything clips, on the
+    padded image (exactly the original's on sides that are multiples of the model's size_multiple)."""
+    def run(model, x, branch=None, cond=None):
+        y = forward(model, x, branch, cond)
+        gf = getattr(model, "guided_filter", None)
+        return y if gf is None else guided_filter(y, x, *gf)
+
+    return run
+
+
+_forward = _guided(_forward)
 _forward = _in_range(_forward)
 
 
@@ -402,8 +416,30 @@ def add_tile_args(p):
                    help="a PPON's output (default perceptual); other models have one")
 
 
+def untileable(model):
+    """Why tiles of this model cannot equal its whole-image output (None where they can, with enough overlap): a U-Net's
+    bottleneck sees the whole input, and InstanceNorm or BatchNorm in train mode normalise with statistics of all of
+    it, so each tile would be normalised by its own."""
+    from jaxsr.archs.common import BatchNorm2d
+    from jaxsr.archs.p2p_unet.model import UnetGenerator
+    from jaxsr.archs.pix2pix import InstanceNorm2d
+
+    if isinstance(model, UnetGenerator):
+        return f"a U-Net's receptive field covers its whole input (its bottleneck is 1/{model.size_multiple} of each side)"
+    for _, m in nnx.iter_graph(model):
+        if isinstance(m, InstanceNorm2d):
+            return "InstanceNorm normalises each channel with the statistics of the whole image"
+        if isinstance(m, BatchNorm2d) and not m.use_running_average:
+            return "BatchNorm in train mode normalises with the statistics of the whole batch (call model.eval())"
+    return None
+
+
 def check_tiling(model, tile, overlap):
     """A tile side the model can use and a non-negative overlap, checked before any work."""
+    reason = untileable(model) if tile not in (None, "auto") else None
+    if reason:
+        raise ImageError(f"this model cannot run in tiles: {reason}, so tiles would differ from the whole image; use "
+                         "--tile 0 (whole images)")
     least = max(MIN_TILE, model.tile_multiple)
     if tile not in (None, "auto") and int(tile) < least:
         raise ImageError(f"tile {tile} is smaller than {least} px (the minimum, and a multiple of this model's "
@@ -413,7 +449,10 @@ def check_tiling(model, tile, overlap):
 
 
 def auto_tile_or_whole(model, shape, tile_batch=None):
-    """What tile='auto' runs an image with: None (whole) when it fits in one tile, else the tile side."""
+    """What tile='auto' runs an image with: None (whole) when it fits in one tile or the model cannot tile
+    (`untileable`), else the tile side."""
+    if untileable(model):
+        return None
     tile, m = auto_tile(model, tile_batch), model.tile_multiple
     return None if _round_up(shape[0], m) <= tile and _round_up(shape[1], m) <= tile else tile
 
@@ -460,6 +499,53 @@ def _condition(model, a, segmenter, src, img):
     return read_map(path)
 
 
+DIRECTIONS = {"AtoB": "G_A", "BtoA": "G_B"}  # CycleGAN's generators, named as junyanz's code
+
+
+def direction_weights(path, direction):
+    """What --direction loads: in a CycleGAN workdir (or its models/ folder) the newest <name>_G_A.safetensors (AtoB) or
+    _G_B (BtoA); any other path as given, where --direction must be left out (a single generator has one direction)."""
+    folder = os.path.join(path, "models") if os.path.isdir(os.path.join(path, "models")) else path
+    found = {}
+    if os.path.isdir(folder):
+        for net in DIRECTIONS.values():
+            files = [os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(f"_{net}.safetensors")]
+            if files:
+                found[net] = max(files, key=os.path.getmtime)
+    if not found:
+        if direction:
+            raise WeightsError(f"--direction picks G_A or G_B of a CycleGAN workdir; {path} holds one generator: leave "
+                               "--direction out")
+        return path
+    if not direction:
+        raise WeightsError(f"{path} holds CycleGAN's generators G_A and G_B: give --direction AtoB (G_A) or BtoA (G_B)")
+    if DIRECTIONS[direction] not in found:
+        raise WeightsError(f"{path} has no *_{DIRECTIONS[direction]}.safetensors for --direction {direction}")
+    return found[DIRECTIONS[direction]]
+
+
+def _guided_filter_arg(v):
+    if v == "off":
+        return "off"
+    try:
+        r, eps = v.split(",")
+        r, eps = int(r), float(eps)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--guided-filter takes R,EPS (e.g. 1,5e-3) or off, not {v!r}") from None
+    if r < 1 or eps <= 0:
+        raise argparse.ArgumentTypeError(f"--guided-filter: radius >= 1 and eps > 0, not {v!r}")
+    return r, eps
+
+
+def set_guided_filter(model, value):
+    """--guided-filter on a model that has one (`guided_filter` attribute): (r, eps), 'off', or None (its default)."""
+    if value is None:
+        return
+    if not hasattr(model, "guided_filter"):
+        raise WeightsError("--guided-filter applies to White-box Cartoonization generators (wbcunet) only; leave it out")
+    model.guided_filter = None if value == "off" else value
+
+
 def main(argv=None):
     from tqdm import tqdm
 
@@ -474,12 +560,18 @@ def main(argv=None):
                    "(<name>_bic.pth per input, at the output size)")
     p.add_argument("--seg-weights", default=None, help="SFT-Net: compute each input's maps with this OutdoorSceneSeg "
                    "file (OutdoorSceneSeg_bic.pth) instead")
+    p.add_argument("--direction", choices=tuple(DIRECTIONS), default=None,
+                   help="a CycleGAN workdir: run G_A (AtoB) or G_B (BtoA); a single generator file needs none")
+    p.add_argument("--guided-filter", type=_guided_filter_arg, default=None, metavar="R,EPS|off",
+                   help="a White-box Cartoonization generator: the guided filter on its output with the input as guide "
+                   "(default 1,5e-3, the original's inference; off for the raw output)")
     a = p.parse_args(argv)
     warnings_as_lines()
     try:
         import jax.numpy as jnp
 
-        model, info = load_model(a.weights, dtype=jnp.bfloat16 if a.bf16 else jnp.float32)
+        model, info = load_model(direction_weights(a.weights, a.direction), dtype=jnp.bfloat16 if a.bf16 else jnp.float32)
+        set_guided_filter(model, a.guided_filter)
         check_tiling(model, a.tile, a.tile_overlap)
         segmenter = _condition_source(model, info, a)
         archs.check_branch(model, a.branch, conditioned=bool(a.seg or a.seg_weights))

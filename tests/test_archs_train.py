@@ -61,6 +61,9 @@ def test_gan_recipe_trains_any_generator_from_its_file_and_resumes_bitwise(tmp_p
     if name in ("p2p_unet", "p2p_resnet"):
         pytest.skip(f"{name} translates [-1, 1] images at scale 1, not the sr kind's bicubic pairs: the pix2pix/cyclegan "
                     "training kinds (issue #27) train it")
+    if name == "wbcunet":
+        pytest.skip("wbcunet cartoonizes [-1, 1] photos at scale 1 from unaligned photo and cartoon sets, not the sr kind's "
+                    "bicubic pairs: the wbc training kind (issue #28) is to train it")
     spec = SMALL[name]
     init = tmp_path / f"{name}.safetensors"
     weights.export(perturbed(spec), spec, init)

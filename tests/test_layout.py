@@ -72,6 +72,7 @@ SMALL = {
     "p2p_resnet": {"arch": "p2p_resnet", "scale": 1, "in_ch": 3, "out_ch": 3, "ngf": 2, "n_blocks": 1, "norm": "instance",
                    "use_dropout": False, "padding_type": "reflect", "upsample_mode": "upconv"},
     "patchgan": {"arch": "patchgan", "net": "n_layers", "in_ch": 3, "ndf": 4, "n_layers": 2, "norm": "batch"},
+    "wbcunet": {"arch": "wbcunet", "scale": 1, "in_ch": 3, "out_ch": 3, "nf": 4, "num_blocks": 2, "mode": "pt"},
 }
 
 
@@ -99,6 +100,7 @@ def test_the_model_class_defaults_are_the_folders(name):
     from jaxsr.archs import acd, outdoor_seg, sftgan
     from jaxsr.archs import pan, srresnet
     from jaxsr.archs import p2p_resnet, p2p_unet, patchgan
+    from jaxsr.archs import wbcunet
 
     cls = {"esrgan": esrgan.RRDBNet, "dat": dat.DAT, "swinir": swinir.SwinIR, "hat": hat.HAT,
            "compact": compact.SRVGGNetCompact, "span": span.SPAN, "realplksr": realplksr.RealPLKSR,
@@ -111,7 +113,8 @@ def test_the_model_class_defaults_are_the_folders(name):
            "srresnet": srresnet.MSRResNet, "pan": pan.PAN,
            "unet": unet.UNetDiscriminatorSN, "vgg": vgg.VGGStyleDiscriminator,
            "p2p_unet": p2p_unet.UnetGenerator, "p2p_resnet": p2p_resnet.ResnetGenerator,
-           "patchgan": patchgan.NLayerDiscriminator}[name]
+           "patchgan": patchgan.NLayerDiscriminator,
+           "wbcunet": wbcunet.UnetGeneratorWBC}[name]
     record = archs.get(name)
     params = inspect.signature(cls).parameters
     for field, value in record.defaults.items():

@@ -27,10 +27,11 @@ cannot agree) and pool_size 0 (the history pool draws from Python's random; with
 
 Writes p2p_G.pth (UnetGenerator, 5 downsamplings, ngf 4, batch), p2p_D.pth (NLayerDiscriminator basic, 6 channels,
 ndf 4, batch), cg_G_A.pth / cg_G_B.pth (ResnetGenerator, ngf 4, one block, instance), cg_D_A.pth / cg_D_B.pth (basic,
-ndf 4, instance): plain state dicts as the reference saves them, the weights before the step; batch.npz (NHWC float32
-in [0, 1], the reference gets x * 2 - 1 as its Normalize((0.5,) * 3, (0.5,) * 3) gives: p2p_A / p2p_B two aligned
-32x64 pairs (a colour crop and its luma), cg_A / cg_B two 64x76 crops of other photographs each); losses.json (per run
-get_current_losses() after each of two steps on the same batch).
+ndf 4, instance): plain state dicts as the reference saves them, the weights before the step; batch.npz (NHWC; the
+photo crops as uint8, read as float32 x / 255 in [0, 1], the luma float32; the reference gets x * 2 - 1 as its
+Normalize((0.5,) * 3, (0.5,) * 3) gives): p2p_A / p2p_B two aligned 32x64 pairs (a colour crop and its luma), cg_A /
+cg_B two 64x76 crops of other photographs each; losses.json (per run get_current_losses() after each of two steps on
+the same batch).
 """
 import argparse
 import copy
@@ -103,14 +104,14 @@ def main():
     inorm = functools.partial(nn.InstanceNorm2d, affine=False, track_running_stats=False)
 
     def photo(name, top, left, h, w):
-        return getattr(skimage.data, name)()[top:top + h, left:left + w].astype(np.float32) / 255.0
+        return getattr(skimage.data, name)()[top:top + h, left:left + w]
 
-    colour = [photo("astronaut", 30, 150, 32, 64), photo("coffee", 100, 200, 32, 64)]
-    luma = [np.repeat(c @ np.float32([0.299, 0.587, 0.114]), 3, -1).reshape(c.shape) for c in colour]
-    batch = {"p2p_A": np.stack(colour), "p2p_B": np.stack(luma),
-             "cg_A": np.stack([photo("chelsea", 60, 120, 64, 76), photo("rocket", 200, 150, 64, 76)]),
-             "cg_B": np.stack([photo("coffee", 250, 300, 64, 76), photo("astronaut", 300, 60, 64, 76)])}
-    batch = {k: np.ascontiguousarray(v, np.float32) for k, v in batch.items()}
+    stored = {"p2p_A": np.stack([photo("astronaut", 30, 150, 32, 64), photo("coffee", 100, 200, 32, 64)]),
+              "cg_A": np.stack([photo("chelsea", 60, 120, 64, 76), photo("rocket", 200, 150, 64, 76)]),
+              "cg_B": np.stack([photo("coffee", 250, 300, 64, 76), photo("astronaut", 300, 60, 64, 76)])}
+    batch = {k: v.astype(np.float32) / np.float32(255) for k, v in stored.items()}
+    a = batch["p2p_A"]
+    stored["p2p_B"] = batch["p2p_B"] = np.repeat(a @ np.float32([0.299, 0.587, 0.114]), 3, -1).reshape(a.shape)
 
     p2p = {"G": perturb(networks.UnetGenerator(3, 3, 5, 4, norm_layer=bn, use_dropout=False), 1),
            "D": perturb(networks.NLayerDiscriminator(6, 4, 3, norm_layer=bn), 2)}
@@ -130,7 +131,7 @@ def main():
         opt = options(norm="instance", netG="resnet_1blocks", gan_mode="lsgan", lambda_A=10.0, lambda_B=10.0,
                       lambda_identity=idt)
         losses[run] = steps(networks, CycleGANModel, [cg["G_A"], cg["G_B"], cg["D_A"], cg["D_B"]], opt, cg_batch)
-    np.savez(os.path.join(HERE, "batch.npz"), **batch)
+    np.savez(os.path.join(HERE, "batch.npz"), **stored)
     with open(os.path.join(HERE, "losses.json"), "w") as f:
         json.dump(losses, f, indent=1)
     print(json.dumps(losses, indent=1))

@@ -4,7 +4,8 @@ step's losses equal to what Pix2PixModel / CycleGANModel's get_current_losses() 
 made by its make_golden.py). The first step checks the forward passes and the objective, the second the first's
 gradients and Adam updates (for pix2pix the first's G losses already come after D's update). fp32; relative tolerance
 1e-5 (measured: at most 8.4e-7 on the first step, 3.6e-6 on the second, docs/translation.md). Deterministic by
-construction on both sides: no dropout, pool_size 0 (the reference's pool draws from Python's random)."""
+construction on both sides: no dropout, pool_size 0 (the reference's pool draws from Python's random). And the
+preprocess modes' geometry against data/base_dataset.py's get_params / get_transform on the same drawn parameters."""
 import json
 import os
 
@@ -92,3 +93,34 @@ def test_cyclegan_steps_losses_equal_the_references(golden, run, lambda_identity
                            lambda_identity, "lsgan", nets["G_A"].value_range)
     step = jax.jit(lambda s, b: cyclegan.train_step(parts, s, b))
     check(run, losses[run], step, state, {"a": data["cg_A"], "b": data["cg_B"]})
+
+
+def test_preprocess_geometry_equals_the_references_get_params_and_get_transform():
+    """Each of junyanz's preprocess modes (resize_and_crop, crop, scale_width, scale_width_and_crop, none; load_size 48,
+    crop_size 32) on photo crops of four sizes (one that scale_width brings below crop_size): the crop corner's range
+    equals get_params's (its randint limits), and jaxsr.data.aligned.apply with the reference's drawn parameters (the
+    first corner unflipped, the last flipped) gives get_transform's image: the same size, and the same pixels up to the
+    rounding of the reference's 8-bit resizes (measured: at most 2.1/255 where a mode resizes, 0 where it does not).
+    'none' rounds to the generator's size multiple; the reference's base is 4, so the generator here takes 4."""
+    import ml_collections
+
+    from jaxsr.data import aligned
+
+    with open(os.path.join(GOLDEN, "geometry.json")) as f:
+        cases = json.load(f)
+    data = np.load(os.path.join(GOLDEN, "geometry.npz"))
+    worst = {}
+    for c in cases:
+        (w, h), mode = c["size"], c["mode"]
+        section = ml_collections.ConfigDict(dict(preprocess=mode, load_size=48, crop_size=32, center_crop_size=32,
+                                                 no_flip=False))
+        p = aligned.make(section, 4)
+        if "crop" in p.steps:
+            nw, nh = aligned.sizes(p, w, h)
+            assert [max(0, nw - 32), max(0, nh - 32)] == c["bounds"], c
+        out = aligned.apply(p, data[f"{w}x{h}"].astype(np.float32) / 255, {"crop_pos": tuple(c["crop_pos"]), "flip": c["flip"]})
+        want = data[c["output"]].astype(np.float32) / 255
+        assert out.shape == want.shape, c
+        worst[mode] = max(worst.get(mode, 0.0), float(np.abs(out - want).max()))
+    assert worst["crop"] == 0.0
+    assert max(worst.values()) <= 3 / 255, worst

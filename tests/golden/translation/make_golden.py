@@ -31,7 +31,8 @@ ndf 4, instance): plain state dicts as the reference saves them, the weights bef
 photo crops as uint8, read as float32 x / 255 in [0, 1], the luma float32; the reference gets x * 2 - 1 as its
 Normalize((0.5,) * 3, (0.5,) * 3) gives): p2p_A / p2p_B two aligned 32x64 pairs (a colour crop and its luma), cg_A /
 cg_B two 64x76 crops of other photographs each; losses.json (per run get_current_losses() after each of two steps on
-the same batch).
+the same batch); geometry.npz / geometry.json (see `geometry`: data/base_dataset.py @ 03fb2b8d142111faca46fb75a875467ab9bfa5c6,
+get_params and get_transform, with torchvision.transforms stubbed by PIL calls where torchvision is not installed).
 """
 import argparse
 import copy
@@ -135,6 +136,74 @@ def main():
     with open(os.path.join(HERE, "losses.json"), "w") as f:
         json.dump(losses, f, indent=1)
     print(json.dumps(losses, indent=1))
+    geometry(skimage.data.astronaut())
+
+
+def torchvision_stub():
+    """torchvision.transforms as get_transform uses it on PIL images with given params (convert=False): Resize is PIL's
+    resize to (w, h), Lambda applies its function, Compose chains; the random transforms are not reached."""
+    from PIL import Image
+
+    class InterpolationMode:
+        NEAREST, BILINEAR, BICUBIC, LANCZOS = "nearest", "bilinear", "bicubic", "lanczos"
+
+    pil = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
+
+    def unused(*args, **kwargs):
+        raise RuntimeError("stubbed: not reached with params given and convert=False")
+
+    t = types.ModuleType("torchvision.transforms")
+    t.InterpolationMode = InterpolationMode
+    t.Resize = lambda size, method: (lambda img: img.resize((size[1], size[0]), pil[method]))
+    t.Lambda = lambda fn: fn
+    t.Compose = lambda fns: (lambda img: functools.reduce(lambda x, fn: fn(x), fns, img))
+    t.RandomCrop = t.RandomHorizontalFlip = t.ToTensor = t.Normalize = unused
+    tv = types.ModuleType("torchvision")
+    tv.transforms = t
+    sys.modules.update({"torchvision": tv, "torchvision.transforms": t})
+
+
+GEOMETRY_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
+GEOMETRY_SIZES = ((70, 50), (50, 70), (100, 40), (45, 38))  # (w, h); 100x40 scales to a height below crop_size
+
+
+def geometry(photo):
+    """geometry.npz / geometry.json: per mode and image size, get_params's bounds (the randint upper limits: the crop
+    corner's range) and get_transform's output (convert=False, 8-bit RGB) for the corner at (0, 0) unflipped and at the
+    far end flipped; load_size 48, crop_size 32."""
+    try:
+        import torchvision.transforms  # noqa: F401
+    except ImportError:
+        torchvision_stub()
+    import random
+
+    from data import base_dataset
+    from PIL import Image
+
+    images, outputs, cases = {}, {}, []
+    for w, h in GEOMETRY_SIZES:
+        images[f"{w}x{h}"] = np.ascontiguousarray(photo[100:100 + h, 150:150 + w])
+    for mode in GEOMETRY_MODES:
+        opt = types.SimpleNamespace(preprocess=mode, load_size=48, crop_size=32, no_flip=False)
+        for w, h in GEOMETRY_SIZES:
+            bounds = []
+            real_randint, real_random = random.randint, random.random
+            try:
+                for corner, u in (("first", 0.1), ("last", 0.9)):
+                    random.randint = lambda lo, hi, corner=corner: bounds.append(int(hi)) or (lo if corner == "first" else int(hi))
+                    random.random = lambda u=u: u
+                    params = base_dataset.get_params(opt, (w, h))
+                    out = base_dataset.get_transform(opt, params, convert=False)(Image.fromarray(images[f"{w}x{h}"]))
+                    key = f"{mode}/{w}x{h}/{corner}"
+                    outputs[key] = np.asarray(out)
+                    cases.append({"mode": mode, "size": [w, h], "crop_pos": list(params["crop_pos"]),
+                                  "flip": bool(params["flip"]), "bounds": bounds[-2:], "output": key})
+            finally:
+                random.randint, random.random = real_randint, real_random
+    np.savez(os.path.join(HERE, "geometry.npz"), **images, **outputs)
+    with open(os.path.join(HERE, "geometry.json"), "w") as f:
+        f.write("[\n" + ",\n".join(json.dumps(c) for c in cases) + "\n]\n")
+    print(len(cases), "geometry cases")
 
 
 if __name__ == "__main__":

@@ -178,3 +178,48 @@ def test_refusals(dataset):
         node[key] = value
         with pytest.raises(ConfigError, match=message):
             cyclegan.check_cyclegan(c)
+
+
+@pytest.mark.filterwarnings("ignore:spandrel/chaiNNer have no pix2pix")
+def test_infer_direction_picks_g_a_or_g_b_and_tiles_only_where_the_whole_image_is_not_needed(tmp_path, capsys):
+    """`python -m jaxsr.infer --direction` on a CycleGAN workdir's exports (G_A for AtoB, G_B for BtoA); a single
+    generator file takes no flag. Tiles equal the whole image for a ResNet generator with BatchNorm in eval mode;
+    U-Nets, InstanceNorm and BatchNorm in train mode are refused tiles (auto runs them whole)."""
+    from jaxsr import archs, infer
+    from jaxsr.imageio import load_image
+
+    spec = {"arch": "p2p_resnet", "scale": 1, "in_ch": 3, "out_ch": 3, "ngf": 4, "n_blocks": 1, "norm": "batch"}
+    models = {"G_A": archs.build(spec), "G_B": archs.build({**spec, "ngf": 2})}
+    os.makedirs(tmp_path / "wd" / "models")
+    for n, m in models.items():
+        weights.export(m, {**spec, "ngf": 4 if n == "G_A" else 2}, str(tmp_path / "wd" / "models" / f"run_x1_{n}.safetensors"))
+    img = photo("coffee", 90, 130, top=50, left=60)
+    save(tmp_path / "in.png", img)
+    img = load_image(str(tmp_path / "in.png"))[0]
+    for direction, net in (("AtoB", "G_A"), ("BtoA", "G_B")):
+        out = tmp_path / f"{direction}.png"
+        assert infer.main(["--weights", str(tmp_path / "wd"), "--input", str(tmp_path / "in.png"), "--output", str(out),
+                           "--direction", direction, "--tile", "64"]) == 0
+        want = np.round(infer.upscale(models[net], img) * 255) / 255
+        assert np.abs(load_image(str(out))[0] - want).max() <= 1 / 255 + 1e-6
+    tiled = infer.upscale(models["G_A"], img, tile=64, overlap=32)
+    assert np.abs(tiled - infer.upscale(models["G_A"], img)).max() < 1e-6
+    capsys.readouterr()
+    assert infer.main(["--weights", str(tmp_path / "wd"), "--input", str(tmp_path / "in.png"), "--output", str(tmp_path)]) == 2
+    assert "give --direction AtoB (G_A) or BtoA (G_B)" in capsys.readouterr().err
+    single = str(tmp_path / "wd" / "models" / "run_x1_G_A.safetensors")
+    assert infer.main(["--weights", single, "--input", str(tmp_path / "in.png"), "--output", str(tmp_path),
+                       "--direction", "AtoB"]) == 2
+    assert "holds one generator: leave --direction out" in capsys.readouterr().err
+
+    from jaxsr.errors import ImageError
+
+    unet = archs.build({"arch": "p2p_unet", "scale": 1, "ngf": 2, "num_downs": 5, "norm": "batch"})
+    instance = archs.build({**spec, "norm": "instance"})
+    train_bn = archs.build(spec)
+    train_bn.train()
+    for m, why in ((unet, "a U-Net.s receptive field covers its whole input"), (instance, "InstanceNorm"),
+                   (train_bn, "BatchNorm in train mode")):
+        with pytest.raises(ImageError, match=f"cannot run in tiles: {why}"):
+            infer.upscale(m, img, tile=64)
+        assert infer.auto_tile_or_whole(m, (4096, 4096, 3)) is None

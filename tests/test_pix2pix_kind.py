@@ -63,9 +63,9 @@ def compile_cache(tmp_path_factory):
 
 
 def run_args(root):
-    """configs/pix2pix.py shrunk: AtoB (gray -> colour), resize_and_crop 40 -> 32, the linear schedule 2 + 2 steps."""
+    """configs/pix2pix_facades.py shrunk: AtoB (gray -> colour), resize_and_crop 40 -> 32, the linear schedule 2 + 2 steps."""
     sched = [f"--config.{s}.{k}=2" for s in ("optim", "optim_d") for k in ("linear_steps", "linear_decay_steps")]
-    return ["--config", "configs/pix2pix.py", "--config.model.ngf=4", "--config.model.num_downs=5",
+    return ["--config", "configs/pix2pix_facades.py", "--config.model.ngf=4", "--config.model.num_downs=5",
             "--config.gan.discriminator.ndf=4", "--config.pix2pix.direction=AtoB", "--config.pix2pix.load_size=40",
             f"--config.pix2pix.crop_size={CROP}", f"--config.data.train_dir={root / 'train'}",
             f"--config.data.val_dir={root / 'val'}", "--config.train.batch_size=2", "--config.data.num_workers=0",
@@ -182,7 +182,7 @@ def test_refusals():
     with pytest.raises(DataError, match="smaller than crop_size=32"):
         aligned.apply(prep("crop"), np.zeros((20, 70, 3), np.float32), dict(crop_pos=(0, 0), flip=False))
 
-    from jaxsr.recipes import pix2pix as recipe
+    from jaxsr.recipes import pix2pix_facades as recipe
 
     for field, value, message in (("pix2pix.crop_size", 200, "crop_size=200: .* multiples of 256 .* use 256"),
                                   ("pix2pix.preprocess", "none", "set train.batch_size=1"),
@@ -223,11 +223,11 @@ def test_linear_schedule_is_the_references_lambda_rule():
 
 
 def test_recipes_resolve_and_pass_the_kinds_checks():
-    """configs/pix2pix.py and configs/cyclegan.py as given (facades, horse2zebra: unet_256 on 256 px crops of 286 px
+    """configs/pix2pix_facades.py and configs/cyclegan.py as given (facades, horse2zebra: unet_256 on 256 px crops of 286 px
     resizes, resnet_9blocks); their networks' sizes (54,413,955 / 2,768,705 and 11,378,179 / 2,764,737 parameters, as
     junyanz's print_networks says: 54.414 M, 2.769 M, 11.378 M, 2.765 M) are in docs/translation.md."""
     from jaxsr.recipes import cyclegan as cyclegan_recipe
-    from jaxsr.recipes import pix2pix as pix2pix_recipe
+    from jaxsr.recipes import pix2pix_facades as pix2pix_recipe
     from jaxsr.train.config import resolve
     from jaxsr.train.kinds import cyclegan
 

@@ -62,10 +62,12 @@ def compile_cache(tmp_path_factory):
 
 
 def run_args(root, vgg):
-    """configs/wbc.py shrunk: 2 init steps, 2 adversarial steps, checkpoints at 2 and 4."""
+    """configs/wbc.py shrunk: 2 init steps, 2 adversarial steps, checkpoints at 2 and 4; structure and content on
+    pixels (the VGG terms compile slowly on a CPU: their trace is checked below)."""
     return ["--config", "configs/wbc.py", "--config.model.nf=4", "--config.model.num_blocks=1", "--config.wbc.ndf=4",
             f"--config.wbc.crop_size={CROP}", "--config.wbc.init_steps=2", "--config.wbc.n_segments=20",
-            "--config.wbc.superpixel_threads=2", f"--config.wbc.vgg_weights={vgg}", f"--config.data.train_dir={root}",
+            "--config.wbc.superpixel_threads=2", f"--config.wbc.vgg_weights={vgg}", "--config.wbc.struct_losses=('pix',)",
+            "--config.wbc.cont_losses=('pix',)", f"--config.data.train_dir={root}",
             f"--config.data.val_dir={root}", "--config.train.batch_size=2", "--config.data.num_workers=0",
             "--config.train.total_steps=4", "--config.train.ckpt_every=2", "--config.train.log_every=1",
             "--config.val.every=4"]
@@ -76,7 +78,7 @@ def rows(workdir):
 
 
 INIT = ("pix_init",)
-ADV = ("gan_S", "gan_T", "fea_struct", "fea_cont", "tv_reg")
+ADV = ("gan_S", "gan_T", "pix_struct", "pix_cont", "tv_reg")
 
 
 @pytest.mark.filterwarnings("ignore:spandrel")
@@ -99,7 +101,7 @@ def test_both_phases_resume_bitwise_and_export_g(dataset, compile_cache, vgg19_f
     for step in (3, 4):  # adversarial: the recipe's scales on the representations' terms, D's two losses
         row = first[step]
         assert not set(INIT) & set(row) and row["superpixel_s"] > 0
-        want = 0.1 * row["gan_S"] + row["gan_T"] + FEA * (row["fea_struct"] + row["fea_cont"]) + 1e4 * row["tv_reg"]
+        want = 0.1 * row["gan_S"] + row["gan_T"] + FEA * (row["pix_struct"] + row["pix_cont"]) + 1e4 * row["tv_reg"]
         assert row["loss"] == pytest.approx(want, rel=1e-5)
         assert row["d_loss"] == pytest.approx(row["D_S"] + row["D_T"], rel=1e-5)
         assert all(np.isfinite(row[k]) for k in (*ADV, "D_S", "D_T"))
@@ -124,6 +126,18 @@ def test_both_phases_resume_bitwise_and_export_g(dataset, compile_cache, vgg19_f
         assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(getattr(before, field)),
                                                          jax.tree.leaves(getattr(after, field))))
     assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before.params), jax.tree.leaves(after.params)))
+
+    # the recipe's VGG conv4_4 terms ('fea') in the adversarial step, and the identity term when lambda_identity > 0
+    target = batch["a"] * 2 - 1
+    for lam, idt in ((0.0, set()), (0.5, {"pix_idt"})):
+        c = wbc.default_config()
+        c.update(lambda_identity=lam)
+        vgg = wbc.PerceptualLoss(vgg19_file, {"conv4_4": 1.0}, "l1", True, True)
+        parts = trainer.kind.parts._replace(fns=wbc._fns(c, vgg), scales={**trainer.kind.parts.scales, "idt": lam})
+        _, m = jax.eval_shape(lambda s, b, t, v, parts=parts: wbc.adv_step(parts, s, b, t, v), trainer.state, batch,
+                              target, vgg.params)
+        assert {"fea_struct", "fea_cont", "tv_reg", "gan_S", "gan_T", "D_S", "D_T"} <= set(m)
+        assert set(m) & {"pix_idt"} == idt
 
     assert trainer.run() == 4
     got = rows(again)
@@ -178,4 +192,5 @@ def test_auto_arch_from_the_golden_file(dataset, vgg19_file):
                         f"--config.init_weights={GOLDEN}", "--print_config"], cwd=ROOT, capture_output=True, text=True,
                        timeout=300, env={**os.environ, "JAX_NUM_CPU_DEVICES": "1"})
     assert r.returncode == 0, r.stderr
-    assert "arch: wbcunet" in r.stdout and "nf: 4" in r.stdout
+    want = {k: v for k, v in weights.read(GOLDEN).spec.items() if k != "scale"}
+    assert json.loads(r.stdout)["model"] == want and want["arch"] == "wbcunet"

@@ -83,12 +83,17 @@ ADV = ("gan_S", "gan_T", "pix_struct", "pix_cont", "tv_reg")
 
 @pytest.mark.filterwarnings("ignore:spandrel")
 def test_both_phases_resume_bitwise_and_export_g(dataset, compile_cache, vgg19_file, tmp_path):
+    def train(workdir, *extra):
+        """run_train.py on one CPU device, sharing the compilation cache (the resume compiles nothing new)."""
+        r = subprocess.run([sys.executable, "run_train.py", *run_args(dataset, vgg19_file), "--workdir", str(workdir),
+                            *extra], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                           env={**os.environ, "JAX_NUM_CPU_DEVICES": "1", "JAX_COMPILATION_CACHE_DIR": compile_cache,
+                                "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"})
+        assert r.returncode == 0, r.stderr
+        return r
+
     wd = tmp_path / "wd"
-    r = subprocess.run([sys.executable, "run_train.py", *run_args(dataset, vgg19_file), "--workdir", str(wd)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "JAX_NUM_CPU_DEVICES": "1", "JAX_COMPILATION_CACHE_DIR": compile_cache,
-                            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"})
-    assert r.returncode == 0, r.stderr
+    r = train(wd)
     assert "wbc wbcunet: G" in r.stdout and "photo-to-cartoon PSNR" in r.stdout
     first = rows(wd)
     assert sorted(first) == [1, 2, 3, 4]
@@ -115,7 +120,7 @@ def test_both_phases_resume_bitwise_and_export_g(dataset, compile_cache, vgg19_f
 
     again = tmp_path / "again"
     shutil.copytree(wd, again)
-    trainer = start(resolve(get_config(str(wd / "config.json"))), str(again), resume_from=2)
+    trainer = start(resolve(get_config(str(wd / "config.json"))), str(tmp_path / "probe"), resume_from=None)
 
     # the init phase trains G alone: one more init step leaves D_S, D_T and their optimizer bit-identical
     batch = parallel.global_batch(trainer.mesh, next(trainer.kind.data.train))
@@ -139,7 +144,7 @@ def test_both_phases_resume_bitwise_and_export_g(dataset, compile_cache, vgg19_f
         assert {"fea_struct", "fea_cont", "tv_reg", "gan_S", "gan_T", "D_S", "D_T"} <= set(m)
         assert set(m) & {"pix_idt"} == idt
 
-    assert trainer.run() == 4
+    train(again, "--resume_from=2")
     got = rows(again)
     assert got[3] == {**first[3], "superpixel_s": got[3]["superpixel_s"]}
     assert got[4] == {**first[4], "superpixel_s": got[4]["superpixel_s"]}

@@ -154,7 +154,7 @@ def cfg_with(**wbc_fields):
     from jaxsr.recipes.wbc import get_config
 
     c = get_config()
-    c.data.train_dir = "somewhere"
+    c.data.train_dir, c.wbc.vgg_weights = "somewhere", "vgg19.pth"  # check_wbc opens no file
     c.wbc.update(**wbc_fields)
     return c
 

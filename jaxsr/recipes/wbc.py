@@ -15,6 +15,7 @@ train_code/pretrain.py and train.py):
     torchvision's ImageNet-normalised RGB, as the port's perceptual loss: the feature scale differs (wbc.vgg_weights
     must be torchvision's VGG19 weights);
   - Adam 2e-4, betas (0.5, 0.99) for G and for D_S + D_T, constant lr.
+Give torchvision's VGG19 (the 'fea' terms): --config.wbc.vgg_weights=/path/to/vgg19-dcbb9e9d.pth
 """
 from ml_collections import ConfigDict
 
@@ -40,8 +41,7 @@ def get_config():
                  texture_scale=1.0,  # g_loss_gray
                  struct_scale=FEA, content_scale=FEA,  # 2e2 * (superpixel_loss + photo_loss)
                  reg_scale=1e4,  # 1e4 * tv_loss
-                 gan_weight=1.0, lambda_identity=0.0, ndf=32, colorshift="uniform", n_segments=200,
-                 vgg_weights="pretrained/vgg19.pth")
+                 gan_weight=1.0, lambda_identity=0.0, ndf=32, colorshift="uniform", n_segments=200)  # wbc.vgg_weights: required, see above
     adam = dict(name="adam", lr=2e-4, betas=(0.5, 0.99), weight_decay=0.0, schedule="constant")
     c.optim.update(**adam, ema_decay=0.0)
     c.optim_d.update(**adam)

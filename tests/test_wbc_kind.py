@@ -132,6 +132,13 @@ def test_both_phases_resume_bitwise_and_export_g(dataset, compile_cache, vgg19_f
                                                          jax.tree.leaves(getattr(after, field))))
     assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before.params), jax.tree.leaves(after.params)))
 
+    # training images: photo | cartoon | a cartoon of B, in [0, 1]
+    shown = {}
+    trainer.kind.log_images(trainer.state, batch, 0, type("Board", (), {"images": lambda self, step, tag, *rows:
+                                                                           shown.update({tag: rows})})())
+    assert [r.shape for r in shown["train/photo_cartoon_b"]] == [(2, CROP, CROP, 3)] * 3
+    assert all(0 <= r.min() and r.max() <= 1 for r in shown["train/photo_cartoon_b"])
+
     # the recipe's VGG conv4_4 terms ('fea') in the adversarial step, and the identity term when lambda_identity > 0
     target = batch["a"] * 2 - 1
     for lam, idt in ((0.0, set()), (0.5, {"pix_idt"})):

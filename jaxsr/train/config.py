@@ -20,6 +20,7 @@ from jaxsr.train.kinds import ppon as ppon_kind
 from jaxsr.train.kinds import sftgan as sftgan_kind
 from jaxsr.train.kinds import pix2pix as pix2pix_kind
 from jaxsr.train.kinds import cyclegan as cyclegan_kind
+from jaxsr.train.kinds import wbc as wbc_kind
 
 # Changing any of these makes a saved state unusable or the run a different experiment: refused on resume.
 INCOMPATIBLE_ON_RESUME = ("kind", "seed", "scale", "model", "compute_dtype", "gan.enabled", "gan.discriminator", "optim.name",
@@ -32,6 +33,8 @@ INCOMPATIBLE_ON_RESUME += ("pix2pix.direction", "pix2pix.preprocess", "pix2pix.l
                            "pix2pix.center_crop_size")  # the training stream of a pix2pix run
 INCOMPATIBLE_ON_RESUME += ("cyclegan.direction", "cyclegan.serial", "cyclegan.preprocess", "cyclegan.load_size",
                            "cyclegan.crop_size", "cyclegan.center_crop_size", "cyclegan.pool_size")  # a CycleGAN run's stream and pool
+INCOMPATIBLE_ON_RESUME += ("wbc.preprocess", "wbc.load_size", "wbc.crop_size", "wbc.center_crop_size",
+                           "wbc.ndf")  # a WBC run's stream and discriminators
 
 
 def train_config():
@@ -115,6 +118,7 @@ def base_config():
     c.sftgan = sftgan_kind.default_config()  # kind='sftgan': maps, background images, G's two lrs (jaxsr.train.kinds.sftgan)
     c.pix2pix = pix2pix_kind.default_config()  # kind='pix2pix': aligned data, direction, objective (jaxsr.train.kinds.pix2pix)
     c.cyclegan = cyclegan_kind.default_config()  # kind='cyclegan': unaligned data, cycle/identity weights, pool, warm starts
+    c.wbc = wbc_kind.default_config()  # kind='wbc': White-box Cartoonization's representations, losses, phases
     return c
 
 

@@ -5,12 +5,14 @@ from jaxsr.train.kinds.ppon import PPON
 from jaxsr.train.kinds.sftgan import SFTGAN
 from jaxsr.train.kinds.pix2pix import Pix2Pix
 from jaxsr.train.kinds.cyclegan import CycleGAN
+from jaxsr.train.kinds.wbc import WBC
 
 KINDS = {"sr": SR}
 KINDS["ppon"] = PPON
 KINDS["sftgan"] = SFTGAN
 KINDS["pix2pix"] = Pix2Pix
 KINDS["cyclegan"] = CycleGAN
+KINDS["wbc"] = WBC
 
 
 def get(name):

@@ -52,7 +52,7 @@ from jaxsr.metrics import mean_over_images
 from jaxsr.train import state as state_lib
 from jaxsr.train.kind import Scores
 from jaxsr.train.kinds import wbc_representations as rep
-from jaxsr.train.kinds.sr import SR, Data, compute_dtype
+from jaxsr.train.kinds.sr import SR, Data, compute_dtype, resolve_model
 from jaxsr.train.logger import log
 
 LISTS = ("surf_losses", "text_losses", "struct_losses", "cont_losses", "reg_losses", "idt_losses", "init_losses")
@@ -157,27 +157,6 @@ def check_wbc(cfg):
             raise ConfigError(f"kind='wbc' does not support {field} (no accumulation, EMA, float16 loss scaling, plateau or "
                               "schedule-free optimizer, test split, extra validation sets or per-layer statistics)", field)
     return p
-
-
-def resolve_config(cfg, workdir):
-    """model.arch='auto': the workdir's config.json on a resume, else init_weights' architecture."""
-    import json
-
-    if cfg.model.arch != "auto":
-        return cfg
-    saved = os.path.join(workdir, "config.json") if workdir else None
-    if saved and os.path.exists(saved):
-        with open(saved) as f:
-            model = json.load(f)["model"]
-    elif cfg.init_weights:
-        if not os.path.exists(cfg.init_weights):
-            raise ConfigError(f"init_weights: no such file: {cfg.init_weights}")
-        model = {k: v for k, v in weights.read(cfg.init_weights).spec.items() if k != "scale"}
-    else:
-        raise ConfigError("model.arch='auto' takes the architecture from init_weights, which is not set")
-    out = ml_collections.ConfigDict(cfg.to_dict(), type_safe=False)
-    out.model = ml_collections.ConfigDict(model, type_safe=False)
-    return out
 
 
 def val_photos(folder):
@@ -299,7 +278,7 @@ class WBC(SR):
     """G (wbcunet), D_S and D_T on photos and cartoons; see the module docstring and `jaxsr.train.kind.Kind`."""
 
     carryable = ("opt_state", "d_opt_state")
-    resolve_config = staticmethod(resolve_config)
+    resolve_config = staticmethod(resolve_model)  # model.arch='auto' as the sr kind resolves it
 
     @staticmethod
     def check(cfg):

@@ -108,6 +108,31 @@ def vgg19_file(tmp_path_factory):
     return str(path)
 
 
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+    """One persistent compilation cache for a test module's run_train.py processes and the test's own process: a
+    resume compiles the steps the first process compiled and reads them back instead (XLA's own executables, so the
+    numbers cannot differ). Restored to none afterwards."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    path = str(tmp_path_factory.mktemp("xla_cache"))
+    before = jax.config.values["jax_persistent_cache_min_compile_time_secs"]
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    cc.set_cache_dir(path)
+    yield path
+    jax.config.update("jax_compilation_cache_dir", None)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", before)
+    cc.reset_cache()
+
+
+def metric_rows(workdir, key="loss"):
+    """{step: row} of a run's metrics.jsonl, the rows that have `key`."""
+    import json
+
+    return {r["step"]: r for r in map(json.loads, open(os.path.join(workdir, "metrics.jsonl"))) if key in r}
+
+
 def torch_forward(module, img_nhwc):
     """Run a torch module on an NHWC numpy batch, return NHWC numpy (float32, no grad)."""
     import torch

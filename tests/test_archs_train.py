@@ -9,10 +9,9 @@ import shutil
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
-from conftest import photo
+from conftest import metric_rows, photo
 from test_layout import SMALL, perturbed
 
 from jaxsr import archs, parallel, weights
@@ -21,22 +20,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # RRDB and DAT have their own end-to-end runs in test_train.py, PPON its own kind's in test_ppon.py
 GENERATORS = sorted(n for n in SMALL if archs.get(n).kind == "generator" and n not in ("esrgan", "dat", "ppon"))
 
-
-@pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-    """One persistent compilation cache for the run_train.py process and this one: the resume below compiles the same
-    steps the process compiled, and reads them back instead (the executables are XLA's own, so the numbers cannot
-    differ). Restored to none afterwards."""
-    from jax.experimental.compilation_cache import compilation_cache as cc
-
-    path = str(tmp_path_factory.mktemp("xla_cache"))
-    before = jax.config.values["jax_persistent_cache_min_compile_time_secs"]
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    cc.set_cache_dir(path)
-    yield path
-    jax.config.update("jax_compilation_cache_dir", None)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", before)
-    cc.reset_cache()
 
 
 def gan_run(init, scale, crop):
@@ -48,9 +31,6 @@ def gan_run(init, scale, crop):
             "--config.train.ckpt_every=2", "--config.train.log_every=1", "--config.val.every=0", "--config.data.val_max_size=64",
             "--config.data.val_max_images=1"]
 
-
-def rows(workdir):
-    return {r["step"]: r for r in map(json.loads, open(os.path.join(workdir, "metrics.jsonl"))) if "loss" in r}
 
 
 @pytest.mark.parametrize("name", GENERATORS)
@@ -74,7 +54,7 @@ def test_gan_recipe_trains_any_generator_from_its_file_and_resumes_bitwise(tmp_p
                             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"})
     assert r.returncode == 0, r.stderr
     assert "warm start from" in r.stdout and "all tensors matched" in r.stdout
-    first = rows(wd)
+    first = metric_rows(wd)
     assert sorted(first) == [1, 2, 3, 4] and all(np.isfinite(first[s]["d_loss"]) and first[s]["gan"] > 0 for s in first)
     assert json.load(open(wd / "config.json"))["model"]["arch"] == spec["arch"]  # the frozen config names the file's spec
 
@@ -87,7 +67,7 @@ def test_gan_recipe_trains_any_generator_from_its_file_and_resumes_bitwise(tmp_p
     cfg = resolve(get_config(str(wd / "config.json")))
     trainer = start(cfg, str(again), resume_from=2)
     assert trainer.run() == 4
-    got = rows(again)
+    got = metric_rows(again)
     assert got[3] == first[3] and got[4] == first[4]
 
     # and its L1 falls: the run's compiled G + D step (no new compile), a few times on one fixed batch of real photographs

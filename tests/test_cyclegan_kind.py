@@ -2,7 +2,6 @@
 (colour and gray), with the history pool filled and then swapping, resumed bitwise (the pool with it), both
 generators exported in junyanz's layout; the identity terms on and off; the pool's rules; unaligned pairing; the
 refusals. Tiny ResNet generators (ngf 4, one block) and PatchGANs (ndf 4) on 32 px crops."""
-import json
 import os
 import shutil
 import subprocess
@@ -13,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import photo
+from conftest import metric_rows, photo
 
 from jaxsr import parallel, pth, weights
 from jaxsr.data import unaligned
@@ -42,20 +41,6 @@ def dataset(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-    """One persistent compilation cache for the run_train.py process and this one (as test_archs_train.py)."""
-    from jax.experimental.compilation_cache import compilation_cache as cc
-
-    path = str(tmp_path_factory.mktemp("xla_cache"))
-    before = jax.config.values["jax_persistent_cache_min_compile_time_secs"]
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    cc.set_cache_dir(path)
-    yield path
-    jax.config.update("jax_compilation_cache_dir", None)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", before)
-    cc.reset_cache()
-
 
 def run_args(root):
     """configs/cyclegan.py shrunk: a pool of 3 (full after two batches of 2), the linear schedule 2 + 2 steps."""
@@ -67,9 +52,6 @@ def run_args(root):
             "--config.train.ckpt_every=2", "--config.train.log_every=1", "--config.val.every=4", *sched]
 
 
-def rows(workdir):
-    return {r["step"]: r for r in map(json.loads, open(os.path.join(workdir, "metrics.jsonl"))) if "loss" in r}
-
 
 @pytest.mark.filterwarnings("ignore:spandrel/chaiNNer have no pix2pix")  # the gap test_pix2pix_nets checks
 def test_trains_with_the_pool_resumes_bitwise_and_exports_both_generators(dataset, compile_cache, tmp_path):
@@ -80,7 +62,7 @@ def test_trains_with_the_pool_resumes_bitwise_and_exports_both_generators(datase
                             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"})
     assert r.returncode == 0, r.stderr
     assert "cyclegan p2p_resnet: G_A" in r.stdout and "cycle PSNR" in r.stdout and "on 1 + 1 image(s)" in r.stdout
-    first = rows(wd)
+    first = metric_rows(wd)
     assert sorted(first) == [1, 2, 3, 4]
     terms = ("G_A", "G_B", "cycle_A", "cycle_B", "idt_A", "idt_B")
     for row in first.values():
@@ -98,7 +80,7 @@ def test_trains_with_the_pool_resumes_bitwise_and_exports_both_generators(datase
     shutil.copytree(wd, again)
     trainer = start(resolve(get_config(str(wd / "config.json"))), str(again), resume_from=2)
     assert trainer.run() == 4
-    got = rows(again)
+    got = metric_rows(again)
     assert got[3] == first[3] and got[4] == first[4]  # D's losses on the pool's images: it came back as it was
     assert jax.device_get(trainer.state.queue["num"]).tolist() == [3, 3]
 

@@ -3,12 +3,12 @@ photographs: the adversarial ramp, FreezeD and feature matching with separate G 
 against torch's ReduceLROnPlateau on the run's own validation PSNRs, resumed bitwise; LDL; best-k by LPIPS;
 schedule-free Adan's eval weights in the exports; float16 with dynamic loss scaling against float32, recovering from
 an injected overflow and still telling real divergence apart."""
-import json
 import os
 
 import jax
 import numpy as np
 import pytest
+from conftest import metric_rows
 from safetensors.numpy import save_file
 
 from jaxsr import optim, weights
@@ -44,9 +44,6 @@ def run(cfg, workdir):
     return trainer
 
 
-def rows(workdir, key="loss"):
-    return {r["step"]: r for r in map(json.loads, open(os.path.join(workdir, "metrics.jsonl"))) if key in r}
-
 
 GAN = {"gan.enabled": True, "gan.start_step": 2, "gan.discriminator.num_feat": 8,
        "losses": {"l1": dict(name="l1"), "gan": dict(name="gan", weight=0.1), "fm": dict(name="feature_matching")}}
@@ -56,7 +53,7 @@ def test_gan_ramp_freezed_and_feature_matching_with_separate_g_and_d_schedules(t
     cfg = tiny(**GAN, **{"gan.ramp_steps": 3, "gan.freeze_blocks": 2, "optim.schedule": "cosine", "optim.warmup_steps": 2,
                          "optim_d.schedule": "multistep", "optim_d.milestones": (4,)})
     trainer = run(cfg, tmp_path)
-    got = rows(tmp_path)
+    got = metric_rows(tmp_path)
     assert sorted(got) == list(range(1, 7))
     g_sched, d_sched = (optim.learning_rate_schedule(cfg[s], 6) for s in ("optim", "optim_d"))
     for s, r in got.items():  # row s is train step s - 1 (0-based); D joins at step 2 and runs its schedule by train step
@@ -126,7 +123,7 @@ def test_plateau_follows_torch_on_the_runs_own_validation_and_resumes_bitwise(tm
     cfg = tiny(**PLATEAU)
     assert cfg.optim.plateau_mode == "max"  # 'auto': the direction of val.best_metric (PSNR)
     run(cfg, tmp_path / "ref")
-    got, val = rows(tmp_path / "ref"), rows(tmp_path / "ref", "val_psnr")
+    got, val = metric_rows(tmp_path / "ref"), metric_rows(tmp_path / "ref", "val_psnr")
     assert sorted(val) == list(range(1, 7)) and all("ldl" in r for r in got.values())
     psnrs = [val[s]["val_psnr"] for s in range(1, 7)]
     ref = torch_plateau_lrs(psnrs, 2e-3, mode="max", factor=0.5, patience=0, threshold=0.05, threshold_mode="abs", min_lr=1e-7)
@@ -137,7 +134,7 @@ def test_plateau_follows_torch_on_the_runs_own_validation_and_resumes_bitwise(tm
     # the plateau state is in the checkpoint: stopping at step 3 and continuing gives the same floats
     run(tiny(**PLATEAU, **{"train.stop_at": 3}), tmp_path / "wd")
     run(cfg, tmp_path / "wd")
-    again = rows(tmp_path / "wd")
+    again = metric_rows(tmp_path / "wd")
     assert all(again[s] == got[s] for s in range(1, 7))
 
 
@@ -160,7 +157,7 @@ def test_best_k_follows_lpips_lowest_first(tmp_path):
                   "train.keep_best": 1, "train.snapshot_every": 2, "optim.lr": 5e-3})
     wd = tmp_path / "wd"
     run(cfg, wd)
-    val = rows(wd, "val_lpips")
+    val = metric_rows(wd, "val_lpips")
     assert sorted(val) == [2, 4, 6, 8] and all("val_psnr" in r for r in val.values())
     lp = {s: val[s]["val_lpips"] for s in val}
     best = min(lp, key=lp.get)
@@ -172,7 +169,7 @@ def test_best_k_follows_lpips_lowest_first(tmp_path):
     cfg2 = tiny(**{"val.lpips": cfg.val.lpips, "val.best_metric": "lpips", "val.every": 2, "train.total_steps": 8,
                    "train.keep_best": 1, "optim.lr": 5e-3})
     run(cfg2, tmp_path / "wd2")
-    assert rows(tmp_path / "wd2", "val_lpips") == val
+    assert metric_rows(tmp_path / "wd2", "val_lpips") == val
     kept = sorted(int(d) for d in os.listdir(tmp_path / "wd2" / "checkpoints") if d.isdigit())
     assert kept == sorted({6, 8, best}), (kept, lp)
 
@@ -197,8 +194,8 @@ FP = {"train.total_steps": 30, "optim.lr": 2e-3, "optim.warmup_steps": 5}
 
 
 def test_float16_with_loss_scaling_trains_like_float32_and_recovers_from_an_overflow(tmp_path):
-    f32 = rows(run(tiny(**FP, compute_dtype="float32"), tmp_path / "f32").workdir)
-    f16 = rows(run(tiny(**FP, compute_dtype="float16"), tmp_path / "f16").workdir)
+    f32 = metric_rows(run(tiny(**FP, compute_dtype="float32"), tmp_path / "f32").workdir)
+    f16 = metric_rows(run(tiny(**FP, compute_dtype="float16"), tmp_path / "f16").workdir)
     assert all(r["overflow"] == 0 and r["loss_scale"] == 2.0**16 for r in f16.values())
     last = lambda rs: np.mean([rs[s]["loss"] for s in range(21, 31)])  # noqa: E731
     first = np.mean([f32[s]["loss"] for s in range(1, 6)])
@@ -209,7 +206,7 @@ def test_float16_with_loss_scaling_trains_like_float32_and_recovers_from_an_over
     # they fit, those updates change nothing and do not count as divergence (max_nonfinite=3 < the overflows)
     wd = tmp_path / "overflow"
     t = run(tiny(**FP, compute_dtype="float16", **{"optim.loss_scale_init": 2.0**30, "train.max_nonfinite": 3}), wd)
-    got = rows(wd)
+    got = metric_rows(wd)
     n = sum(r["overflow"] for r in got.values())
     assert n > 3 and all(got[s]["overflow"] == 1 for s in range(1, int(n) + 1))
     assert [got[s]["loss_scale"] for s in range(1, 4)] == [2.0**29, 2.0**28, 2.0**27]

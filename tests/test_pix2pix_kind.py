@@ -2,17 +2,15 @@
 photo in gray, B the photo), resumed bitwise, its export in junyanz's layout; the preprocess modes on rectangular
 images (sizes, the same crop and flip on A and B), the A|B split and the direction; the refusals; the linear schedule
 against the reference's lambda_rule. A tiny U-Net (ngf 4, 5 downsamplings) and PatchGAN (ndf 4) on 32 px crops."""
-import json
 import os
 import shutil
 import subprocess
 import sys
 
 import cv2
-import jax
 import numpy as np
 import pytest
-from conftest import photo
+from conftest import metric_rows, photo
 
 from jaxsr import optim, pth, weights
 from jaxsr.data import aligned
@@ -47,20 +45,6 @@ def dataset(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-    """One persistent compilation cache for the run_train.py process and this one (as test_archs_train.py)."""
-    from jax.experimental.compilation_cache import compilation_cache as cc
-
-    path = str(tmp_path_factory.mktemp("xla_cache"))
-    before = jax.config.values["jax_persistent_cache_min_compile_time_secs"]
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    cc.set_cache_dir(path)
-    yield path
-    jax.config.update("jax_compilation_cache_dir", None)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", before)
-    cc.reset_cache()
-
 
 def run_args(root):
     """configs/pix2pix_facades.py shrunk: AtoB (gray -> colour), resize_and_crop 40 -> 32, the linear schedule 2 + 2 steps."""
@@ -73,9 +57,6 @@ def run_args(root):
             "--config.val.every=4", *sched]
 
 
-def rows(workdir):
-    return {r["step"]: r for r in map(json.loads, open(os.path.join(workdir, "metrics.jsonl"))) if "loss" in r}
-
 
 @pytest.mark.filterwarnings("ignore:spandrel/chaiNNer have no pix2pix")  # the gap test_pix2pix_nets checks
 def test_trains_resumes_bitwise_and_exports_junyanz_layout(dataset, compile_cache, tmp_path):
@@ -86,7 +67,7 @@ def test_trains_resumes_bitwise_and_exports_junyanz_layout(dataset, compile_cach
                             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"})
     assert r.returncode == 0, r.stderr
     assert "pix2pix p2p_unet" in r.stdout and "of G(A) against B on 1 pair(s) (identity A: PSNR" in r.stdout, r.stdout
-    first = rows(wd)
+    first = metric_rows(wd)
     assert sorted(first) == [1, 2, 3, 4]
     for s, row in first.items():
         assert all(np.isfinite(row[k]) for k in ("loss", "G_GAN", "G_L1", "d_loss", "D_real", "D_fake"))
@@ -111,7 +92,7 @@ def test_trains_resumes_bitwise_and_exports_junyanz_layout(dataset, compile_cach
     shutil.copytree(wd, again)
     trainer = start(resolve(get_config(str(wd / "config.json"))), str(again), resume_from=2)
     assert trainer.run() == 4
-    got = rows(again)
+    got = metric_rows(again)
     assert got[3] == first[3] and got[4] == first[4]
 
 

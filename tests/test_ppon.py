@@ -10,7 +10,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from test_archs_train import compile_cache  # noqa: F401 (the fixture: one XLA cache for run_train.py and this process)
+from conftest import metric_rows
 
 from flax import nnx
 
@@ -132,9 +132,6 @@ def tiny_run(init, scale=2):
             "--config.data.val_max_size=48"]
 
 
-def rows(workdir, key="loss"):
-    return {r["step"]: r for r in map(json.loads, open(os.path.join(workdir, "metrics.jsonl"))) if key in r}
-
 
 def test_the_recipe_builds_the_released_network_and_asks_for_its_vgg_file():
     from jaxsr.losses import build_losses
@@ -233,7 +230,7 @@ def test_three_phases_train_their_branch_only_and_resume_mid_phase_bitwise(tmp_p
                                                    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"})
     assert r.returncode == 0, r.stderr
     assert "step 2: phase 2 (structure): training SFEM + SRM on pix-multiscale, ssim" in r.stdout
-    first, val = rows(wd), rows(wd, "val_psnr")
+    first, val = metric_rows(wd), metric_rows(wd, "val_psnr")
     active = {1: ("pix",), 2: ("pix-multiscale", "ssim"), 3: ("detail", "gan")}
     for step, row in first.items():
         phase = 1 + (step > 2) + (step > 4)
@@ -261,8 +258,8 @@ def test_three_phases_train_their_branch_only_and_resume_mid_phase_bitwise(tmp_p
 
     trainer.kind.train_step = recording
     assert trainer.run() == 6
-    got = rows(again)
-    assert all(got[s] == first[s] for s in (4, 5, 6)) and rows(again, "val_psnr")[6] == val[6]
+    got = metric_rows(again)
+    assert all(got[s] == first[s] for s in (4, 5, 6)) and metric_rows(again, "val_psnr")[6] == val[6]
 
     def same(branch, a, b):
         (pa, oa, _), (pb, ob, _) = seen[a], seen[b]

@@ -8,7 +8,7 @@ import tempfile
 
 import pytest
 
-from conftest import interrupt
+from conftest import interrupt, metric_rows
 
 from jaxsr import load_model
 
@@ -27,9 +27,6 @@ def run(*args, timeout=600):
     return r.returncode, r.stdout, r.stderr
 
 
-def rows(workdir):
-    return {r["step"]: r for r in map(json.loads, open(os.path.join(workdir, "metrics.jsonl"))) if "loss" in r}
-
 
 @pytest.fixture(scope="module")
 def snapshots(tmp_path_factory):
@@ -37,7 +34,7 @@ def snapshots(tmp_path_factory):
     wd = tmp_path_factory.mktemp("snap") / "wd"
     code, _, err = run(*TINY, "--config.train.snapshot_every=4", "--workdir", wd)
     assert code == 0, err
-    return wd, rows(wd)
+    return wd, metric_rows(wd)
 
 
 def test_snapshots_are_kept_and_exported_and_a_run_branches_from_one_bitwise(snapshots, tmp_path):
@@ -52,7 +49,7 @@ def test_snapshots_are_kept_and_exported_and_a_run_branches_from_one_bitwise(sna
     code, out, err = run(*TINY, "--config.train.snapshot_every=4", "--workdir", wd, "--resume_from", "4")
     assert code == 0, err
     assert "branching at step 4: 2 later checkpoint(s)" in out and "resumed from step 4" in out
-    again = rows(wd)
+    again = metric_rows(wd)
     assert sorted(again) == list(range(1, 13)) and all(again[s] == first[s] for s in range(5, 13))  # bitwise
     (aside,) = os.listdir(wd / "branched")
     assert sorted(os.listdir(wd / "branched" / aside / "checkpoints"), key=int) == ["8", "12"]  # moved, not deleted
@@ -65,12 +62,12 @@ def test_stop_at_keeps_the_schedule_and_a_frozen_config_reruns_the_run(snapshots
     src, first = snapshots
     code, out, err = run(*TINY, "--max_steps", "5", "--workdir", tmp_path / "stopped")
     assert code == 0 and "stopped at step 5 (train.stop_at)" in out, err
-    got = rows(tmp_path / "stopped")
+    got = metric_rows(tmp_path / "stopped")
     assert sorted(got) == [1, 2, 3, 4, 5] and all(got[s] == first[s] for s in got)  # the same lr (cosine to 12), bitwise
     # the frozen config.json of a run reproduces it in a new workdir
     code, _, err = run("--config", src / "config.json", "--config.train.stop_at=3", "--workdir", tmp_path / "rerun")
     assert code == 0, err
-    got = rows(tmp_path / "rerun")
+    got = metric_rows(tmp_path / "rerun")
     assert sorted(got) == [1, 2, 3] and all(got[s] == first[s] for s in got)
 
 

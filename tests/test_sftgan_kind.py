@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import photo
+from conftest import metric_rows, photo
 from test_layout import perturbed
 
 import jaxsr
@@ -62,20 +62,6 @@ def dataset(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-    """One persistent compilation cache for the run_train.py process and this one (as test_archs_train.py)."""
-    from jax.experimental.compilation_cache import compilation_cache as cc
-
-    path = str(tmp_path_factory.mktemp("xla_cache"))
-    before = jax.config.values["jax_persistent_cache_min_compile_time_secs"]
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    cc.set_cache_dir(path)
-    yield path
-    jax.config.update("jax_compilation_cache_dir", None)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", before)
-    cc.reset_cache()
-
 
 def run_args(root):
     """configs/sftgan_x4.py shrunk: L1 + GAN (no VGG file needed), a tiny ACD on 32 px crops, the trunk from step 2."""
@@ -89,9 +75,6 @@ def run_args(root):
             "--config.train.batch_size=2", "--config.data.num_workers=0", "--config.train.total_steps=4",
             "--config.train.ckpt_every=2", "--config.train.log_every=1", "--config.val.every=4", "--config.optim.lr=1e-3"]
 
-
-def rows(workdir):
-    return {r["step"]: r for r in map(json.loads, open(os.path.join(workdir, "metrics.jsonl"))) if "loss" in r}
 
 
 def trunk(sd):
@@ -113,7 +96,7 @@ def test_trains_from_an_msrresnet_file_with_the_trunk_delayed_and_resumes_bitwis
     assert "sftgan: training categories building 1, sky 1" in r.stdout
     model = json.load(open(wd / "config.json"))["model"]
     assert model["arch"] == "sftgan" and (model["num_feat"], model["num_block"]) == (8, 2)
-    first = rows(wd)
+    first = metric_rows(wd)
     assert sorted(first) == [1, 2, 3, 4] and all(np.isfinite(first[s]["d_loss"]) and first[s]["gan"] > 0 for s in first)
     assert first[1]["lr"] == pytest.approx(5e-3) and first[1]["lr_trunk"] == pytest.approx(1e-3)
 
@@ -132,7 +115,7 @@ def test_trains_from_an_msrresnet_file_with_the_trunk_delayed_and_resumes_bitwis
     shutil.copytree(wd, again)
     trainer = start(resolve(get_config(str(wd / "config.json"))), str(again), resume_from=2)
     assert trainer.run() == 4
-    got = rows(again)
+    got = metric_rows(again)
     assert got[3] == first[3] and got[4] == first[4]
 
     # a step before the delay (the state's step set back to 0) moves the SFT/Cond parameters only: the trunk and its

@@ -45,7 +45,6 @@ Recorded:
   order. `jaxsr_loss_G`, `jaxsr_grad_norm_G`, `jaxsr_D_S`, `jaxsr_D_T`, and G's log as above;
 - `fake_B`, `fake_gray`: the filtered output and its colour shift (as the port computes them for the losses).
 """
-import copy
 import os
 import subprocess
 import sys

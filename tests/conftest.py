@@ -126,6 +126,20 @@ def compile_cache(tmp_path_factory):
     cc.reset_cache()
 
 
+@pytest.fixture(scope="module")
+def quick_compiles():
+    """XLA without most of its optimisations for a module whose tiny models compile more than they run (a step program
+    runs a few times, compiles once). The flag is not part of JAX's cache keys, so the executables compiled under it
+    are dropped before the modules after it; a run_train.py process gets it as JAX_DISABLE_MOST_OPTIMIZATIONS=1."""
+    import jax
+
+    before = jax.config.values["jax_disable_most_optimizations"]
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", before)
+    jax.clear_caches()
+
+
 def metric_rows(workdir, key="loss"):
     """{step: row} of a run's metrics.jsonl, the rows that have `key`."""
     import json

@@ -5,7 +5,6 @@ import importlib
 import json
 import math
 
-import jax
 import pytest
 from conftest import photo
 from flax import nnx
@@ -30,16 +29,7 @@ STEPS = 2
 CROP = 32  # LR 8: a multiple of the windows and of the U-Net's 8; VGG19's conv5_4 still sees 2x2, MS-SSIM's 5th scale 2x2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def quick_compiles():
-    """XLA without most of its optimisations: each step program runs twice and compiles once, and compiling is what
-    costs (the six runs take 110 s instead of 190 s). The flag is not part of JAX's cache keys, so the executables
-    compiled under it are dropped before the tests after these."""
-    before = jax.config.values["jax_disable_most_optimizations"]
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", before)
-    jax.clear_caches()
+pytestmark = pytest.mark.usefixtures("quick_compiles")  # the six runs take 110 s instead of 190 s
 
 
 @pytest.fixture(scope="module")

@@ -22,10 +22,17 @@ import cv2  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from common import photos, table, timeit  # noqa: E402
+from common import table, timeit  # noqa: E402
+from conftest import photo  # noqa: E402
 
 from jaxsr import parallel  # noqa: E402
 from jaxsr.train.kinds import wbc_representations as rep  # noqa: E402
+
+
+def photos(n, size):
+    """n photo crops in [0, 1]: four photographs, shifted crops for the repeats (up to 16 at 256 px)."""
+    names = ("astronaut", "coffee", "chelsea", "rocket")
+    return np.stack([photo(names[i % 4], size, size, top=8 * (i // 4), left=24 * (i // 4)) for i in range(n)])
 
 
 def host_target(images, pool):

@@ -130,9 +130,28 @@ def test_labels_and_targets_match_skimages_slic(run):
             np.testing.assert_allclose(target[i], rep.adaptive_colour(ref_free, im), atol=1e-6)
 
 
-def test_jit_vmap_and_no_gradient(run):
-    """The target is a constant: the gradient of sum(target(x) * x) is target(x) itself; and vmapped, each image's
-    target is its own (the pair's equal the batch of four's)."""
+def test_jit_vmap_no_gradient_and_the_accelerators_sums(run, monkeypatch):
+    """The target is a constant: the gradient of sum(target(x) * x) is target(x) itself; vmapped, each image's target
+    is its own (the pair's against the batch of four's); computed with the one-hot sums accelerators use instead of the
+    CPU's scatter-add (float sums in another order: equal but for rounding on the photos, whose labels are skimage's)."""
     _, batch, _, target, _ = run
-    grad = jax.jit(jax.grad(lambda x: jnp.sum(rep.superpixel_target_device(x) * x)))(batch[2:])
-    np.testing.assert_array_equal(np.asarray(grad), target[2:])
+    monkeypatch.setattr(rep, "_scatter_sums", lambda: False)
+    grad = jax.jit(jax.grad(lambda x: jnp.sum(rep.superpixel_target_device(x) * x)))(batch[:2])
+    np.testing.assert_allclose(np.asarray(grad), target[:2], atol=1e-6)
+
+
+def test_the_kind_takes_device_or_host():
+    """kind='wbc': wbc.superpixel 'device' (the default) or 'host'; anything else refused before a run starts."""
+    from jaxsr.errors import ConfigError
+    from jaxsr.recipes.wbc import get_config
+    from jaxsr.train.kinds import wbc
+
+    c = get_config()
+    c.data.train_dir, c.wbc.vgg_weights = "somewhere", "vgg19.pth"  # check_wbc opens no file
+    assert c.wbc.superpixel == "device"
+    for ok in ("device", "host"):
+        c.wbc.superpixel = ok
+        wbc.check_wbc(c)
+    c.wbc.superpixel = "gpu"
+    with pytest.raises(ConfigError, match="wbc.superpixel must be 'device'"):
+        wbc.check_wbc(c)

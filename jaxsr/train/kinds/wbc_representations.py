@@ -111,8 +111,9 @@ def superpixel_target(images, n_segments=200):
 # enforcement (skimage's enforce_connectivity relabels components in raster order and merges those under half the
 # mean segment size into a neighbour: a sequential pass), so a segment may come in pieces; (3) float32 sums in
 # another order (skimage adds pixel by pixel in raster order; scipy filters in float64), so near-ties may go the other
-# way. The sums are per grid cell and per candidate slot, then shifted onto the centres: no scatter, so the result is
-# deterministic on every backend. tests/test_wbc_superpixel.py measures the agreement.
+# way. The sums are per grid cell and per candidate slot, then shifted onto the centres: a scatter-add on the CPU, a
+# one-hot product per cell elsewhere (no atomics: deterministic on every backend). tests/test_wbc_superpixel.py
+# measures the agreement.
 # ---------------------------------------------------------------------------------------------------------------------
 _XYZ_FROM_RGB = ((0.412453, 0.357580, 0.180423), (0.212671, 0.715160, 0.072169), (0.019334, 0.119193, 0.950227))
 _D65 = (0.95047, 1.0, 1.08883)
@@ -198,6 +199,12 @@ def _cells(size, start, step, n):
     return rows, valid, cell, offset, reach
 
 
+def _scatter_sums():
+    """Scatter-adds run in order on the CPU (deterministic, and the fastest there) but atomically on accelerators (the
+    float sums' order, and so near-tie labels, would vary from run to run): there, one-hot products per cell."""
+    return jax.default_backend() == "cpu"
+
+
 def _slic_slots(image, n_segments, compactness, max_num_iter):
     """SLIC of one HxWx3 [-1, 1] image laid out per grid cell: (grid, cell layouts, slot of each pixel among its
     cell's candidate centres, the candidates' centre indices (-1: none)); see the notes above."""
@@ -221,14 +228,11 @@ def _slic_slots(image, n_segments, compactness, max_num_iter):
         return a[ry][:, :, rx].transpose(0, 2, 1, 3, *range(4, a.ndim + 2))
 
     valid = jnp.asarray(vy[:, None, :, None] & vx[None, :, None, :])  # (ny, nx, By, Bx)
-    yy = jnp.asarray(ry, jnp.float32)[:, None, :, None, None]
-    xx = jnp.asarray(rx, jnp.float32)[None, :, None, :, None]
-    f = blocked(feat)[..., None, :]  # (ny, nx, By, Bx, 1, 3)
+    yy = jnp.asarray(ry, jnp.float32)[:, None, :, None]
+    xx = jnp.asarray(rx, jnp.float32)[None, :, None, :]
+    f = blocked(feat)  # (ny, nx, By, Bx, 3)
     sw = np.float32(1.0 / np.float32(np.float32(grid.step) * np.float32(grid.step)))
     two_sy, two_sx = 2 * grid.step_y, 2 * grid.step_x
-
-    def candidates(a):  # per-centre (K, ...) -> per cell's candidates (ny, nx, 1, 1, C, ...)
-        return jnp.take(a, np.maximum(cand, 0), axis=0)[:, :, None, None]
 
     # centre (a, b) collects slot (dy, dx) of cell (a - dy + R, b - dx + R): static gather indices, invalid -> a zero row
     src = np.full((ny, nx, len(offs)), ny * nx * len(offs), np.int32)
@@ -239,14 +243,20 @@ def _slic_slots(image, n_segments, compactness, max_num_iter):
 
     def sums(slot, vals):
         """Per centre (K, D): the sum of vals (ny, nx, By, Bx, D) over the valid pixels whose slot names it."""
-        hit = (slot[..., None] == np.arange(len(offs))) & valid[..., None]  # (ny, nx, By, Bx, C)
-        part = jnp.sum(jnp.where(hit[..., None], vals[..., None, :], 0.0), axis=(2, 3)).reshape(-1, vals.shape[-1])
-        part = jnp.concatenate([part, jnp.zeros((1, vals.shape[-1]), jnp.float32)])
+        n_slots, dim = len(offs), vals.shape[-1]
+        if _scatter_sums():  # per (cell, slot): one sequential scatter-add
+            ids = np.arange(ny * nx).reshape(ny, nx, 1, 1) * n_slots + jnp.where(valid, slot, n_slots * ny * nx)
+            part = jax.ops.segment_sum(vals.reshape(-1, dim), ids.reshape(-1), ny * nx * n_slots + 1)[:-1]
+        else:  # per cell a one-hot product: exact terms, float32 sums (HIGHEST: no reduced-precision passes)
+            hit = ((slot[..., None] == np.arange(n_slots)) & valid[..., None]).astype(jnp.float32)
+            part = jnp.einsum("npc,npd->ncd", hit.reshape(ny * nx, -1, n_slots), vals.reshape(ny * nx, -1, dim),
+                              precision=jax.lax.Precision.HIGHEST).reshape(-1, dim)
+        part = jnp.concatenate([part, jnp.zeros((1, dim), jnp.float32)])
         return jnp.sum(jnp.take(part, src, axis=0), axis=2).reshape(ny * nx, -1)
 
     ones = jnp.ones(valid.shape + (1,), jnp.float32)
-    vals = jnp.concatenate([jnp.broadcast_to(yy[..., 0, None], valid.shape + (1,)),
-                            jnp.broadcast_to(xx[..., 0, None], valid.shape + (1,)), blocked(feat), ones], -1)
+    vals = jnp.concatenate([jnp.broadcast_to(yy[..., None], valid.shape + (1,)),
+                            jnp.broadcast_to(xx[..., None], valid.shape + (1,)), f, ones], -1)
     seeds_y = np.repeat(grid.start_y + grid.step_y * np.arange(ny), nx).astype(np.float32)
     seeds_x = np.tile(grid.start_x + grid.step_x * np.arange(nx), ny).astype(np.float32)
     centres = jnp.concatenate([jnp.asarray(np.stack([seeds_y, seeds_x], -1)), jnp.zeros((ny * nx, 3), jnp.float32)], -1)
@@ -255,14 +265,27 @@ def _slic_slots(image, n_segments, compactness, max_num_iter):
     slot = jnp.full(valid.shape, own, jnp.int32)
 
     def assign(centres, alive, slot):
-        c, ok = candidates(centres), candidates(alive) & jnp.asarray(cand >= 0)[:, :, None, None]
+        """Each pixel's slot of least distance among its cell's candidates whose window holds it (the first on ties,
+        as skimage's strict comparison in centre order); its old slot where none does."""
+        c = jnp.take(centres, np.maximum(cand, 0), axis=0)  # (ny, nx, C, 5)
+        ok = jnp.take(alive, np.maximum(cand, 0), axis=0) & (cand >= 0)
         cy, cx = c[..., 0], c[..., 1]
-        inside = ((yy >= jnp.floor(jnp.maximum(cy - two_sy, 0.0))) & (yy < jnp.floor(jnp.minimum(cy + two_sy + 1, h)))
-                  & (xx >= jnp.floor(jnp.maximum(cx - two_sx, 0.0))) & (xx < jnp.floor(jnp.minimum(cx + two_sx + 1, w))))
-        t = f - c[..., 2:]
-        d = ((cy - yy) ** 2 + (cx - xx) ** 2) * sw + ((t[..., 0] * t[..., 0] + t[..., 1] * t[..., 1]) + t[..., 2] * t[..., 2])
-        d = jnp.where(inside & ok, d, jnp.inf)
-        return jnp.where(jnp.isfinite(jnp.min(d, -1)), jnp.argmin(d, -1).astype(jnp.int32), slot)
+        lo_y, hi_y = jnp.floor(jnp.maximum(cy - two_sy, 0.0)), jnp.floor(jnp.minimum(cy + two_sy + 1, h))
+        lo_x, hi_x = jnp.floor(jnp.maximum(cx - two_sx, 0.0)), jnp.floor(jnp.minimum(cx + two_sx + 1, w))
+
+        def one(carry, cs):  # candidate s: elementwise over the pixels, no reduction over a short axis
+            best_d, best = carry
+            s, ok, lo_y, hi_y, lo_x, hi_x, cy, cx, c0, c1, c2 = (v[:, :, None, None] if v.ndim else v for v in cs)
+            inside = ok & (yy >= lo_y) & (yy < hi_y) & (xx >= lo_x) & (xx < hi_x)
+            t0, t1, t2 = f[..., 0] - c0, f[..., 1] - c1, f[..., 2] - c2
+            d = ((cy - yy) ** 2 + (cx - xx) ** 2) * sw + ((t0 * t0 + t1 * t1) + t2 * t2)
+            take = inside & (d < best_d)
+            return (jnp.where(take, d, best_d), jnp.where(take, s, best)), None
+
+        per_slot = [jnp.arange(len(offs), dtype=jnp.int32)] + [jnp.moveaxis(v, 2, 0) for v in (
+            ok, lo_y, hi_y, lo_x, hi_x, cy, cx, c[..., 2], c[..., 3], c[..., 4])]
+        (_, best), _ = jax.lax.scan(one, (jnp.full(valid.shape, jnp.inf, jnp.float32), slot), per_slot)
+        return best
 
     def body(_, carry):
         centres, alive, slot = carry

@@ -38,6 +38,11 @@ def _conv(x, kernel, pad):
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=HI)
 
 
+def _zeros(shape):
+    """Zeros put on the device from the host (an eager jnp.zeros compiles a program per shape)."""
+    return jnp.asarray(np.zeros(shape, np.float32))
+
+
 def _sum(x):
     """thops.sum over C, H, W: one value per batch element."""
     return jnp.sum(x, axis=(1, 2, 3))
@@ -113,16 +118,16 @@ class ActNorm2d(nnx.Module):
     initialisation of `bias`/`logs` is a training step (the reference does it in train mode while bias is all zero)."""
 
     def __init__(self, ch):
-        self.bias = nnx.Param(jnp.zeros((1, ch, 1, 1), jnp.float32))
-        self.logs = nnx.Param(jnp.zeros((1, ch, 1, 1), jnp.float32))
+        self.bias = nnx.Param(_zeros((1, ch, 1, 1)))
+        self.logs = nnx.Param(_zeros((1, ch, 1, 1)))
 
     def __call__(self, x, logdet=None, reverse=False):
+        """(y, logdet + d) forward with a logdet, y alone without (inside flow.Conv2d, and the reverse)."""
         b, logs = self.bias[...].reshape(-1), self.logs[...].reshape(-1)
-        x = (x + b) * jnp.exp(logs) if not reverse else x * jnp.exp(-logs) - b
-        if logdet is None:
-            return x
-        d = jnp.sum(logs) * (x.shape[1] * x.shape[2])
-        return x, logdet + (-d if reverse else d)
+        if reverse:
+            return x * jnp.exp(-logs) - b
+        x = (x + b) * jnp.exp(logs)
+        return x if logdet is None else (x, logdet + jnp.sum(logs) * (x.shape[1] * x.shape[2]))
 
 
 # flow.Conv2d's N(0, 0.05) weights and InvertibleConv1x1's random rotation (QR of a Gaussian), drawn on the host
@@ -147,9 +152,9 @@ class Conv2dZeros(nnx.Module):
     """flow.Conv2dZeros: a zero-initialised 3x3 'same' conv scaled by exp(3 * logs)."""
 
     def __init__(self, cin, cout):
-        self.kernel = nnx.Param(jnp.zeros((3, 3, cin, cout), jnp.float32))
-        self.bias = nnx.Param(jnp.zeros((cout,), jnp.float32))
-        self.logs = nnx.Param(jnp.zeros((cout, 1, 1), jnp.float32))
+        self.kernel = nnx.Param(_zeros((3, 3, cin, cout)))
+        self.bias = nnx.Param(_zeros((cout,)))
+        self.logs = nnx.Param(_zeros((cout, 1, 1)))
 
     def __call__(self, x):
         return (_conv(x, self.kernel[...], 1) + self.bias[...]) * jnp.exp(self.logs[...].reshape(-1) * 3.0)
@@ -162,12 +167,21 @@ class InvertibleConv1x1(nnx.Module):
     def __init__(self, ch, *, rngs):
         self.weight = nnx.Param(_rotation_init(rngs.params(), (ch, ch)))
 
-    def __call__(self, x, logdet, reverse=False):
+    def inverse(self):
+        """W^-1: in float64 on the host as the reference when the weight is concrete (a forward outside jit, an ONNX
+        trace, where it becomes a constant), else in float32 (inside jit)."""
         w = self.weight[...]
-        d = jnp.linalg.slogdet(w)[1] * (x.shape[1] * x.shape[2])
+        try:
+            return jnp.asarray(np.linalg.inv(np.asarray(w, np.float64)).astype(np.float32))
+        except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+            return jnp.linalg.inv(w)
+
+    def __call__(self, x, logdet, reverse=False):
+        """The reverse (logdet None) returns no log-determinant."""
         if reverse:
-            return jnp.einsum("nhwc,oc->nhwo", x, jnp.linalg.inv(w), precision=HI), logdet - d
-        return jnp.einsum("nhwc,oc->nhwo", x, w, precision=HI), logdet + d
+            return jnp.einsum("nhwc,oc->nhwo", x, self.inverse(), precision=HI), None
+        d = jnp.linalg.slogdet(self.weight[...])[1] * (x.shape[1] * x.shape[2])
+        return jnp.einsum("nhwc,oc->nhwo", x, self.weight[...], precision=HI), logdet + d
 
 
 def _coupling_net(cin, cout, hidden, kernel_hidden, n_hidden_layers, *, rngs):
@@ -194,6 +208,7 @@ class CondAffineSeparatedAndCond(nnx.Module):
         return jax.nn.sigmoid(scale + 2.0) + AFFINE_EPS, shift
 
     def __call__(self, z, logdet, ft, reverse=False):
+        """(z, logdet) forward; the reverse returns no log-determinant."""
         scale_ft, shift_ft = self._scale_shift(self.fFeatures(ft))
         if not reverse:
             z = (z + shift_ft) * scale_ft
@@ -203,10 +218,8 @@ class CondAffineSeparatedAndCond(nnx.Module):
         if not reverse:
             z2 = (z2 + shift) * scale
             return jnp.concatenate([z1, z2], axis=-1), logdet + _sum(jnp.log(scale))
-        z2 = z2 / scale - shift
-        z = jnp.concatenate([z1, z2], axis=-1)
-        logdet = logdet - _sum(jnp.log(scale))
-        return z / scale_ft - shift_ft, logdet - _sum(jnp.log(scale_ft))
+        z = jnp.concatenate([z1, z2 / scale - shift], axis=-1)
+        return z / scale_ft - shift_ft, None
 
 
 class FlowStep(nnx.Module):
@@ -225,9 +238,9 @@ class FlowStep(nnx.Module):
             z, logdet = self.invconv(z, logdet)
             return self.affine(z, logdet, ft) if self.coupling else (z, logdet)
         if self.coupling:
-            z, logdet = self.affine(z, logdet, ft, reverse=True)
-        z, logdet = self.invconv(z, logdet, reverse=True)
-        return self.actnorm(z, logdet, reverse=True)
+            z, _ = self.affine(z, None, ft, reverse=True)
+        z, _ = self.invconv(z, None, reverse=True)
+        return self.actnorm(z, reverse=True), None
 
 
 class Squeeze(nnx.Module):
@@ -296,13 +309,14 @@ class FlowUpsamplerNet(nnx.Module):
             if isinstance(layer, Split2d):
                 z = layer.reverse(z, eps.pop())
             else:
-                z, _ = layer(z, 0.0, cond[level], reverse=True)
+                z, _ = layer(z, None, cond[level], reverse=True)
         return z
 
 
 class SRFlowNet(nnx.Module):
     """SRFlowNet: `RRDB` (the encoder) and `flowUpsamplerNet`. HR images and samples are in [0, 1] like the
-    reference's; LR sides must be multiples of `size_multiple` (2^L / scale), which jaxsr.upscale pads to."""
+    reference's; LR sides must be multiples of `size_multiple` (2^L / scale), which jaxsr.upscale pads to. `dtype` is
+    the encoder's compute dtype; the flow (divisions by its scales, its inverses) computes in float32."""
 
     def __init__(self, in_ch=3, out_ch=3, scale=4, num_feat=64, num_block=23, num_grow_ch=32, K=16, L=3,
                  noaffine_steps=2, hidden_ch=64, kernel_hidden=1, n_hidden_layers=1, stack_blocks=(1, 8, 15, 22),
@@ -324,8 +338,9 @@ class SRFlowNet(nnx.Module):
 
     def conditions(self, lr):
         """{level: the flow's conditioning at that level} (rrdbPreprocessing with stackRRDB concat, fea_up0)."""
-        lr = lr.astype(jnp.float32)
-        if self.size_multiple > 1 and (lr.shape[1] % 2 or lr.shape[2] % 2):
+        lr = lr.astype(self.dtype)
+        sides = lr.shape[1:3]
+        if self.size_multiple > 1 and all(isinstance(d, int) for d in sides) and (sides[0] % 2 or sides[1] % 2):
             raise ValueError(f"SRFlow x{self.scale} with L={self.L} needs LR sides that are multiples of "
                              f"{self.size_multiple}, got {lr.shape[1]}x{lr.shape[2]}: pad the input (jaxsr.upscale does)")
         ups = max(0, int(math.log2(self.scale)) - 1)  # the deepest flow level's feature is fea_up{scale/2}
@@ -342,23 +357,24 @@ class SRFlowNet(nnx.Module):
                 n, h, w, c = f["fea_up1"].shape
                 base = f["fea_up1"].reshape(n, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
                 extra = [x[:, ::2, ::2] for x in stack]  # nearest to half size
-            out[level] = jnp.concatenate([base, *extra], axis=-1)
+            out[level] = jnp.concatenate([base, *extra], axis=-1).astype(jnp.float32)  # the flow computes in fp32
         return out
 
-    def encode(self, hr, lr, *, return_eps=False):
+    def encode(self, hr, lr, *, return_eps=False, lr_enc=None):
         """HR (NHWC, [0, 1], already dequantized where training wants it) -> (z, logdet): the reference's
         normal_flow with add_gt_noise=False; logdet includes the splits' prior terms, as the reference's. With
-        return_eps, also the splits' eps (the reference's `epses` list without its last entry, z)."""
-        cond = self.conditions(lr)
+        return_eps, also the splits' eps (the reference's `epses` list without its last entry, z). lr_enc: the
+        conditions(lr) already computed (the reference's argument of that name), to share them between calls."""
+        cond = self.conditions(lr) if lr_enc is None else lr_enc
         z, logdet, eps = self.flowUpsamplerNet.encode(hr.astype(jnp.float32), cond, jnp.zeros(hr.shape[0]))
         return (z, logdet, eps) if return_eps else (z, logdet)
 
-    def nll(self, hr, lr, quant=None):
+    def nll(self, hr, lr, quant=None, lr_enc=None):
         """The reference's nll: -(logdet + log N(z; 0, 1)) / (log 2 * H * W), per batch element: bits per HR
         pixel-position (the reference divides by H*W, not 3*H*W). `hr` goes in as given: pass the dequantized image.
         quant: the dequantization bins of that noise (the reference's add_gt_noise path: u ~ U(-0.5, 0.5) / quant
         added to HR, and -log(quant) per pixel-position added to the log-determinant); None: no such term."""
-        z, logdet = self.encode(hr, lr)
+        z, logdet = self.encode(hr, lr, lr_enc=lr_enc)
         pixels = hr.shape[1] * hr.shape[2]
         if quant is not None:
             logdet = logdet - math.log(quant) * pixels
@@ -371,14 +387,14 @@ class SRFlowNet(nnx.Module):
         shapes = []
         for layer, level in zip(self.flowUpsamplerNet.layers, self.flowUpsamplerNet.levels):
             if isinstance(layer, Split2d):
-                shapes.append((n, h >> level, w >> level, layer.conv.kernel.shape[-1] // 2))
-        return [*shapes, (n, h >> self.L, w >> self.L, self.flowUpsamplerNet.z_ch)]
+                shapes.append((n, h // 2**level, w // 2**level, layer.conv.kernel.shape[-1] // 2))
+        return [*shapes, (n, h // 2**self.L, w // 2**self.L, self.flowUpsamplerNet.z_ch)]
 
-    def decode(self, lr, z, eps):
+    def decode(self, lr, z, eps, lr_enc=None):
         """The reverse flow: z and the splits' eps (level order) -> the HR image."""
-        return self.flowUpsamplerNet.decode(z, self.conditions(lr), eps)
+        return self.flowUpsamplerNet.decode(z, self.conditions(lr) if lr_enc is None else lr_enc, eps)
 
-    def sample(self, lr, heat=0.0, key=None, noise=None):
+    def sample(self, lr, heat=0.0, key=None, noise=None, lr_enc=None):
         """An SR sample for the NHWC LR batch: every latent drawn from N(0, heat^2) with `key` (heat 0: all zero, the
         mean sample), or `noise`, a list shaped as noise_shapes(lr.shape), used as given (the reference's `epses`:
         not scaled by heat)."""
@@ -391,7 +407,7 @@ class SRFlowNet(nnx.Module):
             else:
                 noise = [heat * jax.random.normal(k, s) for k, s in zip(jax.random.split(key, len(shapes)), shapes)]
         *eps, z = noise
-        return self.decode(lr, z, eps)
+        return self.decode(lr, z, eps, lr_enc)
 
     def __call__(self, lr):
         """The heat-0 sample: what every image-only path (archs.forward, infer, evaluate, ONNX) runs."""

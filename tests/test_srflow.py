@@ -107,7 +107,7 @@ def test_decoding_the_encoded_latents_gives_the_hr_image_back(ours, io):
     assert np.abs(ours["back"] - io["hr"]).max() <= INVERT_TOL
 
 
-def test_keyed_samples_and_the_noise_they_take(loaded, ours, io):
+def test_keyed_samples_the_noise_they_take_and_size_refusals(loaded, ours, io):
     model = loaded[0]
     assert ours["keyed"].shape == io["hr"].shape and np.abs(ours["keyed"] - ours["sr_heat0"]).max() > 0.01
     assert [s[1:] for s in model.noise_shapes(io["lr"].shape)] == [(12, 20, 6), (3, 5, 96)]
@@ -115,6 +115,8 @@ def test_keyed_samples_and_the_noise_they_take(loaded, ours, io):
         model.sample(jnp.asarray(io["lr"]), 0.7)
     with pytest.raises(ValueError, match="multiples of 2"):
         model(jnp.asarray(io["lr"][:1, :5, :6]))
+    with pytest.raises(ValueError, match="4 times the LR's sides"):
+        model.encode(jnp.asarray(io["hr"][:, :20]), jnp.asarray(io["lr"]))
 
 
 def test_export_is_the_committed_file_bit_for_bit(tmp_path, loaded):
@@ -164,7 +166,8 @@ def test_what_cannot_load_is_refused_in_one_line():
     cases = [
         ({**sd, "RRDB.upconv3.weight": sd["RRDB.upconv2.weight"], "RRDB.upconv4.weight": sd["RRDB.upconv2.weight"]},
          "4 encoder upconvs"),
-        ({k: v for k, v in sd.items() if not k.startswith("flowUpsamplerNet.layers.4.")}, "unsupported SRFlow flow layout"),
+        ({k: v for k, v in sd.items() if not k.startswith("flowUpsamplerNet.layers.4.")},  # level 1's split
+         "unsupported SRFlow flow layout"),
         ({**sd, "flowUpsamplerNet.layers.1.invconv.lower": sd["flowUpsamplerNet.layers.1.invconv.weight"]},
          "LU-decomposed"),
         ({**sd, "flowUpsamplerNet.layers.2.affine.fFeatures.0.weight": np.zeros((2, 10, 3, 3), np.float32)},

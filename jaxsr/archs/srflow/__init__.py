@@ -51,8 +51,9 @@ def _layer_kinds(sd):
         elif any(n.startswith("conv.") for n in names):
             kinds.append("split")
         else:
-            raise WeightsError(f"unsupported SRFlow flow layer flowUpsamplerNet.layers.{i} ({', '.join(sorted(names))}): "
-                               "jaxsr loads andreas128/SRFlow's squeezes, FlowSteps and Split2d layers")
+            raise WeightsError(f"unsupported SRFlow flow layer flowUpsamplerNet.layers.{i} "
+                               f"({', '.join(sorted(names))}): jaxsr loads andreas128/SRFlow's squeezes, FlowSteps and "
+                               "Split2d layers")
         if any(n.startswith("invconv.") and n != "invconv.weight" for n in names):
             raise WeightsError(f"flowUpsamplerNet.layers.{i} has an LU-decomposed invertible 1x1 conv, which SRFlow's "
                                "networks do not use; jaxsr loads the plain `invconv.weight` of andreas128/SRFlow")

@@ -2,13 +2,14 @@
 module tree (`code/models/modules/SRFlowNet_arch.py` and the modules it builds) and its numerics.
 
 `RRDB` is the encoder (RRDBNet with `RRDB_trunk`, `upconv1..3`, `HRconv`, `conv_last`); its features at each flow
-level are the level's conditioning: `fea_up{s}` (the upconv outputs after their in-place LeakyReLU, `last_lr_fea` at s=1, its
-2x2 mean at s=0.5), each concatenated with the stacked trunk blocks' outputs (`stack_blocks`) resized by nearest
-neighbour. `flowUpsamplerNet.layers` holds, per level 1..L: a squeeze, `noaffine_steps` FlowSteps without coupling
-(ActNorm, invertible 1x1 conv), `K` FlowSteps with the conditional affine coupling (CondAffineSeparatedAndCond:
-`fFeatures` from the conditioning, then `fAffine` from half the channels and the conditioning), and a Split2d with
-its learned prior on the levels below L-1 (the reference's `correct_splits: False`). The final z has a standard
-normal prior. `flowUpsamplerNet.f` is a conv the reference builds and never runs; it is kept for the key layout.
+level are the level's conditioning: `fea_up{s}` (the upconv outputs after their in-place LeakyReLU, `last_lr_fea` at
+s=1, its 2x2 mean at s=0.5), each concatenated with the stacked trunk blocks' outputs (`stack_blocks`) resized by
+nearest neighbour. `flowUpsamplerNet.layers` holds, per level 1..L: a squeeze, `noaffine_steps` FlowSteps without
+coupling (ActNorm, invertible 1x1 conv), `K` FlowSteps with the conditional affine coupling
+(CondAffineSeparatedAndCond: `fFeatures` from the conditioning, then `fAffine` from half the channels and the
+conditioning), and a Split2d with its learned prior on the levels below L-1 (the reference's `correct_splits: False`).
+The final z has a standard normal prior. `flowUpsamplerNet.f` is a conv the reference builds and never runs; it is
+kept for the key layout.
 
 Arrays are NHWC; torch's channel orders are kept (squeeze is pixel-unshuffle's order, `split_feature(.., "cross")`
 takes even channels as shift and odd ones as scale). The encoder's own image output (`RRDB(lr)`) is not the SR
@@ -21,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxsr.archs.common import Act, Sequential, conv, host_init, pixel_shuffle, pixel_unshuffle, spec_kwargs
+from jaxsr.archs.common import (Act, Sequential, conv, host_init, pixel_shuffle, pixel_unshuffle, spec_kwargs,
+                                upsample_nearest2x)
 from jaxsr.archs.esrgan.model import ResidualDenseBlock
 
 HI = jax.lax.Precision.HIGHEST
@@ -49,7 +51,7 @@ def _sum(x):
 
 
 def gaussian_logp(mean, logs, x):
-    """flow.GaussianDiag.logp: the diagonal Gaussian's log density summed per batch element (standard if mean is None)."""
+    """flow.GaussianDiag.logp: the diagonal Gaussian's log density summed per batch element (standard: mean None)."""
     if mean is None:
         return _sum(-0.5 * (x**2 + LOG2PI))
     return _sum(-0.5 * (logs * 2.0 + (x - mean) ** 2 / jnp.exp(logs * 2.0) + LOG2PI))
@@ -70,10 +72,6 @@ class RRDB(nnx.Module):
 
     def __call__(self, x):
         return self.RDB3(self.RDB2(self.RDB1(x))) * 0.2 + x
-
-
-def _up2(x):
-    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
 
 class RRDBNet(nnx.Module):
@@ -102,7 +100,7 @@ class RRDBNet(nnx.Module):
         fea = fea + self.trunk_conv(fea)
         out["fea_up1"] = fea
         for i in range(1, (self.num_up if ups is None else ups) + 1):
-            fea = jax.nn.leaky_relu(getattr(self, f"upconv{i}")(_up2(fea)), 0.2)
+            fea = jax.nn.leaky_relu(getattr(self, f"upconv{i}")(upsample_nearest2x(fea)), 0.2)
             out[f"fea_up{2**i}"] = fea  # after the LeakyReLU: the reference's is in place
         out["fea"] = fea
         return out
@@ -324,7 +322,8 @@ class SRFlowNet(nnx.Module):
         if scale not in (4, 8):
             raise ValueError(f"SRFlow is x4 or x8 (its encoder's features name the flow levels), got scale {scale}")
         if not 1 <= L <= int(math.log2(scale)) + 1:
-            raise ValueError(f"SRFlow x{scale} has levels 1..{int(math.log2(scale)) + 1} (down to the LR's half), got L {L}")
+            raise ValueError(f"SRFlow x{scale} has levels 1..{int(math.log2(scale)) + 1} (down to the LR's half), "
+                             f"got L {L}")
         if any(not 0 <= b < num_block for b in stack_blocks):
             raise ValueError(f"stack_blocks {list(stack_blocks)} must index the encoder's {num_block} blocks")
         rngs = rngs if rngs is not None else nnx.Rngs(0)
@@ -339,10 +338,10 @@ class SRFlowNet(nnx.Module):
     def conditions(self, lr):
         """{level: the flow's conditioning at that level} (rrdbPreprocessing with stackRRDB concat, fea_up0)."""
         lr = lr.astype(self.dtype)
-        sides = lr.shape[1:3]
-        if self.size_multiple > 1 and all(isinstance(d, int) for d in sides) and (sides[0] % 2 or sides[1] % 2):
-            raise ValueError(f"SRFlow x{self.scale} with L={self.L} needs LR sides that are multiples of "
-                             f"{self.size_multiple}, got {lr.shape[1]}x{lr.shape[2]}: pad the input (jaxsr.upscale does)")
+        sides, m = lr.shape[1:3], self.size_multiple
+        if m > 1 and all(isinstance(d, int) for d in sides) and (sides[0] % m or sides[1] % m):
+            raise ValueError(f"SRFlow x{self.scale} with L={self.L} needs LR sides that are multiples of {m}, got "
+                             f"{sides[0]}x{sides[1]}: pad the input (jaxsr.upscale does)")
         ups = max(0, int(math.log2(self.scale)) - 1)  # the deepest flow level's feature is fea_up{scale/2}
         f = self.RRDB.features(lr, self.stack_blocks, ups)
         stack = [f[f"block_{b}"] for b in self.stack_blocks]
@@ -365,6 +364,9 @@ class SRFlowNet(nnx.Module):
         normal_flow with add_gt_noise=False; logdet includes the splits' prior terms, as the reference's. With
         return_eps, also the splits' eps (the reference's `epses` list without its last entry, z). lr_enc: the
         conditions(lr) already computed (the reference's argument of that name), to share them between calls."""
+        if hr.shape[1:3] != tuple(d * self.scale for d in lr.shape[1:3]):
+            raise ValueError(f"SRFlow x{self.scale} encodes HR images {self.scale} times the LR's sides: got HR "
+                             f"{hr.shape[1]}x{hr.shape[2]} for LR {lr.shape[1]}x{lr.shape[2]}")
         cond = self.conditions(lr) if lr_enc is None else lr_enc
         z, logdet, eps = self.flowUpsamplerNet.encode(hr.astype(jnp.float32), cond, jnp.zeros(hr.shape[0]))
         return (z, logdet, eps) if return_eps else (z, logdet)

@@ -12,12 +12,12 @@ SRFlowNet_arch.py (SRFlowNet: normal_flow, reverse_flow) with its RRDBNet_arch.p
 FlowAffineCouplingsAblation.py, Permutations.py, FlowActNorms.py, Split.py, flow.py, thops.py, glow_arch.py and
 code/utils/util.py's opt_get, on the options of code/confs/SRFlow_DF2K_4X.yml (L=3, additionalFlowNoAffine 2,
 CondAffineSeparatedAndCond, split enabled, fea_up0, stackRRDB concat) with reduced sizes: nf 3, gc 2, nb 2, stackRRDB
-blocks [1, 1], K 2, additionalFlowNoAffine 1, the coupling's hidden_channels 2. Stubbed, because util.py imports them and opt_get uses none:
-natsort, cv2, torchvision.utils, yaml. Patched at run time, because the reference hard-codes them for nf=64 and four
-stacked blocks (the released files): the conditional channels (FlowUpsamplerNet.get_n_rrdb_channels, get_affineInCh:
-(len(blocks)+1)*64 -> (len(blocks)+1)*nf; CondAffineSeparatedAndCond.in_channels_rrdb: 320 -> the same) and the
-unused `flowUpsamplerNet.f` conv's 96 output channels (-> 1), so the file stays small; jaxsr infers all of them from
-the keys.
+blocks [1, 1], K 2, additionalFlowNoAffine 1, the coupling's hidden_channels 2. Stubbed, because util.py imports them
+and opt_get uses none: natsort, cv2, torchvision.utils, yaml. Patched at run time, because the reference hard-codes
+them for nf=64 and four stacked blocks (the released files): the conditional channels
+(FlowUpsamplerNet.get_n_rrdb_channels, get_affineInCh: (len(blocks)+1)*64 -> (len(blocks)+1)*nf;
+CondAffineSeparatedAndCond.in_channels_rrdb: 320 -> the same) and the unused `flowUpsamplerNet.f` conv's 96 output
+channels (-> 1), so the file stays small; jaxsr infers all of them from the keys.
 
 Every parameter is moved off its initial value (seeded: p += 0.1 * randn, the invertible 1x1 convs' weights by
 0.02 * randn so they stay well conditioned); the module runs in eval mode (ActNorm's data-dependent initialisation is

@@ -55,23 +55,24 @@ def loaded():
 
 @pytest.fixture(scope="module")
 def ours(loaded, io):
-    """Everything the golden file records, from one compiled program of the loaded model: one encoder run, the forward
-    (archs.forward: the heat-0 sample), encode, nll with and without quant, a decode of the fixed noise and of the
-    encoded latents (one batch) and a keyed sample."""
+    """Everything the golden file records, from one compiled program of the loaded model: one encoder run; encode and
+    nll (quant 32) on HR and dequantized HR in one batch; the forward (archs.forward: the heat-0 sample); one decode of
+    the fixed noise and of the encoded latents."""
     gdef, state = nnx.split(loaded[0])
 
     @jax.jit
     def run(state, lr, hr, hr_deq, noise_eps1, noise_z):
         m = nnx.merge(gdef, state)
         cond = m.conditions(lr)
-        z, logdet, eps = m.encode(hr, lr, return_eps=True, lr_enc=cond)
         two = {level: jnp.concatenate([c, c]) for level, c in cond.items()}
-        decoded = m.decode(jnp.concatenate([lr, lr]), jnp.concatenate([noise_z, z]),
-                           [jnp.concatenate([noise_eps1, eps[0]])], lr_enc=two)
-        return dict(cond=cond, z=z, logdet=logdet, eps1=eps[0], nll=m.nll(hr, lr, lr_enc=cond),
-                    nll_deq=m.nll(hr_deq, lr, quant=32, lr_enc=cond), sr_heat0=archs.forward(m, lr),
-                    sr_noise=decoded[:2], back=decoded[2:], rrdb_out=m.RRDB(lr),
-                    keyed=m.sample(lr, 0.7, jax.random.key(3), lr_enc=cond))
+        lr2, hr2 = jnp.concatenate([lr, lr]), jnp.concatenate([hr, hr_deq])
+        z, logdet, eps = m.encode(hr2, lr2, return_eps=True, lr_enc=two)
+        nll = m.nll(hr2, lr2, quant=32, lr_enc=two)
+        decoded = m.decode(lr2, jnp.concatenate([noise_z, z[:2]]), [jnp.concatenate([noise_eps1, eps[0][:2]])],
+                           lr_enc=two)
+        return dict(cond=cond, z=z[:2], logdet=logdet[:2], eps1=eps[0][:2], nll=nll[:2] - math.log2(32),
+                    nll_deq=nll[2:], sr_heat0=archs.forward(m, lr), sr_noise=decoded[:2], back=decoded[2:],
+                    rrdb_out=m.RRDB(lr))
 
     return jax.device_get(run(state, *(jnp.asarray(io[k]) for k in ("lr", "hr", "hr_deq", "noise_eps1", "noise_z"))))
 
@@ -92,7 +93,8 @@ def test_encoder_conditioning_equals_the_reference(ours, io):
 
 def test_encode_z_logdet_and_nll_equal_the_reference(ours, io):
     """encode is normal_flow without noise; nll takes the dequantized HR as given (the reference's add_gt_noise draws
-    u ~ U(0, 1), adds (u - 0.5) / quant and -log(quant) per pixel-position: hr_deq and quant=32 here)."""
+    u ~ U(0, 1), adds (u - 0.5) / quant and -log(quant) per pixel-position: hr_deq and quant=32 here; on the plain HR
+    the quant term's log2(32) bits are taken off again to compare with the reference's add_gt_noise=False)."""
     for k in ("z", "logdet", "eps1", "nll", "nll_deq"):
         assert ours[k].shape == io[k].shape and rel(ours[k], io[k]) <= TOL, k
     assert np.allclose(ours["nll_deq"] - ours["nll"], math.log2(32), atol=0.02)  # the bins' share, plus the noise's
@@ -107,16 +109,30 @@ def test_decoding_the_encoded_latents_gives_the_hr_image_back(ours, io):
     assert np.abs(ours["back"] - io["hr"]).max() <= INVERT_TOL
 
 
-def test_keyed_samples_the_noise_they_take_and_size_refusals(loaded, ours, io):
-    model = loaded[0]
-    assert ours["keyed"].shape == io["hr"].shape and np.abs(ours["keyed"] - ours["sr_heat0"]).max() > 0.01
-    assert [s[1:] for s in model.noise_shapes(io["lr"].shape)] == [(12, 20, 6), (3, 5, 96)]
+def test_keyed_noise_and_size_refusals(loaded, io):
+    """sample(lr, heat, key) decodes draw_noise's latents, N(0, heat^2) in noise_shapes, as the fixed noise above."""
+    model, lr = loaded[0], jnp.asarray(io["lr"])
+    noise = jax.device_get(model.draw_noise(lr.shape, 0.7, jax.random.key(3)))
+    assert [n.shape[1:] for n in noise] == [(12, 20, 6), (3, 5, 96)] == [s[1:] for s in model.noise_shapes(lr.shape)]
+    assert all(0.6 < n.std() < 0.8 for n in noise)
+    assert not any(np.asarray(n).any() for n in model.draw_noise(lr.shape, 0.0))
     with pytest.raises(ValueError, match="needs a key"):
-        model.sample(jnp.asarray(io["lr"]), 0.7)
+        model.sample(lr, 0.7)
     with pytest.raises(ValueError, match="multiples of 2"):
         model(jnp.asarray(io["lr"][:1, :5, :6]))
     with pytest.raises(ValueError, match="4 times the LR's sides"):
-        model.encode(jnp.asarray(io["hr"][:, :20]), jnp.asarray(io["lr"]))
+        model.encode(jnp.asarray(io["hr"][:, :20]), lr)
+
+
+def test_use_chk_recomputes_trunk_blocks_and_flow_steps_in_the_backward_pass(io):
+    """model.use_chk is jaxsr's remat: the gradient's program recomputes each trunk block and FlowStep (numbers unchanged:
+    remat only moves the forward's work into the backward pass)."""
+    model, _ = weights.read(PTH).build({**SPEC, "use_chk": True})
+    gdef, params, rest = nnx.split(model, nnx.Param, ...)
+    lr = jnp.asarray(io["lr"])
+    loss = lambda p: archs.forward(nnx.merge(gdef, p, rest), lr).mean()
+    names = [e.primitive.name for e in jax.make_jaxpr(jax.grad(loss))(params).jaxpr.eqns]
+    assert names.count("remat2") >= 2 + 9  # the trunk's 2 blocks, the 3 levels' 3 FlowSteps
 
 
 def test_export_is_the_committed_file_bit_for_bit(tmp_path, loaded):
@@ -148,8 +164,9 @@ def test_released_layouts_are_detected_and_inferred(name):
     sd = _shapes(_released(name))
     assert archs.detect(sd) is srflow.ARCH
     fields, n_params = RELEASED[name]
-    assert srflow.infer_spec(sd) == {**SPEC, **srflow.DEFAULTS, "stack_blocks": list(srflow.DEFAULTS["stack_blocks"]),
-                                     **fields}
+    assert srflow.ARCH.full_spec(srflow.infer_spec(sd)) == {**srflow.DEFAULTS, **SPEC, **fields, "K": 16,
+                                                            "noaffine_steps": 2, "hidden_ch": 64, "f_ch": 96,
+                                                            "num_feat": 64, "num_grow_ch": 32}
     assert sum(math.prod(s.shape) for s in sd.values()) == n_params
 
 

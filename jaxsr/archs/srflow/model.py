@@ -24,6 +24,7 @@ from flax import nnx
 
 from jaxsr.archs.common import (Act, Sequential, conv, host_init, pixel_shuffle, pixel_unshuffle, spec_kwargs,
                                 upsample_nearest2x)
+from jaxsr.archs.attention import run_block
 from jaxsr.archs.esrgan.model import ResidualDenseBlock
 
 HI = jax.lax.Precision.HIGHEST
@@ -31,8 +32,9 @@ LOG2PI = math.log(2 * math.pi)
 AFFINE_EPS = 1e-4  # CondAffineSeparatedAndCond's `eps` option, left at its default by every released configuration
 # The released SRFlow_DF2K_4X.pth (code/confs/SRFlow_DF2K_4X.yml); x8 files differ in L and stack_blocks (see
 # __init__.stack_blocks_for). hidden_ch is CondAffineSeparatedAndCond's hidden_channels, f_ch the unused conv's width.
+# use_chk: jaxsr's remat (each trunk block and each FlowStep recomputed in the backward pass), not in the keys.
 DEFAULTS = dict(in_ch=3, out_ch=3, num_feat=64, num_block=23, num_grow_ch=32, K=16, L=3, noaffine_steps=2,
-                hidden_ch=64, kernel_hidden=1, n_hidden_layers=1, stack_blocks=(1, 8, 15, 22), f_ch=96)
+                hidden_ch=64, kernel_hidden=1, n_hidden_layers=1, stack_blocks=(1, 8, 15, 22), f_ch=96, use_chk=False)
 
 
 def _conv(x, kernel, pad):
@@ -77,8 +79,8 @@ class RRDB(nnx.Module):
 class RRDBNet(nnx.Module):
     """SRFlow's encoder: RRDBNet with the intermediate features the flow is conditioned on."""
 
-    def __init__(self, in_ch, out_ch, nf, nb, gc, scale, *, rngs, dtype):
-        self.scale = scale
+    def __init__(self, in_ch, out_ch, nf, nb, gc, scale, use_chk=False, *, rngs, dtype):
+        self.scale, self.use_chk = scale, use_chk
         self.conv_first = conv(in_ch, nf, 3, rngs=rngs, dtype=dtype)
         self.RRDB_trunk = nnx.List([RRDB(nf, gc, rngs=rngs, dtype=dtype) for _ in range(nb)])
         self.trunk_conv = conv(nf, nf, 3, rngs=rngs, dtype=dtype)
@@ -94,7 +96,7 @@ class RRDBNet(nnx.Module):
         fea = self.conv_first(x)
         out = {}
         for i, block in enumerate(self.RRDB_trunk):
-            fea = block(fea)
+            fea = run_block(block, fea, remat=self.use_chk)
             if i in blocks:
                 out[f"block_{i}"] = fea
         fea = fea + self.trunk_conv(fea)
@@ -269,8 +271,14 @@ class Split2d(nnx.Module):
         return jnp.concatenate([z1, mean + jnp.exp(logs) * eps], axis=-1)
 
 
+def _inverse(layer, z, ft):
+    return layer(z, None, ft, reverse=True)[0]
+
+
 class FlowUpsamplerNet(nnx.Module):
-    def __init__(self, in_ch, cond_ch, K, L, noaffine_steps, hidden_ch, kernel_hidden, n_hidden_layers, f_ch, *, rngs):
+    def __init__(self, in_ch, cond_ch, K, L, noaffine_steps, hidden_ch, kernel_hidden, n_hidden_layers, f_ch,
+                 use_chk=False, *, rngs):
+        self.use_chk = use_chk
         layers, self.levels = [], []
         ch = in_ch
         for level in range(1, L + 1):
@@ -298,7 +306,7 @@ class FlowUpsamplerNet(nnx.Module):
                 x, logdet, e = layer(x, logdet)
                 eps.append(e)
             else:
-                x, logdet = layer(x, logdet, cond[level])
+                x, logdet = run_block(layer, x, logdet, cond[level], remat=self.use_chk)
         return x, logdet, eps
 
     def decode(self, z, cond, eps):
@@ -306,8 +314,10 @@ class FlowUpsamplerNet(nnx.Module):
         for layer, level in zip(reversed(self.layers), reversed(self.levels)):
             if isinstance(layer, Split2d):
                 z = layer.reverse(z, eps.pop())
+            elif self.use_chk:
+                z = nnx.remat(_inverse)(layer, z, cond[level])
             else:
-                z, _ = layer(z, None, cond[level], reverse=True)
+                z = _inverse(layer, z, cond[level])
         return z
 
 
@@ -318,7 +328,7 @@ class SRFlowNet(nnx.Module):
 
     def __init__(self, in_ch=3, out_ch=3, scale=4, num_feat=64, num_block=23, num_grow_ch=32, K=16, L=3,
                  noaffine_steps=2, hidden_ch=64, kernel_hidden=1, n_hidden_layers=1, stack_blocks=(1, 8, 15, 22),
-                 f_ch=96, *, rngs=None, dtype=jnp.float32):
+                 f_ch=96, use_chk=False, *, rngs=None, dtype=jnp.float32):
         if scale not in (4, 8):
             raise ValueError(f"SRFlow is x4 or x8 (its encoder's features name the flow levels), got scale {scale}")
         if not 1 <= L <= int(math.log2(scale)) + 1:
@@ -330,10 +340,10 @@ class SRFlowNet(nnx.Module):
         self.scale, self.in_ch, self.dtype, self.L = scale, in_ch, dtype, L
         self.stack_blocks = tuple(int(b) for b in stack_blocks)
         self.size_multiple = self.tile_multiple = max(1, 2**L // scale)
-        self.RRDB = RRDBNet(in_ch, out_ch, num_feat, num_block, num_grow_ch, scale, rngs=rngs, dtype=dtype)
+        self.RRDB = RRDBNet(in_ch, out_ch, num_feat, num_block, num_grow_ch, scale, use_chk, rngs=rngs, dtype=dtype)
         cond_ch = num_feat * (len(self.stack_blocks) + 1)
         self.flowUpsamplerNet = FlowUpsamplerNet(in_ch, cond_ch, K, L, noaffine_steps, hidden_ch, kernel_hidden,
-                                                 n_hidden_layers, f_ch, rngs=rngs)
+                                                 n_hidden_layers, f_ch, use_chk, rngs=rngs)
 
     def conditions(self, lr):
         """{level: the flow's conditioning at that level} (rrdbPreprocessing with stackRRDB concat, fea_up0)."""
@@ -400,16 +410,17 @@ class SRFlowNet(nnx.Module):
         """An SR sample for the NHWC LR batch: every latent drawn from N(0, heat^2) with `key` (heat 0: all zero, the
         mean sample), or `noise`, a list shaped as noise_shapes(lr.shape), used as given (the reference's `epses`:
         not scaled by heat)."""
-        shapes = self.noise_shapes(lr.shape)
-        if noise is None:
-            if heat == 0:
-                noise = [jnp.zeros(s, jnp.float32) for s in shapes]
-            elif key is None:
-                raise ValueError("sampling at heat > 0 needs a key (jax.random.key(seed)), or the noise itself")
-            else:
-                noise = [heat * jax.random.normal(k, s) for k, s in zip(jax.random.split(key, len(shapes)), shapes)]
-        *eps, z = noise
+        *eps, z = self.draw_noise(lr.shape, heat, key) if noise is None else noise
         return self.decode(lr, z, eps, lr_enc)
+
+    def draw_noise(self, lr_shape, heat, key=None):
+        """The latents of a sample (noise_shapes(lr_shape)) from N(0, heat^2) with `key`; zeros at heat 0."""
+        shapes = self.noise_shapes(lr_shape)
+        if heat == 0:
+            return [jnp.zeros(s, jnp.float32) for s in shapes]
+        if key is None:
+            raise ValueError("sampling at heat > 0 needs a key (jax.random.key(seed)), or the noise itself")
+        return [heat * jax.random.normal(k, s) for k, s in zip(jax.random.split(key, len(shapes)), shapes)]
 
     def __call__(self, lr):
         """The heat-0 sample: what every image-only path (archs.forward, infer, evaluate, ONNX) runs."""

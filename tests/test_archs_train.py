@@ -42,6 +42,9 @@ def test_any_generator_trains_from_its_file_and_resumes_bitwise(tmp_path, compil
     if name in ("p2p_unet", "p2p_resnet"):
         pytest.skip(f"{name} translates [-1, 1] images at scale 1, not the sr kind's bicubic pairs: the pix2pix/cyclegan "
                     "training kinds (issue #27) train it")
+    if name == "srflow":
+        pytest.skip("srflow trains by likelihood (encode/nll), not on L1 of its heat-0 sample: the srflow training kind "
+                    "(issue #26) is to train it")
     if name == "wbcunet":
         pytest.skip("wbcunet cartoonizes [-1, 1] photos at scale 1 from unaligned photo and cartoon sets, not the sr kind's "
                     "bicubic pairs: the wbc training kind (issue #28) is to train it")

@@ -73,6 +73,8 @@ SMALL = {
                    "use_dropout": False, "padding_type": "reflect", "upsample_mode": "upconv"},
     "patchgan": {"arch": "patchgan", "net": "n_layers", "in_ch": 3, "ndf": 4, "n_layers": 2, "norm": "batch"},
     "wbcunet": {"arch": "wbcunet", "scale": 1, "in_ch": 3, "out_ch": 3, "nf": 4, "num_blocks": 2, "mode": "pt"},
+    "srflow": {"arch": "srflow", "scale": 4, "in_ch": 3, "out_ch": 3, "num_feat": 4, "num_block": 3, "num_grow_ch": 4,
+               "K": 1, "L": 3, "noaffine_steps": 1, "hidden_ch": 4, "stack_blocks": [1, 2], "f_ch": 4},  # what a .pth infers
 }
 
 
@@ -101,6 +103,7 @@ def test_the_model_class_defaults_are_the_folders(name):
     from jaxsr.archs import pan, srresnet
     from jaxsr.archs import p2p_resnet, p2p_unet, patchgan
     from jaxsr.archs import wbcunet
+    from jaxsr.archs import srflow
 
     cls = {"esrgan": esrgan.RRDBNet, "dat": dat.DAT, "swinir": swinir.SwinIR, "hat": hat.HAT,
            "compact": compact.SRVGGNetCompact, "span": span.SPAN, "realplksr": realplksr.RealPLKSR,
@@ -114,7 +117,8 @@ def test_the_model_class_defaults_are_the_folders(name):
            "unet": unet.UNetDiscriminatorSN, "vgg": vgg.VGGStyleDiscriminator,
            "p2p_unet": p2p_unet.UnetGenerator, "p2p_resnet": p2p_resnet.ResnetGenerator,
            "patchgan": patchgan.NLayerDiscriminator,
-           "wbcunet": wbcunet.UnetGeneratorWBC}[name]
+           "wbcunet": wbcunet.UnetGeneratorWBC,
+           "srflow": srflow.SRFlowNet}[name]
     record = archs.get(name)
     params = inspect.signature(cls).parameters
     for field, value in record.defaults.items():

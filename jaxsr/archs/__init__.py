@@ -17,6 +17,7 @@ from . import acd, outdoor_seg, sftgan
 from . import pan, srresnet
 from . import p2p_resnet, p2p_unet, patchgan
 from . import wbcunet
+from . import srflow
 from .bridge import Arch
 
 ARCHS: tuple[Arch, ...] = (esrgan.ARCH, dat.ARCH, swinir.ARCH, hat.ARCH, compact.ARCH, span.ARCH, realplksr.ARCH, unet.ARCH,
@@ -30,6 +31,7 @@ ARCHS += (sftgan.ARCH, acd.ARCH, outdoor_seg.ARCH)
 ARCHS += (srresnet.ARCH, pan.ARCH)
 ARCHS += (p2p_unet.ARCH, p2p_resnet.ARCH, patchgan.ARCH)
 ARCHS += (wbcunet.ARCH,)
+ARCHS += (srflow.ARCH,)
 
 
 def names(kind="generator"):

@@ -80,8 +80,9 @@ def main():
         row.append(f"{timeit(lambda: device(xd), warmup=1, repeats=a.repeats, sync=jax.block_until_ready):.3f}")
         rows.append(row)
     print(f"\nstructure target, seconds per batch of {a.size} px images (median of {a.repeats})")
-    print(table(rows, ["batch", "host 1 thread", "host 2 threads", "device (jit)"]))
+    print(table(rows, ["batch", "host 1 thread", "host 2 threads", "device (jit)"]), flush=True)
 
+    print(f"\nadversarial step (compiled), seconds, {a.size} px (median of {a.repeats}), a row as each batch size ends")
     rows = []
     for b in map(int, a.step_batches.split(",")):
         with tempfile.TemporaryDirectory() as folder:
@@ -96,8 +97,7 @@ def main():
             fed = timeit(lambda: step(target), warmup=1, repeats=a.repeats, sync=jax.block_until_ready)
             inside = timeit(lambda: step(None), warmup=1, repeats=a.repeats, sync=jax.block_until_ready)
             rows.append([b, f"{fed:.3f}", f"{inside:.3f}", f"{(inside - fed) / inside:.1%}"])
-    print(f"\nadversarial step (compiled), seconds, {a.size} px (median of {a.repeats})")
-    print(table(rows, ["batch", "target fed", "wbc.superpixel='device'", "SLIC's share"]))
+            print(table(rows, ["batch", "target fed", "wbc.superpixel='device'", "SLIC's share"]), flush=True)
     print(f"\nload average at the end {os.getloadavg()}")
 
 

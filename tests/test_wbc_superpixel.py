@@ -83,7 +83,8 @@ def test_smoothing_is_scipys_reflect_gaussian_as_slic_calls_it(run):
     smooth = jax.jit(rep.gaussian_reflect)
     for name, im in photos.items():
         x = _unit(im)
-        assert np.abs(np.asarray(smooth(x)) - gaussian(x[None], sigma=[1, 1, 1, 0], mode="reflect")[0]).max() <= 1e-5, name
+        want = gaussian(x[None], sigma=[1, 1, 1, 0], mode="reflect")[0]
+        assert np.abs(np.asarray(smooth(x)) - want).max() <= 1e-5, name
         lab = color.rgb2lab(x)
         want = gaussian(lab[None], sigma=[1, 1, 1, 0], mode="reflect")[0]
         # float32 passes against float64 ones: a few ulps of the Lab values (measured <= 2.3e-5 at |L| ~ 100)
@@ -133,7 +134,7 @@ def test_labels_and_targets_match_skimages_slic(run):
 def test_jit_vmap_no_gradient_and_the_accelerators_sums(run, monkeypatch):
     """The target is a constant: the gradient of sum(target(x) * x) is target(x) itself; vmapped, each image's target
     is its own (the pair's against the batch of four's); computed with the one-hot sums accelerators use instead of the
-    CPU's scatter-add (float sums in another order: equal but for rounding on the photos, whose labels are skimage's)."""
+    CPU's scatter-add (float sums in another order: equal but for rounding on the photos, their labels skimage's)."""
     _, batch, _, target, _ = run
     monkeypatch.setattr(rep, "_scatter_sums", lambda: False)
     grad = jax.jit(jax.grad(lambda x: jnp.sum(rep.superpixel_target_device(x) * x)))(batch[:2])

@@ -158,7 +158,8 @@ def rgb2lab(rgb):
     lin = jnp.where(rgb > 0.04045, _div(rgb + 0.055, 1.055) ** 2.4, _div(rgb, 12.92))
     r, g, b = lin[..., 0], lin[..., 1], lin[..., 2]
     x, y, z = ((m[0] * r + m[1] * g) + m[2] * b for m in _XYZ_FROM_RGB)
-    f = [jnp.where(v > 0.008856, jnp.cbrt(v), 7.787 * v + 16.0 / 116.0) for v in (_div(x, _D65[0]), y, _div(z, _D65[2]))]
+    xyz = (_div(x, _D65[0]), y, _div(z, _D65[2]))  # y / 1.0 is y
+    f = [jnp.where(v > 0.008856, jnp.cbrt(v), 7.787 * v + 16.0 / 116.0) for v in xyz]
     return jnp.stack([116.0 * f[1] - 16.0, 500.0 * (f[0] - f[1]), 200.0 * (f[1] - f[2])], axis=-1)
 
 
@@ -191,10 +192,11 @@ def _cells(size, start, step, n):
         span = np.arange(edges[i], edges[i + 1])
         rows[i, :len(span)], valid[i, :len(span)] = span, True
         cell[span], offset[span] = i, np.arange(len(span))
-    # the cells reach: a pixel is at most `far` from its cell's centre; skimage's window reaches 2 step + 1
+    # R: a pixel is at most `far` from its cell's seed; a window holds pixels less than 2 step + 1 from its centre,
+    # so the seeds R + 1 cells away are out of every pixel's reach until they drift
     far = max(max(abs(y - (start + i * step)) for y in range(edges[i], edges[i + 1])) for i in range(n))
     reach = 2
-    while (reach + 1) * step - far <= 2 * step + 1:
+    while (reach + 1) * step - far < 2 * step + 1:
         reach += 1
     return rows, valid, cell, offset, reach
 
@@ -234,7 +236,7 @@ def _slic_slots(image, n_segments, compactness, max_num_iter):
     sw = np.float32(1.0 / np.float32(np.float32(grid.step) * np.float32(grid.step)))
     two_sy, two_sx = 2 * grid.step_y, 2 * grid.step_x
 
-    # centre (a, b) collects slot (dy, dx) of cell (a - dy + R, b - dx + R): static gather indices, invalid -> a zero row
+    # centre (a, b) collects slot (dy, dx) of cell (a - dy + R, b - dx + R): static gather indices (invalid: a zero)
     src = np.full((ny, nx, len(offs)), ny * nx * len(offs), np.int32)
     for s, (dy, dx) in enumerate(offs):
         a, b = np.arange(ny)[:, None] - dy + rey, np.arange(nx)[None, :] - dx + rex

@@ -1,0 +1,178 @@
+"""The `srflow` training kind: one run through run_train.py (a tiny SRFlow from scratch, its encoder from an ESRGAN
+file, frozen for 2 of 4 steps), resumed in this process from step 2 bit for bit; the encoder bit-identical during the
+delay (also its optimizer state) and moving after it; the NLL falling over repeated steps on one batch through the
+compiled step; the heat grid written at validation; ActNorm's data-dependent initialisation; refusals in one line."""
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from conftest import metric_rows
+
+from jaxsr import parallel, weights
+from jaxsr.errors import ConfigError
+
+pytestmark = pytest.mark.filterwarnings("ignore:SRFlow. spandrel", "ignore:num_grow_ch=4. spandrel")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GOLDEN = os.path.join(ROOT, "tests", "golden", "srflow", "SRFlow_x4_small.pth")
+# A tiny SRFlow x4 (all three levels, the split, one uncoupled and one coupling step each) and its ESRGAN encoder
+TINY = {"arch": "srflow", "in_ch": 3, "out_ch": 3, "num_feat": 4, "num_block": 2, "num_grow_ch": 4, "K": 1, "L": 3,
+        "noaffine_steps": 1, "hidden_ch": 4, "kernel_hidden": 1, "n_hidden_layers": 1, "stack_blocks": (1,), "f_ch": 4}
+ESRGAN = {"arch": "esrgan", "scale": 4, "in_ch": 3, "out_ch": 3, "num_feat": 4, "num_block": 2, "num_grow_ch": 4}
+HEATS, N_SAMPLE = (0.0, 0.8), 2
+
+
+def tiny_run(encoder, *extra):
+    """configs/srflow_x4.py shrunk: 4 steps of batch 2 on 32 px HR crops, the encoder frozen for the first half,
+    validation (one 32 px image, 2 heats x 2 samples) at step 4, checkpoints at 2 and 4."""
+    return ["--config", "configs/srflow_x4.py", f"--config.model={TINY}", f"--config.srflow.encoder_weights={encoder}",
+            f"--config.srflow.heats={HEATS}", f"--config.srflow.n_sample={N_SAMPLE}", "--config.train.batch_size=2",
+            "--config.data.gt_size=32", "--config.degrade.gt_size=32", "--config.data.num_workers=0",
+            "--config.train.total_steps=4", "--config.train.ckpt_every=2", "--config.train.log_every=1",
+            "--config.val.every=4", "--config.data.val_max_size=32", "--config.data.val_max_images=1", *extra]
+
+
+def host(tree):
+    """A copy on the host (a CPU array's numpy view would change with the next step, which donates it)."""
+    return jax.tree.map(lambda a: np.array(a, copy=True), tree)
+
+
+def encoder_bytes(params):
+    from jaxsr.train.kinds.srflow import in_encoder
+
+    return [np.asarray(v).tobytes() for m, v in zip(jax.tree.leaves(in_encoder(params)), jax.tree.leaves(params)) if m]
+
+
+def test_a_run_freezes_the_encoder_then_trains_it_and_resumes_bitwise(tmp_path, compile_cache, quick_compiles):
+    from parity import perturbed
+    from test_train import tensorboard_summaries
+
+    from jaxsr.archs.bridge import state_dict
+    from jaxsr.train import state as state_lib
+    from jaxsr.train.config import get_config, resolve
+    from jaxsr.train.kinds.srflow import esrgan_pairs
+    from jaxsr.train.loop import start
+
+    encoder = tmp_path / "esrgan.pth"
+    weights.export(perturbed(ESRGAN, spread=0.05), ESRGAN, encoder)
+    wd = tmp_path / "wd"
+    r = subprocess.run([sys.executable, "run_train.py", *tiny_run(encoder), "--workdir", str(wd)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=900,
+                       env={**os.environ, "JAX_NUM_CPU_DEVICES": "1", "JAX_COMPILATION_CACHE_DIR": compile_cache,
+                            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"})
+    assert r.returncode == 0, r.stderr
+    out = r.stdout + r.stderr
+    assert "encoder_weights from" in out and "72 of 149 tensors (all 72 of RRDB); the flow's 77 keep their init" in out
+    assert "ActNorm data-dependent initialisation on the first batch: 18 of 18 ActNorms set" in out
+    first, val = metric_rows(wd), metric_rows(wd, "val_psnr")
+    assert [first[s]["encoder_frozen"] for s in (1, 2, 3, 4)] == [1, 1, 0, 0]
+    assert all(np.isfinite(first[s]["nll"]) and first[s]["skipped"] == 0 for s in first)
+    assert val[4]["val_nan_samples"] == 0 and np.isfinite(val[4]["val_nll"])
+    images, _ = tensorboard_summaries(wd)  # rows LR | 2 samples | HR of 32 px, one per heat
+    assert images == [(4, "val/lr_sr_hr", 32 * len(HEATS), 32 * (N_SAMPLE + 2))]
+
+    # the same trainer, in this process, branched at step 2 (where the encoder unfreezes): steps 3, 4 again, bitwise
+    again = tmp_path / "again"
+    shutil.copytree(wd, again)
+    trainer = start(resolve(get_config(str(wd / "config.json"))), str(again), resume_from=2)
+    seen, step_fn = {}, trainer.kind.train_step
+
+    def recording(state, batch, step):
+        seen.setdefault(step, host((state.params, state.opt_state)))  # the restored state at 2
+        new, metrics = step_fn(state, batch, step)
+        seen[step + 1] = host((new.params, new.opt_state))
+        return new, metrics
+
+    trainer.kind.train_step = recording
+    assert trainer.run() == 4
+    assert all(metric_rows(again)[s] == first[s] for s in (3, 4)) and metric_rows(again, "val_psnr")[4] == val[4]
+
+    # through the delay the encoder is the ESRGAN file's, bit for bit, and its optimizer state never moved
+    params, opt_state = seen[2]
+    src, ours = weights.read_state_dict(encoder)[0], state_dict(trainer.kind.deployable(trainer.state))
+    theirs = {f"{d}.{leaf}": src[f"{s}.{leaf}"] for d, s in esrgan_pairs(2, 2) for leaf in ("weight", "bias")}
+    at2 = state_dict(state_lib.merge(trainer.kind.eval_def, params, host(trainer.state.buffers)))
+    assert all(at2[k].tobytes() == v.tobytes() for k, v in theirs.items())
+    assert not any(np.any(np.asarray(x)) for x in jax.tree.leaves(opt_state["encoder"]))
+    assert encoder_bytes(seen[3][0]) != encoder_bytes(params)  # it trains from step 2 on
+    assert any(not np.array_equal(ours[k], v) for k, v in theirs.items())
+
+    # the NLL falls over repeated steps on one batch, through the compiled step (no new compile)
+    kind, state = trainer.kind, trainer.state
+    batch = parallel.global_batch(trainer.mesh, next(kind.data.train))
+    before = kind.jitted[False]._cache_size()
+    nll = []
+    for _ in range(4):
+        state, m = kind.train_step(state, batch, 3)
+        nll.append(float(m["nll"]))
+    assert kind.jitted[False]._cache_size() == before
+    assert nll[-1] < nll[0], nll
+
+
+def test_the_released_file_resolves_with_arch_auto_under_the_recipe():
+    from jaxsr.recipes import srflow_x4
+    from jaxsr.train.config import resolve
+    from jaxsr.train.kinds.srflow import SRFlow, check_srflow, delay_steps
+
+    cfg = srflow_x4.get_config()
+    cfg.model.arch, cfg.init_weights = "auto", GOLDEN
+    cfg = SRFlow.resolve_config(resolve(cfg), None)
+    check_srflow(cfg)
+    assert cfg.model.arch == "srflow" and cfg.model.K == 2 and delay_steps(cfg) == 100_000
+
+
+def srflow_config(**overrides):
+    """The recipe with `a__b=value` overrides (model.arch after resolving, which checks the model's fields)."""
+    from jaxsr.recipes import srflow_x4
+    from jaxsr.train.config import resolve
+
+    c = srflow_x4.get_config()
+    arch = overrides.pop("model__arch", None)
+    for field, value in overrides.items():
+        node = c
+        *parents, leaf = field.split("__")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    c = resolve(c)
+    if arch:
+        c.model.arch = arch
+    return c
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({}, None),
+    ({"train__batch_size": 1, "optim__accumulate": 2}, None),
+    ({"train__batch_size": 1}, "batch_size=1 turns NaN .*optim.accumulate > 1"),
+    ({"losses": {"gan": {"name": "gan", "weight": 0.1}}}, r"losses.gan \('gan'\) needs a discriminator"),
+    ({"model__arch": "esrgan"}, "kind='srflow' trains an SRFlow network"),
+    ({"srflow__train_rrdb_delay": 1.5}, r"train_rrdb_delay is the fraction .* in \[0, 1\]"),
+    ({"srflow__heats": (0.5, -1.0)}, "srflow.heats must be standard deviations >= 0"),
+    ({"optim__schedule": "plateau"}, "does not support optim.schedule='plateau'"),
+    ({"srflow__encoder_weights": "/no/such.pth"}, "srflow.encoder_weights: no such file"),
+])
+def test_the_config_is_checked_in_one_line(overrides, message):
+    from jaxsr.train.kinds.srflow import check_srflow
+
+    cfg = srflow_config(**overrides)
+    if message is None:
+        check_srflow(cfg)
+        return
+    with pytest.raises(ConfigError, match=message):
+        check_srflow(cfg)
+
+
+def test_an_encoder_of_other_widths_is_refused_by_name(tmp_path):
+    from parity import perturbed
+
+    from jaxsr import archs
+    from jaxsr.train.kinds.srflow import load_encoder
+
+    other = {**ESRGAN, "num_block": 3}
+    weights.export(perturbed(other), other, tmp_path / "esrgan.pth")
+    spec = {**TINY, "scale": 4}
+    with pytest.raises(ConfigError, match="ESRGAN with num_block=3 but the SRFlow encoder has num_block=2"):
+        load_encoder(archs.build(spec), spec, tmp_path / "esrgan.pth")

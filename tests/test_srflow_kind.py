@@ -176,3 +176,50 @@ def test_an_encoder_of_other_widths_is_refused_by_name(tmp_path):
     spec = {**TINY, "scale": 4}
     with pytest.raises(ConfigError, match="ESRGAN with num_block=3 but the SRFlow encoder has num_block=2"):
         load_encoder(archs.build(spec), spec, tmp_path / "esrgan.pth")
+
+
+def test_actnorm_data_init_whitens_what_each_actnorm_receives():
+    """The reference's initialize_parameters: after it, the first ActNorm's output on the batch it saw has zero mean
+    and unit standard deviation per channel; ActNorms already set are left alone."""
+    import jax.numpy as jnp
+
+    from jaxsr import archs
+    from jaxsr.archs.common import pixel_unshuffle
+    from jaxsr.train.kinds.srflow import actnorm_init
+
+    model = archs.build({**TINY, "scale": 4})
+    hr = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype(np.float32))
+    lq = hr.reshape(2, 8, 4, 8, 4, 3).mean(axis=(2, 4))
+    assert actnorm_init(model, hr, lq) == (18, 18)
+    a = model.flowUpsamplerNet.layers[1].actnorm  # after the first squeeze
+    y = np.asarray((pixel_unshuffle(hr, 2) + a.bias[...].reshape(-1)) * jnp.exp(a.logs[...].reshape(-1)))
+    assert np.abs(y.mean(axis=(0, 1, 2))).max() < 1e-6 and np.abs(y.std(axis=(0, 1, 2)) - 1).max() < 1e-5
+    assert actnorm_init(model, hr, lq) == (0, 18)
+
+
+def test_infer_writes_one_file_per_keyed_sample_and_refuses_tiles_for_them(tmp_path, capsys):
+    """`jaxsr.infer --heat 0.8 --samples 2 --seed 3`: sample i is the model's sample of the image at that heat with
+    fold_in(key(3), i), one file each; an explicit tile size is refused for keyed samples (each tile would draw its
+    own latents); --heat on a one-output model is refused."""
+    from jaxsr import infer
+    from jaxsr.imageio import load_image, to_u8, write_image
+
+    lr = np.load(os.path.join(ROOT, "tests", "golden", "srflow", "io.npz"))["lr"][0, :5, :9]  # odd sides: padded to 2
+    write_image(tmp_path / "in.png", lr, bits=8)
+    img = load_image(tmp_path / "in.png")[0]
+    args = ["--weights", GOLDEN, "--input", str(tmp_path / "in.png"), "--output", str(tmp_path / "out.png"),
+            "--heat", "0.8", "--samples", "2", "--seed", "3"]
+    assert infer.main([*args, "--tile", "0"]) == 0
+    model = weights.load_model(GOLDEN)[0]
+    got = [load_image(tmp_path / f"out_sample{i}.png")[0] for i in (0, 1)]
+    assert got[0].shape == (20, 36, 3) and not np.array_equal(got[0], got[1])
+    want = infer.sample(model, img, 0.8, jax.random.fold_in(jax.random.key(3), 0))
+    assert np.array_equal(to_u8(got[0]), to_u8(want))
+    assert infer.main([*args, "--tile", "64"]) == 2
+    assert "tiles sampled at one seed would not join seamlessly" in capsys.readouterr().err
+    esrgan = tmp_path / "esrgan.pth"
+    from parity import perturbed
+
+    weights.export(perturbed(ESRGAN), ESRGAN, esrgan)
+    assert infer.main(["--weights", str(esrgan), *args[2:]]) == 2
+    assert "--heat samples a flow model (SRFlow)" in capsys.readouterr().err

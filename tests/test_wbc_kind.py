@@ -63,11 +63,12 @@ def compile_cache(tmp_path_factory):
 
 def run_args(root, vgg):
     """configs/wbc.py shrunk: 2 init steps, 2 adversarial steps, checkpoints at 2 and 4; structure and content on
-    pixels (the VGG terms compile slowly on a CPU: their trace is checked below)."""
+    pixels (the VGG terms compile slowly on a CPU: their trace is checked below); the host's superpixel step (its time
+    logged; the device's is tests/test_wbc_superpixel.py's)."""
     return ["--config", "configs/wbc.py", "--config.model.nf=4", "--config.model.num_blocks=1", "--config.wbc.ndf=4",
             f"--config.wbc.crop_size={CROP}", "--config.wbc.init_steps=2", "--config.wbc.n_segments=20",
-            "--config.wbc.superpixel_threads=2", f"--config.wbc.vgg_weights={vgg}", "--config.wbc.struct_losses=('pix',)",
-            "--config.wbc.cont_losses=('pix',)", f"--config.data.train_dir={root}",
+            "--config.wbc.superpixel=host", "--config.wbc.superpixel_threads=2", f"--config.wbc.vgg_weights={vgg}",
+            "--config.wbc.struct_losses=('pix',)", "--config.wbc.cont_losses=('pix',)", f"--config.data.train_dir={root}",
             f"--config.data.val_dir={root}", "--config.train.batch_size=2", "--config.data.num_workers=0",
             "--config.train.total_steps=4", "--config.train.ckpt_every=2", "--config.train.log_every=1",
             "--config.val.every=4"]

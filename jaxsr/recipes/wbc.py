@@ -5,8 +5,8 @@ train_code/pretrain.py and train.py):
   - G: `wbcunet` (unet_generator: channel 32, 4 res blocks), its output guided-filtered with the photo (r=1, eps=1e-2);
   - D_S, D_T: disc_sn, channel 32 (wbc.ndf);
   - data: data.train_dir with trainA/ (photos) and trainB/ (cartoons), random pairing, 256 px crops, flips; batch 16.
-    (The original draws faces every fifth step and scenery otherwise: wbc data from several folders is not built;
-    mix the folders in trainA/ and trainB/.)
+    The original draws a face batch every fifth step and scenery otherwise; the port's template (train_wbc.yml,
+    concat_unaligned) draws each batch from scenery or faces at 4:1, which wbc.dataroot_A/B give (see below);
   - initialisation (pretrain.py): 50k steps of L1(G(photo), photo), Adam 2e-4, betas (0.5, 0.99);
   - then 100k adversarial steps (train.py): g = 1e4 tv + 1e-1 GAN(blur) + GAN(gray) + 2e2 (photo_loss +
     superpixel_loss), where photo_loss / superpixel_loss are mean|conv4_4(a) - conv4_4(b)| / (h w c) of VGG19.
@@ -48,4 +48,7 @@ def get_config():
     c.train.update(total_steps=INIT_STEPS + ADV_STEPS, batch_size=16, ckpt_every=5_000)
     c.val.every = 5_000
     c.data.train_dir, c.data.val_dir = "datasets/wbc", "datasets/wbc"
+    # the port's template: each batch all scenery or all faces, 4:1 (replaces data.train_dir's trainA/ and trainB/):
+    # c.wbc.update(dataroot_A=("datasets/wbc/scenery_photo", "datasets/wbc/face_photo"),
+    #              dataroot_B=("datasets/wbc/scenery_cartoon", "datasets/wbc/face_cartoon"), sampler_weights=(4, 1))
     return c

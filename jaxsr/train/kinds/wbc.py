@@ -3,10 +3,12 @@ SystemErrorWang/White-box-Cartoonization's train_code/train.py and victorca25/tr
 
 G is `wbcunet` ([-1, 1]); its output is guided-filtered with the photo as guide (r=1, eps=1e-2) before every loss.
 Two discriminators, the original's `disc_sn` (three stages of two 3x3 spectral-norm convs, the first of each with
-stride 2, LeakyReLU 0.2, widths nf * 2^i, then a 1x1 spectral-norm conv to one patch logit): D_S judges the surface
+stride 2, LeakyReLU 0.2, widths nf * 2^i, then a 1x1 spectral-norm conv to one patch logit), or with
+wbc.netD='patchgan_sn' the port's spectral-norm PatchGAN (the `patchgan` arch, spectral_norm=True): D_S judges the surface
 representation (`wbc_representations.surface` of the cartoon against that of the output), D_T the texture (one colour
 shift draw per step, the same for both). LSGAN: G takes mean((D(fake) - 1)^2), D 0.5 (mean((D(real) - 1)^2) +
-mean(D(fake)^2)); the D step sees the fakes of the G step's forward, detached (the port's order).
+mean(D(fake)^2)); the D step sees the fakes of the G step's forward, detached (the port's D sees those too, but
+updates before G: docs/wbc.md).
 
 G's objective, the port's selectors: surface_scale * (GAN_S + surf_losses(fake_blur, real_blur)), texture_scale *
 (GAN_T + text_losses(fake_gray, real_gray)), struct_scale * struct_losses(out, superpixel target of out),
@@ -20,8 +22,9 @@ jaxsr/recipes/wbc.py.
 Phases: steps < wbc.init_steps train G alone on init_losses(out, photo) (the original's pretrain.py: L1 of the raw
 output against the photo, no guided filter); D_S, D_T and their optimizer are not touched. Then the adversarial
 phase. The structure target (SLIC + adaptive colouring of the filtered output, the original's simple_superpixel) is
-computed on the host before each adversarial step, from a forward of the current G, images in parallel threads;
-its time per batch is logged (`superpixel_s`). It is not overlapped with the device step (see docs/wbc.md).
+computed from a forward of the current G: with wbc.superpixel='device' (the default) inside the compiled step by
+`wbc_representations.superpixel_target_device`; with 'host' on the host before each adversarial step by skimage's
+slic, images in parallel threads, its time per batch logged (`superpixel_s`), not overlapped (see docs/wbc.md).
 """
 import os
 import time
@@ -77,11 +80,17 @@ def default_config():
     c.lambda_identity = 0.0  # > 0: idt_losses(G(cartoon), cartoon) times it
     c.gan_weight = 1.0  # on both GAN terms (the port's gan_weight; the original: 1)
     c.ndf = 32  # the discriminators' width (disc_sn's channel)
+    c.netD = "disc_sn"  # D_S and D_T: 'disc_sn' (the original's) or 'patchgan_sn' (the port's, train_wbc.yml's)
     c.colorshift = "uniform"  # the texture's weight draws: 'uniform' or 'normal'
     c.border = "reflect"  # the guided filters' border: 'reflect' (the port) or 'valid' (the original)
     c.n_segments = 200  # SLIC segments of the structure target
+    c.superpixel = "device"  # its SLIC: 'device' (jax, inside the compiled step) or 'host' (skimage's, threads, exact)
     c.superpixel_threads = 4
     c.vgg_weights = config_dict.placeholder(str)  # torchvision VGG19 for 'fea'
+    # the port's concat_unaligned: folder lists (the k-th photo folder with the k-th cartoon folder); when set, they
+    # replace data.train_dir's trainA/ and trainB/. Each batch is drawn from one pair with sampler_weights (one per
+    # pair; empty: (4, 1) for two pairs, the port's scenery/face template)
+    c.dataroot_A, c.dataroot_B, c.sampler_weights = (), (), ()
     return c
 
 
@@ -102,6 +111,20 @@ class DiscSN(nnx.Module):
         for c in self.convs:
             x = lrelu(c(x), 0.2)
         return self.conv_out(x)
+
+
+NETD = ("disc_sn", "patchgan_sn")
+
+
+def discriminator(net, in_ch, ndf, seed):
+    """D_S (in_ch = G's out_ch) or D_T (1): the original's disc_sn, or 'patchgan_sn', the port's (train_wbc.yml's
+    network_D patchgan, spectral_norm, n_layers 3: traiNNer's NLayerDiscriminator(use_spectral_norm=True), the
+    `patchgan` arch with spectral_norm=True)."""
+    if net == "patchgan_sn":
+        spec = {"arch": "patchgan", "net": "n_layers", "in_ch": in_ch, "ndf": ndf, "n_layers": 3, "norm": "none",
+                "spectral_norm": True}
+        return archs.build(spec, rngs=nnx.Rngs(seed))
+    return DiscSN(in_ch, ndf, rngs=nnx.Rngs(seed))
 
 
 def tv_loss(x):
@@ -136,13 +159,25 @@ def check_wbc(cfg):
                 raise ConfigError(f"wbc.{field} has 'fea' (VGG19 conv4_4): set wbc.vgg_weights to torchvision's VGG19 file")
     if s.border not in ("reflect", "valid"):
         raise ConfigError(f"wbc.border must be 'reflect' or 'valid', got {s.border!r}")
+    if s.netD not in NETD:
+        raise ConfigError(f"wbc.netD must be one of {', '.join(NETD)} (the original's, the port's), got {s.netD!r}")
     if s.colorshift not in ("uniform", "normal"):
         raise ConfigError(f"wbc.colorshift must be 'uniform' or 'normal', got {s.colorshift!r}")
+    if s.superpixel not in ("device", "host"):
+        raise ConfigError(f"wbc.superpixel must be 'device' (a jax SLIC in the step) or 'host' (skimage's), not "
+                          f"{s.superpixel!r}")
     if int(s.init_steps) < 0 or float(s.lambda_identity) < 0:
         raise ConfigError("wbc.init_steps and wbc.lambda_identity must be >= 0")
-    if not cfg.data.train_dir or cfg.data.hr_dir or cfg.data.packed or cfg.data.sources:
-        raise ConfigError("kind='wbc' reads data.train_dir's trainA/ (photos) and trainB/ (cartoons), or A/ and B/; "
-                          "data.hr_dir, data.packed and data.sources are not supported")
+    if not (cfg.data.train_dir or s.dataroot_A or s.dataroot_B) or cfg.data.hr_dir or cfg.data.packed or cfg.data.sources:
+        raise ConfigError("kind='wbc' reads data.train_dir's trainA/ (photos) and trainB/ (cartoons), or A/ and B/, or the "
+                          "folder lists wbc.dataroot_A and wbc.dataroot_B; data.hr_dir, data.packed and data.sources are "
+                          "not supported")
+    if s.dataroot_A or s.dataroot_B:
+        a, _ = unaligned.concat_folders(s.dataroot_A, s.dataroot_B, "wbc.dataroot_A", "wbc.dataroot_B")
+        unaligned.concat_weights(len(a), s.sampler_weights, "wbc.sampler_weights")
+    elif s.sampler_weights:
+        raise ConfigError("wbc.sampler_weights weighs the wbc.dataroot_A/dataroot_B folders: set those lists, or leave "
+                          "it empty")
     p = aligned.make(s, 4)
     if not aligned.fixed_size(p) and int(cfg.train.batch_size) != 1:
         raise ConfigError(f"wbc.preprocess={s.preprocess!r} leaves each image its own size: set train.batch_size=1 or crop")
@@ -157,6 +192,16 @@ def check_wbc(cfg):
             raise ConfigError(f"kind='wbc' does not support {field} (no accumulation, EMA, float16 loss scaling, plateau or "
                               "schedule-free optimizer, test split, extra validation sets or per-layer statistics)", field)
     return p
+
+
+def train_sets(cfg):
+    """([(photos, cartoons)] per sub-dataset, their sampler weights): the wbc.dataroot_A/B lists when set, else
+    data.train_dir's one pair of folders."""
+    s = cfg.wbc
+    if s.dataroot_A or s.dataroot_B:
+        sets = unaligned.concat_sets(s.dataroot_A, s.dataroot_B, "wbc.dataroot_A", "wbc.dataroot_B")
+        return sets, unaligned.concat_weights(len(sets), s.sampler_weights, "wbc.sampler_weights")
+    return [unaligned.list_domains(cfg.data.train_dir, "train", "data.train_dir")], (1.0,)
 
 
 def val_photos(folder):
@@ -286,7 +331,7 @@ class WBC(SR):
         optim.build_optimizer(cfg.optim, cfg.train.total_steps)
         optim.build_optimizer(cfg.optim_d, cfg.train.total_steps)
         evaluate.load_perceptual(cfg.val.lpips, cfg.val.dists, cfg.val.topiq)
-        unaligned.list_domains(cfg.data.train_dir, "train", "data.train_dir")
+        train_sets(cfg)
         if cfg.data.val_dir:
             val_photos(cfg.data.val_dir)
 
@@ -308,8 +353,8 @@ class WBC(SR):
             weights.read(cfg.init_weights, arch="wbcunet").load_into(g)
             log.info(f"warm start of G from {cfg.init_weights}")
         out_ch = int(self.spec["out_ch"])
-        ds = {"D_S": DiscSN(out_ch, int(s.ndf), rngs=nnx.Rngs(cfg.seed + 1)),
-              "D_T": DiscSN(1, int(s.ndf), rngs=nnx.Rngs(cfg.seed + 2))}
+        ds = {"D_S": discriminator(s.netD, out_ch, int(s.ndf), cfg.seed + 1),
+              "D_T": discriminator(s.netD, 1, int(s.ndf), cfg.seed + 2)}
         self.data = self._data(cfg)
         if not self.data.val and (cfg.val.every or cfg.val.at_start):
             raise ConfigError("no validation photos: give data.val_dir (testA/, or A/), or set val.every=0 and val.at_start=False")
@@ -345,6 +390,9 @@ class WBC(SR):
             return new, {**metrics, **lrs(state)}
 
         def adv(state, batch, target, vgg_params):
+            if target is None:  # wbc.superpixel='device': the target of this step's G, computed in the step
+                g = state_lib.merge(g_def, state.params, state.buffers)
+                target = rep.superpixel_target_device(filtered(self.parts, g, batch["a"] * 2 - 1), int(s.n_segments))
             new, metrics = adv_step(self.parts, state, batch, target, vgg_params)
             return new, {**metrics, **lrs(state)}
 
@@ -356,10 +404,14 @@ class WBC(SR):
 
     def _data(self, cfg):
         d = cfg.data
-        a, b = unaligned.list_domains(d.train_dir, "train", "data.train_dir")
-        it = unaligned.train_iterator(a, b, self.p, False, cfg.seed, host_batch_size(cfg.train.batch_size),
-                                      jax.process_index(), jax.process_count(), d.alpha, d.num_workers, d.read_threads,
-                                      d.prefetch)
+        sets, w = train_sets(cfg)
+        if cfg.wbc.dataroot_A:
+            log.info(f"wbc data (wbc.dataroot_A/B, data.train_dir unused): "
+                     f"{unaligned.describe(cfg.wbc.dataroot_A, cfg.wbc.dataroot_B, sets, w)}")
+        it = unaligned.concat_train_iterator(sets, w, self.p, cfg.seed, host_batch_size(cfg.train.batch_size),
+                                             jax.process_index(), jax.process_count(), d.alpha, d.num_workers,
+                                             d.read_threads, d.prefetch)
+        a, b = [f for s in sets for f in s[0]], [f for s in sets for f in s[1]]
         val = None
         if d.val_dir:
             va = val_photos(d.val_dir)
@@ -370,7 +422,7 @@ class WBC(SR):
         n = {"G": sum(x.size for x in jax.tree.leaves(state.params)),
              **{k: sum(x.size for x in jax.tree.leaves(v)) for k, v in state.d_params.items()}}
         s = self.cfg.wbc
-        return (f"wbc {self.spec['arch']}: G {n['G']:,} parameters, D_S {n['D_S']:,} and D_T {n['D_T']:,} (disc_sn); "
+        return (f"wbc {self.spec['arch']}: G {n['G']:,} parameters, D_S {n['D_S']:,} and D_T {n['D_T']:,} ({s.netD}); "
                 f"init_steps {s.init_steps}; scales surface {s.surface_scale}, texture {s.texture_scale}, structure "
                 f"{s.struct_scale}, content {s.content_scale}, reg {s.reg_scale}")
 
@@ -385,6 +437,8 @@ class WBC(SR):
     def train_step(self, state, batch, step):
         if step < int(self.cfg.wbc.init_steps):
             return self.init(state, batch, self.vgg_params)
+        if self.cfg.wbc.superpixel == "device":  # the target inside the compiled step: no host time to log
+            return self.adv(state, batch, None, self.vgg_params)
         target, took = self.superpixel(state, batch)
         target = parallel.global_batch(self.mesh, {"t": target})["t"]
         state, metrics = self.adv(state, batch, target, self.vgg_params)
@@ -432,4 +486,4 @@ class WBC(SR):
         board.images(step, "train/photo_cartoon_b", a, np.clip((out + 1) / 2, 0, 1), b)
 
 
-__all__ = ["WBC", "DiscSN", "adv_step", "check_wbc", "default_config", "init_step", "tv_loss"]
+__all__ = ["WBC", "DiscSN", "adv_step", "check_wbc", "default_config", "discriminator", "init_step", "tv_loss"]

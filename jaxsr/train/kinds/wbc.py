@@ -7,8 +7,8 @@ stride 2, LeakyReLU 0.2, widths nf * 2^i, then a 1x1 spectral-norm conv to one p
 wbc.netD='patchgan_sn' the port's spectral-norm PatchGAN (the `patchgan` arch, spectral_norm=True): D_S judges the surface
 representation (`wbc_representations.surface` of the cartoon against that of the output), D_T the texture (one colour
 shift draw per step, the same for both). LSGAN: G takes mean((D(fake) - 1)^2), D 0.5 (mean((D(real) - 1)^2) +
-mean(D(fake)^2)); the D step sees the fakes of the G step's forward, detached (the port's D sees those too, but
-updates before G: docs/wbc.md).
+mean(D(fake)^2)). The port's order: D_S and D_T update first on the current G's fakes, detached, then G against the
+updated discriminators (docs/wbc.md).
 
 G's objective, the port's selectors: surface_scale * (GAN_S + surf_losses(fake_blur, real_blur)), texture_scale *
 (GAN_T + text_losses(fake_gray, real_gray)), struct_scale * struct_losses(out, superpixel target of out),
@@ -221,6 +221,7 @@ class Parts(NamedTuple):
     scales: dict  # surf, text, struct, cont, reg, idt, gan
     border: str
     colorshift: str
+    n_segments: int = 200  # SLIC segments of the device structure target
 
 
 def _fns(s, vgg):
@@ -273,17 +274,32 @@ def init_step(p, state, batch, vgg_params):
 
 
 def adv_step(p, state, batch, target, vgg_params):
-    """G update (D fixed) on the representations' losses, then D_S + D_T on the same forward's fakes."""
+    """The port's order: D_S and D_T on the current G's fakes, detached (each on fake, then real), then G against the
+    updated discriminators. `target` None: the structure target is computed here from those fakes' output
+    (wbc.superpixel='device')."""
     photo, cartoon = batch["a"] * 2 - 1, batch["b"] * 2 - 1
     rng, k_cs = jax.random.split(state.rng)
     cs = rep.colorshift_weights(k_cs, p.colorshift)
     real_blur = rep.surface(cartoon, p.border)
     real_gray = rep.color_shift(cartoon, cs)
+    out0 = jax.lax.stop_gradient(filtered(p, state_lib.merge(p.g_def, state.params, state.buffers), photo))
+    if target is None:
+        target = rep.superpixel_target_device(out0, p.n_segments)
+    fakes = {"D_S": (real_blur, rep.surface(out0, p.border)), "D_T": (real_gray, rep.color_shift(out0, cs))}
+
+    def d_loss(d_params):
+        d = {n: state_lib.merge(p.d_defs[n], d_params[n], state.d_buffers[n]) for n in fakes}
+        out = {n: 0.5 * (lsgan(d[n](fake), False) + lsgan(d[n](real), True)) for n, (real, fake) in fakes.items()}
+        return out["D_S"] + out["D_T"], (out, {n: state_lib.split(m)[2] for n, m in d.items()})
+
+    (loss_d, (d_logs, d_buffers)), d_grads = jax.value_and_grad(d_loss, has_aux=True)(state.d_params)
+    d_updates, d_opt_state = p.tx_d.update(d_grads, state.d_opt_state, state.d_params)
+    d_params = optax.apply_updates(state.d_params, d_updates)
     sc = p.scales
 
     def g_loss(params):
         g = state_lib.merge(p.g_def, params, state.buffers)
-        d = {n: state_lib.merge(p.d_defs[n], state.d_params[n], state.d_buffers[n]) for n in ("D_S", "D_T")}
+        d = {n: state_lib.merge(p.d_defs[n], d_params[n], d_buffers[n]) for n in fakes}
         out = filtered(p, g, photo)
         fake_blur, fake_gray = rep.surface(out, p.border), rep.color_shift(out, cs)
         logs = {"gan_S": sc["gan"] * lsgan(d["D_S"](fake_blur), True), "gan_T": sc["gan"] * lsgan(d["D_T"](fake_gray), True)}
@@ -294,22 +310,11 @@ def adv_step(p, state, batch, target, vgg_params):
         total += sc["reg"] * _terms(p, "reg_losses", out, cartoon, vgg_params, logs, "reg")
         if sc["idt"] > 0:
             total += sc["idt"] * _terms(p, "idt_losses", g(cartoon), cartoon, vgg_params, logs, "idt")
-        d_buffers = {n: state_lib.split(m)[2] for n, m in d.items()}
-        return total, (logs, state_lib.split(g)[2], d_buffers, fake_blur, fake_gray)
+        return total, (logs, state_lib.split(g)[2], {n: state_lib.split(m)[2] for n, m in d.items()})
 
-    (loss, (logs, buffers, d_buffers, fake_blur, fake_gray)), grads = jax.value_and_grad(g_loss, has_aux=True)(state.params)
+    (loss, (logs, buffers, new_d_buffers)), grads = jax.value_and_grad(g_loss, has_aux=True)(state.params)
     updates, opt_state = p.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    fakes = {"D_S": (real_blur, jax.lax.stop_gradient(fake_blur)), "D_T": (real_gray, jax.lax.stop_gradient(fake_gray))}
-
-    def d_loss(d_params):
-        d = {n: state_lib.merge(p.d_defs[n], d_params[n], d_buffers[n]) for n in ("D_S", "D_T")}
-        out = {n: 0.5 * (lsgan(d[n](real), True) + lsgan(d[n](fake), False)) for n, (real, fake) in fakes.items()}
-        return out["D_S"] + out["D_T"], (out, {n: state_lib.split(m)[2] for n, m in d.items()})
-
-    (loss_d, (d_logs, new_d_buffers)), d_grads = jax.value_and_grad(d_loss, has_aux=True)(state.d_params)
-    d_updates, d_opt_state = p.tx_d.update(d_grads, state.d_opt_state, state.d_params)
-    d_params = optax.apply_updates(state.d_params, d_updates)
     grad_norm = optax.global_norm(grads)
     ok = jnp.isfinite(loss) & jnp.isfinite(loss_d) & jnp.isfinite(grad_norm)
     new = dict(params=params, buffers=buffers, opt_state=opt_state, d_params=d_params, d_buffers=new_d_buffers,
@@ -377,7 +382,8 @@ class WBC(SR):
         scales = dict(surf=float(s.surface_scale), text=float(s.texture_scale), struct=float(s.struct_scale),
                       cont=float(s.content_scale), reg=float(s.reg_scale), idt=float(s.lambda_identity),
                       gan=float(s.gan_weight))
-        self.parts = Parts(g_def, {n: v[0] for n, v in dsplit.items()}, tx, tx_d, _fns(s, vgg), scales, s.border, s.colorshift)
+        self.parts = Parts(g_def, {n: v[0] for n, v in dsplit.items()}, tx, tx_d, _fns(s, vgg), scales, s.border, s.colorshift,
+                           int(s.n_segments))
         total, repl = cfg.train.total_steps, parallel.replicated(mesh)
         self.mesh = mesh
 
@@ -390,9 +396,6 @@ class WBC(SR):
             return new, {**metrics, **lrs(state)}
 
         def adv(state, batch, target, vgg_params):
-            if target is None:  # wbc.superpixel='device': the target of this step's G, computed in the step
-                g = state_lib.merge(g_def, state.params, state.buffers)
-                target = rep.superpixel_target_device(filtered(self.parts, g, batch["a"] * 2 - 1), int(s.n_segments))
             new, metrics = adv_step(self.parts, state, batch, target, vgg_params)
             return new, {**metrics, **lrs(state)}
 

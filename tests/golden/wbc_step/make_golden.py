@@ -39,10 +39,6 @@ Recorded:
   `pix-l1_struct`, `pix-l1_cont`, `tv-l2_reg`, `pix-l1_idt`, `l_g_gan_S`, `l_g_gan_T`, `l_d_real_S`, ...), the losses
   it backpropagated (`port_loss_D_T`, `port_loss_D_S`, `port_loss_G`) and the gradients' global norms before each
   optimizer step (`port_grad_norm_D`, `port_grad_norm_G`);
-- `jaxsr_<name>`: a second WBCModel with text_losses [pix] and no reg_losses (the port's TVLoss normalises otherwise
-  than the original's total_variation_loss, jaxsr's 'tv'), its forward, then its backward_G against the initial
-  discriminators, then each D's LSGAN loss on real then on fake (the detached fakes of that forward): jaxsr's adv_step
-  order. `jaxsr_loss_G`, `jaxsr_grad_norm_G`, `jaxsr_D_S`, `jaxsr_D_T`, and G's log as above;
 - `fake_B`, `fake_gray`: the filtered output and its colour shift (as the port computes them for the losses).
 """
 import os
@@ -228,24 +224,6 @@ def main():
     out["port_grad_norm_D"], out["port_grad_norm_G"] = np.float32(norms["D"]), np.float32(norms["G"])
     out["fake_B"], out["fake_gray"] = nhwc(m.fake_B), nhwc(m.fake_gray)
 
-    # the port's pieces in jaxsr's order: G against the initial D, then D (real, then fake) on the same fakes; no 'tv'
-    # (the port's TVLoss is not the original's total_variation_loss that jaxsr's 'tv' is)
-    m = build(wbc_model, g_sd, d_sds, nchw(target), text_losses=["pix"], reg_losses=[])
-    losses = []
-    m.calc_gradients = lambda loss: (losses.append(float(loss)), loss.backward())
-    m.feed_data(batch)
-    np.random.seed(3)
-    m.forward()
-    for n in (m.netD_S, m.netD_T):
-        m.requires_grad(n, False)
-    m.backward_G()
-    logged(m, "jaxsr", out)
-    out["jaxsr_loss_G"], out["jaxsr_grad_norm_G"] = np.float32(losses[0]), np.float32(global_norm([m.netG]))
-    gan = m.adversarial.cri_gan
-    with torch.no_grad():
-        for name, real, fake in (("D_S", m.real_blur, m.fake_blur), ("D_T", m.real_gray, m.fake_gray)):
-            net = getattr(m, "net" + name)
-            out[f"jaxsr_{name}"] = np.float32(0.5 * (gan(net(real), True) + gan(net(fake.detach()), False)))
     np.savez(os.path.join(HERE, "golden.npz"), **out)
     print({k: (v.shape if v.ndim else float(v)) for k, v in out.items()})
 

@@ -343,8 +343,9 @@ class WBC(SR):
     def __init__(self, cfg, workdir, mesh, meta=None):
         self.p = check_wbc(cfg)
         self.cfg, s = cfg, cfg.wbc
-        if jax.process_count() > 1:
-            raise ConfigError("kind='wbc' computes the structure target on one host's whole batch: run it on one host")
+        if jax.process_count() > 1 and s.superpixel == "host":
+            raise ConfigError("wbc.superpixel='host' computes the structure target on one host's whole batch: run it on "
+                              "one host, or use 'device'")
         try:
             tx = optim.build_optimizer(cfg.optim, cfg.train.total_steps)
             tx_d = optim.build_optimizer(cfg.optim_d, cfg.train.total_steps)

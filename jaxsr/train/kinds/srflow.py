@@ -10,7 +10,8 @@ models") train it, on the sr kind's data (HR crops, the LR made from them by `de
   `srflow.quant` and -log(quant) per pixel position in the log-determinant.
 - `srflow.train_rrdb_delay` (the reference's `network_G.train_RRDB_delay`): the encoder (`RRDB.*`) is frozen for train
   steps [0, D), D = int(delay x total_steps) (rounded down to a multiple of optim.accumulate), and trains from D on, as
-  both references unfreeze it once their 1-based step exceeds D. Frozen means no gradient reaches it (its features
+  traiNNer freezes it at the start and unfreezes it once its 1-based step exceeds D (andreas128's public code has the
+  same test but never freezes it: its `RRDB_training` starts True). Frozen means no gradient reaches it (its features
   enter the flow through stop_gradient) and it has its own optimizer state, untouched until D, so its parameters (and
   EMA) stay bit-identical and its Adam moments start at D, as torch's param group does when its parameters first get
   gradients; its schedule is read at the global update number (offset D), as the reference's schedulers step every
@@ -22,7 +23,7 @@ models") train it, on the sr kind's data (HR crops, the LR made from them by `de
 - `srflow.encoder_weights` (the reference's `load_submodule: RRDB`): any ESRGAN .pth/.safetensors (the layouts
   jaxsr's esrgan bridge reads) loaded into `RRDB`, with the widths and depth of model.
 - Batch 1 is refused unless optim.accumulate > 1 (traiNNer's guide: it turns NaN; a virtual batch keeps it stable).
-- Validation: the sr kind's PSNR/SSIM on the heat-0 sample, the NLL of the validation images, and `srflow.heats` x
+- Validation: the sr kind's metrics (PSNR/SSIM, ... as `jaxsr.evaluate` measures them) of the heat-0 sample, the NLL of the validation images, and `srflow.heats` x
   `srflow.n_sample` samples per image (fixed keys from the seed) logged as the grid rows LR | samples | HR, one row per
   heat; samples with NaN/Inf are counted (`val_nan_samples`) and shown black.
 """
@@ -127,7 +128,8 @@ def split_optimizer(cfg, delay):
     """(init, updating(with_encoder)): one optimizer state for the flow and one for the encoder, whose schedule is
     read at its update count + the updates before D (the global update number)."""
     total, acc = cfg.train.total_steps, int(cfg.optim.accumulate)
-    txs = {"flow": optim.build_optimizer(cfg.optim, total), "encoder": optim.build_optimizer(cfg.optim, total, offset=delay // acc)}
+    txs = {"flow": optim.build_optimizer(cfg.optim, total),
+           "encoder": optim.build_optimizer(cfg.optim, total, offset=delay // acc)}
 
     def init(params):
         return {k: tx.init(params) for k, tx in txs.items()}
@@ -307,7 +309,7 @@ class SRFlow(SR):
         self.eval_def = state_lib.split(eval_model)[0]
         self.g_def = state_lib.split(model)[0]
         updating = split_optimizer(cfg, self.delay)
-        state = build_state(cfg, model, optax.GradientTransformation(updating(True).init, updating(True).update))
+        state = build_state(cfg, model, updating(True))
         self.mask = in_encoder(state.params)
         self.state = parallel.replicate(mesh, state)
         self.feature_params = parallel.replicate(mesh, objective.feature_params)

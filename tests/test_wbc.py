@@ -172,6 +172,21 @@ def test_infer_command_takes_guided_filter_settings_and_refuses_them_for_other_m
     assert "takes R,EPS" in capsys.readouterr().err
 
 
+def test_infer_cartoonizes_a_whole_photograph(tmp_path):
+    """jaxsr.infer on a full 512x512 photograph (skimage's astronaut), default settings: the generator, then the guided
+    filter (1, 5e-3) with the input as guide, equal to upscale on the whole image."""
+    import skimage.data
+
+    src, out = tmp_path / "astronaut.png", tmp_path / "cartoon.png"
+    write_image(src, skimage.data.astronaut().astype(np.float32) / 255)
+    assert infer.main(["--weights", PTH, "--input", str(src), "--output", str(out)]) == 0
+    model, _ = load_model(PTH)
+    got, whole = load_image(out)[0], upscale(model, load_image(src)[0])
+    assert got.shape == (512, 512, 3) and np.abs(got - whole).max() <= 1 / 255 + 1e-6
+    model.guided_filter = None
+    assert np.abs(upscale(model, load_image(src)[0]) - whole).max() > 1 / 255  # the filter acted
+
+
 def test_auto_arch_from_the_golden_file_resolves_in_print_config():
     r = subprocess.run([sys.executable, "run_train.py", "--config", "configs/x4.py", "--config.model.arch=auto",
                         f"--config.init_weights={PTH}", "--config.scale=1", "--print_config"],

@@ -546,6 +546,53 @@ def set_guided_filter(model, value):
     model.guided_filter = None if value == "off" else value
 
 
+_decode = nnx.jit(lambda model, lr, noise: model.decode(lr, noise[-1], noise[:-1]))
+
+
+def check_sampling(model, heat, samples, tile):
+    """--heat/--samples for a flow model (SRFlow's `draw_noise`); keyed samples run whole images: each tile would draw
+    its own latents, so tiles sampled at one seed would not join seamlessly (heat 0, the mean sample, tiles as any
+    generator)."""
+    if heat is None:
+        if samples != 1:
+            raise ImageError("--samples draws samples at a heat: give --heat (e.g. 0.8) with it")
+        return
+    if not hasattr(model, "draw_noise"):
+        raise ImageError(f"--heat samples a flow model (SRFlow); this {type(model).__name__} has one output: leave it out")
+    if heat < 0 or samples < 1:
+        raise ImageError(f"--heat must be >= 0 and --samples >= 1, got {heat} and {samples}")
+    if heat > 0 and tile not in (None, "auto"):
+        raise ImageError("sampling at heat > 0 runs whole images: each tile would draw its own latents, so tiles sampled "
+                         "at one seed would not join seamlessly; use --tile 0 (or auto, which runs it whole)")
+
+
+def sample(model, img, heat, key):
+    """One SRFlow sample of an HxWxC [0, 1] image at `heat` with `key` (jax.random.key): the latents of the padded
+    image (`model.draw_noise`), decoded, cropped and clipped as `upscale` crops; gray runs as RGB and is averaged back,
+    an alpha channel is upscaled at heat 0 as `upscale` does it."""
+    img = np.asarray(img, np.float32)
+    img = img[..., None] if img.ndim == 2 else img
+    rgb = np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img[..., :3]
+    m, s = model.size_multiple, model.scale
+    h, w = rgb.shape[:2]
+    lr = pad_to(rgb, _round_up(h, m), _round_up(w, m))[None]
+    out = np.asarray(_decode(model, lr, model.draw_noise(lr.shape, heat, key)))[0, : h * s, : w * s]
+    out = np.clip(out, 0.0, 1.0)
+    if img.shape[2] == 1:
+        return out.mean(axis=2, keepdims=True)
+    if img.shape[2] == 4:
+        return np.concatenate([out, upscale(model, img[..., 3], tile=None)], axis=2)
+    return out
+
+
+def sample_path(dst, i, samples):
+    """Where sample i of `samples` goes: dst itself for one, <stem>_sample<i><ext> for several."""
+    if samples == 1:
+        return dst
+    stem, ext = os.path.splitext(dst)
+    return f"{stem}_sample{i}{ext}"
+
+
 def main(argv=None):
     from tqdm import tqdm
 
@@ -565,6 +612,12 @@ def main(argv=None):
     p.add_argument("--guided-filter", type=_guided_filter_arg, default=None, metavar="R,EPS|off",
                    help="a White-box Cartoonization generator: the guided filter on its output with the input as guide "
                    "(default 1,5e-3, the original's inference; off for the raw output)")
+    p.add_argument("--heat", type=float, default=None, help="SRFlow: sample at this heat (the latents' standard "
+                   "deviation, e.g. 0.8); 0 is the mean sample, what runs without --heat")
+    p.add_argument("--samples", type=int, default=1, help="SRFlow with --heat: samples per image, one file each "
+                   "(<name>_sample<i>.png)")
+    p.add_argument("--seed", type=int, default=0, help="SRFlow with --heat: sample i draws from "
+                   "jax.random.fold_in(jax.random.key(seed), i)")
     a = p.parse_args(argv)
     warnings_as_lines()
     try:
@@ -573,6 +626,7 @@ def main(argv=None):
         model, info = load_model(direction_weights(a.weights, a.direction), dtype=jnp.bfloat16 if a.bf16 else jnp.float32)
         set_guided_filter(model, a.guided_filter)
         check_tiling(model, a.tile, a.tile_overlap)
+        check_sampling(model, a.heat, a.samples, a.tile)
         segmenter = _condition_source(model, info, a)
         archs.check_branch(model, a.branch, conditioned=bool(a.seg or a.seg_weights))
         jobs = _jobs(a.input, a.output)
@@ -586,9 +640,15 @@ def main(argv=None):
             img, bits = load_image(src)
             check_fits(model, img.shape, a.tile if a.tile != "auto" else auto_tile_or_whole(model, img.shape, a.tile_batch))
             cond = _condition(model, a, segmenter, src, img)
-            out = upscale(model, img, **tile_kwargs(a, progress=True), cond=cond)
             os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
-            write_image(dst, out, bits=bits)
+            if a.heat:
+                for i in range(a.samples):
+                    key = jax.random.fold_in(jax.random.key(a.seed), i)
+                    write_image(sample_path(dst, i, a.samples), sample(model, img, a.heat, key), bits=bits)
+                continue
+            out = upscale(model, img, **tile_kwargs(a, progress=True), cond=cond)
+            for i in range(a.samples):
+                write_image(sample_path(dst, i, a.samples), out, bits=bits)
         except (ImageError, ValueError) as e:
             failed += 1
             tqdm.write(f"skipped {src}: {e}", file=sys.stderr)

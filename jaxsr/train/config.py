@@ -21,6 +21,7 @@ from jaxsr.train.kinds import sftgan as sftgan_kind
 from jaxsr.train.kinds import pix2pix as pix2pix_kind
 from jaxsr.train.kinds import cyclegan as cyclegan_kind
 from jaxsr.train.kinds import wbc as wbc_kind
+from jaxsr.train.kinds import srflow as srflow_kind
 
 # Changing any of these makes a saved state unusable or the run a different experiment: refused on resume.
 INCOMPATIBLE_ON_RESUME = ("kind", "seed", "scale", "model", "compute_dtype", "gan.enabled", "gan.discriminator", "optim.name",
@@ -34,7 +35,8 @@ INCOMPATIBLE_ON_RESUME += ("pix2pix.direction", "pix2pix.preprocess", "pix2pix.l
 INCOMPATIBLE_ON_RESUME += ("cyclegan.direction", "cyclegan.serial", "cyclegan.preprocess", "cyclegan.load_size",
                            "cyclegan.crop_size", "cyclegan.center_crop_size", "cyclegan.pool_size")  # a CycleGAN run's stream and pool
 INCOMPATIBLE_ON_RESUME += ("wbc.preprocess", "wbc.load_size", "wbc.crop_size", "wbc.center_crop_size",
-                           "wbc.ndf")  # a WBC run's stream and discriminators
+                           "wbc.ndf", "wbc.netD")  # a WBC run's stream and discriminators
+INCOMPATIBLE_ON_RESUME += ("srflow.train_rrdb_delay",)  # where an SRFlow run unfreezes its encoder
 
 
 def train_config():
@@ -119,6 +121,7 @@ def base_config():
     c.pix2pix = pix2pix_kind.default_config()  # kind='pix2pix': aligned data, direction, objective (jaxsr.train.kinds.pix2pix)
     c.cyclegan = cyclegan_kind.default_config()  # kind='cyclegan': unaligned data, cycle/identity weights, pool, warm starts
     c.wbc = wbc_kind.default_config()  # kind='wbc': White-box Cartoonization's representations, losses, phases
+    c.srflow = srflow_kind.default_config()  # kind='srflow': NLL, encoder delay, dequantization, heats (jaxsr.train.kinds.srflow)
     return c
 
 

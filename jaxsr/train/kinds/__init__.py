@@ -6,6 +6,7 @@ from jaxsr.train.kinds.sftgan import SFTGAN
 from jaxsr.train.kinds.pix2pix import Pix2Pix
 from jaxsr.train.kinds.cyclegan import CycleGAN
 from jaxsr.train.kinds.wbc import WBC
+from jaxsr.train.kinds.srflow import SRFlow
 
 KINDS = {"sr": SR}
 KINDS["ppon"] = PPON
@@ -13,6 +14,7 @@ KINDS["sftgan"] = SFTGAN
 KINDS["pix2pix"] = Pix2Pix
 KINDS["cyclegan"] = CycleGAN
 KINDS["wbc"] = WBC
+KINDS["srflow"] = SRFlow
 
 
 def get(name):

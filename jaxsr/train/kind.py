@@ -5,6 +5,8 @@ step(s), what validation scores, which images it logs and what it exports. `conf
 """
 from typing import Any, NamedTuple, Protocol
 
+from jaxsr.errors import ConfigError
+
 
 class Scores(NamedTuple):
     values: dict  # metric name -> mean over the validation set (val.best_metric among them)
@@ -65,3 +67,15 @@ class Kind(Protocol):
 
     def log_images(self, state, batch, step: int, board):
         """Training images (every train.image_every steps)."""
+
+
+def refuse_unsupported(cfg, why, *checks):
+    """A kind's check of what it does not support: one ConfigError naming the first field set among `checks`
+    ((field, value, bad) triples) and the ones only the sr kind supports (float16 loss scaling, per-layer statistics);
+    `why` ends the message."""
+    common = (("compute_dtype", cfg.compute_dtype, cfg.compute_dtype == "float16"),
+              ("log.gradients", cfg.log.gradients, bool(cfg.log.gradients)),
+              ("log.parameters", cfg.log.parameters, bool(cfg.log.parameters)))
+    for field, value, bad in (*checks, *common):
+        if bad:
+            raise ConfigError(f"kind={cfg.kind!r} does not support {field}={value!r}{why}", field)

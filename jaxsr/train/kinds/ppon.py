@@ -23,7 +23,7 @@ from jaxsr import evaluate, optim, parallel
 from jaxsr.archs.ppon import BRANCHES
 from jaxsr.errors import ConfigError
 from jaxsr.train import state as state_lib
-from jaxsr.train.kind import Scores
+from jaxsr.train.kind import Scores, refuse_unsupported
 from jaxsr.train.kinds.sr import (SR, build_data, build_discriminator, build_generator, build_objective, build_optimizers,
                                   build_state, build_steps)
 from jaxsr.train.logger import log
@@ -79,18 +79,13 @@ def check_ppon(cfg):
     if unused:
         raise ConfigError(f"losses.{unused[0]} is in none of ppon.p1_losses, p2_losses, p3_losses: name it in a phase or "
                           "remove it")
-    refused = (("gan.start_step", cfg.gan.start_step, cfg.gan.start_step != 0),
-               ("optim.accumulate", cfg.optim.accumulate, int(cfg.optim.accumulate) != 1),
-               ("optim.schedule", cfg.optim.schedule, cfg.optim.schedule == "plateau"),
-               ("optim.name", cfg.optim.name, optim.is_schedule_free(cfg.optim)),
-               ("compute_dtype", cfg.compute_dtype, cfg.compute_dtype == "float16"),
-               ("log.gradients", cfg.log.gradients, bool(cfg.log.gradients)),
-               ("log.parameters", cfg.log.parameters, bool(cfg.log.parameters)))
-    for field, value, bad in refused:
-        if bad:
-            raise ConfigError(f"kind='ppon' does not support {field}={value!r}: the discriminator joins at ppon_stages[1], "
-                              "and each branch keeps its own optimizer state (no accumulation, plateau or schedule-free "
-                              "optimizer, float16 loss scaling or per-layer statistics)", field)
+    refuse_unsupported(cfg, ": the discriminator joins at ppon_stages[1], "
+                       "and each branch keeps its own optimizer state (no accumulation, plateau or schedule-free "
+                       "optimizer, float16 loss scaling or per-layer statistics)",
+                       ("gan.start_step", cfg.gan.start_step, cfg.gan.start_step != 0),
+                       ("optim.accumulate", cfg.optim.accumulate, int(cfg.optim.accumulate) != 1),
+                       ("optim.schedule", cfg.optim.schedule, cfg.optim.schedule == "plateau"),
+                       ("optim.name", cfg.optim.name, optim.is_schedule_free(cfg.optim)))
 
 
 def phase_config(cfg, phase):

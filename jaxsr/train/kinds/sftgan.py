@@ -51,7 +51,7 @@ from jaxsr.imageio import pad_to, quantize, to_float
 from jaxsr.infer import MAP_SUFFIXES, find_map, read_map, upscale
 from jaxsr.metrics import mean_over_images
 from jaxsr.train import state as state_lib
-from jaxsr.train.kind import Scores
+from jaxsr.train.kind import Scores, refuse_unsupported
 from jaxsr.train.kinds.sr import (SR, Data, build_discriminator, build_objective, build_optimizers, compute_dtype,
                                   generator_spec, resolve_model, uses_ema)
 from jaxsr.train.kinds.sr import build_generator as sr_generator
@@ -117,20 +117,15 @@ def check_sftgan(cfg):
     if other or objective.gan.r1_weight > 0:
         raise ConfigError(f"kind='sftgan' gives its losses SR, the GT and the ACD's logits: losses.{(other or ['gan'])[0]} "
                           "needs more (feature matching, LDL, gt_usm or R1 are not supported)")
-    refused = (("gan.start_step", cfg.gan.start_step, cfg.gan.start_step != 0),
-               ("optim.accumulate", cfg.optim.accumulate, int(cfg.optim.accumulate) != 1),
-               ("optim.schedule", cfg.optim.schedule, cfg.optim.schedule == "plateau"),
-               ("optim.name", cfg.optim.name, optim.is_schedule_free(cfg.optim)),
-               ("compute_dtype", cfg.compute_dtype, cfg.compute_dtype == "float16"),
-               ("val.test_every", cfg.val.test_every, bool(cfg.val.test_every)),
-               ("val.extra", "...", bool(cfg.val.extra)),
-               ("log.gradients", cfg.log.gradients, bool(cfg.log.gradients)),
-               ("log.parameters", cfg.log.parameters, bool(cfg.log.parameters)))
-    for field, value, bad in refused:
-        if bad:
-            raise ConfigError(f"kind='sftgan' does not support {field}={value!r}: D trains from the first step and G keeps "
-                              "two optimizer states (no accumulation, plateau or schedule-free optimizer, float16 loss "
-                              "scaling, per-layer statistics), and only validation images have maps", field)
+    refuse_unsupported(cfg, ": D trains from the first step and G keeps "
+                       "two optimizer states (no accumulation, plateau or schedule-free optimizer, float16 loss "
+                       "scaling, per-layer statistics), and only validation images have maps",
+                       ("gan.start_step", cfg.gan.start_step, cfg.gan.start_step != 0),
+                       ("optim.accumulate", cfg.optim.accumulate, int(cfg.optim.accumulate) != 1),
+                       ("optim.schedule", cfg.optim.schedule, cfg.optim.schedule == "plateau"),
+                       ("optim.name", cfg.optim.name, optim.is_schedule_free(cfg.optim)),
+                       ("val.test_every", cfg.val.test_every, bool(cfg.val.test_every)),
+                       ("val.extra", "...", bool(cfg.val.extra)))
 
 
 def resolve_config(cfg, workdir):

@@ -45,7 +45,7 @@ from jaxsr.errors import ConfigError
 from jaxsr.imageio import pad_to
 from jaxsr.metrics import mean_over_images
 from jaxsr.train import state as state_lib
-from jaxsr.train.kind import Scores
+from jaxsr.train.kind import Scores, refuse_unsupported
 from jaxsr.train.kinds.sr import SR, build_data, build_generator, build_objective, build_state, eval_weights, uses_ema
 from jaxsr.train.kinds.sr.step import make_preview, nonfinite_count
 from jaxsr.train.logger import log
@@ -102,17 +102,12 @@ def check_srflow(cfg):
         raise ConfigError("srflow.nll_weight=0 and config.losses is empty: nothing to train on")
     if s.encoder_weights and not os.path.isfile(s.encoder_weights):
         raise ConfigError(f"srflow.encoder_weights: no such file: {s.encoder_weights}")
-    refused = (("gan.enabled", cfg.gan.enabled, bool(cfg.gan.enabled)),
-               ("optim.schedule", cfg.optim.schedule, cfg.optim.schedule == "plateau"),
-               ("optim.name", cfg.optim.name, optim.is_schedule_free(cfg.optim)),
-               ("compute_dtype", cfg.compute_dtype, cfg.compute_dtype == "float16"),
-               ("log.gradients", cfg.log.gradients, bool(cfg.log.gradients)),
-               ("log.parameters", cfg.log.parameters, bool(cfg.log.parameters)))
-    for field, value, bad in refused:
-        if bad:
-            raise ConfigError(f"kind='srflow' does not support {field}={value!r}: the encoder and the flow keep separate "
-                              "optimizer states (no plateau or schedule-free optimizer, float16 loss scaling or per-layer "
-                              "statistics) and there is no discriminator", field)
+    refuse_unsupported(cfg, ": the encoder and the flow keep separate "
+                       "optimizer states (no plateau or schedule-free optimizer, float16 loss scaling or per-layer "
+                       "statistics) and there is no discriminator",
+                       ("gan.enabled", cfg.gan.enabled, bool(cfg.gan.enabled)),
+                       ("optim.schedule", cfg.optim.schedule, cfg.optim.schedule == "plateau"),
+                       ("optim.name", cfg.optim.name, optim.is_schedule_free(cfg.optim)))
 
 
 def _top(path):

@@ -1,7 +1,9 @@
 """The `srflow` training kind: one run through run_train.py (a tiny SRFlow from scratch, its encoder from an ESRGAN
 file, frozen for 2 of 4 steps), resumed in this process from step 2 bit for bit; the encoder bit-identical during the
 delay (also its optimizer state) and moving after it; the NLL falling over repeated steps on one batch through the
-compiled step; the heat grid written at validation; ActNorm's data-dependent initialisation; refusals in one line."""
+compiled step; the heat grid written at validation; ActNorm's data-dependent initialisation; refusals in one line;
+in process, one compiled step: add_gt_noise's dequantization and -log(quant) term, config.losses on the heat-0
+reconstruction; NaN heat samples counted at validation."""
 import os
 import shutil
 import subprocess
@@ -230,3 +232,119 @@ def test_infer_writes_one_file_per_keyed_sample_and_refuses_tiles_for_them(tmp_p
     weights.export(perturbed(ESRGAN), ESRGAN, esrgan)
     assert infer.main(["--weights", str(esrgan), *args[2:]]) == 2
     assert "--heat samples a flow model (SRFlow)" in capsys.readouterr().err
+
+
+
+@pytest.fixture(scope="module")
+def noisy_step(quick_compiles):
+    """kind='srflow''s step (make_step, as SRFlow.__init__ builds it, encoder training) for the tiny SRFlow with
+    srflow.add_gt_noise, quant 16, nll_weight 2 and losses l1 (weight 0.5), run once on a paired batch of 2 (HR 16 px,
+    its LR the 4x box mean): (cfg, eval model, the state before, the batch, the step's metrics). One compile for the
+    tests below."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from jaxsr.degrade import training_pairs
+    from jaxsr.train import state as state_lib
+    from jaxsr.train.kinds.sr import build_generator, build_objective, build_state
+    from jaxsr.train.kinds.srflow import in_encoder, make_step, split_optimizer
+
+    cfg = srflow_config(data__gt_size=16, degrade__gt_size=16, train__batch_size=2, optim__ema_decay=0.0,
+                        srflow__add_gt_noise=True, srflow__quant=16, srflow__nll_weight=2.0,
+                        losses={"l1": {"name": "l1", "weight": 0.5}})
+    cfg.model.update({k: v for k, v in TINY.items() if k != "arch"})
+    model = build_generator(cfg)[0]
+    model.train()
+    g_def = state_lib.split(model)[0]
+    tx = split_optimizer(cfg, 0)(True)
+    state = build_state(cfg, model, tx)
+    step = jax.jit(make_step(cfg, g_def, None, build_objective(cfg), tx, training_pairs(cfg.degrade, cfg.scale), False,
+                             in_encoder(state.params)))
+    hr = jnp.asarray(np.random.default_rng(1).uniform(size=(2, 16, 16, 3)).astype(np.float32))
+    batch = {"gt": hr, "lq": hr.reshape(2, 4, 4, 4, 4, 3).mean(axis=(2, 4))}
+    before = host(state)
+    metrics = {k: float(v) for k, v in step(state, batch, {})[1].items()}
+    model.eval()
+    return cfg, model, before, batch, metrics
+
+
+_outside = []
+
+
+def outside(model, hr, lq, quant):
+    """The model's mean NLL of `hr` with and without quant's dequantization term, and its heat-0 sample: one compile."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    if not _outside:
+        _outside.append(nnx.jit(lambda m, hr, lq, q: (jnp.mean(m.nll(hr, lq, quant=q)), jnp.mean(m.nll(hr, lq)), m(lq)),
+                                static_argnums=3))
+    return [np.asarray(x) for x in _outside[0](model, hr, lq, quant)]
+
+
+def test_gt_noise_dequantizes_the_hr_and_adds_the_log_quant_term(noisy_step):
+    """srflow.add_gt_noise with quant 16: the step's NLL is the model's NLL of HR + U(-0.5, 0.5) / 16 (the noise the
+    step draws from its key) with -log(16) per pixel position: the no-term NLL of that HR + log2(16) = 4 bits."""
+    from jaxsr.train.kinds.srflow import training_hr
+
+    cfg, model, state, batch, m = noisy_step
+    hr, quant = training_hr(cfg, jax.random.split(state.rng)[1], batch["gt"])
+    noise = np.asarray(hr - batch["gt"])
+    assert quant == 16 and 0.45 / 16 < np.abs(noise).max() <= 0.5 / 16 and abs(noise.mean()) < 0.05 / 16
+    with_term, plain, _ = outside(model, hr, batch["lq"], 16.0)
+    assert float(with_term) == pytest.approx(float(plain) + 4.0, abs=1e-5)
+    assert m["nll"] == pytest.approx(float(with_term), rel=1e-5, abs=1e-5)
+    clean = outside(model, batch["gt"], batch["lq"], 16.0)[0]
+    assert abs(m["nll"] - float(clean)) > 1e-4  # the noise went in
+
+
+def test_extra_losses_act_on_the_heat0_reconstruction(noisy_step):
+    """config.losses' l1 (weight 0.5) is logged weighted, 0.5 x mean |model(lr) - hr| of the heat-0 sample against
+    the clean HR, and loss = nll_weight (2) x nll + that."""
+    cfg, model, state, batch, m = noisy_step
+    sr = outside(model, batch["gt"], batch["lq"], 16.0)[2]
+    l1 = 0.5 * float(np.mean(np.abs(sr - np.asarray(batch["gt"]))))
+    assert m["l1"] == pytest.approx(l1, rel=1e-4) and l1 > 0
+    assert m["loss"] == pytest.approx(2.0 * m["nll"] + l1, rel=1e-5, abs=1e-5)
+
+
+def test_nan_heat_samples_are_counted_and_shown_black(noisy_step):
+    """SRFlow.validate with one heat sample turned NaN (its reverse flow's output): the scores and the NLL are those of
+    the run without it, nan_samples is 1, and that sample is black in the grid while the others are as before."""
+    import copy
+    import types
+
+    from flax import nnx
+
+    from jaxsr.train.kinds.srflow import SRFlow
+
+    cfg, model, _, _, _ = noisy_step
+    cfg = copy.deepcopy(cfg)
+    cfg.srflow.heats, cfg.srflow.n_sample = (0.0, 0.8), 2
+    rng = np.random.default_rng(2)
+    hr = rng.uniform(size=(24, 24, 3)).astype(np.float32)
+    item = {"lr": hr.reshape(6, 4, 6, 4, 3).mean(axis=(1, 3)), "hr": hr}
+    kind = SRFlow.__new__(SRFlow)
+    kind.cfg, kind.perceptual, kind.data, kind._bicubic_psnr = cfg, {}, types.SimpleNamespace(val=[item]), {}
+    decode = nnx.jit(lambda m, lr, noise: m.decode(lr, noise[-1], noise[:-1]))
+    kind._nll = nnx.jit(lambda m, hr, lr: m.nll(hr, lr))
+    calls = []
+
+    def poisoned(m, lr, noise):  # call 0: the heat-0 mean; 1, 2: heat 0 samples; 3, 4: heat 0.8's
+        calls.append(len(calls))
+        out = decode(m, lr, noise)
+        return out * np.nan if poison and len(calls) == 4 else out
+
+    kind._decode = poisoned
+    poison = False
+    clean = kind.validate(model)
+    assert len(calls) == 5
+    calls.clear()
+    poison = True
+    got = kind.validate(model)
+    assert len(calls) == 5 and clean.values["nan_samples"] == 0 and got.values["nan_samples"] == 1
+    assert got.values["psnr"] == clean.values["psnr"] and got.values["nll"] == clean.values["nll"]
+    assert np.isfinite(got.values["psnr"]) and np.isfinite(got.values["nll"]) and "1 of 4 heat samples NaN" in got.line
+    (_, a, _), (_, b, _) = clean.images[1], got.images[1]  # the heat 0.8 row: sample 0 | sample 1, 24 px each
+    assert np.any(a[:, :24]) and not np.any(b[:, :24]) and np.array_equal(a[:, 24:], b[:, 24:])
+    assert np.array_equal(clean.images[0][1], got.images[0][1])

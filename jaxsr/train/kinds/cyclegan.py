@@ -34,7 +34,7 @@ from jaxsr.infer import upscale
 from jaxsr.metrics import mean_over_images
 from jaxsr.train import state as state_lib
 from jaxsr.train.kind import Scores, refuse_unsupported
-from jaxsr.train.kinds.pix2pix import GAN_MODES, GENERATORS, gan_term, generator_multiple, to_range
+from jaxsr.train.kinds.pix2pix import GAN_MODES, GENERATORS, gan_term, generator_multiple, to_range, translation_refusals
 from jaxsr.train.kinds.sr import SR, Data, compute_dtype
 from jaxsr.train.logger import log
 
@@ -97,16 +97,7 @@ def check_cyclegan(cfg):
     refuse_unsupported(cfg, " (its PatchGANs train from the first "
                        "step; no accumulation, plateau or schedule-free optimizer, EMA, float16 loss scaling, "
                        "per-layer statistics, test split or extra validation sets)",
-                       ("gan.enabled", cfg.gan.enabled, not cfg.gan.enabled),
-                       ("gan.start_step", cfg.gan.start_step, bool(cfg.gan.start_step)),
-                       ("gan.ramp_steps", cfg.gan.ramp_steps, bool(cfg.gan.ramp_steps)),
-                       ("gan.freeze_blocks", cfg.gan.freeze_blocks, bool(cfg.gan.freeze_blocks)),
-                       ("optim.accumulate", cfg.optim.accumulate, int(cfg.optim.accumulate) != 1),
-                       ("optim.schedule", cfg.optim.schedule, "plateau" in (cfg.optim.schedule, cfg.optim_d.schedule)),
-                       ("optim.name", cfg.optim.name, optim.is_schedule_free(cfg.optim) or optim.is_schedule_free(cfg.optim_d)),
-                       ("optim.ema_decay", cfg.optim.ema_decay, bool(cfg.optim.ema_decay)),
-                       ("val.test_every", cfg.val.test_every, bool(cfg.val.test_every)),
-                       ("val.extra", "...", bool(cfg.val.extra)))
+                       ("optim.ema_decay", cfg.optim.ema_decay, bool(cfg.optim.ema_decay)), *translation_refusals(cfg))
     return p
 
 

@@ -97,16 +97,22 @@ def check_pix2pix(cfg):
     refuse_unsupported(cfg, " (its PatchGAN trains from the first "
                        "step; one G and one D update a step, no accumulation, plateau or schedule-free optimizer, "
                        "float16 loss scaling, per-layer statistics, test split or extra validation sets)",
-                       ("gan.enabled", cfg.gan.enabled, not cfg.gan.enabled),
-                       ("gan.start_step", cfg.gan.start_step, bool(cfg.gan.start_step)),
-                       ("gan.ramp_steps", cfg.gan.ramp_steps, bool(cfg.gan.ramp_steps)),
-                       ("gan.freeze_blocks", cfg.gan.freeze_blocks, bool(cfg.gan.freeze_blocks)),
-                       ("optim.accumulate", cfg.optim.accumulate, int(cfg.optim.accumulate) != 1),
-                       ("optim.schedule", cfg.optim.schedule, "plateau" in (cfg.optim.schedule, cfg.optim_d.schedule)),
-                       ("optim.name", cfg.optim.name, optim.is_schedule_free(cfg.optim) or optim.is_schedule_free(cfg.optim_d)),
-                       ("val.test_every", cfg.val.test_every, bool(cfg.val.test_every)),
-                       ("val.extra", "...", bool(cfg.val.extra)))
+                       *translation_refusals(cfg))
     return p
+
+
+def translation_refusals(cfg):
+    """What the pix2pix and cyclegan kinds refuse alike ((field, value, bad) for `refuse_unsupported`): their
+    PatchGANs train from the first step with one G and one D update a step, and they validate on their own sets."""
+    return (("gan.enabled", cfg.gan.enabled, not cfg.gan.enabled),
+            ("gan.start_step", cfg.gan.start_step, bool(cfg.gan.start_step)),
+            ("gan.ramp_steps", cfg.gan.ramp_steps, bool(cfg.gan.ramp_steps)),
+            ("gan.freeze_blocks", cfg.gan.freeze_blocks, bool(cfg.gan.freeze_blocks)),
+            ("optim.accumulate", cfg.optim.accumulate, int(cfg.optim.accumulate) != 1),
+            ("optim.schedule", cfg.optim.schedule, "plateau" in (cfg.optim.schedule, cfg.optim_d.schedule)),
+            ("optim.name", cfg.optim.name, optim.is_schedule_free(cfg.optim) or optim.is_schedule_free(cfg.optim_d)),
+            ("val.test_every", cfg.val.test_every, bool(cfg.val.test_every)),
+            ("val.extra", "...", bool(cfg.val.extra)))
 
 
 def resolve_config(cfg, workdir):

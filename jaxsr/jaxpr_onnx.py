@@ -46,6 +46,7 @@ _INT64_MIN = np.iinfo(np.int64).min
 _CALLS = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr", "core_call": "call_jaxpr",
           "custom_jvp_call": "call_jaxpr", "custom_vjp_call": "call_jaxpr", "custom_vjp_call_jaxpr": "fun_jaxpr",
           "checkpoint": "jaxpr", "remat": "jaxpr"}
+_PLATFORM_DEPENDENT = {"platform_index", "cond"}
 _IDENTITY = {"stop_gradient", "copy", "copy_p", "optimization_barrier"}
 _UNARY = {"neg": "Neg", "abs": "Abs", "exp": "Exp", "log": "Log", "tanh": "Tanh", "logistic": "Sigmoid", "erf": "Erf",
           "sqrt": "Sqrt", "floor": "Floor", "ceil": "Ceil", "sign": "Sign", "not": "Not", "sin": "Sin", "cos": "Cos"}
@@ -295,6 +296,14 @@ def _equation(g, eqn, ins):
         return _lower(g, sub, (), ins)
     if name in _IDENTITY:
         return ins
+    if name in _PLATFORM_DEPENDENT:  # lax.platform_dependent: the graph is what runs on platforms other than the CPU
+        if name == "platform_index":
+            return [None]
+        platforms = eqn.params.get("branches_platforms")
+        if not platforms or None not in platforms:
+            raise ExportError("a data-dependent lax.cond has no ONNX lowering in jaxsr.jaxpr_onnx")
+        branch = eqn.params["branches"][platforms.index(None)]
+        return _lower(g, branch.jaxpr, branch.consts, ins[1:])
     if _foldable(eqn, ins):
         out = eqn.primitive.bind(*ins, **eqn.params)
         outs = out if eqn.primitive.multiple_results else [out]
@@ -768,7 +777,7 @@ def primitives(closed) -> set[str]:
 
 def lowered() -> set[str]:
     """The primitives this module lowers."""
-    return set(_RULES) | set(_UNARY) | set(_BINARY) | set(_CALLS) | _IDENTITY
+    return set(_RULES) | set(_UNARY) | set(_BINARY) | set(_CALLS) | _IDENTITY | _PLATFORM_DEPENDENT
 
 
 __all__ = ["ExportError", "Graph", "lower", "lowered", "onnx_type", "primitives", "require_onnx"]

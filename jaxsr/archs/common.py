@@ -4,6 +4,7 @@ Modules mirror torch's attribute names so that the bridge (`archs/bridge.py`) is
 transpose. Parameters are float32; `dtype` is the compute dtype. The torch defaults that matter are listed
 in docs/architecture.md ("Numerics").
 """
+import functools
 import math
 
 import jax
@@ -49,6 +50,46 @@ trunc_normal_002 = host_init(lambda g, s: np.clip(g.normal(0.0, 0.02, s), -2.0, 
                              nnx.initializers.truncated_normal(0.02, lower=-100.0, upper=100.0))
 
 
+def _depthwise_as_shifts(x, w, strides, padding, dilation, out_dtype):
+    """A depthwise convolution (one k x k filter per channel) as the sum of k*k strided slices of the padded input,
+    each scaled by its tap: what XLA:CPU runs as one fused loop. Accumulates in float32 tap by tap (the forward and
+    the input gradient came out bit for bit XLA:CPU's convolution's; the weight
+    gradient is the same sum in another order, within 3e-6 relative, in the shapes measured)."""
+    (sh, sw), (dh, dw) = strides, dilation
+    kh, kw = w.shape[:2]
+    xp = jnp.pad(x, ((0, 0), *padding, (0, 0))).astype(jnp.float32)
+    ho, wo = (xp.shape[1] - (kh - 1) * dh - 1) // sh + 1, (xp.shape[2] - (kw - 1) * dw - 1) // sw + 1
+    y = 0.0
+    for i in range(kh):
+        for j in range(kw):
+            tap = xp[:, i * dh:i * dh + (ho - 1) * sh + 1:sh, j * dw:j * dw + (wo - 1) * sw + 1:sw, :]
+            y = y + tap * w[i, j, 0].astype(jnp.float32)
+    return y.astype(out_dtype)
+
+
+def conv_general_dilated(x, w, window_strides, padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
+                         feature_group_count=1, **kwargs):
+    """jax.lax.conv_general_dilated, except for depthwise convolutions on the CPU.
+
+    XLA:CPU runs a depthwise convolution (feature_group_count = channels) about 20-40x slower than the same
+    multiply-adds written as shifted slices, and its gradients 2-20x slower (benchmarks/bench_depthwise.py). Under
+    `jax.lax.platform_dependent` the CPU gets the slices and every other platform (and the ONNX graph) the
+    convolution itself."""
+    conv = functools.partial(jax.lax.conv_general_dilated, window_strides=window_strides, padding=padding,
+                             lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+                             feature_group_count=feature_group_count, **kwargs)
+    nhwc = jax.lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
+    depthwise = (x.ndim == 4 and feature_group_count > 1 and feature_group_count == x.shape[-1] == w.shape[-1]
+                 and not isinstance(padding, str) and all(d == 1 for d in lhs_dilation or (1, 1))
+                 and jax.lax.conv_dimension_numbers(x.shape, w.shape, dimension_numbers) == nhwc)
+    if not depthwise:
+        return conv(x, w)
+    out_dtype = kwargs.get("preferred_element_type") or jnp.result_type(x, w)
+    shifts = functools.partial(_depthwise_as_shifts, strides=tuple(window_strides), padding=tuple(map(tuple, padding)),
+                               dilation=tuple(rhs_dilation or (1, 1)), out_dtype=out_dtype)
+    return jax.lax.platform_dependent(x, w, cpu=shifts, default=conv)
+
+
 class Buffer(nnx.Variable):
     """A non-trainable tensor that the PyTorch module registers as a buffer (exported with the weights)."""
 
@@ -74,6 +115,7 @@ def conv(in_ch, out_ch, kernel_size, *, rngs, dtype=jnp.float32, stride=1, paddi
         dtype=dtype,
         param_dtype=jnp.float32,
         precision=jax.lax.Precision.HIGHEST,
+        conv_general_dilated=conv_general_dilated,
         rngs=rngs,
     )
 

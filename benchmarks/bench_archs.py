@@ -2,7 +2,7 @@
 each in its own process (so that peak memory is its own), one table (not a test).
 
     python benchmarks/bench_archs.py [--archs compact,span,realplksr,esrgan_plus,swinir,hat] [--batch 8] [--lr 64]
-                                     [--steps 3] [--dtype float32|bfloat16] [--remat] [--memory]
+                                     [--steps 3] [--dtype float32|bfloat16] [--remat] [--memory] [--trainer]
 
 The standard configurations: Compact 64/16 (realesr-animevideov3), SPAN 48, RealPLKSR 64/28/17 with DySample,
 ESRGAN+ 64/23/32, SwinIR-M classical, HAT-S, PLKSR 64/28/17 CCM (`plksr`, traiNNer-redux's default), MoSR 64/24
@@ -10,7 +10,9 @@ with GPS (`mosr`, its from-scratch template's), RCAN 10/20/64 and SAFMN 36/8 (th
 released networks' fixed widths), OmniSR 64/5 (traiNNer-redux's template, the paper's), and the standard SRFormer,
 RGT, DRCT, ATD and Swin2SR-M (their DEFAULTS); all x4. The train step
 is an L1 loss, its gradient and an Adam update, in training mode (dropout, drop path). The torch module is spandrel's,
-loaded from jaxsr's export of the same model.
+loaded from jaxsr's export of the same model, with torch's default threads (all cores). --trainer adds the trainer's
+own step (`jaxsr.train.kinds.sr`'s builders, L1 + Adam) on the devices run_train sets up on this host: on a CPU one
+XLA:CPU device per core, the batch split over them.
 On GPU, --dtype bfloat16 uses bf16 compute in jaxsr and autocast bf16 + channels_last in torch. --remat (the
 transformers): gradient checkpointing per block (jaxsr `use_chk` under the XLA:CPU memory schedule, as run_train sets
 it; torch `use_checkpoint`, RGT's `use_chk`; none for SRFormer and DRCT, whose references cannot).
@@ -110,6 +112,28 @@ def bench_jax(spec, x, y, steps, dtype, memory_only=False):
     return t_fwd, _time(run, steps), temp
 
 
+def bench_trainer(spec, x, y, steps):
+    """The trainer's own L1 + Adam step (`jaxsr.train.kinds.sr`'s builders) over the devices run_train sets up on this
+    host (`jaxsr.parallel.use_cpu_cores`: one XLA:CPU device per core, the batch split over them)."""
+    from common import config, train_step
+    from ml_collections import ConfigDict
+
+    from jaxsr import parallel
+
+    cfg = config("rrdb", len(x), x.shape[1], degrade=False)
+    cfg.model = ConfigDict(spec)
+    mesh = parallel.make_mesh()
+    state, step, feature_params = train_step(cfg, mesh)
+    batch = parallel.global_batch(mesh, {"gt": y, "lq": x})
+    holder = [state]
+
+    def run():
+        holder[0], m = step(holder[0], batch, feature_params)
+        m["loss"].block_until_ready()
+
+    return None, _time(run, steps), None
+
+
 def bench_torch(path, x, y, steps, dtype, remat=False, remat_torch=True):
     import conftest  # noqa: F401  (torchvision stub for spandrel)
     import spandrel
@@ -160,6 +184,8 @@ def one(a):
     x = y.reshape(a.batch, a.lr, s, a.lr, s, 3).mean((2, 4)).astype(np.float32)
     if a.only == "jax":
         t = bench_jax(spec, x, y, a.steps, a.dtype, a.memory)
+    elif a.only == "trainer":
+        t = bench_trainer(spec, x, y, a.steps)
     else:
         t = bench_torch(a.export, x, y, a.steps, a.dtype, a.remat, a.arch not in NO_TORCH_REMAT)
     print("RESULT " + json.dumps({"fwd": t[0], "train": t[1], "temp": t[2] if len(t) > 2 else None,
@@ -196,15 +222,19 @@ def main():
     p.add_argument("--remat", action="store_true", help="gradient checkpointing per block (the transformers), both sides where the reference can")
     p.add_argument("--memory", action="store_true",
                    help="only XLA's compiled temp memory of jaxsr's train step, remat off and on (no timing, no torch)")
-    p.add_argument("--only", choices=["jax", "torch"], help=argparse.SUPPRESS)
+    p.add_argument("--trainer", action="store_true",
+                   help="also the trainer's own step as run_train sets it up on this host (a CPU: one device per core)")
+    p.add_argument("--only", choices=["jax", "trainer", "torch"], help=argparse.SUPPRESS)
     p.add_argument("--arch", help=argparse.SUPPRESS)
     p.add_argument("--export", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.only:
-        if a.only == "jax" and a.remat:
-            from jaxsr import parallel
+        from jaxsr import parallel
 
+        if a.only != "torch" and a.remat:
             parallel.use_memory_schedule()  # as run_train does for remat models
+        if a.only == "trainer":
+            print(f"trainer: {parallel.use_cpu_cores(a.batch)} CPU devices", file=sys.stderr)
         return one(a)
     from common import table
 
@@ -218,7 +248,7 @@ def main():
         path = os.path.join(tempfile.mkdtemp(), f"{name}.pth")
         weights.export(archs.build(spec), spec, path)
         res = {}
-        for impl in ("jax", "torch"):
+        for impl in ("jax", "torch") + (("trainer",) if a.trainer else ()):
             cmd = [sys.executable, __file__, "--only", impl, "--arch", name, "--export", path, "--batch", str(a.batch),
                    "--lr", str(a.lr), "--steps", str(a.steps), "--dtype", a.dtype] + (["--remat"] if a.remat else [])
             out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -230,11 +260,14 @@ def main():
         rows.append([name, f"{a.batch / j['fwd']:.2f}", f"{a.batch / t['fwd']:.2f}", f"{t['fwd'] / j['fwd']:.2f}",
                      f"{a.batch / j['train']:.2f}", f"{a.batch / t['train']:.2f}", f"{t['train'] / j['train']:.2f}",
                      f"{j['rss']:.1f}", f"{t['rss']:.1f}", f"{j['temp']:.2f}"])
+        if a.trainer:
+            tr = res["trainer"]
+            rows[-1] += [f"{a.batch / tr['train']:.2f}", f"{t['train'] / tr['train']:.2f}", f"{tr['rss']:.1f}"]
         print(rows[-1], flush=True)
     print(f"\nbatch {a.batch}, LR {a.lr}, {a.dtype}, remat={a.remat} (torch without it for {', '.join(NO_TORCH_REMAT)}); img/s; "
           "ratio = jaxsr / torch (higher is faster); peak RSS GiB per process; XLA's compiled temp memory of jaxsr's step")
     print(table(rows, ["arch", "fwd jaxsr", "fwd torch", "ratio", "train jaxsr", "train torch", "ratio", "RSS jaxsr",
-                       "RSS torch", "temp jaxsr"]))
+                       "RSS torch", "temp jaxsr"] + (["train trainer", "ratio", "RSS trainer"] if a.trainer else [])))
 
 
 if __name__ == "__main__":

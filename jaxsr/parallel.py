@@ -18,6 +18,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 PLATFORMS = ("cpu", "gpu", "tpu")
 _chosen = None  # the first N local devices where --devices asked for them (choose), else None: every device
+CPU_CHOICES = []  # what use_cpu_cores / use_memory_schedule set, and why: the run logs it on a CPU
 
 
 def mesh_devices():
@@ -139,6 +140,8 @@ def use_cpu_cores(batch_size):
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     n = max(d for d in range(1, min(cores, batch_size) + 1) if batch_size % d == 0)
     jax.config.update("jax_num_cpu_devices", n)
+    CPU_CHOICES.append(f"{n} device(s) for {cores} core(s), the batch of {batch_size} split over them (a device runs its "
+                       "convolutions on about one core)")
     return n
 
 
@@ -167,6 +170,7 @@ def use_memory_schedule():
         env = dict(os.environ, XLA_FLAGS=f"{flags} {flag}".strip(), JAX_PLATFORMS="cpu")
         if subprocess.run([sys.executable, "-c", "import jax; jax.devices()"], env=env, capture_output=True).returncode == 0:
             os.environ["XLA_FLAGS"] = env["XLA_FLAGS"]
+            CPU_CHOICES.append("the memory-minimising schedule (remat saves memory only under it)")
             return True
     logging.getLogger("jaxsr").warning("this XLA knows no memory-scheduler flag; remat on CPU will not save memory")
     return False

@@ -42,11 +42,13 @@ def test_what_building_the_optimizers_refuses_print_config_refuses_too(tmp_path,
 def test_platform_cpu_on_one_device_without_tensorboard(tmp_path):
     wd = tmp_path / "wd"
     code, out, err = cli(*TINY, "--platform", "cpu", "--devices", "1", "--config.log.tensorboard=False", "--workdir", wd)
-    assert code == 0 and ", 1 device(s), global batch 4" in out, err
+    assert code == 0 and ", 1 device(s), global batch 4" in out and "XLA:CPU:" not in out, err  # --devices: nothing chosen
     assert not os.path.exists(wd / "tensorboard") and len(open(wd / "metrics.jsonl").readlines()) == 2
     code, out, err = cli(*TINY, "--workdir", tmp_path / "two")  # by default, one XLA:CPU device per core
-    assert code == 0 and f", {min(2, len(os.sched_getaffinity(0)))} device(s)" in out and \
-        os.listdir(tmp_path / "two" / "tensorboard"), err
+    cores = len(os.sched_getaffinity(0))
+    n = max(d for d in (1, 2, 4) if d <= cores)  # the largest divisor of the batch (4) up to the cores
+    assert code == 0 and f", {n} device(s)" in out and os.listdir(tmp_path / "two" / "tensorboard"), err
+    assert f"XLA:CPU: {n} device(s) for {cores} core(s), the batch of 4 split over them" in out, out
     for flags_, message in ((["--platform", "tpu"], "--platform tpu: JAX cannot start it here"),
                             (["--platform", "xpu"], "--platform must be one of cpu, gpu, tpu, got 'xpu'"),
                             (["--devices", "3"], "train.batch_size (4) must be a multiple of the device count (3)")):

@@ -92,6 +92,8 @@ class Loop:
             return self._nothing_to_train(step, end)
         log.info(f"{self.kind.summary(self.state)}, {len(self.mesh.devices.flat)} device(s), global batch {cfg.train.batch_size}; "
                  f"training to step {end}" + (f" of {total}" if end < total else ""))
+        if parallel.CPU_CHOICES and jax.default_backend() == "cpu":
+            log.info("XLA:CPU: " + "; ".join(parallel.CPU_CHOICES))
         self.system.start()
         inspecting = self._inspecting()
         if self.profile and not step < self.profile[0] <= end:

@@ -130,13 +130,20 @@ def compile_cache(tmp_path_factory):
 def quick_compiles():
     """XLA without most of its optimisations for a module whose tiny models compile more than they run (a step program
     runs a few times, compiles once). The flag is not part of JAX's cache keys, so the executables compiled under it
-    are dropped before the modules after it; a run_train.py process gets it as JAX_DISABLE_MOST_OPTIMIZATIONS=1."""
+    are dropped before the modules after it; the module's subprocesses (run_train.py, the CLIs) get it as
+    JAX_DISABLE_MOST_OPTIMIZATIONS=1."""
     import jax
 
     before = jax.config.values["jax_disable_most_optimizations"]
+    env_before = os.environ.get("JAX_DISABLE_MOST_OPTIMIZATIONS")
     jax.config.update("jax_disable_most_optimizations", True)
+    os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
     yield
     jax.config.update("jax_disable_most_optimizations", before)
+    if env_before is None:
+        os.environ.pop("JAX_DISABLE_MOST_OPTIMIZATIONS")
+    else:
+        os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = env_before
     jax.clear_caches()
 
 

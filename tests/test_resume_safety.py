@@ -15,6 +15,7 @@ from jaxsr import weights
 from jaxsr.imageio import write_image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.usefixtures("quick_compiles")  # tiny runs: XLA compiles more than it runs
 TINY = [  # a tiny RRDB on 32 px crops of the built-in photographs (validation, where a test turns it on: one small image)
     "--config", "configs/demo.py", "--config.model.num_feat=8", "--config.model.num_block=1", "--config.model.num_grow_ch=8",
     "--config.train.batch_size=4", "--config.data.gt_size=32", "--config.degrade.gt_size=32", "--config.data.num_workers=0",

@@ -13,6 +13,8 @@ from PIL import Image
 
 from conftest import ROOT, cli, interrupt, photo
 
+pytestmark = pytest.mark.usefixtures("quick_compiles")  # tiny runs: XLA compiles more than it runs
+
 PACKAGE = os.path.join(ROOT, "jaxsr")
 
 

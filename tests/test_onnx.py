@@ -1,7 +1,7 @@
 """ONNX export (`jaxsr.deploy`, `python -m convert.to_onnx`) against onnxruntime's CPU provider, the reference
 runtime: every registered generator (SMALL's, so new ones are covered as they register) as one dynamic fp32 file
-that equals jaxsr's forward within 1e-4 at two sizes that are multiples of no window, fp16 within 45 dB PSNR of
-jaxsr's fp32 on a photograph, onnx.checker, declared dynamic axes, metadata, and refusals without a partial file."""
+that equals jaxsr's forward within 1e-4 at two sizes that are multiples of no window, fp16 (one generator per kind of
+graph, FP16) within 45 dB PSNR of jaxsr's fp32 on a photograph, onnx.checker, declared dynamic axes, metadata, and refusals without a partial file."""
 import functools
 import os
 import subprocess
@@ -85,7 +85,12 @@ def test_one_dynamic_fp32_file_equals_jaxsr_at_two_sizes(name):
         assert diff <= TOL, (h, w, diff)
 
 
-@pytest.mark.parametrize("name", sorted(GENERATORS))
+# fp16 per family of graph: convolutions, normalised convolutions with attention, DySample's gather, window attention
+# with relative bias, channel/rectangle attention, a U-Net cascade, a [-1, 1] generator (the fp32 test covers them all)
+FP16 = ("esrgan", "span", "realplksr", "swinir", "hat", "dat", "realcugan", "wbcunet", "omnisr")
+
+
+@pytest.mark.parametrize("name", sorted(n for n in GENERATORS if n in FP16))
 def test_fp16_file_is_within_45db_of_jaxsr_fp32_on_a_photograph(name):
     spec, model = GENERATORS[name], model_of(name)
     h, w = SIZES[0]

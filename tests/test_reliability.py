@@ -15,6 +15,8 @@ from jaxsr import weights
 from jaxsr.archs import esrgan
 from jaxsr.imageio import load_image, write_image
 
+pytestmark = pytest.mark.usefixtures("quick_compiles")  # tiny runs: XLA compiles more than it runs
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [  # the tiny RRDB run of test_train.py: a step takes well under a second
     "--config", "configs/demo.py", "--config.model.num_feat=8", "--config.model.num_block=1", "--config.model.num_grow_ch=8",

@@ -7,6 +7,8 @@ import pytest
 
 from conftest import cli
 
+pytestmark = pytest.mark.usefixtures("quick_compiles")  # tiny runs: XLA compiles more than it runs
+
 TINY = ["run_train.py", "--config", "configs/demo.py", "--config.model.num_feat=8", "--config.model.num_block=1",
         "--config.train.batch_size=4", "--config.data.gt_size=32", "--config.degrade.gt_size=32",
         "--config.train.total_steps=2", "--config.train.log_every=1", "--config.val.every=0",

@@ -135,15 +135,11 @@ def quick_compiles():
     import jax
 
     before = jax.config.values["jax_disable_most_optimizations"]
-    env_before = os.environ.get("JAX_DISABLE_MOST_OPTIMIZATIONS")
     jax.config.update("jax_disable_most_optimizations", True)
-    os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
-    yield
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+        yield
     jax.config.update("jax_disable_most_optimizations", before)
-    if env_before is None:
-        os.environ.pop("JAX_DISABLE_MOST_OPTIMIZATIONS")
-    else:
-        os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = env_before
     jax.clear_caches()
 
 

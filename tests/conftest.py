@@ -11,6 +11,27 @@ import numpy as np
 import pytest
 
 
+def _shared_compilation_cache():
+    """One persistent XLA compilation cache for the whole session: the xdist workers and every run_train.py or CLI
+    process they start inherit it, so a program compiled once (the tiny demo's step, a resume's step) is read back
+    everywhere else. These are XLA's own executables under keys that cover the program and its compile options, so
+    no number can differ. A cache the caller set (JAX_COMPILATION_CACHE_DIR) is used as is; ours is removed at exit by
+    the process that made it. A size limit turns on jax's file lock, so two workers never read a half-written entry."""
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    import atexit
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="jaxsr-tests-xla-cache-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    os.environ.update({"JAX_COMPILATION_CACHE_DIR": path, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+                       "JAX_COMPILATION_CACHE_MAX_SIZE": str(8 << 30)})
+
+
+_shared_compilation_cache()
+
+
 def _stub_torchvision():
     """spandrel imports torchvision at import time for two archs we never use; no CPU torchvision exists here."""
     if "torchvision" in sys.modules:
@@ -106,24 +127,6 @@ def vgg19_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("vgg") / "vgg19.safetensors"
     write_safetensors(path, state_dict(VGG19Features(rngs=nnx.Rngs(0))))
     return str(path)
-
-
-@pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-    """One persistent compilation cache for a test module's run_train.py processes and the test's own process: a
-    resume compiles the steps the first process compiled and reads them back instead (XLA's own executables, so the
-    numbers cannot differ). Restored to none afterwards."""
-    import jax
-    from jax.experimental.compilation_cache import compilation_cache as cc
-
-    path = str(tmp_path_factory.mktemp("xla_cache"))
-    before = jax.config.values["jax_persistent_cache_min_compile_time_secs"]
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    cc.set_cache_dir(path)
-    yield path
-    jax.config.update("jax_compilation_cache_dir", None)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", before)
-    cc.reset_cache()
 
 
 @pytest.fixture(scope="module")

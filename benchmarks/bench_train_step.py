@@ -5,13 +5,17 @@
 
 Rows per model: jaxsr L1 step with Real-ESRGAN degradations fused in (rrdb) and on a ready LR batch;
 the Real-ESRGAN GAN step (--gan: L1 + VGG19 perceptual + U-Net SN discriminator, random VGG weights);
-PyTorch eager (bf16 autocast + channels_last on GPU, fp32 on CPU) and torch.compile (--compile).
+PyTorch eager (bf16 autocast + channels_last on GPU, fp32 on CPU) and torch.compile (--compile). On a CPU, one more
+jaxsr L1 row runs the step as run_train sets it up on this host (`parallel.use_cpu_cores`: one XLA:CPU device per core,
+the batch split over them), in its own process, since the device count is fixed when jax starts.
 Columns: img/s, peak device memory, model TFLOP/s from docs/performance.md's counts (RRDB 440.6, DAT-2 322, GAN step
 1008 GFLOP per training image at LR 64) and, on GPU, the fraction of --peak-tflops. Defaults are the
 design's GPU setting (RRDB batch 16, DAT-2 batch 8, LR 64); on a CPU use e.g. --batch 2 --lr-size 32.
 """
 import argparse
+import json
 import os
+import subprocess
 import sys
 import tempfile
 
@@ -41,6 +45,18 @@ def jaxsr_row(cfg, gt, lq, steps):
         return m["loss"]
 
     return timeit(run, warmup=2, repeats=steps, sync=lambda o: o.block_until_ready())
+
+
+def trainer_row(name, b, lr_size, steps):
+    """(seconds per step, device count) of the L1 step on the CPU devices run_train sets up, from a fresh process."""
+    cmd = [sys.executable, __file__, "--trainer-row", "--models", name, "--batch", str(b), "--lr-size", str(lr_size),
+           "--steps", str(steps)]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
+    if not line:
+        sys.exit(f"the trainer row of {name} failed:\n{out.stderr[-3000:]}")
+    r = json.loads(line[0][7:])
+    return r["seconds"], r["devices"]
 
 
 def torch_rows(model_name, gt, lq, steps, gpu, compile_):
@@ -94,7 +110,15 @@ def main():
     p.add_argument("--compile", action="store_true")
     p.add_argument("--gan", action="store_true")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak of the GPU (H100/H200 SXM: 989)")
+    p.add_argument("--trainer-row", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.trainer_row:  # before any jax computation: the device count is fixed when the backend starts
+        b = a.batch or (16 if a.models == "rrdb" else 8)
+        n = parallel.use_cpu_cores(b) or len(jax.devices())
+        gt = photos(b, a.lr_size * 4)
+        lq = gt.reshape(b, a.lr_size, 4, a.lr_size, 4, 3).mean(axis=(2, 4))
+        print("RESULT " + json.dumps({"seconds": jaxsr_row(config(a.models, b, a.lr_size, False), gt, lq, a.steps), "devices": n}))
+        return
     gpu = jax.default_backend() == "gpu" and torch.cuda.is_available()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -115,6 +139,9 @@ def main():
             for label, deg, gan in variants:
                 t = jaxsr_row(config(name, b, a.lr_size, deg, gan, vgg), gt, lq, a.steps)
                 timed.append((label, t, peak_gib(), GFLOP["gan"] * (a.lr_size / 64) ** 2 * b if gan else gflop))
+            if not gpu:
+                t, n = trainer_row(name, b, a.lr_size, a.steps)
+                timed.append((f"jaxsr L1, trainer's {n} CPU device(s)", t, "n/a", gflop))
             for label, t in torch_rows(name, gt, lq, a.steps, gpu, a.compile):
                 timed.append((label, t, peak_gib(True) if gpu else "n/a", gflop))
             ref = next(t for label, t, *_ in timed if label.startswith("torch eager"))

@@ -4,7 +4,8 @@ The mesh has one 'data' axis with Auto axis types: the batch is sharded along it
 replicated, and XLA inserts the gradient all-reduce. Multi-process runs (TPU pods, several GPU hosts)
 feed each process's share of the global batch with `jax.make_array_from_process_local_data`.
 On a CPU host the same mesh spans one XLA:CPU device per core (use_cpu_cores), set up before jax starts,
-like the XLA:CPU memory schedule for remat models (use_memory_schedule).
+like the XLA:CPU memory schedule for remat models (use_memory_schedule) and the convolution kernels of the
+architectures that train faster on XLA's own kernels than on YNNPACK's (use_cpu_kernels).
 """
 import logging
 import os
@@ -18,7 +19,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 PLATFORMS = ("cpu", "gpu", "tpu")
 _chosen = None  # the first N local devices where --devices asked for them (choose), else None: every device
-CPU_CHOICES = []  # what use_cpu_cores / use_memory_schedule set, and why: the run logs it on a CPU
+CPU_CHOICES = []  # what use_cpu_cores / use_memory_schedule / use_cpu_kernels set, and why: logged on a CPU
 
 
 def mesh_devices():
@@ -150,6 +151,17 @@ MEMORY_SCHEDULE = ("--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED
                    "--xla_cpu_enable_concurrency_optimized_scheduler=false")
 
 
+def _set_xla_flag(flag):
+    """Add `flag` to XLA_FLAGS if this XLA knows it: XLA aborts the process on a flag it does not know, so a short
+    subprocess tries it first. Returns whether it was added."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    env = dict(os.environ, XLA_FLAGS=f"{flags} {flag}".strip(), JAX_PLATFORMS="cpu")
+    if subprocess.run([sys.executable, "-c", "import jax; jax.devices()"], env=env, capture_output=True).returncode:
+        return False
+    os.environ["XLA_FLAGS"] = env["XLA_FLAGS"]
+    return True
+
+
 def use_memory_schedule():
     """Make XLA:CPU order each program for low memory rather than concurrency. Call before jax starts a backend.
 
@@ -157,8 +169,8 @@ def use_memory_schedule():
     DAT-2's train step (batch 2, LR 64) peaks at 13.6 GiB with remat under it and at 5.6 GiB, 13% faster, under
     the memory scheduler (docs/performance.md). Without remat the default is ~12% faster, so the trainer asks for
     this only for models that remat. It goes through XLA_FLAGS, read once per process and by XLA:CPU alone (a
-    per-jit compiler option does not reach the scheduler), and XLA aborts on a flag it does not know: a short
-    subprocess tries each spelling first. Returns whether the schedule is in effect; the user's XLA_FLAGS win.
+    per-jit compiler option does not reach the scheduler). Returns whether the schedule is in effect; the user's
+    XLA_FLAGS win.
     """
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_cpu_scheduler_type" in flags or "xla_cpu_enable_concurrency_optimized_scheduler" in flags:
@@ -167,10 +179,40 @@ def use_memory_schedule():
         logging.getLogger("jaxsr").warning("the XLA:CPU memory schedule must be chosen before jax starts; not set")
         return False
     for flag in MEMORY_SCHEDULE:
-        env = dict(os.environ, XLA_FLAGS=f"{flags} {flag}".strip(), JAX_PLATFORMS="cpu")
-        if subprocess.run([sys.executable, "-c", "import jax; jax.devices()"], env=env, capture_output=True).returncode == 0:
-            os.environ["XLA_FLAGS"] = env["XLA_FLAGS"]
+        if _set_xla_flag(flag):
             CPU_CHOICES.append("the memory-minimising schedule (remat saves memory only under it)")
             return True
     logging.getLogger("jaxsr").warning("this XLA knows no memory-scheduler flag; remat on CPU will not save memory")
     return False
+
+
+# XLA:CPU hands convolutions, matmuls and reductions to YNNPACK (its library fusions) by default; for the rest it has
+# its own (Eigen) kernels. Three settings of its flag: the default spelled out (the same programs), matmuls only, none
+YNNPACK = ("--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,"
+           "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,LIBRARY_FUSION_TYPE_REDUCE")
+YNNPACK_DOTS = "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
+NO_YNNPACK = "--xla_cpu_experimental_ynn_fusion_type="
+KERNELS = {YNNPACK: "YNNPACK's convolutions, matmuls and reductions",
+           YNNPACK_DOTS: "convolutions and reductions on XLA's own kernels, matmuls on YNNPACK",
+           NO_YNNPACK: "XLA's own kernels only"}
+# the architectures whose train step runs faster on a CPU with another setting than the default, measured side by
+# side (benchmarks/bench_cpu_kernels.py, docs/performance.md); the others are as fast or faster with the default
+CPU_KERNELS = {"span": YNNPACK_DOTS, "mosr": YNNPACK_DOTS, "omnisr": YNNPACK_DOTS}
+
+
+def use_cpu_kernels(arch):
+    """Run `arch` on the XLA:CPU kernels that train it faster (CPU_KERNELS; docs/performance.md has the table): SPAN's
+    train step goes from 0.63x to 1.03x PyTorch's with its convolutions on XLA's own kernels and OmniSR's from 0.43x to
+    0.51x, while RRDB's is fastest on the default (0.89x; 0.75x with its convolutions off YNNPACK).
+    The kernels sum in another order, so a run keeps its choice: it follows the architecture, and a resume through
+    run_train makes the same one. Only XLA:CPU reads the flag: GPU and TPU programs are untouched. Call before jax
+    starts a backend; the user's XLA_FLAGS win. Returns the flag in effect, or None for the default."""
+    flags = os.environ.get("XLA_FLAGS", "").split()
+    given = [f for f in flags if f.startswith(NO_YNNPACK)]
+    if given:
+        return given[-1]
+    flag = CPU_KERNELS.get(arch)
+    if flag is None or _backends_started() or not _set_xla_flag(flag):
+        return None
+    CPU_CHOICES.append(f"{arch}: {KERNELS[flag]} (it trains faster so)")
+    return flag

@@ -1,4 +1,5 @@
 """Shared test fixtures: real photographs and the PyTorch reference (spandrel) behind a torchvision stub."""
+import contextlib
 import enum
 import os
 import signal
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 
-def _shared_compilation_cache():
+def pytest_configure(config):
     """One persistent XLA compilation cache for the whole session: the xdist workers and every run_train.py or CLI
     process they start inherit it, so a program compiled once (the tiny demo's step, a resume's step) is read back
     everywhere else. These are XLA's own executables under keys that cover the program and its compile options, so
@@ -27,9 +28,6 @@ def _shared_compilation_cache():
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     os.environ.update({"JAX_COMPILATION_CACHE_DIR": path, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
                        "JAX_COMPILATION_CACHE_MAX_SIZE": str(8 << 30)})
-
-
-_shared_compilation_cache()
 
 
 def _stub_torchvision():
@@ -129,21 +127,30 @@ def vgg19_file(tmp_path_factory):
     return str(path)
 
 
-@pytest.fixture(scope="module")
-def quick_compiles():
-    """XLA without most of its optimisations for a module whose tiny models compile more than they run (a step program
-    runs a few times, compiles once). The flag is not part of JAX's cache keys, so the executables compiled under it
-    are dropped before the modules after it; the module's subprocesses (run_train.py, the CLIs) get it as
-    JAX_DISABLE_MOST_OPTIMIZATIONS=1."""
+@contextlib.contextmanager
+def few_optimizations():
+    """XLA without most of its optimisations, for tiny models that compile more than they run (a step program runs a
+    few times, compiles once); subprocesses started inside (run_train.py, the CLIs) get it as
+    JAX_DISABLE_MOST_OPTIMIZATIONS=1. The in-memory caches do not key on the flag, so what compiled under it is
+    dropped afterwards (the persistent cache keys on it)."""
     import jax
 
     before = jax.config.values["jax_disable_most_optimizations"]
     jax.config.update("jax_disable_most_optimizations", True)
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+    try:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+            yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", before)
+        jax.clear_caches()
+
+
+@pytest.fixture(scope="module")
+def quick_compiles():
+    """few_optimizations() for a whole module of tiny runs."""
+    with few_optimizations():
         yield
-    jax.config.update("jax_disable_most_optimizations", before)
-    jax.clear_caches()
 
 
 def metric_rows(workdir, key="loss"):

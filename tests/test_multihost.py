@@ -9,8 +9,10 @@ import sys
 import time
 
 import numpy as np
+import pytest
 from test_train import ROOT, TINY, logged
 
+pytestmark = pytest.mark.usefixtures("quick_compiles")  # tiny runs: XLA compiles more than it runs
 ARGS = [*TINY, "--config.optim.schedule=constant", "--config.train.ckpt_every=2"]
 
 
@@ -101,3 +103,36 @@ def test_cpu_host_gets_one_device_per_core_dividing_the_batch():
         assert n == devices == max(d for d in range(1, min(cores, batch) + 1) if batch % d == 0)
     assert run(6, {"XLA_FLAGS": "--xla_force_host_platform_device_count=3"})[:2] == [None, 3]
     assert run(6, {"JAX_NUM_CPU_DEVICES": "3"})[:2] == [None, 3]
+
+
+KERNEL_PROBE = """
+import json, re, sys
+import jax, jax.numpy as jnp
+from jaxsr import parallel
+flag = parallel.use_cpu_kernels(sys.argv[1])
+f = jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")) @ w[0, 0])
+hlo = f.lower(jnp.ones((2, 32, 32, 64)), jnp.ones((3, 3, 64, 64))).compile().as_text()
+on_ynnpack = sorted(set(re.findall(r"%ynn_fusion[.0-9]* = .*op_name=.jit\\(<lambda>\\)/(\\w+)", hlo)))
+print(json.dumps([flag, on_ynnpack, parallel.CPU_CHOICES]))
+"""
+
+
+def test_cpu_kernels_follow_the_family_and_a_users_flag_wins():
+    """run_train's CPU setting: the families measured faster with other XLA:CPU kernels than the default get them (in
+    the compiled program, what runs as a YNNPACK fusion changes, and the run says so), the others keep the default;
+    the user's XLA_FLAGS win."""
+    from jaxsr.parallel import CPU_KERNELS, KERNELS, NO_YNNPACK, YNNPACK, YNNPACK_DOTS
+
+    def run(arch, flags=None):
+        env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_DISABLE_MOST_OPTIMIZATIONS")}
+        r = subprocess.run([sys.executable, "-c", KERNEL_PROBE, arch], cwd=ROOT, capture_output=True, text=True,
+                           env={**env, "JAX_PLATFORMS": "cpu", **({"XLA_FLAGS": flags} if flags else {})}, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout.splitlines()[-1])
+
+    both, dots = ["conv_general_dilated", "dot_general"], ["dot_general"]
+    assert run("esrgan") == [None, both, []]  # RRDB trains faster on the default
+    for arch, flag in CPU_KERNELS.items():
+        assert run(arch) == [flag, {YNNPACK_DOTS: dots, NO_YNNPACK: []}[flag], [f"{arch}: {KERNELS[flag]} (it trains faster so)"]]
+    assert run("span", YNNPACK) == [YNNPACK, both, []]  # the user's choice, the default spelled out
+    assert run("esrgan", NO_YNNPACK) == [NO_YNNPACK, [], []]

@@ -65,6 +65,7 @@ def main(argv):
 
     if cfg.model.get("use_chk"):  # remat: on CPU it saves memory only under XLA:CPU's memory schedule
         parallel.use_memory_schedule()
+    parallel.use_cpu_kernels(cfg.model.get("arch"))  # with or without YNNPACK: whichever trains this family faster
     if not (_COORD.value or parallel.cluster_detected() or _DEVICES.value):
         parallel.use_cpu_cores(cfg.train.batch_size)  # on a CPU host, data parallel over its cores
     parallel.initialize(_COORD.value, _NPROC.value, _PID.value)  # TPU pods / SLURM are detected

@@ -4,8 +4,8 @@ The mesh has one 'data' axis with Auto axis types: the batch is sharded along it
 replicated, and XLA inserts the gradient all-reduce. Multi-process runs (TPU pods, several GPU hosts)
 feed each process's share of the global batch with `jax.make_array_from_process_local_data`.
 On a CPU host the same mesh spans one XLA:CPU device per core (use_cpu_cores), set up before jax starts,
-like the XLA:CPU memory schedule for remat models (use_memory_schedule) and the convolution kernels of the
-architectures that train faster on XLA's own kernels than on YNNPACK's (use_cpu_kernels).
+like the XLA:CPU memory schedule for remat models (use_memory_schedule) and the kernels of the
+architectures that train faster with fewer of their ops on YNNPACK (use_cpu_kernels).
 """
 import logging
 import os
@@ -202,8 +202,8 @@ CPU_KERNELS = {"span": YNNPACK_DOTS, "mosr": YNNPACK_DOTS, "omnisr": YNNPACK_DOT
 
 def use_cpu_kernels(arch):
     """Run `arch` on the XLA:CPU kernels that train it faster (CPU_KERNELS; docs/performance.md has the table): SPAN's
-    train step goes from 0.63x to 1.03x PyTorch's with its convolutions on XLA's own kernels and OmniSR's from 0.43x to
-    0.51x, while RRDB's is fastest on the default (0.89x; 0.75x with its convolutions off YNNPACK).
+    train step goes from 0.64x to 1.03x PyTorch's with only its matmuls on YNNPACK and OmniSR's from 0.43x to 0.51x,
+    while RRDB's is fastest on the default (0.89x; 0.75x with only its matmuls on YNNPACK).
     The kernels sum in another order, so a run keeps its choice: it follows the architecture, and a resume through
     run_train makes the same one. Only XLA:CPU reads the flag: GPU and TPU programs are untouched. Call before jax
     starts a backend; the user's XLA_FLAGS win. Returns the flag in effect, or None for the default."""

@@ -1,5 +1,4 @@
 """Shared test fixtures: real photographs and the PyTorch reference (spandrel) behind a torchvision stub."""
-import contextlib
 import enum
 import os
 import signal
@@ -10,24 +9,6 @@ import types
 
 import numpy as np
 import pytest
-
-
-def pytest_configure(config):
-    """One persistent XLA compilation cache for the whole session: the xdist workers and every run_train.py or CLI
-    process they start inherit it, so a program compiled once (the tiny demo's step, a resume's step) is read back
-    everywhere else. These are XLA's own executables under keys that cover the program and its compile options, so
-    no number can differ. A cache the caller set (JAX_COMPILATION_CACHE_DIR) is used as is; ours is removed at exit by
-    the process that made it. A size limit turns on jax's file lock, so two workers never read a half-written entry."""
-    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        return
-    import atexit
-    import shutil
-    import tempfile
-
-    path = tempfile.mkdtemp(prefix="jaxsr-tests-xla-cache-")
-    atexit.register(shutil.rmtree, path, ignore_errors=True)
-    os.environ.update({"JAX_COMPILATION_CACHE_DIR": path, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-                       "JAX_COMPILATION_CACHE_MAX_SIZE": str(8 << 30)})
 
 
 def _stub_torchvision():
@@ -127,30 +108,39 @@ def vgg19_file(tmp_path_factory):
     return str(path)
 
 
-@contextlib.contextmanager
-def few_optimizations():
-    """XLA without most of its optimisations, for tiny models that compile more than they run (a step program runs a
-    few times, compiles once); subprocesses started inside (run_train.py, the CLIs) get it as
-    JAX_DISABLE_MOST_OPTIMIZATIONS=1. The in-memory caches do not key on the flag, so what compiled under it is
-    dropped afterwards (the persistent cache keys on it)."""
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+    """One persistent compilation cache for a test module's run_train.py processes and the test's own process: a
+    resume compiles the steps the first process compiled and reads them back instead (XLA's own executables, so the
+    numbers cannot differ). Restored to none afterwards."""
     import jax
+    from jax.experimental.compilation_cache import compilation_cache as cc
 
-    before = jax.config.values["jax_disable_most_optimizations"]
-    jax.config.update("jax_disable_most_optimizations", True)
-    try:
-        with pytest.MonkeyPatch.context() as env:
-            env.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
-            yield
-    finally:
-        jax.config.update("jax_disable_most_optimizations", before)
-        jax.clear_caches()
+    path = str(tmp_path_factory.mktemp("xla_cache"))
+    before = jax.config.values["jax_persistent_cache_min_compile_time_secs"]
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    cc.set_cache_dir(path)
+    yield path
+    jax.config.update("jax_compilation_cache_dir", None)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", before)
+    cc.reset_cache()
 
 
 @pytest.fixture(scope="module")
 def quick_compiles():
-    """few_optimizations() for a whole module of tiny runs."""
-    with few_optimizations():
+    """XLA without most of its optimisations for a module whose tiny models compile more than they run (a step program
+    runs a few times, compiles once). The flag is not part of JAX's cache keys, so the executables compiled under it
+    are dropped before the modules after it; the module's subprocesses (run_train.py, the CLIs) get it as
+    JAX_DISABLE_MOST_OPTIMIZATIONS=1."""
+    import jax
+
+    before = jax.config.values["jax_disable_most_optimizations"]
+    jax.config.update("jax_disable_most_optimizations", True)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
         yield
+    jax.config.update("jax_disable_most_optimizations", before)
+    jax.clear_caches()
 
 
 def metric_rows(workdir, key="loss"):

@@ -3,8 +3,8 @@ generator from its file with model.arch=auto, trains, resumes bitwise from a cho
 No discriminator: the GAN step is the same for every generator and its compile is most of a small model's run
 (tests/test_gan_recipes.py and test_train.py train the GAN recipes). One validation image (a warm start validates at
 step 0): what it compiles is the train step, once, and the forward at one size (the resume reads them back from the
-compilation cache). Compiled without most of XLA's optimisations (they compile more than they run), except SAFMN:
-without them its gradient comes out NaN on these crops.
+compilation cache). Compiled with XLA's optimisations: without them (the `quick_compiles` fixture) SAFMN's gradient
+comes out NaN on these crops.
 """
 import importlib
 import json
@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import few_optimizations, metric_rows, photo
+from conftest import metric_rows, photo
 from test_layout import SMALL, perturbed
 
 from jaxsr import archs, parallel, weights
@@ -35,19 +35,8 @@ def l1_run(init, scale, crop):
             "--config.data.val_max_images=1"]
 
 
-@pytest.fixture
-def compiles(name):
-    """few_optimizations() for the test of `name`, in this process and its run_train.py alike (the bitwise resume
-    compiles as the run did), except for SAFMN."""
-    if name == "safmn":
-        yield
-        return
-    with few_optimizations():
-        yield
-
-
 @pytest.mark.parametrize("name", GENERATORS)
-def test_any_generator_trains_from_its_file_and_resumes_bitwise(tmp_path, name, compiles):
+def test_any_generator_trains_from_its_file_and_resumes_bitwise(tmp_path, compile_cache, name):
     if archs.get(name).condition:
         pytest.skip(f"{name} takes {archs.get(name).condition!r} maps besides the image: the sr kind's recipe has none "
                     "to give it; tests/test_sftgan_kind.py trains it with kind='sftgan'")
@@ -66,10 +55,11 @@ def test_any_generator_trains_from_its_file_and_resumes_bitwise(tmp_path, name, 
     crop = 48  # a multiple of every scale here
     wd = tmp_path / "wd"
     r = subprocess.run([sys.executable, "run_train.py", *l1_run(init, spec["scale"], crop), "--workdir", str(wd)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=900,
-                       # the XLA:CPU kernels this process compiles with (run_train picks others for some families,
-                       # parallel.CPU_KERNELS), so that the resume in this process below is bitwise
-                       env={**os.environ, "JAX_NUM_CPU_DEVICES": "1", "XLA_FLAGS": parallel.YNNPACK})
+                       capture_output=True, text=True, timeout=900, env={**os.environ, "JAX_NUM_CPU_DEVICES": "1", "JAX_COMPILATION_CACHE_DIR": compile_cache,
+                            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+                            # the XLA:CPU kernels this process compiles with (run_train picks others for some
+                            # families, parallel.CPU_KERNELS), so that the resume in this process below is bitwise
+                            "XLA_FLAGS": parallel.YNNPACK})
     assert r.returncode == 0, r.stderr
     assert "warm start from" in r.stdout and "all tensors matched" in r.stdout
     first = metric_rows(wd)

@@ -22,8 +22,6 @@ from jaxsr.imageio import decode_image, write_image
 
 from conftest import photo
 
-pytestmark = pytest.mark.usefixtures("quick_compiles")  # tiny runs: XLA compiles more than it runs
-
 
 def test_windows_are_basicsr_extract_subimages():
     """DIV2K 2040x1356 at crop 480, step 240: the last window is moved flush with the edge, not dropped."""

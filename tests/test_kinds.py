@@ -5,13 +5,10 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 from conftest import interrupt, metric_rows
 from toy_kind import Denoiser, config
 
 from jaxsr.train import loop
-
-pytestmark = pytest.mark.usefixtures("quick_compiles")  # tiny runs: XLA compiles more than it runs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

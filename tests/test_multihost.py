@@ -9,10 +9,8 @@ import sys
 import time
 
 import numpy as np
-import pytest
 from test_train import ROOT, TINY, logged
 
-pytestmark = pytest.mark.usefixtures("quick_compiles")  # tiny runs: XLA compiles more than it runs
 ARGS = [*TINY, "--config.optim.schedule=constant", "--config.train.ckpt_every=2"]
 
 

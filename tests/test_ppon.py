@@ -218,14 +218,16 @@ def _under(tree, modules):
             if str(getattr(path[0], "key", "")) in modules]
 
 
-def test_three_phases_train_their_branch_only_and_resume_mid_phase_bitwise(tmp_path):
+def test_three_phases_train_their_branch_only_and_resume_mid_phase_bitwise(tmp_path, compile_cache):
     from test_layout import perturbed
 
     init = tmp_path / "ppon.safetensors"
     weights.export(perturbed(TINY), TINY, init)
     wd = tmp_path / "wd"
     r = subprocess.run([sys.executable, "run_train.py", *tiny_run(init), "--workdir", str(wd)], cwd=ROOT, capture_output=True,
-                       text=True, timeout=900, env={**os.environ, "JAX_NUM_CPU_DEVICES": "1"})
+                       text=True, timeout=900, env={**os.environ, "JAX_NUM_CPU_DEVICES": "1",
+                                                   "JAX_COMPILATION_CACHE_DIR": compile_cache,
+                                                   "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"})
     assert r.returncode == 0, r.stderr
     assert "step 2: phase 2 (structure): training SFEM + SRM on pix-multiscale, ssim" in r.stdout
     first, val = metric_rows(wd), metric_rows(wd, "val_psnr")

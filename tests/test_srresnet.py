@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import few_optimizations
 from flax import nnx
 
 from jaxsr import archs, load_model, weights
@@ -118,10 +117,13 @@ def test_recipes_are_basicsrs_and_srgan_refuses_without_vgg_weights():
 
 @pytest.fixture
 def quick_compiles():
-    """few_optimizations() for this one test, as tests/test_gan_recipes.py runs the GAN recipes: the two steps compile
-    far faster than they would run slower."""
-    with few_optimizations():
-        yield
+    """XLA without most of its optimisations, as tests/test_gan_recipes.py runs the GAN recipes: the two steps compile
+    far faster than they would run slower. Not part of JAX's cache keys, so what compiled under it is dropped after."""
+    before = jax.config.values["jax_disable_most_optimizations"]
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", before)
+    jax.clear_caches()
 
 
 def test_srgan_recipe_trains_a_few_steps(tmp_path, vgg19_file, quick_compiles):

@@ -5,7 +5,7 @@ module on all cores. Each measurement is its own
 process; the order alternates between repeats, and the best of the repeats is kept. Not a test.
 
     python benchmarks/bench_cpu_kernels.py [--archs compact,span,esrgan_plus] [--batch 4] [--lr 32] [--steps 3]
-                                           [--repeats 1]
+                                           [--repeats 1] [--variants ynnpack,dots,own]
 
 The column `run_train` is what `jaxsr.parallel.use_cpu_kernels` picks for the family (CPU_KERNELS).
 """
@@ -50,21 +50,23 @@ def main():
     p.add_argument("--lr", type=int, default=32)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--variants", default="ynnpack,dots,own", help="the kernel settings to measure beside torch")
     a = p.parse_args()
+    variants = ["torch", *a.variants.split(",")]
     rows = []
     for name in a.archs.split(","):
         spec = standard_spec(name)
         path = os.path.join(tempfile.mkdtemp(), f"{name}.pth")
         weights.export(archs.build(spec), spec, path)
-        got = {v: [] for v in VARIANTS}
+        got = {v: [] for v in variants}
         for r in range(a.repeats):
-            for v in list(VARIANTS)[:: 1 if r % 2 == 0 else -1]:
+            for v in variants[:: 1 if r % 2 == 0 else -1]:
                 got[v].append(measure(name, v, path, a))
         best = {v: (min(t for t, _ in xs), min(m for _, m in xs)) for v, xs in got.items()}
         t = best["torch"][0]
         picked = {parallel.YNNPACK_DOTS: "dots", parallel.NO_YNNPACK: "own"}.get(parallel.CPU_KERNELS.get(spec["arch"]), "ynnpack")
-        rows.append([name, f"{a.batch / t:.2f}", *(f"{t / best[v][0]:.2f}" for v in ("ynnpack", "dots", "own")), picked,
-                     f"{best['torch'][1]:.2f}", f"{best[picked][1]:.2f}"])
+        rows.append([name, f"{a.batch / t:.2f}", *(f"{t / best[v][0]:.2f}" if v in best else "-" for v in ("ynnpack", "dots", "own")),
+                     picked, f"{best['torch'][1]:.2f}", f"{best[picked][1]:.2f}" if picked in best else "-"])
         print(rows[-1], flush=True)
     print(f"\nbatch {a.batch}, LR {a.lr}, float32, the trainer's step on run_train's CPU devices: torch's img/s, then jaxsr "
           "/ torch (higher is faster) with YNNPACK's convolutions and matmuls (the default), its matmuls only (dots), "

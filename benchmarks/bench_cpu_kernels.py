@@ -1,11 +1,11 @@
 """Which XLA:CPU kernels train each family faster on this CPU: the trainer's step (as bench_archs.py --trainer runs it:
 run_train's CPU devices, L1 + Adam, training mode) with its convolutions and matmuls on YNNPACK (this jaxlib's
-default), with only the matmuls on YNNPACK, and with neither (XLA's own Eigen kernels), against spandrel's PyTorch
-module on all cores. Each measurement is its own
-process; the order alternates between repeats, and the best of the repeats is kept. Not a test.
+default), with only the matmuls on YNNPACK, with neither (XLA's own Eigen kernels), and with the matmuls on oneDNN
+(onednn), against spandrel's PyTorch module on all cores. Each measurement is its own process; the order alternates
+between repeats, and the best of the repeats is kept. Not a test.
 
     python benchmarks/bench_cpu_kernels.py [--archs compact,span,esrgan_plus] [--batch 4] [--lr 32] [--steps 3]
-                                           [--repeats 1] [--variants ynnpack,dots,own]
+                                           [--repeats 1] [--variants ynnpack,dots,own[,onednn]]
 
 The column `run_train` is what `jaxsr.parallel.use_cpu_kernels` picks for the family (CPU_KERNELS).
 """
@@ -24,7 +24,9 @@ from common import table  # noqa: E402
 
 from jaxsr import archs, parallel, weights  # noqa: E402
 
-VARIANTS = {"torch": None, "ynnpack": parallel.YNNPACK, "dots": parallel.YNNPACK_DOTS, "own": parallel.NO_YNNPACK}
+VARIANTS = {"torch": None, "ynnpack": parallel.YNNPACK, "dots": parallel.YNNPACK_DOTS, "own": parallel.NO_YNNPACK,
+            "onednn": parallel.ONEDNN_DOTS}
+PICKED = {flag: v for v, flag in VARIANTS.items() if flag}
 
 
 def measure(name, variant, path, a):
@@ -64,14 +66,14 @@ def main():
                 got[v].append(measure(name, v, path, a))
         best = {v: (min(t for t, _ in xs), min(m for _, m in xs)) for v, xs in got.items()}
         t = best["torch"][0]
-        picked = {parallel.YNNPACK_DOTS: "dots", parallel.NO_YNNPACK: "own"}.get(parallel.CPU_KERNELS.get(spec["arch"]), "ynnpack")
-        rows.append([name, f"{a.batch / t:.2f}", *(f"{t / best[v][0]:.2f}" if v in best else "-" for v in ("ynnpack", "dots", "own")),
+        picked = PICKED.get(parallel.CPU_KERNELS.get(spec["arch"]), "ynnpack")
+        rows.append([name, f"{a.batch / t:.2f}", *(f"{t / best[v][0]:.2f}" if v in best else "-" for v in list(VARIANTS)[1:]),
                      picked, f"{best['torch'][1]:.2f}", f"{best[picked][1]:.2f}" if picked in best else "-"])
         print(rows[-1], flush=True)
     print(f"\nbatch {a.batch}, LR {a.lr}, float32, the trainer's step on run_train's CPU devices: torch's img/s, then jaxsr "
           "/ torch (higher is faster) with YNNPACK's convolutions and matmuls (the default), its matmuls only (dots), "
-          "neither (own); the setting run_train picks; peak RSS GiB of the process")
-    print(table(rows, ["arch", "torch img/s", "ynnpack", "dots", "own", "run_train", "RSS torch", "RSS run_train"]))
+          "neither (own), the matmuls on oneDNN (onednn); the setting run_train picks; peak RSS GiB of the process")
+    print(table(rows, ["arch", "torch img/s", *list(VARIANTS)[1:], "run_train", "RSS torch", "RSS run_train"]))
 
 
 if __name__ == "__main__":

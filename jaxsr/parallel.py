@@ -5,7 +5,7 @@ replicated, and XLA inserts the gradient all-reduce. Multi-process runs (TPU pod
 feed each process's share of the global batch with `jax.make_array_from_process_local_data`.
 On a CPU host the same mesh spans one XLA:CPU device per core (use_cpu_cores), set up before jax starts,
 like the XLA:CPU memory schedule for remat models (use_memory_schedule) and the kernels of the
-architectures that train faster with fewer of their ops on YNNPACK (use_cpu_kernels).
+architectures that train faster with other XLA:CPU kernels than the default (use_cpu_kernels).
 """
 import logging
 import os
@@ -151,12 +151,13 @@ MEMORY_SCHEDULE = ("--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED
                    "--xla_cpu_enable_concurrency_optimized_scheduler=false")
 
 
-def _set_xla_flag(flag):
+def _set_xla_flag(flag, probe=None):
     """Add `flag` to XLA_FLAGS if this XLA knows it: XLA aborts the process on a flag it does not know, so a short
-    subprocess tries it first. Returns whether it was added."""
+    subprocess runs `probe` with it first (a probe that fails says the flag would not do its work here). Returns
+    whether it was added."""
     flags = os.environ.get("XLA_FLAGS", "")
     env = dict(os.environ, XLA_FLAGS=f"{flags} {flag}".strip(), JAX_PLATFORMS="cpu")
-    if subprocess.run([sys.executable, "-c", "import jax; jax.devices()"], env=env, capture_output=True).returncode:
+    if subprocess.run([sys.executable, "-c", probe or "import jax; jax.devices()"], env=env, capture_output=True).returncode:
         return False
     os.environ["XLA_FLAGS"] = env["XLA_FLAGS"]
     return True
@@ -187,32 +188,42 @@ def use_memory_schedule():
 
 
 # XLA:CPU hands convolutions, matmuls and reductions to YNNPACK (its library fusions) by default; for the rest it has
-# its own (Eigen) kernels. Three settings of its flag: the default spelled out (the same programs), matmuls only, none
+# its own (Eigen) kernels, and it can give matmuls (batched ones too, which YNNPACK leaves to Eigen) to oneDNN. Four
+# settings: the default spelled out (the same programs), matmuls only, none, and the default with oneDNN's matmuls
 YNNPACK = ("--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,"
            "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,LIBRARY_FUSION_TYPE_REDUCE")
 YNNPACK_DOTS = "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
 NO_YNNPACK = "--xla_cpu_experimental_ynn_fusion_type="
+ONEDNN = "--xla_cpu_use_onednn="
+ONEDNN_DOTS = ("--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,"
+               "LIBRARY_FUSION_TYPE_REDUCE --xla_cpu_use_onednn=true "
+               "--xla_cpu_experimental_onednn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT")
 KERNELS = {YNNPACK: "YNNPACK's convolutions, matmuls and reductions",
            YNNPACK_DOTS: "convolutions and reductions on XLA's own kernels, matmuls on YNNPACK",
-           NO_YNNPACK: "XLA's own kernels only"}
+           NO_YNNPACK: "XLA's own kernels only",
+           ONEDNN_DOTS: "convolutions and reductions on YNNPACK, matmuls (attention's too) on oneDNN"}
 # the architectures whose train step runs faster on a CPU with another setting than the default, measured side by
 # side (benchmarks/bench_cpu_kernels.py, docs/performance.md); the others are as fast or faster with the default
-CPU_KERNELS = {"span": YNNPACK_DOTS, "mosr": YNNPACK_DOTS, "omnisr": YNNPACK_DOTS}
+CPU_KERNELS = {"span": YNNPACK_DOTS, "mosr": YNNPACK_DOTS, "omnisr": YNNPACK_DOTS, "hat": ONEDNN_DOTS}
+# a jaxlib built without oneDNN (on ARM, say) accepts its flags and ignores them: the compiled program tells
+ONEDNN_PROBE = ("import jax, jax.numpy as jnp; x = jnp.ones((8, 8)); "
+                "assert 'onednn_fusion' in jax.jit(jnp.matmul).lower(x, x).compile().as_text()")
 
 
 def use_cpu_kernels(arch):
     """Run `arch` on the XLA:CPU kernels that train it faster (CPU_KERNELS; docs/performance.md has the table): SPAN's
     train step goes from 0.64x to 1.03x PyTorch's with only its matmuls on YNNPACK and OmniSR's from 0.43x to 0.51x,
-    while RRDB's is fastest on the default (0.89x; 0.75x with only its matmuls on YNNPACK).
+    HAT-S's 5-13% faster with its matmuls on oneDNN, while RRDB's is fastest on the default (0.89x; 0.75x with only
+    its matmuls on YNNPACK).
     The kernels sum in another order, so a run keeps its choice: it follows the architecture, and a resume through
     run_train makes the same one. Only XLA:CPU reads the flag: GPU and TPU programs are untouched. Call before jax
-    starts a backend; the user's XLA_FLAGS win. Returns the flag in effect, or None for the default."""
+    starts a backend; the user's XLA_FLAGS win. Returns the flags in effect, or None for the default."""
     flags = os.environ.get("XLA_FLAGS", "").split()
-    given = [f for f in flags if f.startswith(NO_YNNPACK)]
+    given = [f for f in flags if f.startswith((NO_YNNPACK, ONEDNN, "--xla_cpu_experimental_onednn_fusion_type="))]
     if given:
-        return given[-1]
+        return " ".join(given)
     flag = CPU_KERNELS.get(arch)
-    if flag is None or _backends_started() or not _set_xla_flag(flag):
+    if flag is None or _backends_started() or not _set_xla_flag(flag, ONEDNN_PROBE if flag == ONEDNN_DOTS else None):
         return None
     CPU_CHOICES.append(f"{arch}: {KERNELS[flag]} (it trains faster so)")
     return flag

@@ -110,16 +110,16 @@ from jaxsr import parallel
 flag = parallel.use_cpu_kernels(sys.argv[1])
 f = jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")) @ w[0, 0])
 hlo = f.lower(jnp.ones((2, 32, 32, 64)), jnp.ones((3, 3, 64, 64))).compile().as_text()
-on_ynnpack = sorted(set(re.findall(r"%ynn_fusion[.0-9]* = .*op_name=.jit\\(<lambda>\\)/(\\w+)", hlo)))
-print(json.dumps([flag, on_ynnpack, parallel.CPU_CHOICES]))
+on = {lib: sorted(set(re.findall(rf"%{lib}_fusion[.0-9]* = .*op_name=.jit\\(<lambda>\\)/(\\w+)", hlo))) for lib in ("ynn", "onednn")}
+print(json.dumps([flag, on["ynn"], on["onednn"], parallel.CPU_CHOICES]))
 """
 
 
 def test_cpu_kernels_follow_the_family_and_a_users_flag_wins():
     """run_train's CPU setting: the families measured faster with other XLA:CPU kernels than the default get them (in
-    the compiled program, what runs as a YNNPACK fusion changes, and the run says so), the others keep the default;
-    the user's XLA_FLAGS win."""
-    from jaxsr.parallel import CPU_KERNELS, KERNELS, NO_YNNPACK, YNNPACK, YNNPACK_DOTS
+    the compiled program, what runs as a YNNPACK or oneDNN fusion changes, and the run says so), the others keep the
+    default; the user's XLA_FLAGS win."""
+    from jaxsr.parallel import CPU_KERNELS, KERNELS, NO_YNNPACK, ONEDNN_DOTS, ONEDNN_PROBE, YNNPACK, YNNPACK_DOTS
 
     def run(arch, flags=None):
         env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_DISABLE_MOST_OPTIMIZATIONS")}
@@ -128,9 +128,15 @@ def test_cpu_kernels_follow_the_family_and_a_users_flag_wins():
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout.splitlines()[-1])
 
-    both, dots = ["conv_general_dilated", "dot_general"], ["dot_general"]
-    assert run("esrgan") == [None, both, []]  # RRDB trains faster on the default
+    conv, dots = ["conv_general_dilated"], ["dot_general"]
+    assert run("esrgan") == [None, conv + dots, [], []]  # RRDB trains faster on the default
+    placed = {YNNPACK_DOTS: [dots, []], NO_YNNPACK: [[], []], ONEDNN_DOTS: [conv, dots]}  # on YNNPACK, on oneDNN
     for arch, flag in CPU_KERNELS.items():
-        assert run(arch) == [flag, {YNNPACK_DOTS: dots, NO_YNNPACK: []}[flag], [f"{arch}: {KERNELS[flag]} (it trains faster so)"]]
-    assert run("span", YNNPACK) == [YNNPACK, both, []]  # the user's choice, the default spelled out
-    assert run("esrgan", NO_YNNPACK) == [NO_YNNPACK, [], []]
+        assert run(arch) == [flag, *placed[flag], [f"{arch}: {KERNELS[flag]} (it trains faster so)"]]
+    assert run("span", YNNPACK) == [YNNPACK, conv + dots, [], []]  # the user's choice, the default spelled out
+    assert run("esrgan", NO_YNNPACK) == [NO_YNNPACK, [], [], []]
+    assert run("hat", "--xla_cpu_use_onednn=false") == ["--xla_cpu_use_onednn=false", conv + dots, [], []]
+    # the probe that keeps the oneDNN setting off where it would do nothing tells: the first flag alone makes no fusion
+    bare = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    assert subprocess.run([sys.executable, "-c", ONEDNN_PROBE], capture_output=True, timeout=120,
+                          env={**bare, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_cpu_use_onednn=true"}).returncode != 0

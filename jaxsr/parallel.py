@@ -204,7 +204,8 @@ KERNELS = {YNNPACK: "YNNPACK's convolutions, matmuls and reductions",
            ONEDNN_DOTS: "convolutions and reductions on YNNPACK, matmuls (attention's too) on oneDNN"}
 # the architectures whose train step runs faster on a CPU with another setting than the default, measured side by
 # side (benchmarks/bench_cpu_kernels.py, docs/performance.md); the others are as fast or faster with the default
-CPU_KERNELS = {"span": YNNPACK_DOTS, "mosr": YNNPACK_DOTS, "omnisr": YNNPACK_DOTS, "hat": ONEDNN_DOTS}
+CPU_KERNELS = {"span": YNNPACK_DOTS, "mosr": YNNPACK_DOTS, "omnisr": YNNPACK_DOTS, "hat": ONEDNN_DOTS,
+               "srformer": ONEDNN_DOTS}
 # a jaxlib built without oneDNN (on ARM, say) accepts its flags and ignores them: the compiled program tells
 ONEDNN_PROBE = ("import jax, jax.numpy as jnp; x = jnp.ones((8, 8)); "
                 "assert 'onednn_fusion' in jax.jit(jnp.matmul).lower(x, x).compile().as_text()")
@@ -213,8 +214,8 @@ ONEDNN_PROBE = ("import jax, jax.numpy as jnp; x = jnp.ones((8, 8)); "
 def use_cpu_kernels(arch):
     """Run `arch` on the XLA:CPU kernels that train it faster (CPU_KERNELS; docs/performance.md has the table): SPAN's
     train step goes from 0.64x to 1.03x PyTorch's with only its matmuls on YNNPACK and OmniSR's from 0.43x to 0.51x,
-    HAT-S's 5-13% faster with its matmuls on oneDNN, while RRDB's is fastest on the default (0.89x; 0.75x with only
-    its matmuls on YNNPACK).
+    HAT-S's is 5-13% and SRFormer's 10% faster with their matmuls on oneDNN, while RRDB's is fastest on the default
+    (0.89x; 0.75x with only its matmuls on YNNPACK).
     The kernels sum in another order, so a run keeps its choice: it follows the architecture, and a resume through
     run_train makes the same one. Only XLA:CPU reads the flag: GPU and TPU programs are untouched. Call before jax
     starts a backend; the user's XLA_FLAGS win. Returns the flags in effect, or None for the default."""

@@ -194,7 +194,6 @@ YNNPACK = ("--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUA
            "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,LIBRARY_FUSION_TYPE_REDUCE")
 YNNPACK_DOTS = "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
 NO_YNNPACK = "--xla_cpu_experimental_ynn_fusion_type="
-ONEDNN = "--xla_cpu_use_onednn="
 ONEDNN_DOTS = ("--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,"
                "LIBRARY_FUSION_TYPE_REDUCE --xla_cpu_use_onednn=true "
                "--xla_cpu_experimental_onednn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT")
@@ -206,6 +205,8 @@ KERNELS = {YNNPACK: "YNNPACK's convolutions, matmuls and reductions",
 # side (benchmarks/bench_cpu_kernels.py, docs/performance.md); the others are as fast or faster with the default
 CPU_KERNELS = {"span": YNNPACK_DOTS, "mosr": YNNPACK_DOTS, "omnisr": YNNPACK_DOTS, "hat": ONEDNN_DOTS,
                "srformer": ONEDNN_DOTS}
+# the flags that choose kernels: where the user's XLA_FLAGS set any of them, use_cpu_kernels leaves the choice to them
+KERNEL_FLAGS = (NO_YNNPACK, "--xla_cpu_use_onednn=", "--xla_cpu_experimental_onednn_fusion_type=")
 # a jaxlib built without oneDNN (on ARM, say) accepts its flags and ignores them: the compiled program tells
 ONEDNN_PROBE = ("import jax, jax.numpy as jnp; x = jnp.ones((8, 8)); "
                 "assert 'onednn_fusion' in jax.jit(jnp.matmul).lower(x, x).compile().as_text()")
@@ -220,7 +221,7 @@ def use_cpu_kernels(arch):
     run_train makes the same one. Only XLA:CPU reads the flag: GPU and TPU programs are untouched. Call before jax
     starts a backend; the user's XLA_FLAGS win. Returns the flags in effect, or None for the default."""
     flags = os.environ.get("XLA_FLAGS", "").split()
-    given = [f for f in flags if f.startswith((NO_YNNPACK, ONEDNN, "--xla_cpu_experimental_onednn_fusion_type="))]
+    given = [f for f in flags if f.startswith(KERNEL_FLAGS)]
     if given:
         return " ".join(given)
     flag = CPU_KERNELS.get(arch)

@@ -1,4 +1,5 @@
 """Shared test fixtures: real photographs and the PyTorch reference (spandrel) behind a torchvision stub."""
+import contextlib
 import enum
 import os
 import signal
@@ -126,21 +127,36 @@ def compile_cache(tmp_path_factory):
     cc.reset_cache()
 
 
-@pytest.fixture(scope="module")
-def quick_compiles():
-    """XLA without most of its optimisations for a module whose tiny models compile more than they run (a step program
-    runs a few times, compiles once). The flag is not part of JAX's cache keys, so the executables compiled under it
-    are dropped before the modules after it; the module's subprocesses (run_train.py, the CLIs) get it as
-    JAX_DISABLE_MOST_OPTIMIZATIONS=1."""
+@contextlib.contextmanager
+def quickly_compiled():
+    """XLA without most of its optimisations, for tiny models that compile more than they run (a step program runs a
+    few times, compiles once). The flag is not part of JAX's cache keys, so the executables compiled under it are
+    dropped afterwards; subprocesses (run_train.py, the CLIs) get it as JAX_DISABLE_MOST_OPTIMIZATIONS=1."""
     import jax
 
     before = jax.config.values["jax_disable_most_optimizations"]
     jax.config.update("jax_disable_most_optimizations", True)
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+    try:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+            yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", before)
+        jax.clear_caches()
+
+
+@pytest.fixture(scope="module")
+def quick_compiles():
+    """quickly_compiled() for a whole module."""
+    with quickly_compiled():
         yield
-    jax.config.update("jax_disable_most_optimizations", before)
-    jax.clear_caches()
+
+
+@pytest.fixture
+def quick_compile():
+    """quickly_compiled() for one test of a module whose other tests need XLA's optimisations."""
+    with quickly_compiled():
+        yield
 
 
 def metric_rows(workdir, key="loss"):

@@ -49,6 +49,7 @@ GAN = {"gan.enabled": True, "gan.start_step": 2, "gan.discriminator.num_feat": 8
        "losses": {"l1": dict(name="l1"), "gan": dict(name="gan", weight=0.1), "fm": dict(name="feature_matching")}}
 
 
+@pytest.mark.usefixtures("quick_compile")
 def test_gan_ramp_freezed_and_feature_matching_with_separate_g_and_d_schedules(tmp_path):
     cfg = tiny(**GAN, **{"gan.ramp_steps": 3, "gan.freeze_blocks": 2, "optim.schedule": "cosine", "optim.warmup_steps": 2,
                          "optim_d.schedule": "multistep", "optim_d.milestones": (4,)})
@@ -119,6 +120,7 @@ PLATEAU = {"optim.schedule": "plateau", "optim.plateau_patience": 0, "optim.plat
            "losses": {"l1": dict(name="l1"), "ldl": dict(name="ldl", weight=1.0)}}
 
 
+@pytest.mark.usefixtures("quick_compile")
 def test_plateau_follows_torch_on_the_runs_own_validation_and_resumes_bitwise(tmp_path):
     cfg = tiny(**PLATEAU)
     assert cfg.optim.plateau_mode == "max"  # 'auto': the direction of val.best_metric (PSNR)
@@ -152,6 +154,7 @@ def lpips_files(tmp_path):
     return str(tmp_path / "alex_backbone.safetensors"), str(tmp_path / "alex_lin.safetensors")
 
 
+@pytest.mark.usefixtures("quick_compile")
 def test_best_k_follows_lpips_lowest_first(tmp_path):
     cfg = tiny(**{"val.lpips": lpips_files(tmp_path), "val.best_metric": "lpips", "val.every": 2, "train.total_steps": 8,
                   "train.keep_best": 1, "train.snapshot_every": 2, "optim.lr": 5e-3})
@@ -174,6 +177,7 @@ def test_best_k_follows_lpips_lowest_first(tmp_path):
     assert kept == sorted({6, 8, best}), (kept, lp)
 
 
+@pytest.mark.usefixtures("quick_compile")
 def test_adan_schedule_free_validates_and_exports_its_eval_weights(tmp_path):
     cfg = tiny(**{"optim.name": "adan_schedule_free", "optim.betas": (0.98, 0.92, 0.99), "optim.schedule": "constant",
                   "train.total_steps": 4, "optim.weight_decay": 0.01})
@@ -193,6 +197,7 @@ def test_adan_schedule_free_validates_and_exports_its_eval_weights(tmp_path):
 FP = {"train.total_steps": 30, "optim.lr": 2e-3, "optim.warmup_steps": 5}
 
 
+@pytest.mark.usefixtures("quick_compile")
 def test_float16_with_loss_scaling_trains_like_float32_and_recovers_from_an_overflow(tmp_path):
     f32 = metric_rows(run(tiny(**FP, compute_dtype="float32"), tmp_path / "f32").workdir)
     f16 = metric_rows(run(tiny(**FP, compute_dtype="float16"), tmp_path / "f16").workdir)

@@ -8,6 +8,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import torch
 from conftest import torch_forward
 
@@ -38,6 +39,7 @@ def logged(workdir):
     return out
 
 
+@pytest.mark.usefixtures("quick_compile")
 def test_sigkill_mid_run_and_mid_save_then_resume_exactly(tmp_path):
     ref = tmp_path / "ref"
     code, _, err = run(TINY, ref)
@@ -79,6 +81,7 @@ def test_sigkill_mid_run_and_mid_save_then_resume_exactly(tmp_path):
     assert not [d for d in os.listdir(wd / "checkpoints") if "tmp" in d]
 
 
+@pytest.mark.usefixtures("quick_compile")
 def test_four_devices_give_the_same_losses_as_one(tmp_path):
     args = [*TINY, "--config.train.total_steps=4", "--config.train.ckpt_every=100"]
     results = []
@@ -152,6 +155,7 @@ def tensorboard_summaries(workdir):
     return sorted(images), sorted(histograms)
 
 
+@pytest.mark.usefixtures("quick_compile")
 def test_realesrgan_degradations_and_gan_stage_train(tmp_path):
     """The fused Real-ESRGAN step (second-order degradations, queue, USM) and the GAN stage with a U-Net D;
     training LR|SR|HR grids every train.image_every steps."""
@@ -169,6 +173,7 @@ def test_realesrgan_degradations_and_gan_stage_train(tmp_path):
     assert histograms == [(s, f"train/{k}") for s in (2, 4) for k in ("d_fake", "d_real", "sr")]
 
 
+@pytest.mark.usefixtures("quick_compile")
 def test_bad_inputs_get_clear_messages(tmp_path):
     cases = []
     empty = tmp_path / "empty"
@@ -195,6 +200,7 @@ def test_bad_inputs_get_clear_messages(tmp_path):
     assert code == 2 and "model.num_feat" in err and "Traceback" not in err
 
 
+@pytest.mark.usefixtures("quick_compile")
 def test_dat_recipe_trains_resumes_and_its_export_runs(tmp_path, spandrel):
     """DAT through the trainer: train-mode BatchNorm and drop path, remat, a checkpoint (with the empty
     position-bias tensors a tiny DAT has), resume, and the export through spandrel and jaxsr.infer."""
@@ -221,6 +227,7 @@ def test_dat_recipe_trains_resumes_and_its_export_runs(tmp_path, spandrel):
     assert os.path.getsize(tmp_path / "out.png") > 0
 
 
+@pytest.mark.usefixtures("quick_compile")
 def test_bad_images_in_a_run_are_skipped_or_refused_by_name(tmp_path):
     """A corrupt file and an image smaller than the crop in the data: the run warns by name and trains on;
     paired LR at the wrong scale: refused before training, naming the file and both sizes."""

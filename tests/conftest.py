@@ -74,6 +74,12 @@ def pytest_pycollect_makemodule(module_path, parent):
     return None
 
 
+def pytest_collection_modifyitems(items):
+    """Tests marked slow (minutes each) first: pytest-xdist hands tests out in this order, and one handed out last
+    keeps the run waiting on it while the other workers sit idle."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def photo(name="astronaut", h=None, w=None, top=0, left=0):
     """A real photograph from scikit-image as HxWx3 float32 in [0,1], optionally cropped."""
     import skimage.data

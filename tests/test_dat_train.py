@@ -174,7 +174,7 @@ from test_dat_train import _split, _train_step
 
 
 def temp_mib(use_chk):
-    m = build(spec_for("dat_2", embed_dim=32, depth=[4, 4], num_heads=[2, 2], scale=2, use_chk=use_chk))
+    m = build(spec_for("dat_2", embed_dim=16, depth=[2, 2], num_heads=[2, 2], scale=2, use_chk=use_chk))
     m.train()
     x, y = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32), jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32)
     return _train_step.trace(*_split(m), x, y).lower().compile().memory_analysis().temp_size_in_bytes / 2**20

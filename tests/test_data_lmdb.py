@@ -90,7 +90,6 @@ def test_lmdb_reads_exactly_as_its_png_files(tmp_path, caplog):
         resolve_splits(cfg_for(hr_dir=hr_db), None, 0)
 
 
-@pytest.mark.usefixtures("quick_compile")
 def test_train_from_lmdb_paired_and_gt_only(tmp_path):
     hr, lr = _subimages(str(tmp_path))
     hr_db = make_basicsr_lmdb(hr, str(tmp_path / "hr.lmdb"))

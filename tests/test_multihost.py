@@ -43,7 +43,7 @@ def losses(workdir):
     return {s: r["loss"] for s, r in logged(workdir).items()}
 
 
-@pytest.mark.usefixtures("quick_compile")
+@pytest.mark.slow
 def test_two_processes_equal_one_and_checkpoints_move_between_them(tmp_path):
     ref = tmp_path / "ref"
     one_process(ref, 6)
@@ -61,7 +61,6 @@ def test_two_processes_equal_one_and_checkpoints_move_between_them(tmp_path):
             np.testing.assert_allclose(losses(tmp_path / wd)[step], losses(ref)[step], rtol=1e-5)
 
 
-@pytest.mark.usefixtures("quick_compile")
 def test_sigterm_saves_and_the_rerun_resumes(tmp_path):
     wd = tmp_path / "wd"
     args = [*ARGS, "--config.train.total_steps=200", "--config.train.ckpt_every=1000", "--workdir", str(wd)]

@@ -49,7 +49,6 @@ GAN = {"gan.enabled": True, "gan.start_step": 2, "gan.discriminator.num_feat": 8
        "losses": {"l1": dict(name="l1"), "gan": dict(name="gan", weight=0.1), "fm": dict(name="feature_matching")}}
 
 
-@pytest.mark.usefixtures("quick_compile")
 def test_gan_ramp_freezed_and_feature_matching_with_separate_g_and_d_schedules(tmp_path):
     cfg = tiny(**GAN, **{"gan.ramp_steps": 3, "gan.freeze_blocks": 2, "optim.schedule": "cosine", "optim.warmup_steps": 2,
                          "optim_d.schedule": "multistep", "optim_d.milestones": (4,)})

@@ -44,6 +44,7 @@ def lines(err):
 # ------------------------------------------------------------------------ 1, 4: changes the trainer allows on resume
 
 
+@pytest.mark.slow
 def test_allowed_changes_carry_the_state_over_and_continue_from_the_checkpoint(tmp_path):
     """One run, resumed three times with a change that reshapes its state: a clip that never clips and no EMA train
     exactly as the uninterrupted run; a switch to a plateau schedule continues with a constant lr."""
@@ -96,6 +97,7 @@ def test_a_state_that_cannot_be_carried_is_refused_in_one_line_and_nothing_moves
     assert code == 0 and "resumed from step 4" in out, err
 
 
+@pytest.mark.slow
 def test_every_field_listed_as_changeable_resumes_from_the_checkpoint_or_is_refused_before_anything_moves(tmp_path):
     """A property over the whole config: each field not in INCOMPATIBLE_ON_RESUME, changed on resume, either continues
     from the checkpoint's step or is refused before any file moves, never from step 0 (in process, one start each; a

@@ -49,6 +49,7 @@ def encoder_bytes(params):
     return [np.asarray(v).tobytes() for m, v in zip(jax.tree.leaves(in_encoder(params)), jax.tree.leaves(params)) if m]
 
 
+@pytest.mark.slow
 def test_a_run_freezes_the_encoder_then_trains_it_and_resumes_bitwise(tmp_path, compile_cache, quick_compiles):
     from parity import perturbed
     from test_train import tensorboard_summaries

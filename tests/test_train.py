@@ -155,6 +155,7 @@ def tensorboard_summaries(workdir):
     return sorted(images), sorted(histograms)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("quick_compile")
 def test_realesrgan_degradations_and_gan_stage_train(tmp_path):
     """The fused Real-ESRGAN step (second-order degradations, queue, USM) and the GAN stage with a U-Net D;
@@ -200,6 +201,7 @@ def test_bad_inputs_get_clear_messages(tmp_path):
     assert code == 2 and "model.num_feat" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("quick_compile")
 def test_dat_recipe_trains_resumes_and_its_export_runs(tmp_path, spandrel):
     """DAT through the trainer: train-mode BatchNorm and drop path, remat, a checkpoint (with the empty
@@ -227,7 +229,6 @@ def test_dat_recipe_trains_resumes_and_its_export_runs(tmp_path, spandrel):
     assert os.path.getsize(tmp_path / "out.png") > 0
 
 
-@pytest.mark.usefixtures("quick_compile")
 def test_bad_images_in_a_run_are_skipped_or_refused_by_name(tmp_path):
     """A corrupt file and an image smaller than the crop in the data: the run warns by name and trains on;
     paired LR at the wrong scale: refused before training, naming the file and both sizes."""
@@ -254,6 +255,7 @@ def test_bad_images_in_a_run_are_skipped_or_refused_by_name(tmp_path):
     assert code == 2 and "32x32" in err and "Traceback" not in err, err
 
 
+@pytest.mark.slow
 def test_readme_demo_beats_bicubic(tmp_path, spandrel):
     """The README's first command, as written (only the workdir moved): it trains for real on the built-in
     photographs, ends above MATLAB-bicubic upscaling on the held-out ones, and its export opens in chaiNNer."""

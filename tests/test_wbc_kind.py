@@ -66,6 +66,7 @@ INIT = ("pix_init",)
 ADV = ("gan_S", "gan_T", "pix_struct", "pix_cont", "tv_reg")
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:spandrel")
 def test_both_phases_resume_bitwise_and_export_g(dataset, compile_cache, quick_compiles, vgg19_file, tmp_path):
     def train(workdir, *extra):

@@ -159,7 +159,7 @@ def quick_compiles():
 
 
 @pytest.fixture
-def quick_compile():
+def quick_compiles_one_test():
     """quickly_compiled() for one test of a module whose other tests need XLA's optimisations."""
     with quickly_compiled():
         yield

@@ -174,7 +174,7 @@ def test_paired_and_on_the_fly_pairs_mix_with_paired_prob_in_one_compiled_step()
     assert make_pair._cache_size() == 1
 
 
-@pytest.mark.usefixtures("quick_compile")
+@pytest.mark.usefixtures("quick_compiles_one_test")
 def test_config_checks_and_a_run(tmp_path):
     from jaxsr.train.config import base_config, resolve
 

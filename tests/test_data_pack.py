@@ -187,7 +187,7 @@ def _train(args, workdir, devices=4, procs=1, timeout=600):
     return outs[0][0]
 
 
-@pytest.mark.usefixtures("quick_compile")
+@pytest.mark.usefixtures("quick_compiles_one_test")
 def test_train_from_packed_resumes_bitwise_and_two_processes_equal_one(tmp_path):
     src = write_folder(str(tmp_path / "src"), tiles(6, 96))
     out = str(tmp_path / "out")

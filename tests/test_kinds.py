@@ -15,7 +15,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 
-@pytest.mark.usefixtures("quick_compile")
+@pytest.mark.usefixtures("quick_compiles_one_test")
 def test_a_second_kind_resumes_keeps_snapshots_and_branches_bitwise(tmp_path):
     ref = tmp_path / "ref"
     assert loop.start(config(snapshot_every=4), str(ref), kind=Denoiser).run() == 8
@@ -40,7 +40,7 @@ def test_a_second_kind_resumes_keeps_snapshots_and_branches_bitwise(tmp_path):
     assert os.listdir(ref / "branched" / aside / "checkpoints") == ["8"]
 
 
-@pytest.mark.usefixtures("quick_compile")
+@pytest.mark.usefixtures("quick_compiles_one_test")
 def test_a_second_kind_saves_on_sigint_and_resumes_there(tmp_path):
     wd = tmp_path / "wd"
     code, out, err = interrupt([os.path.join(HERE, "toy_kind.py"), wd, "total_steps=100000"], wd, cwd=HERE)

@@ -119,7 +119,7 @@ PLATEAU = {"optim.schedule": "plateau", "optim.plateau_patience": 0, "optim.plat
            "losses": {"l1": dict(name="l1"), "ldl": dict(name="ldl", weight=1.0)}}
 
 
-@pytest.mark.usefixtures("quick_compile")
+@pytest.mark.usefixtures("quick_compiles_one_test")
 def test_plateau_follows_torch_on_the_runs_own_validation_and_resumes_bitwise(tmp_path):
     cfg = tiny(**PLATEAU)
     assert cfg.optim.plateau_mode == "max"  # 'auto': the direction of val.best_metric (PSNR)
@@ -153,7 +153,7 @@ def lpips_files(tmp_path):
     return str(tmp_path / "alex_backbone.safetensors"), str(tmp_path / "alex_lin.safetensors")
 
 
-@pytest.mark.usefixtures("quick_compile")
+@pytest.mark.usefixtures("quick_compiles_one_test")
 def test_best_k_follows_lpips_lowest_first(tmp_path):
     cfg = tiny(**{"val.lpips": lpips_files(tmp_path), "val.best_metric": "lpips", "val.every": 2, "train.total_steps": 8,
                   "train.keep_best": 1, "train.snapshot_every": 2, "optim.lr": 5e-3})
@@ -176,7 +176,7 @@ def test_best_k_follows_lpips_lowest_first(tmp_path):
     assert kept == sorted({6, 8, best}), (kept, lp)
 
 
-@pytest.mark.usefixtures("quick_compile")
+@pytest.mark.usefixtures("quick_compiles_one_test")
 def test_adan_schedule_free_validates_and_exports_its_eval_weights(tmp_path):
     cfg = tiny(**{"optim.name": "adan_schedule_free", "optim.betas": (0.98, 0.92, 0.99), "optim.schedule": "constant",
                   "train.total_steps": 4, "optim.weight_decay": 0.01})
@@ -196,7 +196,7 @@ def test_adan_schedule_free_validates_and_exports_its_eval_weights(tmp_path):
 FP = {"train.total_steps": 30, "optim.lr": 2e-3, "optim.warmup_steps": 5}
 
 
-@pytest.mark.usefixtures("quick_compile")
+@pytest.mark.usefixtures("quick_compiles_one_test")
 def test_float16_with_loss_scaling_trains_like_float32_and_recovers_from_an_overflow(tmp_path):
     f32 = metric_rows(run(tiny(**FP, compute_dtype="float32"), tmp_path / "f32").workdir)
     f16 = metric_rows(run(tiny(**FP, compute_dtype="float16"), tmp_path / "f16").workdir)

@@ -58,7 +58,7 @@ def run_args(root):
 
 
 
-@pytest.mark.usefixtures("quick_compile")
+@pytest.mark.usefixtures("quick_compiles_one_test")
 @pytest.mark.filterwarnings("ignore:spandrel/chaiNNer have no pix2pix")  # the gap test_pix2pix_nets checks
 def test_trains_resumes_bitwise_and_exports_junyanz_layout(dataset, compile_cache, tmp_path):
     wd = tmp_path / "wd"

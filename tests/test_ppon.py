@@ -218,7 +218,7 @@ def _under(tree, modules):
             if str(getattr(path[0], "key", "")) in modules]
 
 
-@pytest.mark.usefixtures("quick_compile")
+@pytest.mark.usefixtures("quick_compiles_one_test")
 def test_three_phases_train_their_branch_only_and_resume_mid_phase_bitwise(tmp_path, compile_cache):
     from test_layout import perturbed
 

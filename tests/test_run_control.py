@@ -81,7 +81,7 @@ def test_print_config_shows_the_architecture_taken_from_init_weights(snapshots):
     assert cfg["model"] == {"arch": "esrgan", "in_ch": 3, "out_ch": 3, "num_feat": 8, "num_block": 1, "num_grow_ch": 8}
 
 
-@pytest.mark.usefixtures("quick_compile")
+@pytest.mark.usefixtures("quick_compiles_one_test")
 def test_ctrl_c_saves_where_it_stopped_and_the_rerun_resumes_there(tmp_path):
     wd = tmp_path / "wd"
     code, out, err = interrupt(["run_train.py", *TINY, "--config.train.total_steps=2000", "--workdir", wd], wd)
@@ -94,7 +94,7 @@ def test_ctrl_c_saves_where_it_stopped_and_the_rerun_resumes_there(tmp_path):
     assert code == 0 and f"resumed from step {step}" in out, err
 
 
-@pytest.mark.usefixtures("quick_compile")
+@pytest.mark.usefixtures("quick_compiles_one_test")
 def test_fast_dev_run_checks_a_real_recipe_and_leaves_nothing(tmp_path):
     before = set(os.listdir(tempfile.gettempdir()))
     had_runs = set(os.listdir(os.path.join(ROOT, "runs"))) if os.path.isdir(os.path.join(ROOT, "runs")) else set()
@@ -136,7 +136,7 @@ def test_interpolation_of_two_exports(snapshots, tmp_path):
         assert not (tmp_path / "x.pth").exists()
 
 
-@pytest.mark.usefixtures("quick_compile")
+@pytest.mark.usefixtures("quick_compiles_one_test")
 def test_weights_and_biases_mirroring_is_optional(tmp_path):
     """log.wandb=True: without the package, one line saying how to get it; with it, an offline run (no network) that
     records the run's scalars in <workdir>/wandb."""

@@ -83,7 +83,7 @@ def trunk(sd):
             for leaf in (".weight", ".bias")}
 
 
-@pytest.mark.usefixtures("quick_compile")
+@pytest.mark.usefixtures("quick_compiles_one_test")
 def test_trains_from_an_msrresnet_file_with_the_trunk_delayed_and_resumes_bitwise(dataset, compile_cache, tmp_path):
     wd = tmp_path / "wd"
     r = subprocess.run([sys.executable, "run_train.py", *run_args(dataset), "--workdir", str(wd)], cwd=ROOT,

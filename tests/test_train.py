@@ -39,7 +39,7 @@ def logged(workdir):
     return out
 
 
-@pytest.mark.usefixtures("quick_compile")
+@pytest.mark.usefixtures("quick_compiles_one_test")
 def test_sigkill_mid_run_and_mid_save_then_resume_exactly(tmp_path):
     ref = tmp_path / "ref"
     code, _, err = run(TINY, ref)
@@ -81,7 +81,7 @@ def test_sigkill_mid_run_and_mid_save_then_resume_exactly(tmp_path):
     assert not [d for d in os.listdir(wd / "checkpoints") if "tmp" in d]
 
 
-@pytest.mark.usefixtures("quick_compile")
+@pytest.mark.usefixtures("quick_compiles_one_test")
 def test_four_devices_give_the_same_losses_as_one(tmp_path):
     args = [*TINY, "--config.train.total_steps=4", "--config.train.ckpt_every=100"]
     results = []
@@ -156,7 +156,7 @@ def tensorboard_summaries(workdir):
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("quick_compile")
+@pytest.mark.usefixtures("quick_compiles_one_test")
 def test_realesrgan_degradations_and_gan_stage_train(tmp_path):
     """The fused Real-ESRGAN step (second-order degradations, queue, USM) and the GAN stage with a U-Net D;
     training LR|SR|HR grids every train.image_every steps."""
@@ -174,7 +174,7 @@ def test_realesrgan_degradations_and_gan_stage_train(tmp_path):
     assert histograms == [(s, f"train/{k}") for s in (2, 4) for k in ("d_fake", "d_real", "sr")]
 
 
-@pytest.mark.usefixtures("quick_compile")
+@pytest.mark.usefixtures("quick_compiles_one_test")
 def test_bad_inputs_get_clear_messages(tmp_path):
     cases = []
     empty = tmp_path / "empty"
@@ -202,7 +202,7 @@ def test_bad_inputs_get_clear_messages(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("quick_compile")
+@pytest.mark.usefixtures("quick_compiles_one_test")
 def test_dat_recipe_trains_resumes_and_its_export_runs(tmp_path, spandrel):
     """DAT through the trainer: train-mode BatchNorm and drop path, remat, a checkpoint (with the empty
     position-bias tensors a tiny DAT has), resume, and the export through spandrel and jaxsr.infer."""

@@ -2,9 +2,11 @@
 import contextlib
 import enum
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import types
 
@@ -74,6 +76,26 @@ def pytest_pycollect_makemodule(module_path, parent):
     return None
 
 
+def pytest_configure(config):
+    """One persistent XLA compilation cache for the whole run, made by the first process (pytest-xdist's workers and
+    every process a test starts inherit the environment): a program that took XLA 0.3 s or more to compile, in a test or
+    a run_train.py it started, is read back wherever it is compiled again (the same tiny run a dozen times, a resume,
+    the other worker). These are XLA's own executables under JAX's keys, which hold the program, the XLA flags and the
+    compile options (jax_disable_most_optimizations included), so no number can differ. The size cap turns on JAX's
+    file lock, which concurrent processes need; the 0.3 s floor keeps the eager ops' thousands of tiny programs out (the
+    lock's size check lists the whole cache at every write). A cache the caller set is used as it is."""
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    config.xla_cache = tempfile.mkdtemp(prefix="jaxsr-tests-xla-cache-")
+    os.environ.update(JAX_COMPILATION_CACHE_DIR=config.xla_cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.3",
+                      JAX_COMPILATION_CACHE_MAX_SIZE=str(8 << 30))
+
+
+def pytest_unconfigure(config):
+    if getattr(config, "xla_cache", None):
+        shutil.rmtree(config.xla_cache, ignore_errors=True)
+
+
 def pytest_collection_modifyitems(items):
     """Tests marked slow (minutes each) first: pytest-xdist hands tests out in this order, and one handed out last
     keeps the run waiting on it while the other workers sit idle."""
@@ -115,29 +137,11 @@ def vgg19_file(tmp_path_factory):
     return str(path)
 
 
-@pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-    """One persistent compilation cache for a test module's run_train.py processes and the test's own process: a
-    resume compiles the steps the first process compiled and reads them back instead (XLA's own executables, so the
-    numbers cannot differ). Restored to none afterwards."""
-    import jax
-    from jax.experimental.compilation_cache import compilation_cache as cc
-
-    path = str(tmp_path_factory.mktemp("xla_cache"))
-    before = jax.config.values["jax_persistent_cache_min_compile_time_secs"]
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    cc.set_cache_dir(path)
-    yield path
-    jax.config.update("jax_compilation_cache_dir", None)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", before)
-    cc.reset_cache()
-
-
 @contextlib.contextmanager
 def quickly_compiled():
     """XLA without most of its optimisations, for tiny models that compile more than they run (a step program runs a
-    few times, compiles once). The flag is not part of JAX's cache keys, so the executables compiled under it are
-    dropped afterwards; subprocesses (run_train.py, the CLIs) get it as JAX_DISABLE_MOST_OPTIMIZATIONS=1."""
+    few times, compiles once). JAX's in-memory caches do not key on the flag (its persistent cache does), so the
+    executables compiled under it are dropped afterwards; subprocesses (run_train.py, the CLIs) get it as JAX_DISABLE_MOST_OPTIMIZATIONS=1."""
     import jax
 
     before = jax.config.values["jax_disable_most_optimizations"]

@@ -50,7 +50,7 @@ def encoder_bytes(params):
 
 
 @pytest.mark.slow
-def test_a_run_freezes_the_encoder_then_trains_it_and_resumes_bitwise(tmp_path, compile_cache, quick_compiles):
+def test_a_run_freezes_the_encoder_then_trains_it_and_resumes_bitwise(tmp_path, quick_compiles):
     from parity import perturbed
     from test_train import tensorboard_summaries
 
@@ -65,8 +65,7 @@ def test_a_run_freezes_the_encoder_then_trains_it_and_resumes_bitwise(tmp_path, 
     wd = tmp_path / "wd"
     r = subprocess.run([sys.executable, "run_train.py", *tiny_run(encoder), "--workdir", str(wd)], cwd=ROOT,
                        capture_output=True, text=True, timeout=900,
-                       env={**os.environ, "JAX_NUM_CPU_DEVICES": "1", "JAX_COMPILATION_CACHE_DIR": compile_cache,
-                            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"})
+                       env={**os.environ, "JAX_NUM_CPU_DEVICES": "1", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"})
     assert r.returncode == 0, r.stderr
     out = r.stdout + r.stderr
     assert "encoder_weights from" in out and "42 of 110 tensors (all 42 of RRDB); the flow's 68 keep their init" in out

@@ -1,6 +1,10 @@
 """No number changes: the rows that run_train.py writes to metrics.jsonl for the demo recipe (12 steps with 4 of warm-up, logged every
 step, validated at 0, 6 and 12 on 96 px crops; bicubic, Real-ESRGAN degradations, and a GAN stage from step 4) equal the rows
-recorded before the trainer was split into one loop and its training kinds (tests/golden/rows.json; relative 1e-5).
+recorded before the trainer was split into one loop and its training kinds (tests/golden/rows.json; relative 1e-4).
+The tolerance is the spread between CPUs, not between programs: XLA:CPU's kernels sum in another order on another
+CPU, and on an AMD EPYC the rows differ from the recorded ones by up to 3.4e-5 relative in grad_norm (the norm of
+every gradient after a GAN stage's steps), 5e-6 in the losses; a change to the math (a loss term, one step's lr, the
+EMA) moves them by far more.
 
 Record them again (only on purpose, after a change that is meant to change numbers):
     python tests/test_golden_rows.py --record
@@ -44,7 +48,7 @@ def test_the_demo_rows_are_the_recorded_ones(name, tmp_path):
     assert [sorted(r) for r in got] == [sorted(r) for r in want]  # the same rows with the same fields
     for g, w in zip(got, want):
         for k in w:
-            np.testing.assert_allclose(g[k], w[k], rtol=1e-5, atol=1e-7, err_msg=f"step {w['step']}: {k}")
+            np.testing.assert_allclose(g[k], w[k], rtol=1e-4, atol=1e-7, err_msg=f"step {w['step']}: {k}")
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--record"]:

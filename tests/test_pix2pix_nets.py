@@ -152,7 +152,9 @@ def test_upscale_maps_zero_one_images_to_the_generators_range(data):
     model_r, _ = load_model(golden("resnet_instance"))
     x = (data[0]["x30x35"][0, :28, :32] + 1) / 2
     want = (np.asarray(model_r(jnp.asarray(2 * x[None] - 1)))[0] + 1) / 2
-    assert np.abs(upscale(model_r, x) - want).max() <= 1e-6
+    # two programs of one model: fp32 rounding only (1.7e-6 measured on an AMD EPYC, under 1e-6 elsewhere); a wrong
+    # range mapping or crop is off by 1e-3 or more
+    assert np.abs(upscale(model_r, x) - want).max() <= 1e-5
 
 
 def test_init_weights_draws_as_torch_does():

@@ -78,12 +78,14 @@ def pytest_pycollect_makemodule(module_path, parent):
 
 def pytest_configure(config):
     """One persistent XLA compilation cache for the whole run, made by the first process (pytest-xdist's workers and
-    every process a test starts inherit the environment): a program that took XLA 0.3 s or more to compile, in a test or
-    a run_train.py it started, is read back wherever it is compiled again (the same tiny run a dozen times, a resume,
-    the other worker). These are XLA's own executables under JAX's keys, which hold the program, the XLA flags and the
-    compile options (jax_disable_most_optimizations included), so no number can differ. The size cap turns on JAX's
-    file lock, which concurrent processes need; the 0.3 s floor keeps the eager ops' thousands of tiny programs out (the
-    lock's size check lists the whole cache at every write). A cache the caller set is used as it is."""
+    every process a test starts inherit the environment): a program that took XLA 0.3 s or more to compile, in a
+    test or a run_train.py it started, is read back wherever it is compiled again (the same tiny run a dozen times,
+    a resume, the other worker). These are XLA's own executables under JAX's keys, which hold the program, the XLA
+    flags and the compile options (jax_disable_most_optimizations included), so no number can differ. (The key reads
+    XLA_FLAGS from the environment: jaxsr.parallel changes it only before a backend starts, and no test changes it
+    in process.) The size cap turns on JAX's file lock, which concurrent processes need; the 0.3 s floor keeps the
+    eager ops' thousands of tiny programs out (the lock's size check lists the whole cache at every write). A cache
+    the caller set is used as it is."""
     if "JAX_COMPILATION_CACHE_DIR" in os.environ:
         return
     config.xla_cache = tempfile.mkdtemp(prefix="jaxsr-tests-xla-cache-")
@@ -141,7 +143,8 @@ def vgg19_file(tmp_path_factory):
 def quickly_compiled():
     """XLA without most of its optimisations, for tiny models that compile more than they run (a step program runs a
     few times, compiles once). JAX's in-memory caches do not key on the flag (its persistent cache does), so the
-    executables compiled under it are dropped afterwards; subprocesses (run_train.py, the CLIs) get it as JAX_DISABLE_MOST_OPTIMIZATIONS=1."""
+    executables compiled under it are dropped afterwards; subprocesses (run_train.py, the CLIs) get it as
+    JAX_DISABLE_MOST_OPTIMIZATIONS=1."""
     import jax
 
     before = jax.config.values["jax_disable_most_optimizations"]

@@ -85,12 +85,11 @@ def pytest_configure(config):
     XLA_FLAGS from the environment: jaxsr.parallel changes it only before a backend starts, and no test changes it
     in process.) The size cap turns on JAX's file lock, which concurrent processes need; the 0.3 s floor keeps the
     eager ops' thousands of tiny programs out (the lock's size check lists the whole cache at every write). A cache
-    the caller set is used as it is."""
-    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
-        return
-    config.xla_cache = tempfile.mkdtemp(prefix="jaxsr-tests-xla-cache-")
-    os.environ.update(JAX_COMPILATION_CACHE_DIR=config.xla_cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.3",
-                      JAX_COMPILATION_CACHE_MAX_SIZE=str(8 << 30))
+    the caller set is used instead and kept (an empty one turns the cache off)."""
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        config.xla_cache = os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxsr-tests-xla-cache-")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
+    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 << 30))
 
 
 def pytest_unconfigure(config):

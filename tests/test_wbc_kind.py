@@ -70,7 +70,7 @@ ADV = ("gan_S", "gan_T", "pix_struct", "pix_cont", "tv_reg")
 @pytest.mark.filterwarnings("ignore:spandrel")
 def test_both_phases_resume_bitwise_and_export_g(dataset, quick_compiles, vgg19_file, tmp_path):
     def train(workdir, *extra):
-        """run_train.py on one CPU device, sharing the compilation cache (the resume compiles nothing new)."""
+        """run_train.py on one CPU device, sharing the compilation cache (the resume reads its steps back)."""
         r = subprocess.run([sys.executable, "run_train.py", *run_args(dataset, vgg19_file), "--workdir", str(workdir),
                             *extra], cwd=ROOT, capture_output=True, text=True, timeout=600,
                            env={**os.environ, "JAX_NUM_CPU_DEVICES": "1", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"})

@@ -77,15 +77,13 @@ def pytest_pycollect_makemodule(module_path, parent):
 
 
 def pytest_configure(config):
-    """One persistent XLA compilation cache for the whole run, made by the first process (pytest-xdist's workers and
-    every process a test starts inherit the environment): a program that took XLA 0.3 s or more to compile, in a
-    test or a run_train.py it started, is read back wherever it is compiled again (the same tiny run a dozen times,
-    a resume, the other worker). These are XLA's own executables under JAX's keys, which hold the program, the XLA
-    flags and the compile options (jax_disable_most_optimizations included), so no number can differ. (The key reads
-    XLA_FLAGS from the environment: jaxsr.parallel changes it only before a backend starts, and no test changes it
-    in process.) The size cap turns on JAX's file lock, which concurrent processes need; the 0.3 s floor keeps the
-    eager ops' thousands of tiny programs out (the lock's size check lists the whole cache at every write). A cache
-    the caller set is used instead and kept (an empty one turns the cache off)."""
+    """One XLA compilation cache for the whole run, which xdist's workers and every process a test starts inherit
+    (env): a program that took 0.3 s or more to compile is read back wherever it is compiled again. JAX keys it on
+    the program, the compile options (jax_disable_most_optimizations included) and XLA_FLAGS as the environment
+    holds them (jaxsr.parallel sets them only before a backend starts), so no number can differ. The size cap turns
+    on JAX's file lock for concurrent processes; the floor keeps out the eager ops' thousands of tiny programs,
+    since the lock's size check lists the whole cache at every write. A cache the caller set is used and kept
+    (empty: none)."""
     if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
         config.xla_cache = os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxsr-tests-xla-cache-")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")

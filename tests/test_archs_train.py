@@ -3,9 +3,9 @@ generator from its file with model.arch=auto, trains, resumes bitwise from a cho
 No discriminator: the GAN step is the same for every generator and its compile is most of a small model's run
 (tests/test_gan_recipes.py and test_train.py train the GAN recipes). One validation image (a warm start validates at
 step 0): what it compiles is the train step, once, and the forward at one size (the resume reads back from the test
-run's compilation cache those that took 0.3 s or more). Compiled without most of XLA's optimisations (they cost more compile time than four steps save),
-except Real-CUGAN (fixed widths: its steps cost more than its compile) and SAFMN, whose gradient comes out NaN without
-them on these crops.
+run's compilation cache those that took 0.3 s or more). Compiled without most of XLA's optimisations (they cost more
+compile time than four steps save), except Real-CUGAN (fixed widths: its steps cost more than its compile) and SAFMN,
+whose gradient comes out NaN without them on these crops.
 """
 import contextlib
 import importlib

@@ -12,7 +12,8 @@ RGT, DRCT, ATD and Swin2SR-M (their DEFAULTS); all x4. The train step
 is an L1 loss, its gradient and an Adam update, in training mode (dropout, drop path). The torch module is spandrel's,
 loaded from jaxsr's export of the same model, with torch's default threads (all cores). --trainer adds the trainer's
 own step (`jaxsr.train.kinds.sr`'s builders, L1 + Adam) on the devices run_train sets up on this host: on a CPU one
-XLA:CPU device per core, the batch split over them, with the XLA:CPU kernels run_train picks for the family.
+XLA:CPU device per core, the batch split over them, with the XLA:CPU kernels run_train picks for the family and its
+huge pages for host buffers (`jaxsr.hostmem`).
 On GPU, --dtype bfloat16 uses bf16 compute in jaxsr and autocast bf16 + channels_last in torch. --remat (the
 transformers): gradient checkpointing per block (jaxsr `use_chk` under the XLA:CPU memory schedule, as run_train sets
 it; torch `use_checkpoint`, RGT's `use_chk`; none for SRFormer and DRCT, whose references cannot).
@@ -229,13 +230,15 @@ def main():
     p.add_argument("--export", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.only:
-        from jaxsr import parallel
+        from jaxsr import hostmem, parallel
 
         if a.only != "torch" and a.remat:
             parallel.use_memory_schedule()  # as run_train does for remat models
         if a.only == "trainer":  # as run_train sets up a CPU host for this model
+            hostmem.reexec_with_huge_pages()
             print(f"trainer: {parallel.use_cpu_cores(a.batch)} CPU devices, XLA:CPU kernel flag "
-                  f"{parallel.use_cpu_kernels(standard_spec(a.arch)['arch'])}", file=sys.stderr)
+                  f"{parallel.use_cpu_kernels(standard_spec(a.arch)['arch'])}, {hostmem.chosen() or 'no huge pages'}",
+                  file=sys.stderr)
         return one(a)
     from common import table
 

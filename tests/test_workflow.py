@@ -6,6 +6,7 @@ import os
 import pytest
 
 from conftest import cli
+from jaxsr import hostmem
 
 pytestmark = pytest.mark.usefixtures("quick_compiles")  # tiny runs: XLA compiles more than it runs
 
@@ -51,6 +52,7 @@ def test_platform_cpu_on_one_device_without_tensorboard(tmp_path):
     n = max(d for d in (1, 2, 4) if d <= cores)  # the largest divisor of the batch (4) up to the cores
     assert code == 0 and f", {n} device(s)" in out and os.listdir(tmp_path / "two" / "tensorboard"), err
     assert f"XLA:CPU: {n} device(s) for {cores} core(s), the batch of 4 split over them" in out, out
+    assert (hostmem.LOG_LINE in out) == (hostmem.huge_pages_env({}) is not None), out  # where it changes something
     for flags_, message in ((["--platform", "tpu"], "--platform tpu: JAX cannot start it here"),
                             (["--platform", "xpu"], "--platform must be one of cpu, gpu, tpu, got 'xpu'"),
                             (["--devices", "3"], "train.batch_size (4) must be a multiple of the device count (3)")):

@@ -14,7 +14,7 @@ import jax
 import ml_collections
 from jax.experimental import multihost_utils
 
-from jaxsr import evaluate, parallel, weights
+from jaxsr import evaluate, hostmem, parallel, weights
 from jaxsr.errors import ConfigError, Diverged, JaxsrError, WeightsError
 from jaxsr.train import kinds
 from jaxsr.train import workdir as workdir_lib
@@ -94,6 +94,8 @@ class Loop:
                  f"training to step {end}" + (f" of {total}" if end < total else ""))
         if parallel.CPU_CHOICES and jax.default_backend() == "cpu":
             log.info("XLA:CPU: " + "; ".join(parallel.CPU_CHOICES))
+        if hostmem.chosen():
+            log.info(hostmem.chosen())
         self.system.start()
         inspecting = self._inspecting()
         if self.profile and not step < self.profile[0] <= end:

@@ -11,6 +11,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from jaxsr import hostmem
 from jaxsr.errors import warnings_as_lines
 from jaxsr.train import cmdline
 
@@ -85,6 +86,7 @@ def main(argv):
 
 def run():
     """The console script `jaxsr-train` (and run_train.py)."""
+    hostmem.reexec_with_huge_pages()  # before anything starts: glibc reads it only then
     app.run(main, flags_parser=cmdline.parse_flags)
 
 

@@ -4,8 +4,9 @@ XLA:CPU allocates a program's temporaries when it runs and frees them when it en
 size back to the kernel at once (munmap). So every train step takes its temporaries anew, and the kernel faults them
 in and zeroes them one 4 KiB page at a time: 330,000 page faults a step for RRDB x4 at batch 4, LR 32, about a tenth
 of the step. With `glibc.malloc.hugetlb=1` glibc asks for transparent huge pages for those buffers (2 MiB: 512 times
-fewer faults), and the same steps take 10-13% less time (docs/performance.md). glibc reads its tunables only when a
-process starts, so `reexec_with_huge_pages` starts the command again, same process id, with the tunable set.
+fewer faults), and the trainer's step runs 7-24% faster for most families (docs/performance.md). glibc reads its
+tunables only when a process starts, so `reexec_with_huge_pages` starts the command again, same process id, with the
+tunable set.
 """
 import os
 import platform

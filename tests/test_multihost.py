@@ -84,23 +84,30 @@ CORES = """
 import json, os, sys
 import jax
 from jaxsr import parallel
-n = parallel.use_cpu_cores(int(sys.argv[1]))
-print(json.dumps([n, jax.device_count(), len(os.sched_getaffinity(0))]))
+n = parallel.use_cpu_cores(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None)
+print(json.dumps([n, jax.device_count(), len(os.sched_getaffinity(0)), parallel.CPU_CHOICES]))
 """
 
 
 def test_cpu_host_gets_one_device_per_core_dividing_the_batch():
-    """run_train's CPU setting: one XLA:CPU device per core, a divisor of the batch; a user's own count wins."""
-    def run(batch, extra_env):
+    """run_train's CPU setting: one XLA:CPU device per core, a divisor of the batch, or one for the families that train
+    faster on one; a user's own count wins."""
+    from jaxsr.parallel import ONE_CPU_DEVICE
+
+    def run(batch, extra_env, *arch):
         env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
-        r = subprocess.run([sys.executable, "-c", CORES, str(batch)], cwd=ROOT, capture_output=True, text=True,
+        r = subprocess.run([sys.executable, "-c", CORES, str(batch), *arch], cwd=ROOT, capture_output=True, text=True,
                            env={**env, "JAX_PLATFORMS": "cpu", **extra_env}, timeout=120)
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout.splitlines()[-1])
 
     for batch in (1, 6, 7, 16):
-        n, devices, cores = run(batch, {})
+        n, devices, cores, _ = run(batch, {}, "esrgan")
         assert n == devices == max(d for d in range(1, min(cores, batch) + 1) if batch % d == 0)
+    for arch in ONE_CPU_DEVICE:  # measured faster on one device
+        line = f"1 device for {cores} core(s): {arch} trains faster on one device than on one per core"
+        assert run(4, {}, arch) == [1, 1, cores, [line]]
+    assert run(4, {"JAX_NUM_CPU_DEVICES": "2"}, "safmn")[:2] == [None, 2]
     assert run(6, {"XLA_FLAGS": "--xla_force_host_platform_device_count=3"})[:2] == [None, 3]
     assert run(6, {"JAX_NUM_CPU_DEVICES": "3"})[:2] == [None, 3]
 

@@ -68,7 +68,7 @@ def main(argv):
         parallel.use_memory_schedule()
     parallel.use_cpu_kernels(cfg.model.get("arch"))  # with or without YNNPACK: whichever trains this family faster
     if not (_COORD.value or parallel.cluster_detected() or _DEVICES.value):
-        parallel.use_cpu_cores(cfg.train.batch_size)  # on a CPU host, data parallel over its cores
+        parallel.use_cpu_cores(cfg.train.batch_size, cfg.model.get("arch"))  # on a CPU host, data parallel over its cores
     parallel.initialize(_COORD.value, _NPROC.value, _PID.value)  # TPU pods / SLURM are detected
     from jaxsr.train import loop
 

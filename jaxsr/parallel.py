@@ -125,14 +125,14 @@ def _backends_started():
     return getattr(xla_bridge, "backends_are_initialized", lambda: False)()
 
 
-# the architectures whose train step runs faster on one XLA:CPU device than on one per core, measured side by side
-# (docs/performance.md): SAFMN's and PLKSR's steps take 16-30% less time on one device, 2 cores, batch 4
-ONE_CPU_DEVICE = ("safmn", "plksr")
+# the architectures whose train step runs faster with one XLA:CPU device per two cores than with one per core, measured
+# side by side on 2 cores (docs/performance.md): SAFMN's and PLKSR's steps take 19-29% less time on one device there
+TWO_CORES_A_DEVICE = ("safmn", "plksr")
 
 
 def use_cpu_cores(batch_size, arch=None):
-    """One XLA:CPU device per core, up to a divisor of the batch (one device for ONE_CPU_DEVICE's architectures). Call
-    before jax starts a backend; returns the count.
+    """One XLA:CPU device per core (per two cores for TWO_CORES_A_DEVICE's architectures), up to a divisor of the batch.
+    Call before jax starts a backend; returns the count.
 
     XLA:CPU runs one device's convolutions on about one core, so on a CPU host a data-parallel mesh over the
     cores is what puts them all to work: the RRDB x4 train step (batch 4, LR 32) on 2 cores goes from 0.79 to
@@ -145,14 +145,12 @@ def use_cpu_cores(batch_size, arch=None):
     if _backends_started():
         return None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if arch in ONE_CPU_DEVICE:
-        jax.config.update("jax_num_cpu_devices", 1)
-        CPU_CHOICES.append(f"1 device for {cores} core(s): {arch} trains faster on one device than on one per core")
-        return 1
-    n = max(d for d in range(1, min(cores, batch_size) + 1) if batch_size % d == 0)
+    pair = arch in TWO_CORES_A_DEVICE
+    n = max(d for d in range(1, max(1, min(cores // 2 if pair else cores, batch_size)) + 1) if batch_size % d == 0)
     jax.config.update("jax_num_cpu_devices", n)
-    CPU_CHOICES.append(f"{n} device(s) for {cores} core(s), the batch of {batch_size} split over them (a device runs its "
-                       "convolutions on about one core)")
+    why = (f"{arch} trains faster with one device per two cores" if pair
+           else "a device runs its convolutions on about one core")
+    CPU_CHOICES.append(f"{n} device(s) for {cores} core(s), the batch of {batch_size} split over them ({why})")
     return n
 
 

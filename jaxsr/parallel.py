@@ -146,7 +146,8 @@ def use_cpu_cores(batch_size, arch=None):
         return None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     pair = arch in TWO_CORES_A_DEVICE
-    n = max(d for d in range(1, max(1, min(cores // 2 if pair else cores, batch_size)) + 1) if batch_size % d == 0)
+    limit = min(max(1, cores // 2) if pair else cores, batch_size)
+    n = max(d for d in range(1, limit + 1) if batch_size % d == 0)
     jax.config.update("jax_num_cpu_devices", n)
     why = (f"{arch} trains faster with one device per two cores" if pair
            else "a device runs its convolutions on about one core")

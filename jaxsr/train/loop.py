@@ -94,8 +94,8 @@ class Loop:
                  f"training to step {end}" + (f" of {total}" if end < total else ""))
         if parallel.CPU_CHOICES and jax.default_backend() == "cpu":
             log.info("XLA:CPU: " + "; ".join(parallel.CPU_CHOICES))
-        if hostmem.chosen():
-            log.info(hostmem.chosen())
+        if line := hostmem.chosen():
+            log.info(line)
         self.system.start()
         inspecting = self._inspecting()
         if self.profile and not step < self.profile[0] <= end:

@@ -126,8 +126,8 @@ def _backends_started():
 
 
 # the architectures whose train step runs faster with one XLA:CPU device per two cores than with one per core, measured
-# side by side on 2 cores (docs/performance.md): SAFMN's and PLKSR's steps take 19-29% less time on one device there
-TWO_CORES_A_DEVICE = ("safmn", "plksr")
+# side by side on 2 cores (docs/performance.md): SAFMN's step takes 29% less time on one device there
+TWO_CORES_A_DEVICE = ("safmn",)
 
 
 def use_cpu_cores(batch_size, arch=None):

@@ -100,14 +100,17 @@ def span(scale, norm):
 # ------------------------------------------------------------------------------------------------------- RealPLKSR
 
 
-def realplksr(scale, upsampler, layer_norm):
-    spec = {"arch": "realplksr", "scale": scale, "dim": 16, "n_blocks": 2, "kernel_size": 7, "split_ratio": 0.25,
-            "use_ea": True, "norm_groups": 4, "dropout": 0.0, "upsampler": upsampler, "layer_norm": layer_norm}
+def realplksr(scale, upsampler, layer_norm, kernel_size=7):
+    """RealPLKSR; at 17 (the released kernel) its large kernel runs as FFTs on the CPU."""
+    spec = {"arch": "realplksr", "scale": scale, "dim": 16, "n_blocks": 2, "kernel_size": kernel_size,
+            "split_ratio": 0.25, "use_ea": True, "norm_groups": 4, "dropout": 0.0, "upsampler": upsampler,
+            "layer_norm": layer_norm}
     kwargs = dict(upscaling_factor=scale, dysample=upsampler == "dysample", use_ea=True, layer_norm=layer_norm, dim=16,
-                  n_blocks=2, kernel_size=7, split_ratio=0.25)
-    tags = {"Real", "16dim", "2nb", "7ks"} | ({"DySample"} if upsampler == "dysample" else set()) | (
+                  n_blocks=2, kernel_size=kernel_size, split_ratio=0.25)
+    tags = {"Real", "16dim", "2nb", f"{kernel_size}ks"} | ({"DySample"} if upsampler == "dysample" else set()) | (
         {"LayerNorm"} if layer_norm else set())
-    return Row(f"realplksr_x{scale}_{upsampler}{'_ln' if layer_norm else ''}", spec, ("PLKSR.RealPLKSR", kwargs), "PLKSR",
+    name = f"realplksr_x{scale}_{upsampler}{'_ln' if layer_norm else ''}{'' if kernel_size == 7 else f'_k{kernel_size}'}"
+    return Row(name, spec, ("PLKSR.RealPLKSR", kwargs), "PLKSR",
                dict(name="astronaut", h=27, w=35, top=100, left=150), SR, frozenset(tags), exact_tags=True, seed=scale,
                spread=0.05)
 
@@ -327,10 +330,11 @@ ROWS = [
     *(compact(s) for s in (1, 2, 3, 4, 8)),
     *(span(s, norm) for s, norm in ((1, False), (2, True), (3, False), (4, True), (8, False))),
     realplksr(3, "dysample", False), realplksr(4, "pixelshuffle", True), realplksr(1, "dysample", True),
+    realplksr(2, "pixelshuffle", True, kernel_size=17),
     rcan(4, groups=2, blocks=2, check=_released_layouts), rcan(3, norm=False, in_ch=1, kernel_size=5),
     rcan(2, unshuffle=True), rcan(1, unshuffle=True), safmn(4, check=_released_layouts), safmn(3, ffn_scale=1.5), safmn(2),
     plksr(4, "CCM", "PLK", True, 7, check=_released_layouts), plksr(3, "ICCM", "SparsePLK", False, 17),
-    plksr(2, "DCCM", "RectSparsePLK", True, 9),
+    plksr(2, "DCCM", "RectSparsePLK", True, 9), plksr(2, "CCM", "PLK", False, 17),
     mosr(4, "ps", drop_path=0.1, check=_released_layouts), mosr(3, "gps", expansion_ratio=2.0, conv_ratio=0.5),
     mosr(2, "dys", out_ch=1),
     swinir("lightweight_x4", {"small", "s32w8", "64nf", "24dim", "1conv", "1unshuf"}),

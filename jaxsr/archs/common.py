@@ -67,27 +67,70 @@ def _depthwise_as_shifts(x, w, strides, padding, dilation, out_dtype):
     return y.astype(out_dtype)
 
 
+def _fft_size(n):
+    """The smallest 2^a 3^b 5^c >= n: a length the FFT splits into small factors."""
+    while True:
+        m = n
+        for f in (2, 3, 5):
+            while m % f == 0:
+                m //= f
+        if m == 1:
+            return n
+        n += 1
+
+
+def _large_kernel_as_fft(x, w, padding, out_dtype):
+    """A dense stride-1 convolution as 2-D FFTs: the padded input and the kernel, zero-padded to one FFT size of at
+    least the padded input's, multiplied per frequency (X * conj(W) is the cross-correlation torch's conv2d computes)
+    with the channels mixed there, and transformed back; the outputs no tap wraps around are the convolution's. In
+    float32: within ~1e-6 relative of the direct sum (tests/test_large_kernel.py)."""
+    kh, kw = w.shape[:2]
+    xp = jnp.pad(x, ((0, 0), *padding, (0, 0))).astype(jnp.float32)
+    hp, wp = xp.shape[1:3]
+    size = (_fft_size(hp), _fft_size(wp))
+    xf = jnp.fft.rfft2(xp, s=size, axes=(1, 2))
+    wf = jnp.fft.rfft2(w.astype(jnp.float32), s=size, axes=(0, 1))
+    yf = jnp.einsum("bhwi,hwio->bhwo", xf, jnp.conj(wf))
+    return jnp.fft.irfft2(yf, s=size, axes=(1, 2))[:, :hp - kh + 1, :wp - kw + 1].astype(out_dtype)
+
+
+# Dense convolutions with a kernel at least this large on each side and at most this many channels in and out run as
+# FFTs on the CPU: XLA:CPU computes their gradients on its Eigen kernels (YNNPACK takes only wider convolutions),
+# 3-20x slower than the FFTs at RealPLKSR's and PLKSR's 17 x 17 on 16 channels; at 24 channels or more, or smaller
+# kernels, XLA's own convolution is about as fast or faster (docs/performance.md).
+FFT_MIN_KERNEL, FFT_MAX_CHANNELS = 9, 16
+
+
 def conv_general_dilated(x, w, window_strides, padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
                          feature_group_count=1, **kwargs):
-    """jax.lax.conv_general_dilated, except for depthwise convolutions on the CPU.
+    """jax.lax.conv_general_dilated, except for depthwise and narrow large-kernel convolutions on the CPU.
 
     XLA:CPU runs a depthwise convolution (feature_group_count = channels) about 20-40x slower than the same
-    multiply-adds written as shifted slices, and its gradients 2-20x slower (benchmarks/bench_depthwise.py). Under
-    `jax.lax.platform_dependent` the CPU gets the slices and every other platform (and the ONNX graph) the
-    convolution itself."""
+    multiply-adds written as shifted slices, and its gradients 2-20x slower; a 17 x 17 convolution of 16 channels
+    with its gradients 8x slower than the same convolution as FFTs (benchmarks/bench_cpu_convs.py). Under
+    `jax.lax.platform_dependent` the CPU gets the slices or the FFTs, and every other platform (and the ONNX graph)
+    the convolution itself."""
     conv = functools.partial(jax.lax.conv_general_dilated, window_strides=window_strides, padding=padding,
                              lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                              feature_group_count=feature_group_count, **kwargs)
     nhwc = jax.lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
-    depthwise = (x.ndim == 4 and feature_group_count > 1 and feature_group_count == x.shape[-1] == w.shape[-1]
-                 and not isinstance(padding, str) and all(d == 1 for d in lhs_dilation or (1, 1))
-                 and jax.lax.conv_dimension_numbers(x.shape, w.shape, dimension_numbers) == nhwc)
-    if not depthwise:
+    plain = (x.ndim == 4 and not isinstance(padding, str) and all(d == 1 for d in lhs_dilation or (1, 1))
+             and jax.lax.conv_dimension_numbers(x.shape, w.shape, dimension_numbers) == nhwc)
+    depthwise = plain and feature_group_count > 1 and feature_group_count == x.shape[-1] == w.shape[-1]
+    large = (plain and feature_group_count == 1 and min(w.shape[:2]) >= FFT_MIN_KERNEL
+             and max(w.shape[2:]) <= FFT_MAX_CHANNELS and all(s == 1 for s in window_strides)
+             and all(d == 1 for d in rhs_dilation or (1, 1)) and min(min(p) for p in padding) >= 0
+             and all(isinstance(d, int) for d in x.shape))  # not under the ONNX export's symbolic sizes
+    if not (depthwise or large):
         return conv(x, w)
     out_dtype = kwargs.get("preferred_element_type") or jnp.result_type(x, w)
-    shifts = functools.partial(_depthwise_as_shifts, strides=tuple(window_strides), padding=tuple(map(tuple, padding)),
-                               dilation=tuple(rhs_dilation or (1, 1)), out_dtype=out_dtype)
-    return jax.lax.platform_dependent(x, w, cpu=shifts, default=conv)
+    padding = tuple(map(tuple, padding))
+    if large:
+        cpu = functools.partial(_large_kernel_as_fft, padding=padding, out_dtype=out_dtype)
+    else:
+        cpu = functools.partial(_depthwise_as_shifts, strides=tuple(window_strides), padding=padding,
+                                dilation=tuple(rhs_dilation or (1, 1)), out_dtype=out_dtype)
+    return jax.lax.platform_dependent(x, w, cpu=cpu, default=conv)
 
 
 class Buffer(nnx.Variable):

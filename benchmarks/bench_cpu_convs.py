@@ -1,8 +1,8 @@
-"""Depthwise convolutions on the CPU: XLA's grouped convolution, jaxsr's shifted slices (what
-`jaxsr.archs.common.conv_general_dilated` runs on XLA:CPU) and torch's conv2d(groups=C), forward and the gradient
-of both inputs, at the shapes the architectures train with (not a test).
+"""The convolutions jaxsr computes its own way on XLA:CPU (`jaxsr.archs.common.conv_general_dilated`): depthwise
+layers as shifted slices, large kernels of few channels as FFTs; against XLA's convolution and torch's conv2d, forward
+and the gradient of both inputs, at the shapes the architectures train with (not a test).
 
-    python benchmarks/bench_depthwise.py [--batch 8] [--size 64] [--repeats 5]
+    python benchmarks/bench_cpu_convs.py [--batch 8] [--size 64] [--repeats 5] [--which all|depthwise|large]
 """
 import argparse
 import functools
@@ -20,9 +20,11 @@ from common import table, timeit  # noqa: E402
 
 from jaxsr.archs import common as archs_common  # noqa: E402
 
-# (who, channels, kernel): the depthwise layers of the standard configurations
-LAYERS = [("SAFMN 36 (9 ch per level)", 9, 3), ("DAT / RGT 180", 180, 3), ("OmniSR 64 (qkv 192)", 192, 3),
-          ("SRFormer 180 (FFN 360)", 360, 5), ("ATD 210 (FFN 420)", 420, 5), ("MoSR 64 (GPS 96)", 96, 7)]
+# (who, channels, kernel, depthwise): the depthwise layers of the standard configurations, then the large kernels
+LAYERS = [("SAFMN 36 (9 ch per level)", 9, 3, True), ("DAT / RGT 180", 180, 3, True),
+          ("OmniSR 64 (qkv 192)", 192, 3, True), ("SRFormer 180 (FFN 360)", 360, 5, True),
+          ("ATD 210 (FFN 420)", 420, 5, True), ("MoSR 64 (GPS 96)", 96, 7, True),
+          ("RealPLKSR / PLKSR 64 (16 of 64)", 16, 17, False), ("RealPLKSR / PLKSR 64 at 13", 16, 13, False)]
 
 
 def main():
@@ -30,17 +32,21 @@ def main():
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--which", choices=["all", "depthwise", "large"], default="all")
     a = p.parse_args()
     rows = []
-    for who, c, k in LAYERS:
+    for who, c, k, depthwise in LAYERS:
+        if a.which != "all" and depthwise != (a.which == "depthwise"):
+            continue
+        groups = c if depthwise else 1
         rng = np.random.default_rng(0)
         x = rng.standard_normal((a.batch, a.size, a.size, c), np.float32)
-        w = rng.standard_normal((k, k, 1, c), np.float32) * 0.1
+        w = rng.standard_normal((k, k, c // groups, c), np.float32) * 0.1
         pad = ((k // 2, k // 2),) * 2
         ours = functools.partial(archs_common.conv_general_dilated, window_strides=(1, 1), padding=pad,
-                                 dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c)
+                                 dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
         xla = functools.partial(jax.lax.conv_general_dilated, window_strides=(1, 1), padding=pad,
-                                dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c)
+                                dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
         xj, wj = jnp.asarray(x), jnp.asarray(w)
         times = {}
         for name, f in (("xla", xla), ("ours", ours)):
@@ -50,7 +56,7 @@ def main():
                            timeit(lambda: grad(xj, wj), repeats=a.repeats, sync=jax.block_until_ready)]
         xt = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
         wt = torch.tensor(w.transpose(3, 2, 0, 1), requires_grad=True)
-        conv = lambda: torch.nn.functional.conv2d(xt, wt, padding=k // 2, groups=c)  # noqa: E731
+        conv = lambda: torch.nn.functional.conv2d(xt, wt, padding=k // 2, groups=groups)  # noqa: E731
         with torch.no_grad():
             t_fwd = timeit(conv, repeats=a.repeats)
         t_grad = timeit(lambda: torch.autograd.grad((conv() ** 2).sum(), (xt, wt)), repeats=a.repeats)

@@ -96,8 +96,9 @@ def _large_kernel_as_fft(x, w, padding, out_dtype):
 
 # Dense convolutions with a kernel at least this large on each side and at most this many channels in and out run as
 # FFTs on the CPU: XLA:CPU computes their gradients on its Eigen kernels (YNNPACK takes only wider convolutions),
-# 3-20x slower than the FFTs at RealPLKSR's and PLKSR's 17 x 17 on 16 channels; at 24 channels or more, or smaller
-# kernels, XLA's own convolution is about as fast or faster (docs/performance.md).
+# 3-14x slower than the FFTs at 8-16 channels and kernels 9-17 (8x at RealPLKSR's and PLKSR's 17 x 17 on 16). From 32
+# channels on, or under 9, XLA's convolution is as fast or faster; at 24 the FFTs win at 17 and lose at 9
+# (docs/performance.md).
 FFT_MIN_KERNEL, FFT_MAX_CHANNELS = 9, 16
 
 

@@ -10,7 +10,10 @@ with GPS (`mosr`, its from-scratch template's), RCAN 10/20/64 and SAFMN 36/8 (th
 released networks' fixed widths), OmniSR 64/5 (traiNNer-redux's template, the paper's), and the standard SRFormer,
 RGT, DRCT, ATD and Swin2SR-M (their DEFAULTS); all x4. The train step
 is an L1 loss, its gradient and an Adam update, in training mode (dropout, drop path). The torch module is spandrel's,
-loaded from jaxsr's export of the same model, with torch's default threads (all cores). --trainer adds the trainer's
+loaded from jaxsr's export of the same model, with torch's default threads (all cores); on a CPU it runs in both
+memory layouts, NCHW and channels_last, and the table keeps the one whose train step is faster (its last column):
+channels_last is faster for most models, but its 17x17 weight gradient is 35x slower (PLKSR at LR 64: 38.5 s against
+2.15 s a step; docs/performance.md). --trainer adds the trainer's
 own step (`jaxsr.train.kinds.sr`'s builders, L1 + Adam) on the devices run_train sets up on this host: on a CPU one
 XLA:CPU device per core, the batch split over them, with the XLA:CPU kernels run_train picks for the family and its
 huge pages for host buffers (`jaxsr.hostmem`).
@@ -135,7 +138,7 @@ def bench_trainer(spec, x, y, steps):
     return None, _time(run, steps), None
 
 
-def bench_torch(path, x, y, steps, dtype, remat=False, remat_torch=True):
+def bench_torch(path, x, y, steps, dtype, remat=False, remat_torch=True, nchw=False):
     import conftest  # noqa: F401  (torchvision stub for spandrel)
     import spandrel
     import torch
@@ -146,8 +149,10 @@ def bench_torch(path, x, y, steps, dtype, remat=False, remat_torch=True):
         for flag in ("use_checkpoint", "use_chk"):
             if remat and remat_torch and hasattr(mod, flag):
                 setattr(mod, flag, True)
-    xt = torch.from_numpy(x.transpose(0, 3, 1, 2)).to(dev)
-    yt = torch.from_numpy(y.transpose(0, 3, 1, 2)).to(dev)
+    # the NHWC arrays transposed have channels_last strides, which torch's convolutions keep; NCHW copies them
+    xt, yt = (torch.from_numpy(a.transpose(0, 3, 1, 2)).to(dev) for a in (x, y))
+    if nchw:
+        xt, yt = xt.contiguous(), yt.contiguous()
     if dev == "cuda":
         m, xt, yt = (t.to(memory_format=torch.channels_last) for t in (m, xt, yt))
     amp = dtype == "bfloat16"
@@ -188,7 +193,7 @@ def one(a):
     elif a.only == "trainer":
         t = bench_trainer(spec, x, y, a.steps)
     else:
-        t = bench_torch(a.export, x, y, a.steps, a.dtype, a.remat, a.arch not in NO_TORCH_REMAT)
+        t = bench_torch(a.export, x, y, a.steps, a.dtype, a.remat, a.arch not in NO_TORCH_REMAT, a.torch_nchw)
     print("RESULT " + json.dumps({"fwd": t[0], "train": t[1], "temp": t[2] if len(t) > 2 else None,
                                   "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
 
@@ -228,6 +233,7 @@ def main():
     p.add_argument("--only", choices=["jax", "trainer", "torch"], help=argparse.SUPPRESS)
     p.add_argument("--arch", help=argparse.SUPPRESS)
     p.add_argument("--export", help=argparse.SUPPRESS)
+    p.add_argument("--torch-nchw", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.only:
         from jaxsr import hostmem, parallel
@@ -246,32 +252,40 @@ def main():
 
     if a.memory:
         return memory_table(a, table)
+    import torch
+
+    on_cpu = not torch.cuda.is_available()  # on a GPU torch runs channels_last (bench_torch)
     rows = []
     for name in a.archs.split(","):
         spec = standard_spec(name, a.remat)
         path = os.path.join(tempfile.mkdtemp(), f"{name}.pth")
         weights.export(archs.build(spec), spec, path)
         res = {}
-        for impl in ("jax", "torch") + (("trainer",) if a.trainer else ()):
+        runs = {"jax": [], "torch": [], "torch_nchw": ["--torch-nchw"], "trainer": []}
+        for run in ["jax", "torch"] + (["torch_nchw"] if on_cpu else []) + (["trainer"] if a.trainer else []):
+            impl = run.split("_")[0]
             cmd = [sys.executable, __file__, "--only", impl, "--arch", name, "--export", path, "--batch", str(a.batch),
                    "--lr", str(a.lr), "--steps", str(a.steps), "--dtype", a.dtype] + (["--remat"] if a.remat else [])
-            out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+            out = subprocess.run(cmd + runs[run], capture_output=True, text=True, cwd=ROOT)
             line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
             if not line:
-                sys.exit(f"{name} {impl} failed:\n{out.stderr[-3000:]}")
-            res[impl] = json.loads(line[0][7:])
-        j, t = res["jax"], res["torch"]
+                sys.exit(f"{name} {run} failed:\n{out.stderr[-3000:]}")
+            res[run] = json.loads(line[0][7:])
+        layout = "NCHW" if on_cpu and res["torch_nchw"]["train"] < res["torch"]["train"] else "channels_last"
+        j, t = res["jax"], res["torch_nchw" if layout == "NCHW" else "torch"]
         rows.append([name, f"{a.batch / j['fwd']:.2f}", f"{a.batch / t['fwd']:.2f}", f"{t['fwd'] / j['fwd']:.2f}",
                      f"{a.batch / j['train']:.2f}", f"{a.batch / t['train']:.2f}", f"{t['train'] / j['train']:.2f}",
                      f"{j['rss']:.1f}", f"{t['rss']:.1f}", f"{j['temp']:.2f}"])
         if a.trainer:
             tr = res["trainer"]
             rows[-1] += [f"{a.batch / tr['train']:.2f}", f"{t['train'] / tr['train']:.2f}", f"{tr['rss']:.1f}"]
+        rows[-1].append(layout)
         print(rows[-1], flush=True)
     print(f"\nbatch {a.batch}, LR {a.lr}, {a.dtype}, remat={a.remat} (torch without it for {', '.join(NO_TORCH_REMAT)}); img/s; "
           "ratio = jaxsr / torch (higher is faster); peak RSS GiB per process; XLA's compiled temp memory of jaxsr's step")
     print(table(rows, ["arch", "fwd jaxsr", "fwd torch", "ratio", "train jaxsr", "train torch", "ratio", "RSS jaxsr",
-                       "RSS torch", "temp jaxsr"] + (["train trainer", "ratio", "RSS trainer"] if a.trainer else [])))
+                       "RSS torch", "temp jaxsr"] + (["train trainer", "ratio", "RSS trainer"] if a.trainer else [])
+                + ["torch layout"]))
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ RGT, DRCT, ATD and Swin2SR-M (their DEFAULTS); all x4. The train step
 is an L1 loss, its gradient and an Adam update, in training mode (dropout, drop path). The torch module is spandrel's,
 loaded from jaxsr's export of the same model, with torch's default threads (all cores); on a CPU it runs in both
 memory layouts, NCHW and channels_last, and the table keeps the one whose train step is faster (its last column):
-channels_last is faster for most models, but its 17x17 weight gradient is 35x slower (PLKSR at LR 64: 38.5 s against
-2.15 s a step; docs/performance.md). --trainer adds the trainer's
+channels_last was the faster for RealPLKSR, PLKSR and Compact at batch 4, LR 32, but its 17x17 weight gradient can
+be 35x slower than NCHW's (PLKSR at batch 2, LR 64: 38.5 s against 2.15 s a step; docs/performance.md). --trainer adds the trainer's
 own step (`jaxsr.train.kinds.sr`'s builders, L1 + Adam) on the devices run_train sets up on this host: on a CPU one
 XLA:CPU device per core, the batch split over them, with the XLA:CPU kernels run_train picks for the family and its
 huge pages for host buffers (`jaxsr.hostmem`).

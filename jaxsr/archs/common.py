@@ -10,6 +10,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.fft
 from flax import nnx
 
 # DIV2K's RGB mean, which the references (DAT, SwinIR, HAT, SPAN) subtract from 3-channel inputs
@@ -67,18 +68,6 @@ def _depthwise_as_shifts(x, w, strides, padding, dilation, out_dtype):
     return y.astype(out_dtype)
 
 
-def _fft_size(n):
-    """The smallest 2^a 3^b 5^c >= n: a length the FFT splits into small factors."""
-    while True:
-        m = n
-        for f in (2, 3, 5):
-            while m % f == 0:
-                m //= f
-        if m == 1:
-            return n
-        n += 1
-
-
 def _large_kernel_as_fft(x, w, padding, out_dtype):
     """A dense stride-1 convolution as 2-D FFTs: the padded input and the kernel, zero-padded to one FFT size of at
     least the padded input's, multiplied per frequency (X * conj(W) is the cross-correlation torch's conv2d computes)
@@ -87,7 +76,7 @@ def _large_kernel_as_fft(x, w, padding, out_dtype):
     kh, kw = w.shape[:2]
     xp = jnp.pad(x, ((0, 0), *padding, (0, 0))).astype(jnp.float32)
     hp, wp = xp.shape[1:3]
-    size = (_fft_size(hp), _fft_size(wp))
+    size = (scipy.fft.next_fast_len(hp, real=True), scipy.fft.next_fast_len(wp, real=True))  # 2^a 3^b 5^c
     xf = jnp.fft.rfft2(xp, s=size, axes=(1, 2))
     wf = jnp.fft.rfft2(w.astype(jnp.float32), s=size, axes=(0, 1))
     yf = jnp.einsum("bhwi,hwio->bhwo", xf, jnp.conj(wf))

@@ -206,14 +206,16 @@ NO_YNNPACK = "--xla_cpu_experimental_ynn_fusion_type="
 ONEDNN_DOTS = ("--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,"
                "LIBRARY_FUSION_TYPE_REDUCE --xla_cpu_use_onednn=true "
                "--xla_cpu_experimental_onednn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT")
-KERNELS = {YNNPACK: "YNNPACK's convolutions, matmuls and reductions",
-           YNNPACK_DOTS: "convolutions and reductions on XLA's own kernels, matmuls on YNNPACK",
-           NO_YNNPACK: "XLA's own kernels only",
-           ONEDNN_DOTS: "convolutions and reductions on YNNPACK, matmuls (attention's too) on oneDNN"}
-# the architectures whose train step runs faster on a CPU with another setting than the default, measured side by
-# side (benchmarks/bench_cpu_kernels.py, docs/performance.md); the others are as fast or faster with the default
-CPU_KERNELS = {"span": YNNPACK_DOTS, "mosr": YNNPACK_DOTS, "omnisr": YNNPACK_DOTS, "hat": ONEDNN_DOTS,
-               "srformer": ONEDNN_DOTS}
+# config.cpu_kernels names them: name -> (the flag, None for this jaxlib's default; what it puts where)
+CPU_KERNEL_SETTINGS = {
+    "ynnpack": (None, "YNNPACK's convolutions, matmuls and reductions, XLA:CPU's default"),
+    "dots": (YNNPACK_DOTS, "convolutions and reductions on XLA's own kernels, matmuls on YNNPACK"),
+    "own": (NO_YNNPACK, "XLA's own kernels only"),
+    "onednn": (ONEDNN_DOTS, "convolutions and reductions on YNNPACK, matmuls (attention's too) on oneDNN")}
+# the architectures whose train step ran faster on some CPU with another setting than the default, measured side by
+# side (benchmarks/bench_cpu_kernels.py, docs/performance.md): which one wins depends on the CPU, so run_train times the
+# two on the host (jaxsr.train.cpu_kernels) and falls back to this setting where it cannot; the others keep the default
+CPU_KERNELS = {"span": "dots", "mosr": "dots", "omnisr": "dots", "hat": "onednn", "srformer": "onednn"}
 # the flags that choose kernels: where the user's XLA_FLAGS set any of them, use_cpu_kernels leaves the choice to them
 KERNEL_FLAGS = (NO_YNNPACK, "--xla_cpu_use_onednn=", "--xla_cpu_experimental_onednn_fusion_type=")
 # a jaxlib built without oneDNN (on ARM, say) accepts its flags and ignores them: the compiled program tells
@@ -221,20 +223,35 @@ ONEDNN_PROBE = ("import jax, jax.numpy as jnp; x = jnp.ones((8, 8)); "
                 "assert 'onednn_fusion' in jax.jit(jnp.matmul).lower(x, x).compile().as_text()")
 
 
-def use_cpu_kernels(arch):
-    """Run `arch` on the XLA:CPU kernels that train it faster (CPU_KERNELS; docs/performance.md has the table): SPAN's
-    train step goes from 0.64x to 1.03x PyTorch's with only its matmuls on YNNPACK and OmniSR's from 0.43x to 0.51x,
-    HAT-S's is 5-13% and SRFormer's 10% faster with their matmuls on oneDNN, while RRDB's is fastest on the default
-    (0.89x; 0.75x with only its matmuls on YNNPACK).
-    The kernels sum in another order, so a run keeps its choice: it follows the architecture, and a resume through
-    run_train makes the same one. Only XLA:CPU reads the flag: GPU and TPU programs are untouched. Call before jax
-    starts a backend; the user's XLA_FLAGS win. Returns the flags in effect, or None for the default."""
-    flags = os.environ.get("XLA_FLAGS", "").split()
-    given = [f for f in flags if f.startswith(KERNEL_FLAGS)]
+def kernel_flags_given():
+    """The kernel flags the user's XLA_FLAGS set (a string), or None: where they set any, they decide."""
+    given = [f for f in os.environ.get("XLA_FLAGS", "").split() if f.startswith(KERNEL_FLAGS)]
+    return " ".join(given) or None
+
+
+def use_cpu_kernels(arch, name=None, why="it trains faster so"):
+    """Run `arch` on the XLA:CPU kernels of setting `name` (CPU_KERNEL_SETTINGS; default: CPU_KERNELS's for the family,
+    else XLA:CPU's default), and say so with `why`. Which wins depends on the model and the CPU (docs/performance.md):
+    on one machine SPAN's train step went from 0.64x to 1.03x PyTorch's with only its matmuls on YNNPACK and HAT-S's
+    5-13% faster with its matmuls on oneDNN, while on another MoSR's and OmniSR's were 34% and 24% faster on the
+    default than on that table's pick.
+    The kernels sum in another order, so a run keeps its choice (config.cpu_kernels, frozen in config.json). Only
+    XLA:CPU reads the flag: GPU and TPU programs are untouched. Call before jax starts a backend; the user's XLA_FLAGS
+    win. Returns the flags in effect, or None for the default."""
+    given = kernel_flags_given()
     if given:
-        return " ".join(given)
-    flag = CPU_KERNELS.get(arch)
-    if flag is None or _backends_started() or not _set_xla_flag(flag, ONEDNN_PROBE if flag == ONEDNN_DOTS else None):
+        CPU_CHOICES.append(f"the kernels XLA_FLAGS chose ({given})")
+        return given
+    if _backends_started():
         return None
-    CPU_CHOICES.append(f"{arch}: {KERNELS[flag]} (it trains faster so)")
+    chosen, name = name, name or CPU_KERNELS.get(arch, "ynnpack")
+    flag, what = CPU_KERNEL_SETTINGS[name]
+    if flag is None:
+        if chosen or arch in CPU_KERNELS:
+            CPU_CHOICES.append(f"{arch}: {what} ({why})")
+        return None
+    if not _set_xla_flag(flag, ONEDNN_PROBE if name == "onednn" else None):
+        CPU_CHOICES.append(f"{arch}: {CPU_KERNEL_SETTINGS['ynnpack'][1]} (this jaxlib cannot run {name!r}: {what})")
+        return None
+    CPU_CHOICES.append(f"{arch}: {what} ({why})")
     return flag

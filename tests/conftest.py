@@ -88,11 +88,16 @@ def pytest_configure(config):
         config.xla_cache = os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxsr-tests-xla-cache-")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
     os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 << 30))
+    # run_train's per-host choice of XLA:CPU kernels (jaxsr.train.cpu_kernels) caches under it: not the user's
+    if "JAXSR_TESTS_CACHE" not in os.environ:  # set once, by the process xdist's workers inherit it from
+        config.xdg_cache = os.environ["JAXSR_TESTS_CACHE"] = tempfile.mkdtemp(prefix="jaxsr-tests-cache-")
+    os.environ["XDG_CACHE_HOME"] = os.environ["JAXSR_TESTS_CACHE"]
 
 
 def pytest_unconfigure(config):
-    if getattr(config, "xla_cache", None):
-        shutil.rmtree(config.xla_cache, ignore_errors=True)
+    for kept in ("xla_cache", "xdg_cache"):
+        if getattr(config, kept, None):
+            shutil.rmtree(getattr(config, kept), ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items):

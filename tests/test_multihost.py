@@ -117,7 +117,7 @@ KERNEL_PROBE = """
 import json, re, sys
 import jax, jax.numpy as jnp
 from jaxsr import parallel
-flag = parallel.use_cpu_kernels(sys.argv[1])
+flag = parallel.use_cpu_kernels(sys.argv[1], sys.argv[2] or None, "why")
 f = jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")) @ w[0, 0])
 hlo = f.lower(jnp.ones((2, 32, 32, 64)), jnp.ones((3, 3, 64, 64))).compile().as_text()
 on = {lib: sorted(set(re.findall(rf"%{lib}_fusion[.0-9]* = .*op_name=.jit\\(<lambda>\\)/(\\w+)", hlo))) for lib in ("ynn", "onednn")}
@@ -125,27 +125,30 @@ print(json.dumps([flag, on["ynn"], on["onednn"], parallel.CPU_CHOICES]))
 """
 
 
-def test_cpu_kernels_follow_the_family_and_a_users_flag_wins():
-    """run_train's CPU setting: the families measured faster with other XLA:CPU kernels than the default get them (in
-    the compiled program, what runs as a YNNPACK or oneDNN fusion changes, and the run says so), the others keep the
-    default; the user's XLA_FLAGS win."""
-    from jaxsr.parallel import CPU_KERNELS, KERNELS, NO_YNNPACK, ONEDNN_DOTS, ONEDNN_PROBE, YNNPACK, YNNPACK_DOTS
+def test_cpu_kernel_settings_place_the_ops_and_a_users_flag_wins():
+    """config.cpu_kernels' settings: each puts the convolution and the matmul where it says (in the compiled program,
+    what runs as a YNNPACK or oneDNN fusion) and the run says so; without one, a family of CPU_KERNELS gets its entry
+    (run_train's fallback where it does not time them) and the others the default, unsaid; the user's XLA_FLAGS win."""
+    from jaxsr.parallel import CPU_KERNEL_SETTINGS, CPU_KERNELS, NO_YNNPACK, ONEDNN_PROBE, YNNPACK
 
-    def run(arch, flags=None):
+    def run(arch, name="", flags=None):
         env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_DISABLE_MOST_OPTIMIZATIONS")}
-        r = subprocess.run([sys.executable, "-c", KERNEL_PROBE, arch], cwd=ROOT, capture_output=True, text=True,
+        r = subprocess.run([sys.executable, "-c", KERNEL_PROBE, arch, name], cwd=ROOT, capture_output=True, text=True,
                            env={**env, "JAX_PLATFORMS": "cpu", **({"XLA_FLAGS": flags} if flags else {})}, timeout=120)
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout.splitlines()[-1])
 
     conv, dots = ["conv_general_dilated"], ["dot_general"]
-    assert run("esrgan") == [None, conv + dots, [], []]  # RRDB trains faster on the default
-    placed = {YNNPACK_DOTS: [dots, []], NO_YNNPACK: [[], []], ONEDNN_DOTS: [conv, dots]}  # on YNNPACK, on oneDNN
-    for arch, flag in CPU_KERNELS.items():
-        assert run(arch) == [flag, *placed[flag], [f"{arch}: {KERNELS[flag]} (it trains faster so)"]]
-    assert run("span", YNNPACK) == [YNNPACK, conv + dots, [], []]  # the user's choice, the default spelled out
-    assert run("esrgan", NO_YNNPACK) == [NO_YNNPACK, [], [], []]
-    assert run("hat", "--xla_cpu_use_onednn=false") == ["--xla_cpu_use_onednn=false", conv + dots, [], []]
+    assert run("esrgan") == [None, conv + dots, [], []]  # not in CPU_KERNELS: the default
+    placed = {"ynnpack": [conv + dots, []], "dots": [dots, []], "own": [[], []], "onednn": [conv, dots]}  # YNNPACK, oneDNN
+    for name, (flag, what) in CPU_KERNEL_SETTINGS.items():
+        assert run("esrgan", name) == [flag, *placed[name], [f"esrgan: {what} (why)"]]
+    assert run("span") == [CPU_KERNEL_SETTINGS[CPU_KERNELS["span"]][0], *placed[CPU_KERNELS["span"]],
+                           [f"span: {CPU_KERNEL_SETTINGS[CPU_KERNELS['span']][1]} (why)"]]
+    given = lambda f: [f"the kernels XLA_FLAGS chose ({f})"]  # noqa: E731
+    assert run("span", "dots", YNNPACK) == [YNNPACK, conv + dots, [], given(YNNPACK)]  # the default spelled out
+    assert run("esrgan", "", NO_YNNPACK) == [NO_YNNPACK, [], [], given(NO_YNNPACK)]
+    assert run("hat", "", "--xla_cpu_use_onednn=false") == ["--xla_cpu_use_onednn=false", conv + dots, [], given("--xla_cpu_use_onednn=false")]
     # the probe that keeps the oneDNN setting off where it would do nothing tells: the first flag alone makes no fusion
     bare = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     assert subprocess.run([sys.executable, "-c", ONEDNN_PROBE], capture_output=True, timeout=120,

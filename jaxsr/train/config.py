@@ -12,7 +12,7 @@ import os
 import ml_collections
 from ml_collections import config_dict
 
-from jaxsr import archs, data, degrade, losses, optim
+from jaxsr import archs, data, degrade, losses, optim, parallel
 from jaxsr.degrade import augment
 from jaxsr.errors import ConfigError, WeightsError
 from jaxsr.losses import gan
@@ -105,6 +105,9 @@ def base_config():
     c.compute_dtype = "auto"  # 'auto': bfloat16 on GPU/TPU, float32 on CPU; params, losses and metrics stay float32
     c.init_weights = config_dict.placeholder(str)  # .pth/.safetensors/jaxsr export to warm-start G from
     c.init_strict = True
+    # XLA:CPU's kernels (jaxsr.parallel.CPU_KERNEL_SETTINGS: ynnpack, dots, own, onednn): 'auto' times the families whose
+    # fastest setting depends on the CPU on this host once (cached) and keeps the choice with the run; GPU/TPU ignore it
+    c.cpu_kernels = "auto"
 
     c.data = data.default_config()
     c.degrade = degrade.default_config()
@@ -317,6 +320,9 @@ def _check(cfg):
         section, key = field.split(".")
         if cfg[section][key] < 0:
             raise ConfigError(f"{field} must be >= 0, got {cfg[section][key]!r}", field)
+    kernels = ("auto", *parallel.CPU_KERNEL_SETTINGS)
+    if cfg.cpu_kernels not in kernels:
+        raise ConfigError(f"cpu_kernels must be one of {', '.join(kernels)}, got {cfg.cpu_kernels!r}", "cpu_kernels")
     s = cfg.scale
     if cfg.model.arch != "auto":
         try:

@@ -63,11 +63,21 @@ def main(argv):
         return 0
 
     from jaxsr import parallel
+    from jaxsr.train import cpu_kernels
 
     if cfg.model.get("use_chk"):  # remat: on CPU it saves memory only under XLA:CPU's memory schedule
         parallel.use_memory_schedule()
-    parallel.use_cpu_kernels(cfg.model.get("arch"))  # with or without YNNPACK: whichever trains this family faster
-    if not (_COORD.value or parallel.cluster_detected() or _DEVICES.value):
+    multi = _COORD.value or parallel.cluster_detected()
+    not_timed = "--fast_dev_run" if _FAST.value else "a multi-process run" if multi else None
+    # which XLA:CPU kernels train this model faster here (timed once per host where it depends on the CPU), frozen
+    # into config.json so that a resume compiles the same programs
+    try:
+        cfg.cpu_kernels = cpu_kernels.choose(cfg, None if _FAST.value else workdir, not_timed, _PLATFORM.value, _DEVICES.value)
+    except KeyboardInterrupt:
+        print("interrupted while timing XLA:CPU's kernels; nothing was written: rerun the same command, or set "
+              "--config.cpu_kernels", file=sys.stderr)
+        return 130
+    if not (multi or _DEVICES.value):
         parallel.use_cpu_cores(cfg.train.batch_size, cfg.model.get("arch"))  # on a CPU host, data parallel over its cores
     parallel.initialize(_COORD.value, _NPROC.value, _PID.value)  # TPU pods / SLURM are detected
     from jaxsr.train import loop

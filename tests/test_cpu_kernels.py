@@ -97,7 +97,8 @@ def test_what_cannot_be_timed_falls_back_to_the_table_and_says_why(host, tmp_pat
     assert used[-1] == ("span", None, "timing 'dots' failed: RuntimeError: out of memory")
     assert not os.path.exists(cpu_kernels.cache_path())  # nothing cached from a failed timing
     timed.clear()
-    for kw, why in ((dict(not_timed="--fast_dev_run"), "--fast_dev_run"), (dict(platform="gpu"), "--platform gpu")):
+    for kw, why in ((dict(fast=True), "--fast_dev_run"), (dict(platform="gpu"), "--platform gpu"),
+                    (dict(multi=True), "a multi-process run takes the same setting in every process")):
         assert cpu_kernels.choose(config(), None, **kw) == "dots" and used[-1][2] == f"not timed: {why}"
     assert timed == []
     # a cache that does not read is timed again and rewritten; one that cannot be written is said, and the run goes on
@@ -107,6 +108,9 @@ def test_what_cannot_be_timed_falls_back_to_the_table_and_says_why(host, tmp_pat
         f.write("{not json")
     assert cpu_kernels.choose(config(), None) == "ynnpack"
     assert list(json.load(open(cpu_kernels.cache_path())).values())[0]["choice"] == "ynnpack"
+    # --fast_dev_run takes the cached choice, as the run would; a multi-process run does not (hosts' caches may differ)
+    assert cpu_kernels.choose(config(), None, fast=True) == "ynnpack"
+    assert cpu_kernels.choose(config(), None, multi=True) == "dots"
     blocked = tmp_path / "a_file"
     blocked.write_text("")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))

@@ -11,6 +11,7 @@ and config, and frozen in the run's config.json: a resume compiles the same prog
 import hashlib
 import json
 import os
+import platform as host_platform
 import subprocess
 import sys
 import tempfile
@@ -42,9 +43,7 @@ def host():
                 fields[key.strip()] = value.strip()
     except OSError:
         pass
-    import platform
-
-    cpu = fields.get("model name") or platform.processor() or platform.machine()
+    cpu = fields.get("model name") or host_platform.processor() or host_platform.machine()
     if "cpu family" in fields:
         cpu += f" (family {fields['cpu family']}, model {fields.get('model')}, stepping {fields.get('stepping')})"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -109,11 +108,12 @@ def _accelerator_plugin():
     return bool(metadata.entry_points(group="jax_plugins")) or util.find_spec("libtpu") is not None
 
 
-def choose(cfg, workdir, not_timed=None, platform=None, devices=None, say=print):
+def choose(cfg, workdir, fast=False, multi=False, platform=None, devices=None, say=print):
     """The setting `cfg` trains on (a name of parallel.CPU_KERNEL_SETTINGS, or 'auto' where the user's XLA_FLAGS
     decide), put in effect with parallel.use_cpu_kernels. In order: the user's XLA_FLAGS; an explicit cpu_kernels; the
-    workdir's config.json on a resume; this host's cached timing; timing now (unless `not_timed` says why not; `say`
-    tells the user first); else the family's CPU_KERNELS entry. `platform`, `devices`: run_train's --platform, --devices."""
+    workdir's config.json on a resume; this host's cached timing; timing now (`say` tells the user first); else the
+    family's CPU_KERNELS entry. `fast` (--fast_dev_run) does not time; `multi` (several processes) takes neither cache
+    nor timing, so that every process compiles the same programs. `platform`, `devices`: --platform, --devices."""
     arch = cfg.model.get("arch")
     if parallel.kernel_flags_given():
         parallel.use_cpu_kernels(arch)
@@ -130,22 +130,23 @@ def choose(cfg, workdir, not_timed=None, platform=None, devices=None, say=print)
     fallback = parallel.CPU_KERNELS.get(arch)
     if fallback is None:
         return _fallback(arch, None)
+    if multi:
+        return _fallback(arch, "not timed: a multi-process run takes the same setting in every process")
     key = f"{host()} | {cfg.kind} {arch} | {config_key(cfg)}"
     entry = _read_cache().get(key)
     if isinstance(entry, dict) and entry.get("choice") in parallel.CPU_KERNEL_SETTINGS:
         parallel.use_cpu_kernels(arch, entry["choice"], f"timed on this host before: {_seconds(entry.get('step_s', {}))}")
         return entry["choice"]
-    if not not_timed and platform not in (None, "cpu"):
-        not_timed = f"--platform {platform}"
-    if not not_timed and platform is None and _accelerator_plugin():
-        not_timed = "a GPU/TPU plugin is installed; --platform cpu times it"
+    not_timed = ("--fast_dev_run" if fast else f"--platform {platform}" if platform not in (None, "cpu") else
+                 "a GPU/TPU plugin is installed; --platform cpu times it" if platform is None and _accelerator_plugin()
+                 else None)
     if not_timed:
         return _fallback(arch, f"not timed: {not_timed}")
     names = ["ynnpack", fallback]
     say(f"XLA:CPU: timing {arch}'s train step under {' and '.join(repr(n) for n in names)} on this host (once per host and "
         "config, a compile each; --config.cpu_kernels=NAME skips it)")
     times = {}
-    for r, order in enumerate([names, names[::-1]]):
+    for order in (names, names[::-1]):
         for name in order:
             t, problem = _time(cfg, name, platform, devices)
             if t is None:
@@ -166,7 +167,8 @@ def _saved(workdir):
         return None
     try:
         with open(path) as f:
-            return json.load(f).get("cpu_kernels", "auto")
+            name = json.load(f).get("cpu_kernels", "auto")
+        return name if name in parallel.CPU_KERNEL_SETTINGS else "auto"
     except (OSError, ValueError):
         return None  # the run's own checks say what is wrong with it
 

@@ -67,12 +67,12 @@ def main(argv):
 
     if cfg.model.get("use_chk"):  # remat: on CPU it saves memory only under XLA:CPU's memory schedule
         parallel.use_memory_schedule()
-    multi = _COORD.value or parallel.cluster_detected()
-    not_timed = "--fast_dev_run" if _FAST.value else "a multi-process run" if multi else None
+    multi = bool(_COORD.value or parallel.cluster_detected())
     # which XLA:CPU kernels train this model faster here (timed once per host where it depends on the CPU), frozen
     # into config.json so that a resume compiles the same programs
     try:
-        cfg.cpu_kernels = cpu_kernels.choose(cfg, None if _FAST.value else workdir, not_timed, _PLATFORM.value, _DEVICES.value)
+        cfg.cpu_kernels = cpu_kernels.choose(cfg, None if _FAST.value else workdir, _FAST.value, multi, _PLATFORM.value,
+                                             _DEVICES.value)
     except KeyboardInterrupt:
         print("interrupted while timing XLA:CPU's kernels; nothing was written: rerun the same command, or set "
               "--config.cpu_kernels", file=sys.stderr)

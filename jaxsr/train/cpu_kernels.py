@@ -8,6 +8,7 @@ and config, and frozen in the run's config.json: a resume compiles the same prog
 
     python -m jaxsr.train.cpu_kernels CONFIG_JSON SETTING [PLATFORM DEVICES]   (the timing process; prints one line)
 """
+import contextlib
 import hashlib
 import json
 import os
@@ -21,8 +22,8 @@ from importlib import metadata, util
 from jaxsr import parallel
 
 STEPS = 2  # timed steps after the compiling one; the fastest counts
-CLEAR = 0.03  # another setting must be this much faster than the default to be chosen (runs vary by more than that)
-CLOSE = 0.10  # settings this close are timed once more, in the other order
+CLEAR = 0.03  # another setting must be this much faster than the default to be chosen
+CLOSE = 0.10  # a win by less than this is timed once more, in the other order (single runs vary by about as much)
 RESULT = "CPU_KERNELS_STEP_S "
 
 
@@ -103,6 +104,21 @@ def _time(cfg, name, platform, devices):
     return float(line[-1][len(RESULT):]), None
 
 
+@contextlib.contextmanager
+def _compile_cache():
+    """A persistent compilation cache the timing processes share (the user's, else a temporary one), so that a second
+    round reads the programs the first compiled instead of compiling them again."""
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="jaxsr-cpu-kernels-") as tmp:
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = tmp
+        try:
+            yield
+        finally:
+            del os.environ["JAX_COMPILATION_CACHE_DIR"]
+
+
 def _accelerator_plugin():
     """Whether JAX may find a GPU or TPU here (a PJRT plugin or libtpu is installed), without starting a backend."""
     return bool(metadata.entry_points(group="jax_plugins")) or util.find_spec("libtpu") is not None
@@ -146,15 +162,17 @@ def choose(cfg, workdir, fast=False, multi=False, platform=None, devices=None, s
     say(f"XLA:CPU: timing {arch}'s train step under {' and '.join(repr(n) for n in names)} on this host (once per host and "
         "config, a compile each; --config.cpu_kernels=NAME skips it)")
     times = {}
-    for order in (names, names[::-1]):
-        for name in order:
-            t, problem = _time(cfg, name, platform, devices)
-            if t is None:
-                return _fallback(arch, f"timing {name!r} failed: {problem}")
-            times[name] = min(t, times.get(name, t))
-        if abs(times[names[0]] - times[names[1]]) > CLOSE * min(times.values()):
-            break  # clear after one round; a close pair is timed once more, in the other order
-    best = names[1] if times[names[1]] < (1 - CLEAR) * times[names[0]] else names[0]
+    with _compile_cache():
+        for order in (names, names[::-1]):
+            for name in order:
+                t, problem = _time(cfg, name, platform, devices)
+                if t is None:
+                    return _fallback(arch, f"timing {name!r} failed: {problem}")
+                times[name] = min(t, times.get(name, t))
+            gain = 1 - times[names[1]] / times[names[0]]
+            if not CLEAR <= gain < CLOSE:
+                break  # a clear result; a narrow win is timed once more, in the other order, before it is taken
+    best = names[1] if gain >= CLEAR else names[0]
     problem = _write_cache(key, {"choice": best, "step_s": times, "when": time.strftime("%Y-%m-%d %H:%M:%S")})
     parallel.use_cpu_kernels(arch, best, f"timed on this host: {_seconds(times)}" + (f"; {problem}" if problem else ""))
     return best

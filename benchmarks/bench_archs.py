@@ -118,7 +118,9 @@ def bench_jax(spec, x, y, steps, dtype, memory_only=False):
 
 def bench_trainer(spec, x, y, steps):
     """The trainer's own L1 + Adam step (`jaxsr.train.kinds.sr`'s builders) over the devices run_train sets up on this
-    host (`jaxsr.parallel.use_cpu_cores`: one XLA:CPU device per core, the batch split over them)."""
+    host (`jaxsr.parallel.use_cpu_cores`: one XLA:CPU device per core, the batch split over them), on the kernels of the
+    family's `jaxsr.parallel.CPU_KERNELS` entry (run_train times that entry against the default on the host and keeps
+    the faster: `bench_cpu_kernels.py` measures both)."""
     from common import config, train_step
     from ml_collections import ConfigDict
 

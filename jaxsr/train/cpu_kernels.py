@@ -216,8 +216,9 @@ def _time_here(config_json, name, platform, devices):
     import jax
 
     with tempfile.TemporaryDirectory() as workdir:
-        kind = kinds.get(cfg.kind)(cfg, workdir, parallel.make_mesh(), None)
-        batch = parallel.global_batch(parallel.make_mesh(), next(kind.data.train))
+        mesh = parallel.make_mesh()
+        kind = kinds.get(cfg.kind)(cfg, workdir, mesh, None)
+        batch = parallel.global_batch(mesh, next(kind.data.train))
         state, times = kind.state, []
         for step in range(STEPS + 1):
             t = time.perf_counter()

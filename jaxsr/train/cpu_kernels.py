@@ -3,7 +3,7 @@
 For some families the fastest setting depends on the CPU (docs/performance.md: MoSR's train step was 11% faster with
 only its matmuls on YNNPACK on one 2-core machine and 34% slower so on another). XLA reads the setting once per
 process, so each candidate is timed in a process of its own: the run's own kind, config, batch and devices, one step
-to compile and STEPS timed on one batch of the run's data. The choice is cached per host (CPU model, cores, jaxlib)
+to compile and up to STEPS timed on one batch of the run's data. The choice is cached per host (CPU model, cores, jaxlib)
 and config, and frozen in the run's config.json: a resume compiles the same programs and continues bit for bit.
 
     python -m jaxsr.train.cpu_kernels CONFIG_JSON SETTING [PLATFORM DEVICES]   (the timing process; prints one line)
@@ -22,6 +22,7 @@ from importlib import metadata, util
 from jaxsr import parallel
 
 STEPS = 2  # timed steps after the compiling one; the fastest counts
+BUDGET_S = 20  # ...but no more once the timed steps have taken this long (a large batch on a CPU: one is enough)
 CLEAR = 0.03  # another setting must be this much faster than the default to be chosen
 CLOSE = 0.15  # a win by less than this is timed once more, in the other order (single runs vary by up to ~14%)
 RESULT = "CPU_KERNELS_STEP_S "
@@ -168,6 +169,7 @@ def choose(cfg, workdir, fast=False, multi=False, platform=None, devices=None, s
                 t, problem = _time(cfg, name, platform, devices)
                 if t is None:
                     return _fallback(arch, f"timing {name!r} failed: {problem}")
+                say(f"XLA:CPU: {name!r}: {t:.3g} s a step")
                 times[name] = min(t, times.get(name, t))
             gain = 1 - times[names[1]] / times[names[0]]
             if not CLEAR <= gain < CLOSE:
@@ -202,7 +204,7 @@ def _fallback(arch, why):
 
 
 def _time_here(config_json, name, platform, devices):
-    """The timing process: set up as run_train does, build the kind, train STEPS + 1 steps on one batch."""
+    """The timing process: set up as run_train does, build the kind, train up to STEPS + 1 steps on one batch."""
     from jaxsr.train import kinds
     from jaxsr.train.config import get_config, resolve
 
@@ -225,6 +227,8 @@ def _time_here(config_json, name, platform, devices):
             state, metrics = kind.train_step(state, batch, step)
             jax.block_until_ready((state, metrics))
             times.append(time.perf_counter() - t)
+            if sum(times[1:]) >= BUDGET_S:
+                break
         kind.data.train.close()
     print(f"{RESULT}{min(times[1:])}", flush=True)
 

@@ -15,8 +15,9 @@ memory layouts, NCHW and channels_last, and the table keeps the one whose train 
 channels_last was the faster for RealPLKSR, PLKSR and Compact at batch 4, LR 32, but its 17x17 weight gradient can
 be 35x slower than NCHW's (PLKSR at batch 2, LR 64: 38.5 s against 2.15 s a step; docs/performance.md). --trainer adds the trainer's
 own step (`jaxsr.train.kinds.sr`'s builders, L1 + Adam) on the devices run_train sets up on this host: on a CPU one
-XLA:CPU device per core, the batch split over them, with the XLA:CPU kernels run_train picks for the family and its
-huge pages for host buffers (`jaxsr.hostmem`).
+XLA:CPU device per core, the batch split over them, with its huge pages for host buffers (`jaxsr.hostmem`) and the
+XLA:CPU kernels run_train would pick: for the families it times on the host (`jaxsr.parallel.CPU_KERNELS`) both
+settings run and the column `kernels` names the one its rule keeps (`jaxsr.train.cpu_kernels`).
 On GPU, --dtype bfloat16 uses bf16 compute in jaxsr and autocast bf16 + channels_last in torch. --remat (the
 transformers): gradient checkpointing per block (jaxsr `use_chk` under the XLA:CPU memory schedule, as run_train sets
 it; torch `use_checkpoint`, RGT's `use_chk`; none for SRFormer and DRCT, whose references cannot).
@@ -118,9 +119,8 @@ def bench_jax(spec, x, y, steps, dtype, memory_only=False):
 
 def bench_trainer(spec, x, y, steps):
     """The trainer's own L1 + Adam step (`jaxsr.train.kinds.sr`'s builders) over the devices run_train sets up on this
-    host (`jaxsr.parallel.use_cpu_cores`: one XLA:CPU device per core, the batch split over them), on the kernels of the
-    family's `jaxsr.parallel.CPU_KERNELS` entry (run_train times that entry against the default on the host and keeps
-    the faster: `bench_cpu_kernels.py` measures both)."""
+    host (`jaxsr.parallel.use_cpu_cores`: one XLA:CPU device per core, the batch split over them), on the kernels
+    XLA_FLAGS names (main() runs both of run_train's candidates), else the family's `jaxsr.parallel.CPU_KERNELS` entry."""
     from common import config, train_step
     from ml_collections import ConfigDict
 
@@ -250,7 +250,8 @@ def main():
         return one(a)
     from common import table
 
-    from jaxsr import archs, weights
+    from jaxsr import archs, parallel, weights
+    from jaxsr.train import cpu_kernels
 
     if a.memory:
         return memory_table(a, table)
@@ -263,12 +264,19 @@ def main():
         path = os.path.join(tempfile.mkdtemp(), f"{name}.pth")
         weights.export(archs.build(spec), spec, path)
         res = {}
-        runs = {"jax": [], "torch": [], "torch_nchw": ["--torch-nchw"], "trainer": []}
-        for run in ["jax", "torch"] + (["torch_nchw"] if on_cpu else []) + (["trainer"] if a.trainer else []):
+        runs = {"jax": [], "torch": [], "torch_nchw": ["--torch-nchw"], "trainer": [], "trainer_entry": []}
+        # a family whose XLA:CPU kernels run_train times on the host: both settings, the one its rule would pick kept
+        entry = parallel.CPU_KERNELS.get(spec["arch"]) if on_cpu and a.trainer else None
+        flags = {"trainer": parallel.YNNPACK, "trainer_entry": parallel.CPU_KERNEL_SETTINGS[entry][0]} if entry else {}
+        for run in (["jax", "torch"] + (["torch_nchw"] if on_cpu else []) + (["trainer"] if a.trainer else []) +
+                    (["trainer_entry"] if entry else [])):
             impl = run.split("_")[0]
             cmd = [sys.executable, __file__, "--only", impl, "--arch", name, "--export", path, "--batch", str(a.batch),
                    "--lr", str(a.lr), "--steps", str(a.steps), "--dtype", a.dtype] + (["--remat"] if a.remat else [])
-            out = subprocess.run(cmd + runs[run], capture_output=True, text=True, cwd=ROOT)
+            env = dict(os.environ)
+            if run in flags:
+                env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flags[run]}".strip()
+            out = subprocess.run(cmd + runs[run], capture_output=True, text=True, cwd=ROOT, env=env)
             line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
             if not line:
                 sys.exit(f"{name} {run} failed:\n{out.stderr[-3000:]}")
@@ -279,14 +287,16 @@ def main():
                      f"{a.batch / j['train']:.2f}", f"{a.batch / t['train']:.2f}", f"{t['train'] / j['train']:.2f}",
                      f"{j['rss']:.1f}", f"{t['rss']:.1f}", f"{j['temp']:.2f}"])
         if a.trainer:
-            tr = res["trainer"]
-            rows[-1] += [f"{a.batch / tr['train']:.2f}", f"{t['train'] / tr['train']:.2f}", f"{tr['rss']:.1f}"]
+            tr, kernels = res["trainer"], "ynnpack"
+            if entry and res["trainer_entry"]["train"] < (1 - cpu_kernels.CLEAR) * tr["train"]:
+                tr, kernels = res["trainer_entry"], entry
+            rows[-1] += [f"{a.batch / tr['train']:.2f}", f"{t['train'] / tr['train']:.2f}", f"{tr['rss']:.1f}", kernels]
         rows[-1].append(layout)
         print(rows[-1], flush=True)
     print(f"\nbatch {a.batch}, LR {a.lr}, {a.dtype}, remat={a.remat} (torch without it for {', '.join(NO_TORCH_REMAT)}); img/s; "
           "ratio = jaxsr / torch (higher is faster); peak RSS GiB per process; XLA's compiled temp memory of jaxsr's step")
     print(table(rows, ["arch", "fwd jaxsr", "fwd torch", "ratio", "train jaxsr", "train torch", "ratio", "RSS jaxsr",
-                       "RSS torch", "temp jaxsr"] + (["train trainer", "ratio", "RSS trainer"] if a.trainer else [])
+                       "RSS torch", "temp jaxsr"] + (["train trainer", "ratio", "RSS trainer", "kernels"] if a.trainer else [])
                 + ["torch layout"]))
 
 

@@ -134,7 +134,8 @@ def test_run_train_times_keeps_the_choice_on_resume_and_reuses_it(tmp_path):
     def train(wd, steps):
         args = [a for a in l1_run(init, spec["scale"], 48) if not a.startswith("--config.train.total_steps")]
         r = subprocess.run([sys.executable, "run_train.py", *args, f"--config.train.total_steps={steps}", "--workdir",
-                            str(wd)], cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+                            str(wd), "--platform", "cpu"],  # timed on a CPU even where a GPU plugin is installed
+                           cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
         assert r.returncode == 0, r.stderr
         return [line for line in r.stdout.splitlines() if line.startswith("XLA:CPU")]
 

@@ -95,9 +95,9 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
-    for kept in ("xla_cache", "xdg_cache"):
-        if getattr(config, kept, None):
-            shutil.rmtree(getattr(config, kept), ignore_errors=True)
+    for made in ("xla_cache", "xdg_cache"):  # the folders this run made (not a caller's)
+        if getattr(config, made, None):
+            shutil.rmtree(getattr(config, made), ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items):

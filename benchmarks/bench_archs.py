@@ -288,7 +288,7 @@ def main():
                      f"{j['rss']:.1f}", f"{t['rss']:.1f}", f"{j['temp']:.2f}"])
         if a.trainer:
             tr, kernels = res["trainer"], "ynnpack"
-            if entry and res["trainer_entry"]["train"] < (1 - cpu_kernels.CLEAR) * tr["train"]:
+            if entry and cpu_kernels.other_wins(tr["train"], res["trainer_entry"]["train"]):
                 tr, kernels = res["trainer_entry"], entry
             rows[-1] += [f"{a.batch / tr['train']:.2f}", f"{t['train'] / tr['train']:.2f}", f"{tr['rss']:.1f}", kernels]
         rows[-1].append(layout)

@@ -73,7 +73,7 @@ def main():
         if table_pick == "ynnpack":
             auto = "ynnpack"
         elif {"ynnpack", table_pick} <= set(best):
-            auto = table_pick if best[table_pick][0] < (1 - cpu_kernels.CLEAR) * best["ynnpack"][0] else "ynnpack"
+            auto = table_pick if cpu_kernels.other_wins(best["ynnpack"][0], best[table_pick][0]) else "ynnpack"
         rows.append([name, f"{a.batch / t:.2f}", *(f"{t / best[v][0]:.2f}" if v in best else "-" for v in list(VARIANTS)[1:]),
                      table_pick, auto, f"{best['torch'][1]:.2f}", f"{best[auto][1]:.2f}" if auto in best else "-"])
         print(rows[-1], flush=True)

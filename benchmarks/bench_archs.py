@@ -240,8 +240,8 @@ def main():
     if a.only:
         from jaxsr import hostmem, parallel
 
-        if a.only != "torch" and a.remat:
-            parallel.use_memory_schedule()  # as run_train does for remat models
+        if a.only != "torch":
+            parallel.use_memory_schedule(standard_spec(a.arch, a.remat))  # as run_train does
         if a.only == "trainer":  # as run_train sets up a CPU host for this model
             hostmem.reexec_with_huge_pages()
             print(f"trainer: {parallel.use_cpu_cores(a.batch, standard_spec(a.arch)['arch'])} CPU devices, XLA:CPU kernel flag "

@@ -152,7 +152,7 @@ def main(argv=None):
         if a.only == "jax" and a.remat:
             from jaxsr import parallel
 
-            parallel.use_memory_schedule()  # as run_train does for remat models
+            parallel.use_memory_schedule({"use_chk": True})  # as run_train does for remat models
 
         if a.only == "jax":
             f, t, mem = bench_jax(spec, x, y, a.steps, a.dtype)

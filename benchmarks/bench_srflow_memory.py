@@ -58,7 +58,7 @@ def main():
         if remat:
             from jaxsr import parallel
 
-            parallel.use_memory_schedule()
+            parallel.use_memory_schedule({"use_chk": True})
         from jaxsr.archs.srflow import stack_blocks_for
 
         spec.update(use_chk=bool(remat), stack_blocks=stack_blocks_for(4, a.num_block, 4))

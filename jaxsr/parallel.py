@@ -4,7 +4,7 @@ The mesh has one 'data' axis with Auto axis types: the batch is sharded along it
 replicated, and XLA inserts the gradient all-reduce. Multi-process runs (TPU pods, several GPU hosts)
 feed each process's share of the global batch with `jax.make_array_from_process_local_data`.
 On a CPU host the same mesh spans one XLA:CPU device per core (use_cpu_cores), set up before jax starts,
-like the XLA:CPU memory schedule for remat models (use_memory_schedule) and the kernels of the
+like the XLA:CPU memory schedule for remat models and MoSR (use_memory_schedule) and the kernels of the
 architectures that train faster with other XLA:CPU kernels than the default (use_cpu_kernels).
 """
 import logging
@@ -172,25 +172,38 @@ def _set_xla_flag(flag, probe=None):
     return True
 
 
-def use_memory_schedule():
-    """Make XLA:CPU order each program for low memory rather than concurrency. Call before jax starts a backend.
+# the architectures whose train step XLA:CPU's default schedule runs in several times the memory its memory schedule
+# needs, no slower: MoSR 64/24 x4 (batch 4, LR 32, two devices) 0.85 -> 0.19 GiB of temporaries a device and peak RSS
+# 2.96 -> 1.67 GiB, at 1.15 / 1.05 s a step (docs/performance.md); the other families gain little or lose speed
+MEMORY_SCHEDULE_ARCHS = ("mosr",)
+
+
+def use_memory_schedule(model):
+    """Make XLA:CPU order each program for low memory rather than concurrency where the model (a spec or the config's
+    `model` section) needs it: remat (`use_chk`) or one of MEMORY_SCHEDULE_ARCHS. Call before jax starts a backend.
 
     XLA:CPU's default scheduler runs recomputations as early as it can, so remat costs time and saves nothing:
     DAT-2's train step (batch 2, LR 64) peaks at 13.6 GiB with remat under it and at 5.6 GiB, 13% faster, under
-    the memory scheduler (docs/performance.md). Without remat the default is ~12% faster, so the trainer asks for
-    this only for models that remat. It goes through XLA_FLAGS, read once per process and by XLA:CPU alone (a
-    per-jit compiler option does not reach the scheduler). Returns whether the schedule is in effect; the user's
-    XLA_FLAGS win.
+    the memory scheduler (docs/performance.md). Without remat the default was ~12% faster for RRDB on one machine,
+    and the two were within this machine's noise for the other families but MoSR, whose temporaries the default
+    schedule multiplies 4.5x. It goes through XLA_FLAGS, read once per process and by XLA:CPU alone (a per-jit
+    compiler option does not reach the scheduler). Returns whether the schedule is in effect; the user's XLA_FLAGS win.
     """
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_cpu_scheduler_type" in flags or "xla_cpu_enable_concurrency_optimized_scheduler" in flags:
         return any(f in flags.split() for f in MEMORY_SCHEDULE)
+    if model.get("use_chk"):
+        why = "remat saves memory only under it"
+    elif model.get("arch") in MEMORY_SCHEDULE_ARCHS:
+        why = f"{model.get('arch')}'s train step needs a fraction of the memory so, no slower"
+    else:
+        return False
     if _backends_started():
         logging.getLogger("jaxsr").warning("the XLA:CPU memory schedule must be chosen before jax starts; not set")
         return False
     for flag in MEMORY_SCHEDULE:
         if _set_xla_flag(flag):
-            CPU_CHOICES.append("the memory-minimising schedule (remat saves memory only under it)")
+            CPU_CHOICES.append(f"the memory-minimising schedule ({why})")
             return True
     logging.getLogger("jaxsr").warning("this XLA knows no memory-scheduler flag; remat on CPU will not save memory")
     return False

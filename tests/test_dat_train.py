@@ -168,7 +168,7 @@ import json
 import jax, jax.numpy as jnp
 from jaxsr import parallel
 
-assert parallel.use_memory_schedule()  # before any jax computation
+assert parallel.use_memory_schedule({"use_chk": True})  # before any jax computation
 from jaxsr.archs.dat import build, spec_for
 from test_dat_train import _split, _train_step
 

@@ -113,6 +113,48 @@ def test_cpu_host_gets_one_device_per_core_dividing_the_batch():
     assert run(6, {"JAX_NUM_CPU_DEVICES": "3"})[:2] == [None, 3]
 
 
+SCHEDULE_PROBE = """
+import json, sys
+import jax, jax.numpy as jnp
+from jaxsr import parallel
+on = parallel.use_memory_schedule(json.loads(sys.argv[1]))  # before any jax computation
+from jaxsr import archs
+from test_dat_train import _split, _train_step
+m = archs.build({"arch": "mosr", "scale": 2, "dim": 16, "n_block": 4, "upsampler": "pixelshuffle", "kernel_size": 7})
+m.train()
+x, y = jax.ShapeDtypeStruct((2, 24, 24, 3), jnp.float32), jax.ShapeDtypeStruct((2, 48, 48, 3), jnp.float32)
+temp = _train_step.trace(*_split(m), x, y).lower().compile().memory_analysis().temp_size_in_bytes / 2**20
+print(json.dumps([on, temp, parallel.CPU_CHOICES]))
+"""
+
+
+def test_memory_schedule_for_remat_and_mosr_and_a_users_flag_wins():
+    """run_train's XLA:CPU schedule: the memory-minimising one for remat models and MEMORY_SCHEDULE_ARCHS, said in the
+    log; under it a reduced MoSR's train step compiles to a fraction of the default schedule's temporaries (the
+    reason it is on the list); the others keep the default; a scheduler flag in the user's XLA_FLAGS wins."""
+    from jaxsr.parallel import MEMORY_SCHEDULE, MEMORY_SCHEDULE_ARCHS
+
+    def run(model, flags=None):
+        env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_DISABLE_MOST_OPTIMIZATIONS")}
+        env.update(JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
+        r = subprocess.run([sys.executable, "-c", SCHEDULE_PROBE, json.dumps(model)], cwd=ROOT, capture_output=True,
+                           text=True, env={**env, **({"XLA_FLAGS": flags} if flags else {})}, timeout=300)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout.splitlines()[-1])
+
+    assert "mosr" in MEMORY_SCHEDULE_ARCHS
+    on, low, said = run({"arch": "mosr"})
+    assert on and said == ["the memory-minimising schedule (mosr's train step needs a fraction of the memory so, no slower)"]
+    off, default, said = run({"arch": "esrgan"})
+    assert not off and said == []
+    print(f"reduced MoSR train step: {default:.1f} MiB of temporaries under the default schedule, {low:.1f} under the memory schedule")
+    assert low < 0.5 * default
+    assert run({"arch": "esrgan", "use_chk": True})[::2] == [True, ["the memory-minimising schedule (remat saves memory only under it)"]]
+    # the user's scheduler flag wins, either way, and nothing is said
+    assert run({"arch": "mosr"}, "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_DEFAULT") == [False, default, []]
+    assert run({"arch": "esrgan"}, MEMORY_SCHEDULE[0])[::2] == [True, []]
+
+
 KERNEL_PROBE = """
 import json, re, sys
 import jax, jax.numpy as jnp

@@ -304,7 +304,7 @@ import json, sys
 import jax, jax.numpy as jnp
 from jaxsr import parallel
 
-assert parallel.use_memory_schedule()  # before any jax computation
+assert parallel.use_memory_schedule({"use_chk": True})  # before any jax computation
 from jaxsr import archs
 from test_dat_train import _split, _train_step
 

@@ -66,6 +66,7 @@ def config_key(cfg):
 
     fields = {k: v for k, v in flatten(json.loads(cfg.to_json_best_effort())).items()
               if k == "train.batch_size" or not k.startswith(NOT_IN_STEP)}
+    fields["memory schedule"] = cfg.model.get("arch") in parallel.MEMORY_SCHEDULE_ARCHS  # a table that changes
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -214,8 +215,7 @@ def _time_here(config_json, name, platform, devices):
     from jaxsr.train.config import get_config, resolve
 
     cfg = resolve(get_config(config_json))
-    if cfg.model.get("use_chk"):
-        parallel.use_memory_schedule()
+    parallel.use_memory_schedule(cfg.model)
     parallel.use_cpu_kernels(cfg.model.get("arch"), name)
     if not devices:
         parallel.use_cpu_cores(cfg.train.batch_size, cfg.model.get("arch"))

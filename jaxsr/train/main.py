@@ -65,8 +65,7 @@ def main(argv):
     from jaxsr import parallel
     from jaxsr.train import cpu_kernels
 
-    if cfg.model.get("use_chk"):  # remat: on CPU it saves memory only under XLA:CPU's memory schedule
-        parallel.use_memory_schedule()
+    parallel.use_memory_schedule(cfg.model)  # for remat, and for the models XLA:CPU's default schedule bloats
     multi = bool(_COORD.value or parallel.cluster_detected())
     # which XLA:CPU kernels train this model faster here (timed once per host where it depends on the CPU), frozen
     # into config.json so that a resume compiles the same programs

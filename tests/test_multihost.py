@@ -114,7 +114,8 @@ def test_cpu_host_gets_one_device_per_core_dividing_the_batch():
 
 
 SCHEDULE_PROBE = """
-import json, sys
+import hashlib, json, sys
+import numpy as np
 import jax, jax.numpy as jnp
 from jaxsr import parallel
 on = parallel.use_memory_schedule(json.loads(sys.argv[1]))  # before any jax computation
@@ -122,9 +123,11 @@ from jaxsr import archs
 from test_dat_train import _split, _train_step
 m = archs.build({"arch": "mosr", "scale": 2, "dim": 16, "n_block": 4, "upsampler": "pixelshuffle", "kernel_size": 7})
 m.train()
-x, y = jax.ShapeDtypeStruct((2, 24, 24, 3), jnp.float32), jax.ShapeDtypeStruct((2, 48, 48, 3), jnp.float32)
-temp = _train_step.trace(*_split(m), x, y).lower().compile().memory_analysis().temp_size_in_bytes / 2**20
-print(json.dumps([on, temp, parallel.CPU_CHOICES]))
+x, y = jax.random.uniform(jax.random.key(0), (2, 24, 24, 3)), jax.random.uniform(jax.random.key(1), (2, 48, 48, 3))
+step = _train_step.trace(*_split(m), x, y).lower().compile()
+loss, grads, _ = step(*_split(m), x, y)
+digest = hashlib.sha256(b"".join(np.asarray(a).tobytes() for a in [loss, *jax.tree.leaves(grads)])).hexdigest()
+print(json.dumps([on, step.memory_analysis().temp_size_in_bytes / 2**20, parallel.CPU_CHOICES, digest]))
 """
 
 
@@ -143,16 +146,17 @@ def test_memory_schedule_for_remat_and_mosr_and_a_users_flag_wins():
         return json.loads(r.stdout.splitlines()[-1])
 
     assert "mosr" in MEMORY_SCHEDULE_ARCHS
-    on, low, said = run({"arch": "mosr"})
+    on, low, said, numbers = run({"arch": "mosr"})
     assert on and said == ["the memory-minimising schedule (mosr's train step needs a fraction of the memory so, no slower)"]
-    off, default, said = run({"arch": "esrgan"})
+    off, default, said, default_numbers = run({"arch": "esrgan"})
     assert not off and said == []
     print(f"reduced MoSR train step: {default:.1f} MiB of temporaries under the default schedule, {low:.1f} under the memory schedule")
     assert low < 0.5 * default
-    assert run({"arch": "esrgan", "use_chk": True})[::2] == [True, ["the memory-minimising schedule (remat saves memory only under it)"]]
+    assert numbers == default_numbers  # the same operations in another order: the loss and gradients bit for bit
+    assert run({"arch": "esrgan", "use_chk": True})[:3:2] == [True, ["the memory-minimising schedule (remat saves memory only under it)"]]
     # the user's scheduler flag wins, either way, and nothing is said
-    assert run({"arch": "mosr"}, "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_DEFAULT") == [False, default, []]
-    assert run({"arch": "esrgan"}, MEMORY_SCHEDULE[0])[::2] == [True, []]
+    assert run({"arch": "mosr"}, "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_DEFAULT") == [False, default, [], numbers]
+    assert run({"arch": "esrgan"}, MEMORY_SCHEDULE[0])[:3:2] == [True, []]
 
 
 KERNEL_PROBE = """

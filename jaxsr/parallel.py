@@ -174,7 +174,7 @@ def _set_xla_flag(flag, probe=None):
 
 # the architectures whose train step XLA:CPU's default schedule runs in several times the memory its memory schedule
 # needs, no slower: MoSR 64/24 x4 (batch 4, LR 32, two devices) 0.85 -> 0.19 GiB of temporaries a device and peak RSS
-# 2.96 -> 1.67 GiB, at 1.15 / 1.05 s a step (docs/performance.md); the other families gain little or lose speed
+# 2.98 -> 1.75 GiB, at 1.12 / 1.10 s a step (docs/performance.md); the other families gain little or lose speed
 MEMORY_SCHEDULE_ARCHS = ("mosr",)
 
 
@@ -205,7 +205,7 @@ def use_memory_schedule(model):
         if _set_xla_flag(flag):
             CPU_CHOICES.append(f"the memory-minimising schedule ({why})")
             return True
-    logging.getLogger("jaxsr").warning("this XLA knows no memory-scheduler flag; remat on CPU will not save memory")
+    logging.getLogger("jaxsr").warning(f"this XLA knows no memory-scheduler flag: the default schedule stays, though {why}")
     return False
 
 

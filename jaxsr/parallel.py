@@ -4,7 +4,7 @@ The mesh has one 'data' axis with Auto axis types: the batch is sharded along it
 replicated, and XLA inserts the gradient all-reduce. Multi-process runs (TPU pods, several GPU hosts)
 feed each process's share of the global batch with `jax.make_array_from_process_local_data`.
 On a CPU host the same mesh spans one XLA:CPU device per core (use_cpu_cores), set up before jax starts,
-like the XLA:CPU memory schedule for remat models and MoSR (use_memory_schedule) and the kernels of the
+like the XLA:CPU memory schedule for remat models, MoSR and RealPLKSR (use_memory_schedule) and the kernels of the
 architectures that train faster with other XLA:CPU kernels than the default (use_cpu_kernels).
 """
 import logging
@@ -172,10 +172,11 @@ def _set_xla_flag(flag, probe=None):
     return True
 
 
-# the architectures whose train step XLA:CPU's default schedule runs in several times the memory its memory schedule
-# needs, no slower: MoSR 64/24 x4 (batch 4, LR 32, two devices) 0.85 -> 0.19 GiB of temporaries a device and peak RSS
-# 2.98 -> 1.75 GiB, at 1.12 / 1.10 s a step (docs/performance.md); the other families gain little or lose speed
-MEMORY_SCHEDULE_ARCHS = ("mosr",)
+# the architectures whose train step needs clearly less memory under XLA:CPU's memory schedule than under its default,
+# at the same speed (x4, batch 4, LR 32, two devices, pairs in both orders; docs/performance.md): MoSR 64/24 0.85 ->
+# 0.19 GiB of temporaries a device, peak RSS 2.98 -> 1.75 GiB; RealPLKSR 64/28/17 0.47 -> 0.37, 2.17 -> 1.95 GiB.
+# For SPAN, PLKSR, SAFMN, ESRGAN+ and Compact the two were as fast and as large.
+MEMORY_SCHEDULE_ARCHS = ("mosr", "realplksr")
 
 
 def use_memory_schedule(model):
@@ -184,9 +185,9 @@ def use_memory_schedule(model):
 
     XLA:CPU's default scheduler runs recomputations as early as it can, so remat costs time and saves nothing:
     DAT-2's train step (batch 2, LR 64) peaks at 13.6 GiB with remat under it and at 5.6 GiB, 13% faster, under
-    the memory scheduler (docs/performance.md). Without remat the default was ~12% faster for RRDB on one machine,
-    and the two were within this machine's noise for the other families but MoSR, whose temporaries the default
-    schedule multiplies 4.5x. It goes through XLA_FLAGS, read once per process and by XLA:CPU alone (a per-jit
+    the memory scheduler (docs/performance.md). Without remat the default was ~12% faster for RRDB on one machine;
+    on another the two ran at the same speed for every family measured, and the memory schedule held MoSR's
+    temporaries at a fifth and RealPLKSR's at four fifths. It goes through XLA_FLAGS, read once per process and by XLA:CPU alone (a per-jit
     compiler option does not reach the scheduler). Returns whether the schedule is in effect; the user's XLA_FLAGS win.
     """
     flags = os.environ.get("XLA_FLAGS", "")
@@ -195,7 +196,7 @@ def use_memory_schedule(model):
     if model.get("use_chk"):
         why = "remat saves memory only under it"
     elif model.get("arch") in MEMORY_SCHEDULE_ARCHS:
-        why = f"{model.get('arch')}'s train step needs a fraction of the memory so, no slower"
+        why = f"{model.get('arch')}'s train step needs less memory so, as fast"
     else:
         return False
     if _backends_started():

@@ -187,8 +187,9 @@ def use_memory_schedule(model):
     DAT-2's train step (batch 2, LR 64) peaks at 13.6 GiB with remat under it and at 5.6 GiB, 13% faster, under
     the memory scheduler (docs/performance.md). Without remat the default was ~12% faster for RRDB on one machine;
     on another the two ran at the same speed for every family measured, and the memory schedule held MoSR's
-    temporaries at a fifth and RealPLKSR's at four fifths. It goes through XLA_FLAGS, read once per process and by XLA:CPU alone (a per-jit
-    compiler option does not reach the scheduler). Returns whether the schedule is in effect; the user's XLA_FLAGS win.
+    temporaries at a fifth and RealPLKSR's at four fifths. It goes through XLA_FLAGS, read once per process and by
+    XLA:CPU alone (a per-jit compiler option does not reach the scheduler). Returns whether the schedule is in effect;
+    the user's XLA_FLAGS win.
     """
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_cpu_scheduler_type" in flags or "xla_cpu_enable_concurrency_optimized_scheduler" in flags:

@@ -179,6 +179,15 @@ def _set_xla_flag(flag, probe=None):
 MEMORY_SCHEDULE_ARCHS = ("mosr", "realplksr")
 
 
+def memory_schedule_reason(model):
+    """Why the model (a spec or the config's `model` section) trains under XLA:CPU's memory schedule, or None."""
+    if model.get("use_chk"):
+        return "remat saves memory only under it"
+    if model.get("arch") in MEMORY_SCHEDULE_ARCHS:
+        return f"{model.get('arch')}'s train step needs less memory so, as fast"
+    return None
+
+
 def use_memory_schedule(model):
     """Make XLA:CPU order each program for low memory rather than concurrency where the model (a spec or the config's
     `model` section) needs it: remat (`use_chk`) or one of MEMORY_SCHEDULE_ARCHS. Call before jax starts a backend.
@@ -194,11 +203,8 @@ def use_memory_schedule(model):
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_cpu_scheduler_type" in flags or "xla_cpu_enable_concurrency_optimized_scheduler" in flags:
         return any(f in flags.split() for f in MEMORY_SCHEDULE)
-    if model.get("use_chk"):
-        why = "remat saves memory only under it"
-    elif model.get("arch") in MEMORY_SCHEDULE_ARCHS:
-        why = f"{model.get('arch')}'s train step needs less memory so, as fast"
-    else:
+    why = memory_schedule_reason(model)
+    if why is None:
         return False
     if _backends_started():
         logging.getLogger("jaxsr").warning("the XLA:CPU memory schedule must be chosen before jax starts; not set")

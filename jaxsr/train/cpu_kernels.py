@@ -67,7 +67,7 @@ def config_key(cfg):
     fields = {k: v for k, v in flatten(json.loads(cfg.to_json_best_effort())).items()
               if k == "train.batch_size" or not k.startswith(NOT_IN_STEP)}
     # the schedule the step was timed under, which a later version's table may change
-    fields["memory schedule"] = cfg.model.get("arch") in parallel.MEMORY_SCHEDULE_ARCHS
+    fields["memory schedule"] = parallel.memory_schedule_reason(cfg.model) is not None
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -71,8 +71,9 @@ def _sum_of_taps(x, w, strides, padding, dilation, out_dtype):
 def _depthwise_stride1(x, w, padding, dilation, out_dtype):
     """The stride-1 sum of taps with its gradients written out. Differentiating the sum keeps every tap's slice for the
     weight gradient and pads every tap's input gradient to the input's size, k*k tensors each way; here the input
-    gradient is the same kind of sum (dy correlated with the flipped taps) and each tap's weight gradient one reduction
-    of its slice against dy. OmniSR's train step, one device: 8% faster (docs/performance.md)."""
+    gradient is the same kind of sum (dy correlated with the flipped taps) and the weight gradient one reduction of
+    every tap's slice against dy. MoSR's and OmniSR's train steps 10-18% faster with 45-70% less temporary memory
+    (docs/performance.md)."""
     return _sum_of_taps(x, w, (1, 1), padding, dilation, out_dtype)
 
 
@@ -89,8 +90,12 @@ def _depthwise_stride1_bwd(padding, dilation, out_dtype, residuals, dy):
     xp = jnp.pad(x, ((0, 0), *padding, (0, 0))).astype(jnp.float32)
     dyf = dy.astype(jnp.float32)
     ho, wo = dy.shape[1:3]
-    gw = jnp.stack([jnp.stack([jnp.sum(xp[:, i * dh:i * dh + ho, j * dw:j * dw + wo, :] * dyf, axis=(0, 1, 2))
-                               for j in range(kw)]) for i in range(kh)])[:, :, None, :]
+    products = tuple(xp[:, i * dh:i * dh + ho, j * dw:j * dw + wo, :] * dyf for i in range(kh) for j in range(kw))
+    # one reduction with an output per tap: XLA fuses the slices into it, where it hands a reduction of one output to
+    # YNNPACK, which takes only materialised inputs (k*k slices kept at once: most of OmniSR's temporaries)
+    sums = jax.lax.reduce(products, (jnp.float32(0),) * len(products),
+                          lambda a, b: tuple(u + v for u, v in zip(a, b)), (0, 1, 2))
+    gw = jnp.stack(sums).reshape(kh, kw, 1, -1)
     return gx.astype(x.dtype), gw.astype(w.dtype)
 
 

@@ -121,7 +121,7 @@ from jaxsr import parallel
 on = parallel.use_memory_schedule(json.loads(sys.argv[1]))  # before any jax computation
 from jaxsr import archs
 from test_dat_train import _split, _train_step
-m = archs.build({"arch": "mosr", "scale": 2, "dim": 16, "n_block": 4, "upsampler": "pixelshuffle", "kernel_size": 7})
+m = archs.build({"arch": "mosr", "scale": 2, "dim": 16, "n_block": 8, "upsampler": "pixelshuffle", "kernel_size": 7})
 m.train()
 x, y = jax.random.uniform(jax.random.key(0), (2, 24, 24, 3)), jax.random.uniform(jax.random.key(1), (2, 48, 48, 3))
 step = _train_step.trace(*_split(m), x, y).lower().compile()
@@ -133,8 +133,9 @@ print(json.dumps([on, step.memory_analysis().temp_size_in_bytes / 2**20, paralle
 
 def test_memory_schedule_for_remat_and_mosr_and_a_users_flag_wins():
     """run_train's XLA:CPU schedule: the memory-minimising one for remat models and MEMORY_SCHEDULE_ARCHS, said in the
-    log; under it a reduced MoSR's train step compiles to a fraction of the default schedule's temporaries (the
-    reason it is on the list); the others keep the default; a scheduler flag in the user's XLA_FLAGS wins."""
+    log; under it a reduced MoSR's train step compiles to fewer temporaries than under the default schedule (the
+    reason it is on the list: 0.81x here, 0.72x at full size since the depthwise gradients were written out, 0.29x
+    before); the others keep the default; a scheduler flag in the user's XLA_FLAGS wins."""
     from jaxsr.parallel import MEMORY_SCHEDULE, MEMORY_SCHEDULE_ARCHS
 
     def run(model, flags=None):
@@ -151,7 +152,7 @@ def test_memory_schedule_for_remat_and_mosr_and_a_users_flag_wins():
     off, default, said, default_numbers = run({"arch": "esrgan"})
     assert not off and said == []
     print(f"reduced MoSR train step: {default:.1f} MiB of temporaries under the default schedule, {low:.1f} under the memory schedule")
-    assert low < 0.5 * default
+    assert low < 0.9 * default
     assert numbers == default_numbers  # the same operations in another order: the loss and gradients bit for bit
     assert run({"arch": "esrgan", "use_chk": True})[:3:2] == [True, ["the memory-minimising schedule (remat saves memory only under it)"]]
     # the user's scheduler flag wins, either way, and nothing is said

@@ -173,9 +173,10 @@ def _set_xla_flag(flag, probe=None):
 
 
 # the architectures whose train step needs clearly less memory under XLA:CPU's memory schedule than under its default,
-# at the same speed (x4, batch 4, LR 32, two devices, pairs in both orders; docs/performance.md): MoSR 64/24 0.85 ->
-# 0.19 GiB of temporaries a device, peak RSS 2.98 -> 1.75 GiB; RealPLKSR 64/28/17 0.47 -> 0.37, 2.17 -> 1.95 GiB.
-# For SPAN, PLKSR, SAFMN, ESRGAN+ and Compact the two were as fast and as large.
+# at the same speed (x4, batch 4, LR 32, two devices, pairs in both orders; docs/performance.md): MoSR 64/24 0.29 ->
+# 0.21 GiB of temporaries a device, peak RSS 2.13 -> 1.98 GiB (0.85 -> 0.19 before its depthwise gradients were
+# written out); RealPLKSR 64/28/17 0.47 -> 0.37, 2.17 -> 1.95 GiB. For SPAN, PLKSR, SAFMN, ESRGAN+ and Compact the two
+# were as fast and as large.
 MEMORY_SCHEDULE_ARCHS = ("mosr", "realplksr")
 
 
@@ -196,7 +197,7 @@ def use_memory_schedule(model):
     DAT-2's train step (batch 2, LR 64) peaks at 13.6 GiB with remat under it and at 5.6 GiB, 13% faster, under
     the memory scheduler (docs/performance.md). Without remat the default was ~12% faster for RRDB on one machine;
     on another the two ran at the same speed for every family measured, and the memory schedule held MoSR's
-    temporaries at a fifth and RealPLKSR's at four fifths. It goes through XLA_FLAGS, read once per process and by
+    temporaries at about three quarters and RealPLKSR's at four fifths. It goes through XLA_FLAGS, read once per process and by
     XLA:CPU alone (a per-jit compiler option does not reach the scheduler). Returns whether the schedule is in effect;
     the user's XLA_FLAGS win.
     """

@@ -9,8 +9,9 @@ Values from that template unless a comment says why not:
   - AdamW lr 5e-4, weight decay 0, betas (0.9, 0.99); MultiStepLR, gamma 0.5 at 200k/400k/600k/800k of 1M;
   - Charbonnier loss, weight 1; EMA 0.999 (the template's ema_power warm-up has no jaxsr counterpart).
 The template reads paired LR folders; here the LR is MATLAB bicubic of the GT crop (degrade.mode='bicubic'). Give
---config.data.lr_dir (or train_lr_dir) for paired LR. Training runs Conv3XC's two branches (model.train()); validation
-and exports use the re-parameterised 3x3 convs, as torch's eval mode does.
+--config.data.lr_dir (or train_lr_dir) for paired LR. Training, validation and exports all run Conv3XC's
+re-parameterised 3x3 convs (torch's eval mode runs them too; its training mode runs the branches they compose, the
+same function with about 4.6 times the work); the gradients reach the branches' weights, which the exports hold.
 """
 from jaxsr.recipes._fidelity import fidelity_stage
 

@@ -4,12 +4,12 @@
 Conv3XC, the re-parameterisable conv: its trainable tensors are a 1x1 skip (`sk`) and a 1x1 -> 3x3 (valid) -> 1x1
 chain (`conv.0/1/2`, channel gain 2) on the zero-padded input. `eval_conv` is a 3x3 conv that torch overwrites, at
 every forward in eval mode, with the composition of those two branches (`Conv3XC.update_params`), and never uses in
-training. So in both modes the output depends only on `sk` and `conv`:
-- eval (how models are built, and what spandrel runs): the 3x3 kernel and bias composed from `conv` and `sk` at trace
-  time (float32), then one padded 3x3 conv;
-- train (`model.train()`): the two branches as torch runs them, which is the same function up to float rounding
-  (the zero padding goes in before the first 1x1 conv, whose bias therefore reaches every 3x3 tap, exactly as the
-  composed bias assumes).
+training. So in both modes the output depends only on `sk` and `conv`, and we compute it the same way in both: the
+3x3 kernel and bias composed from `conv` and `sk` (float32), then one padded 3x3 conv. In training the gradients
+reach `sk` and `conv` through the composition. torch's training mode runs the branches instead (1x1 up to twice the
+channels, 3x3 at that width, 1x1 back, plus the skip): the same function up to float rounding (the zero padding goes
+in before the first 1x1 conv, whose bias therefore reaches every 3x3 tap, exactly as the composed bias assumes), with
+about 4.6 times the multiply-adds of the composed conv (docs/performance.md, "SPAN").
 `eval_conv` is kept as a buffer, so that a file's tensors survive a round trip; the bridge exports it as the
 composition of the exported weights (what torch holds after its first eval forward).
 
@@ -61,7 +61,6 @@ class Conv3XC(nnx.Module):
         ])
         self.eval_conv = EvalConv(c_in, c_out)
         self.dtype = dtype
-        self.deterministic = True  # eval mode (nnx's model.train() sets False, model.eval() True)
 
     def merged(self):
         """(kernel HWIO, bias) of the re-parameterised 3x3 conv, float32, from the current weights."""
@@ -70,10 +69,7 @@ class Conv3XC(nnx.Module):
                               c[1].bias[...], c[2].kernel[...], c[2].bias[...], precision=jax.lax.Precision.HIGHEST)
 
     def __call__(self, x):
-        if not self.deterministic:
-            x_pad = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-            return self.conv(x_pad) + self.sk(x)
-        kernel, bias = self.merged()
+        kernel, bias = self.merged()  # in training too: the branches' function with a quarter of their work
         y = jax.lax.conv_general_dilated(x, kernel.astype(self.dtype), (1, 1), ((1, 1), (1, 1)),
                                          dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision(self.dtype))
         return y + bias.astype(y.dtype)

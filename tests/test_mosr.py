@@ -1,6 +1,7 @@
 """MoSR beyond the shared tables (its rows in tests/test_parity.py, SMALL, TILED): grayscale files as spandrel infers
 them, ratios spandrel cannot read back (refused, and warned on export), what the constructor refuses, drop path only in
-training, and GPS in ONNX (SMALL's spec reaches DySample)."""
+training, GPS's gradients (we run its 8 predictions as one conv with their mean kernel) against torch's, and GPS in
+ONNX (SMALL's spec reaches DySample)."""
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -94,3 +95,37 @@ def test_gps_runs_in_onnxruntime():
     proto, _ = deploy.build_graph(model, spec)
     x = deploy.photo(23, 37)
     assert np.abs(deploy.run_onnx(proto.SerializeToString(), x) - deploy.reference(model, spec, x)).max() <= 1e-4
+
+
+def test_gps_as_one_conv_gives_torchs_outputs_and_gradients():
+    """GPS averages 8 convolutions' predictions; we run one conv with the averaged kernel: torch's training-mode
+    output and gradients (the 8 groups' kernels each get their share through the mean), with every parameter perturbed."""
+    import torch
+
+    net = reference(upsampler="gps", upscale=3)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in net.parameters():
+            p += 0.05 * torch.randn_like(p)
+    model = archs.build(mosr.infer_spec(numpy_sd(net)))
+    load_state_dict(model, numpy_sd(net))
+    x = photo("coffee", 13, 17, top=150, left=200)[None]
+    w = np.random.default_rng(0).normal(size=(1, 39, 51, 3)).astype(np.float32)
+    net.train()
+    out_t = net(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()))
+    (out_t * torch.from_numpy(w.transpose(0, 3, 1, 2).copy())).sum().backward()
+    ref_grads = {k: p.grad.numpy() for k, p in net.named_parameters()}
+
+    def loss(m):
+        y = m(jnp.asarray(x))
+        return jnp.sum(y * w), y
+
+    model.train()
+    (_, out), grads = nnx.jit(lambda m: nnx.value_and_grad(loss, has_aux=True)(m))(model)
+    assert np.abs(np.asarray(out) - out_t.detach().numpy().transpose(0, 2, 3, 1)).max() <= 1e-5
+    flat = {".".join(map(str, p)): np.asarray(v[...]) for p, v in nnx.to_flat_state(grads)}
+    for key in ("upsampler.in_to_k.weight", "upsampler.in_to_k.bias", "gblocks.1.fc1.weight", "shortcut.conv11.bias"):
+        g = flat[key.rsplit(".", 1)[0] + (".kernel" if key.endswith("weight") else ".bias")]
+        ref = ref_grads[key]
+        g = g.transpose(3, 2, 0, 1) if g.ndim == 4 else g
+        assert np.abs(g - ref).max() <= 1e-4 * np.abs(ref).max(), key

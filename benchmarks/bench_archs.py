@@ -244,7 +244,7 @@ def main():
             parallel.use_memory_schedule(standard_spec(a.arch, a.remat))  # as run_train does
         if a.only == "trainer":  # as run_train sets up a CPU host for this model
             hostmem.reexec_with_huge_pages()
-            print(f"trainer: {parallel.use_cpu_cores(a.batch, standard_spec(a.arch)['arch'])} CPU devices, XLA:CPU kernel flag "
+            print(f"trainer: {parallel.use_cpu_cores(a.batch)} CPU devices, XLA:CPU kernel flag "
                   f"{parallel.use_cpu_kernels(standard_spec(a.arch)['arch'])}, {hostmem.chosen() or 'no huge pages'}",
                   file=sys.stderr)
         return one(a)

@@ -125,33 +125,26 @@ def _backends_started():
     return getattr(xla_bridge, "backends_are_initialized", lambda: False)()
 
 
-# the architectures whose train step runs faster with one XLA:CPU device per two cores than with one per core, measured
-# side by side on 2 cores (docs/performance.md): SAFMN's step takes 29% less time on one device there
-TWO_CORES_A_DEVICE = ("safmn",)
-
-
-def use_cpu_cores(batch_size, arch=None):
-    """One XLA:CPU device per core (per two cores for TWO_CORES_A_DEVICE's architectures), up to a divisor of the batch.
-    Call before jax starts a backend; returns the count.
+def use_cpu_cores(batch_size):
+    """One XLA:CPU device per core, up to a divisor of the batch. Call before jax starts a backend; returns the count.
 
     XLA:CPU runs one device's convolutions on about one core, so on a CPU host a data-parallel mesh over the
     cores is what puts them all to work: the RRDB x4 train step (batch 4, LR 32) on 2 cores goes from 0.79 to
     1.32 img/s (benchmarks/bench_scaling.py). Only the CPU backend gets these devices: GPU and TPU hosts train on
     their accelerators as before. A count the user chose (JAX_NUM_CPU_DEVICES or XLA_FLAGS) wins. run_train does
-    not call it for multi-process runs, whose batch split is not known yet.
+    not call it for multi-process runs, whose batch split is not known yet. Small steps of small models can run faster
+    on one device for two cores (SAFMN and SPAN at batch 4, LR 32), but not at their recipes' batches
+    (docs/performance.md), so every family gets one per core.
     """
     if jax.config.jax_num_cpu_devices != -1 or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
         return None
     if _backends_started():
         return None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    pair = arch in TWO_CORES_A_DEVICE
-    limit = min(max(1, cores // 2) if pair else cores, batch_size)
-    n = max(d for d in range(1, limit + 1) if batch_size % d == 0)
+    n = max(d for d in range(1, min(cores, batch_size) + 1) if batch_size % d == 0)
     jax.config.update("jax_num_cpu_devices", n)
-    why = (f"{arch} trains faster with one device per two cores" if pair
-           else "a device runs its convolutions on about one core")
-    CPU_CHOICES.append(f"{n} device(s) for {cores} core(s), the batch of {batch_size} split over them ({why})")
+    CPU_CHOICES.append(f"{n} device(s) for {cores} core(s), the batch of {batch_size} split over them (a device runs its "
+                       "convolutions on about one core)")
     return n
 
 

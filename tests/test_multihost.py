@@ -84,31 +84,27 @@ CORES = """
 import json, os, sys
 import jax
 from jaxsr import parallel
-n = parallel.use_cpu_cores(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None)
+n = parallel.use_cpu_cores(int(sys.argv[1]))
 print(json.dumps([n, jax.device_count(), len(os.sched_getaffinity(0)), parallel.CPU_CHOICES]))
 """
 
 
 def test_cpu_host_gets_one_device_per_core_dividing_the_batch():
-    """run_train's CPU setting: one XLA:CPU device per core, a divisor of the batch (per two cores for the families
-    measured faster so); a user's own count wins."""
-    from jaxsr.parallel import TWO_CORES_A_DEVICE
+    """run_train's CPU setting: one XLA:CPU device per core, a divisor of the batch; a user's own count wins."""
 
-    def run(batch, extra_env, *arch):
+    def run(batch, extra_env):
         env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
-        r = subprocess.run([sys.executable, "-c", CORES, str(batch), *arch], cwd=ROOT, capture_output=True, text=True,
+        r = subprocess.run([sys.executable, "-c", CORES, str(batch)], cwd=ROOT, capture_output=True, text=True,
                            env={**env, "JAX_PLATFORMS": "cpu", **extra_env}, timeout=120)
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout.splitlines()[-1])
 
     for batch in (1, 6, 7, 16):
-        n, devices, cores, _ = run(batch, {}, "esrgan")
+        n, devices, cores, choices = run(batch, {})
         assert n == devices == max(d for d in range(1, min(cores, batch) + 1) if batch % d == 0)
-    for arch in TWO_CORES_A_DEVICE:  # measured faster so
-        n = max(d for d in range(1, max(1, min(cores // 2, 4)) + 1) if 4 % d == 0)
-        why = f"({arch} trains faster with one device per two cores)"
-        assert run(4, {}, arch) == [n, n, cores, [f"{n} device(s) for {cores} core(s), the batch of 4 split over them {why}"]]
-    assert run(4, {"JAX_NUM_CPU_DEVICES": "2"}, "safmn")[:2] == [None, 2]
+        assert choices == [f"{n} device(s) for {cores} core(s), the batch of {batch} split over them (a device runs its "
+                           "convolutions on about one core)"]
+    assert run(4, {"JAX_NUM_CPU_DEVICES": "2"})[:2] == [None, 2]
     assert run(6, {"XLA_FLAGS": "--xla_force_host_platform_device_count=3"})[:2] == [None, 3]
     assert run(6, {"JAX_NUM_CPU_DEVICES": "3"})[:2] == [None, 3]
 

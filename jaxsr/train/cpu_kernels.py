@@ -219,7 +219,7 @@ def _time_here(config_json, name, platform, devices):
     parallel.use_memory_schedule(cfg.model)
     parallel.use_cpu_kernels(cfg.model.get("arch"), name)
     if not devices:
-        parallel.use_cpu_cores(cfg.train.batch_size, cfg.model.get("arch"))
+        parallel.use_cpu_cores(cfg.train.batch_size)
     parallel.choose(platform or None, int(devices) if devices else None)
     import jax
 

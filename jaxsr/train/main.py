@@ -77,7 +77,7 @@ def main(argv):
               "--config.cpu_kernels", file=sys.stderr)
         return 130
     if not (multi or _DEVICES.value):
-        parallel.use_cpu_cores(cfg.train.batch_size, cfg.model.get("arch"))  # on a CPU host, data parallel over its cores
+        parallel.use_cpu_cores(cfg.train.batch_size)  # on a CPU host, data parallel over its cores
     parallel.initialize(_COORD.value, _NPROC.value, _PID.value)  # TPU pods / SLURM are detected
     from jaxsr.train import loop
 

@@ -143,8 +143,8 @@ def use_cpu_cores(batch_size):
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     n = max(d for d in range(1, min(cores, batch_size) + 1) if batch_size % d == 0)
     jax.config.update("jax_num_cpu_devices", n)
-    CPU_CHOICES.append(f"{n} device(s) for {cores} core(s), the batch of {batch_size} split over them (a device runs its "
-                       "convolutions on about one core)")
+    CPU_CHOICES.append(f"{n} device(s) for {cores} core(s), the batch of {batch_size} split over them "
+                       "(a device runs its convolutions on about one core)")
     return n
 
 
@@ -190,9 +190,9 @@ def use_memory_schedule(model):
     DAT-2's train step (batch 2, LR 64) peaks at 13.6 GiB with remat under it and at 5.6 GiB, 13% faster, under
     the memory scheduler (docs/performance.md). Without remat the default was ~12% faster for RRDB on one machine;
     on another the two ran at the same speed for every family measured, and the memory schedule held MoSR's
-    temporaries at about three quarters and RealPLKSR's at four fifths. It goes through XLA_FLAGS, read once per process and by
-    XLA:CPU alone (a per-jit compiler option does not reach the scheduler). Returns whether the schedule is in effect;
-    the user's XLA_FLAGS win.
+    temporaries at about three quarters and RealPLKSR's at four fifths. It goes through XLA_FLAGS, read once per
+    process and by XLA:CPU alone (a per-jit compiler option does not reach the scheduler). Returns whether the
+    schedule is in effect; the user's XLA_FLAGS win.
     """
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_cpu_scheduler_type" in flags or "xla_cpu_enable_concurrency_optimized_scheduler" in flags:

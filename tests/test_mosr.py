@@ -99,7 +99,7 @@ def test_gps_runs_in_onnxruntime():
 
 def test_gps_as_one_conv_gives_torchs_outputs_and_gradients():
     """GPS averages 8 convolutions' predictions; we run one conv with the averaged kernel: torch's training-mode
-    output and gradients (the 8 groups' kernels each get their share through the mean), with every parameter perturbed."""
+    output and gradients (the 8 groups' kernels each get their share through the mean), every parameter perturbed."""
     import torch
 
     net = reference(upsampler="gps", upscale=3)

@@ -102,8 +102,8 @@ def test_cpu_host_gets_one_device_per_core_dividing_the_batch():
     for batch in (1, 6, 7, 16):
         n, devices, cores, choices = run(batch, {})
         assert n == devices == max(d for d in range(1, min(cores, batch) + 1) if batch % d == 0)
-        assert choices == [f"{n} device(s) for {cores} core(s), the batch of {batch} split over them (a device runs its "
-                           "convolutions on about one core)"]
+        assert choices == [f"{n} device(s) for {cores} core(s), the batch of {batch} split over them "
+                           "(a device runs its convolutions on about one core)"]
     assert run(4, {"JAX_NUM_CPU_DEVICES": "2"})[:2] == [None, 2]
     assert run(6, {"XLA_FLAGS": "--xla_force_host_platform_device_count=3"})[:2] == [None, 3]
     assert run(6, {"JAX_NUM_CPU_DEVICES": "3"})[:2] == [None, 3]

@@ -89,14 +89,13 @@ class GPS(nnx.Module):
     def __init__(self, dim, scale, out_ch, *, rngs, dtype):
         self.in_to_k = conv(dim, scale * scale * out_ch * GPS_ENSEMBLE, 3, rngs=rngs, dtype=dtype)
         self.ps = PixelShuffle(scale)
-        self.dtype = dtype
 
     def __call__(self, x):
         k = self.in_to_k
         kh, kw, c_in, c = k.kernel.shape
         kernel = k.kernel[...].reshape(kh, kw, c_in, GPS_ENSEMBLE, c // GPS_ENSEMBLE).mean(3)
         bias = k.bias[...].reshape(GPS_ENSEMBLE, c // GPS_ENSEMBLE).mean(0)
-        y = conv_general_dilated(x.astype(self.dtype), kernel.astype(self.dtype), (1, 1), k.padding,
+        y = conv_general_dilated(x.astype(k.dtype), kernel.astype(k.dtype), (1, 1), k.padding,
                                  dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=k.precision)
         return self.ps(y + bias.astype(y.dtype))
 

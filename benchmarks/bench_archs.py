@@ -242,6 +242,7 @@ def main():
 
         if a.only != "torch":
             parallel.use_memory_schedule(standard_spec(a.arch, a.remat))  # as run_train does
+            parallel.use_in_place_updates()
         if a.only == "trainer":  # as run_train sets up a CPU host for this model
             hostmem.reexec_with_huge_pages()
             print(f"trainer: {parallel.use_cpu_cores(a.batch)} CPU devices, XLA:CPU kernel flag "

@@ -114,6 +114,7 @@ def main():
     a = p.parse_args()
     if a.trainer_row:  # before any jax computation: the device count is fixed when the backend starts
         b = a.batch or (16 if a.models == "rrdb" else 8)
+        parallel.use_in_place_updates()
         n = parallel.use_cpu_cores(b) or len(jax.devices())
         gt = photos(b, a.lr_size * 4)
         lq = gt.reshape(b, a.lr_size, 4, a.lr_size, 4, 3).mean(axis=(2, 4))

@@ -156,6 +156,62 @@ def test_memory_schedule_for_remat_and_mosr_and_a_users_flag_wins():
     assert run({"arch": "esrgan"}, MEMORY_SCHEDULE[0])[:3:2] == [True, []]
 
 
+IN_PLACE_PROBE = """
+import hashlib, json, re
+import numpy as np
+from jaxsr import parallel
+on = parallel.use_in_place_updates()  # before any jax computation
+import jax
+from ml_collections import ConfigDict
+from jaxsr.train.config import base_config
+from jaxsr.train.kinds import sr
+from jaxsr.train.state import split
+cfg = base_config()
+cfg.model = ConfigDict(dict(arch="esrgan", num_feat=8, num_block=1, num_grow_ch=8))
+cfg.degrade.update(mode="bicubic", gt_size=32, queue_size=0)
+cfg.train.update(batch_size=2, total_steps=10)
+model, _ = sr.build_generator(cfg)
+model.train()
+objective, (tx, _) = sr.build_objective(cfg), sr.build_optimizers(cfg)
+mesh = parallel.make_mesh()
+step = sr.build_steps(cfg, mesh, objective, tx, split(model)[0], split(model)[0]).g
+state = parallel.replicate(mesh, sr.build_state(cfg, model, tx))
+gt = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype(np.float32)
+batch = parallel.global_batch(mesh, {"gt": gt, "lq": gt.reshape(2, 8, 4, 8, 4, 3).mean((2, 4))})
+hlo = step.lower(state, batch, objective.feature_params).compile().as_text()
+copies = len(re.findall(r"= [^ ]+ copy\\(%state_opt_state", hlo))
+for _ in range(2):
+    state, _ = step(state, batch, objective.feature_params)
+digest = hashlib.sha256(b"".join(np.asarray(a).tobytes() for a in jax.tree.leaves(state))).hexdigest()
+print(json.dumps([on, copies, parallel.CPU_CHOICES, digest]))
+"""
+
+
+def test_in_place_updates_copy_no_optimizer_state_and_change_no_number():
+    """run_train's XLA:CPU copy insertion: under XLA's default the compiled train step copies the optimizer's moments
+    (the reason for the flag); under region analysis it copies none, the run says so, and two steps leave the state
+    bit for bit as the default does; the user's XLA_FLAGS win."""
+    from jaxsr.parallel import IN_PLACE_UPDATES
+
+    def run(flags=None):
+        env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_DISABLE_MOST_OPTIMIZATIONS")}
+        env.update(JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="1")
+        r = subprocess.run([sys.executable, "-c", IN_PLACE_PROBE], cwd=ROOT, capture_output=True, text=True,
+                           env={**env, **({"XLA_FLAGS": flags} if flags else {})}, timeout=300)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout.splitlines()[-1])
+
+    on, copies, said, state = run()
+    assert on and copies == 0
+    assert said == ["the train state updated in place (copy insertion's region analysis: no copy of the optimizer "
+                    "state each step)"]
+    off, default_copies, said, default_state = run("--xla_cpu_copy_insertion_use_region_analysis=false")
+    assert not off and said == [] and default_copies > 0
+    print(f"a tiny RRDB's train step: {default_copies} copies of the optimizer state by default, none in place")
+    assert state == default_state
+    assert run(IN_PLACE_UPDATES)[:3] == [True, 0, []]
+
+
 KERNEL_PROBE = """
 import json, re, sys
 import jax, jax.numpy as jnp

@@ -217,6 +217,7 @@ def _time_here(config_json, name, platform, devices):
 
     cfg = resolve(get_config(config_json))
     parallel.use_memory_schedule(cfg.model)
+    parallel.use_in_place_updates()
     parallel.use_cpu_kernels(cfg.model.get("arch"), name)
     if not devices:
         parallel.use_cpu_cores(cfg.train.batch_size)

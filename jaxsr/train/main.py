@@ -66,6 +66,7 @@ def main(argv):
     from jaxsr.train import cpu_kernels
 
     parallel.use_memory_schedule(cfg.model)  # for remat, and for the models XLA:CPU's default schedule bloats
+    parallel.use_in_place_updates()  # no copy of the optimizer state each step
     multi = bool(_COORD.value or parallel.cluster_detected())
     # which XLA:CPU kernels train this model faster here (timed once per host where it depends on the CPU), frozen
     # into config.json so that a resume compiles the same programs

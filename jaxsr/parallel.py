@@ -225,8 +225,9 @@ def use_in_place_updates():
     XLA's own host-offloading client uses) orders the reads first and copies nothing: Compact's trainer step 50-66 ->
     43-46 ms, ESRGAN+'s and RCAN's peak RSS 0.19 GiB less (docs/performance.md). Only buffers change, not the
     arithmetic. The user's XLA_FLAGS win."""
-    if "xla_cpu_copy_insertion_use_region_analysis" in os.environ.get("XLA_FLAGS", "") or _backends_started():
-        return IN_PLACE_UPDATES in os.environ.get("XLA_FLAGS", "").split()
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_cpu_copy_insertion_use_region_analysis" in flags or _backends_started():
+        return IN_PLACE_UPDATES in flags.split()
     if not _set_xla_flag(IN_PLACE_UPDATES):
         return False
     CPU_CHOICES.append("the train state updated in place (copy insertion's region analysis: no copy of the optimizer "
